@@ -1,0 +1,224 @@
+"""The photo catalog: which files have been seen, which photos exist, what processing found.
+
+Queries about photos and source files live here, as queue.py holds those about jobs, so that
+the services (ingest, pipeline, stats) never build SQL themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from photoctl.db import insert_ignoring_conflicts, is_postgresql
+from photoctl.models import Job, JobKind, Photo, SourceFile
+from photoctl.models import display_path as display_path
+
+photos = Photo.__table__
+source_files = SourceFile.__table__
+jobs = Job.__table__
+
+_IN_CHUNK = 500  # bound parameters per IN (...) list; SQLite allows 32k, keep statements small
+
+
+@dataclass(frozen=True)
+class NewFile:
+    path: bytes
+    size_bytes: int
+    mtime_ns: int
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    new_photo_ids: list[int]
+    duplicate_paths: list[bytes]
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    id: int
+    content_hash: str
+    source_path: bytes
+    filename: str
+    album: str | None
+
+
+@dataclass(frozen=True)
+class ProcessedPhoto:
+    photo_id: int
+    width: int
+    height: int
+    taken_at: str | None
+    camera: str | None
+    thumb_path: str
+    preview_path: str
+
+
+def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def known_files(conn: Connection, paths: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
+    """For the paths already seen by ingest: (size_bytes, mtime_ns) when they were registered."""
+    known: dict[bytes, tuple[int, int]] = {}
+    for chunk in _chunks(paths):
+        rows = conn.execute(
+            select(source_files.c.path, source_files.c.size_bytes, source_files.c.mtime_ns).where(
+                source_files.c.path.in_(chunk)
+            )
+        )
+        known.update({bytes(path): (size, mtime) for path, size, mtime in rows})
+    return known
+
+
+def existing_hashes(conn: Connection, hashes: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(hashes):
+        found.update(
+            conn.execute(
+                select(photos.c.content_hash).where(photos.c.content_hash.in_(chunk))
+            ).scalars()
+        )
+    return found
+
+
+def register_files(
+    conn: Connection,
+    engine: Engine,
+    files: Sequence[NewFile],
+    album: str | None,
+    now: float | None = None,
+) -> Registration:
+    """Create a photo for each new content hash and remember every file's path, size and mtime.
+
+    Concurrent ingests of the same content cannot both create a photo: the insert ignores
+    hash conflicts, and only the rows it really inserted count as new.
+    """
+    now = time.time() if now is None else now
+    first_by_hash: dict[str, NewFile] = {}
+    for file in files:
+        first_by_hash.setdefault(file.content_hash, file)
+    new_ids: dict[str, int] = {}
+    rows = [
+        {
+            "content_hash": digest,
+            "source_path": file.path,
+            "filename": display_path(file.path.rsplit(b"/", 1)[-1]),
+            "album": album,
+            "size_bytes": file.size_bytes,
+            "ingested_at": now,
+        }
+        for digest, file in first_by_hash.items()
+    ]
+    for chunk in _chunks(rows):
+        inserted = conn.execute(
+            insert_ignoring_conflicts(engine, photos).returning(photos.c.id, photos.c.content_hash),
+            list(chunk),
+        )
+        new_ids.update({digest: photo_id for photo_id, digest in inserted})
+    photo_ids = dict(new_ids)
+    for chunk in _chunks([d for d in first_by_hash if d not in new_ids]):
+        photo_ids.update(
+            {
+                digest: photo_id
+                for photo_id, digest in conn.execute(
+                    select(photos.c.id, photos.c.content_hash).where(
+                        photos.c.content_hash.in_(chunk)
+                    )
+                )
+            }
+        )
+    _remember_files(
+        conn,
+        engine,
+        [
+            {
+                "path": f.path,
+                "size_bytes": f.size_bytes,
+                "mtime_ns": f.mtime_ns,
+                "photo_id": photo_ids[f.content_hash],
+            }
+            for f in files
+        ],
+    )
+    duplicates = [
+        f.path
+        for f in files
+        if f.content_hash not in new_ids or first_by_hash[f.content_hash] is not f
+    ]
+    return Registration(new_photo_ids=list(new_ids.values()), duplicate_paths=duplicates)
+
+
+def _remember_files(conn: Connection, engine: Engine, rows: list[dict]) -> None:
+    if not rows:
+        return
+    if is_postgresql(engine):
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement = dialect_insert(source_files)
+    statement = statement.on_conflict_do_update(
+        index_elements=[source_files.c.path],
+        set_={
+            "size_bytes": statement.excluded.size_bytes,
+            "mtime_ns": statement.excluded.mtime_ns,
+            "photo_id": statement.excluded.photo_id,
+        },
+    )
+    for chunk in _chunks(rows):
+        conn.execute(statement, list(chunk))
+
+
+def get_photo(conn: Connection, photo_id: int) -> PhotoRecord | None:
+    row = conn.execute(
+        select(
+            photos.c.id,
+            photos.c.content_hash,
+            photos.c.source_path,
+            photos.c.filename,
+            photos.c.album,
+        ).where(photos.c.id == photo_id)
+    ).first()
+    if row is None:
+        return None
+    return PhotoRecord(row.id, row.content_hash, bytes(row.source_path), row.filename, row.album)
+
+
+def record_processed(conn: Connection, result: ProcessedPhoto, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    conn.execute(
+        update(photos)
+        .where(photos.c.id == result.photo_id)
+        .values(
+            width=result.width,
+            height=result.height,
+            taken_at=result.taken_at,
+            camera=result.camera,
+            thumb_path=result.thumb_path,
+            preview_path=result.preview_path,
+            processed_at=now,
+        )
+    )
+
+
+def photo_counts(conn: Connection) -> dict[str, int]:
+    """Photos by the state of their processing job (pending = queued, retrying or running)."""
+    total = conn.execute(select(func.count()).select_from(photos)).scalar_one()
+    rows = conn.execute(
+        select(jobs.c.state, func.count(func.distinct(jobs.c.photo_id)))
+        .where(jobs.c.kind == JobKind.PROCESS_PHOTO)
+        .group_by(jobs.c.state)
+    ).all()
+    by_state = dict(rows)
+    done = by_state.get("done", 0)
+    failed = by_state.get("failed", 0)
+    return {
+        "total": total,
+        "done": done,
+        "failed": failed,
+        "pending": max(0, total - done - failed),
+    }

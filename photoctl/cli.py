@@ -1,0 +1,473 @@
+"""The `photoctl` command line: parse options, call one function, print, map errors to exit codes.
+
+Exit codes: 0 success, 1 the command ran but some items failed (or a runtime error), 2 bad usage
+or configuration. Machine-readable output goes to stdout; messages and progress to stderr, with
+progress bars only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from dotenv import load_dotenv
+
+from photoctl import config as config_module
+from photoctl import db, queue
+from photoctl.config import Settings
+from photoctl.errors import ConfigError, NotFound, PhotoctlError
+from photoctl.logs import setup_logging
+from photoctl.models import JobState
+
+
+class UsageProblem(click.ClickException):
+    exit_code = 2
+
+
+class PhotoctlGroup(click.Group):
+    """Turns photoctl's own errors into clean messages and exit codes, for every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as error:
+            raise UsageProblem(str(error)) from None
+        except NotFound as error:
+            raise click.ClickException(str(error)) from None
+        except PhotoctlError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@dataclass
+class App:
+    """What every command gets: settings, verbosity, and a database engine made on demand."""
+
+    settings: Settings
+    verbosity: int
+    _engine: Any = field(default=None, repr=False)
+    _schema_ready: bool = field(default=False, repr=False)
+
+    def engine(self):  # noqa: ANN201 - sqlalchemy.Engine, kept out of the CLI's imports
+        """The engine, with the schema created or upgraded on first use."""
+        engine = self.engine_unchecked()
+        if not self._schema_ready:
+            db.ensure_schema(engine)
+            self._schema_ready = True
+        return engine
+
+    def engine_unchecked(self):  # noqa: ANN201
+        if self._engine is None:
+            self._engine = db.make_engine(self.settings)
+        return self._engine
+
+    def show_progress(self) -> bool:
+        return self.verbosity >= 0 and sys.stderr.isatty()
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _load_settings(ctx: click.Context, overrides: dict[str, Any]) -> Settings:
+    root = ctx.find_root()
+    return config_module.load(
+        config_file=root.params.get("config_file"),
+        data_dir=root.params.get("data_dir"),
+        overrides={"database.url": root.params.get("database_url"), **overrides},
+    )
+
+
+@click.group(cls=PhotoctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="ini file (default: ./config.ini, then <data dir>/config.ini).",
+    envvar="PHOTOCTL_CONFIG",
+    show_envvar=True,
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Where the SQLite database, storage and cache live [default: ./photoctl-data].",
+    envvar="PHOTOCTL_DATA_DIR",
+    show_envvar=True,
+)
+@click.option(
+    "--database-url",
+    help="SQLAlchemy URL, e.g. postgresql://user@host/db [default: SQLite in the data dir].",
+    envvar="PHOTOCTL_DATABASE_URL",
+    show_envvar=True,
+)
+@click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only; no progress bars.")
+@click.version_option(package_name="photoctl")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config_file: str | None,
+    data_dir: str | None,
+    database_url: str | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """photoctl: ingest event photos, process them in the background, serve them.
+
+    \b
+    Typical use:
+      photoctl ingest ./event-photos
+      photoctl work -n 5 --until-empty
+      photoctl stats
+    """
+    settings = _load_settings(ctx, {})
+    verbosity = -1 if quiet else verbose
+    setup_logging(settings, verbosity)
+    ctx.obj = App(settings=settings, verbosity=verbosity)
+
+
+def main() -> None:
+    """Console entry point. A .env in the working directory fills unset variables."""
+    load_dotenv(Path.cwd() / ".env", override=False)
+    cli(prog_name="photoctl")
+
+
+# -- ingest ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--album", help="Album name given to the new photos.")
+@click.option(
+    "--watch", is_flag=True, help="Keep running and ingest new files as they settle (Ctrl-C stops)."
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be registered; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@pass_app
+def ingest(
+    app: App, paths: tuple[str, ...], album: str | None, watch: bool, dry_run: bool, as_json: bool
+) -> None:
+    """Register every image under PATHS and enqueue one processing job per new photo.
+
+    Same content twice is one photo. Unchanged files are skipped without being read; files
+    modified in the last ingest.settle_seconds are left for the next run. Exit code 1 if any
+    file could not be ingested (each is named with its reason).
+
+    \b
+    Example:
+      photoctl ingest ./event-2026 --album "Marathon 2026"
+    """
+    from photoctl.ingest import ingest_paths
+
+    engine = app.engine()
+    any_errors = False
+    while True:
+        with _progress_bar(app, "hashing", "files") as progress:
+            report = ingest_paths(
+                engine, app.settings, paths, album=album, dry_run=dry_run, progress=progress
+            )
+        any_errors = any_errors or bool(report.errors)
+        for name, reason in report.errors:
+            click.echo(f"error: {name}: {reason}", err=True)
+        if as_json:
+            click.echo(json.dumps(report.as_json()))
+        if not as_json or watch:
+            prefix = "dry run: would ingest " if dry_run else "ingest: "
+            click.echo(prefix + report.summary(), err=True)
+        if not watch:
+            break
+        try:
+            time.sleep(app.settings.ingest.watch_interval_seconds)
+        except KeyboardInterrupt:
+            break
+    if any_errors:
+        sys.exit(1)
+
+
+class _progress_bar:
+    """A tqdm bar on a terminal, nothing otherwise; used as the core's progress callback."""
+
+    def __init__(self, app: App, description: str, unit: str) -> None:
+        self.enabled = app.show_progress()
+        self.description, self.unit = description, unit
+        self.bar = None
+
+    def __enter__(self):  # noqa: ANN204
+        return self.update if self.enabled else None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, leave=False)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- work -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "-n",
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Worker processes [default: queue.workers, 3; env PHOTO_QUEUE_WORKERS].",
+)
+@click.option(
+    "--until-empty",
+    is_flag=True,
+    help="Exit once nothing is queued, retrying or running (for cron).",
+)
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after claiming this many jobs.")
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop (gracefully) after this many seconds.",
+)
+@click.option(
+    "--engine",
+    "engine_name",
+    type=click.Choice(config_module.ENGINE_NAMES),
+    help="Face engine [default: faces.engine].",
+)
+@pass_app
+def work(
+    app: App,
+    workers: int | None,
+    until_empty: bool,
+    max_jobs: int | None,
+    max_seconds: float | None,
+    engine_name: str | None,
+) -> None:
+    """Run worker processes that process queued photos.
+
+    SIGINT/SIGTERM: stop claiming, finish or release the jobs in hand, exit. A worker that
+    dies is replaced and its jobs requeued. Exit code 1 if any job failed during this run.
+
+    \b
+    Examples:
+      photoctl work -n 5                       # run until stopped
+      photoctl work --until-empty --max-seconds 3000   # from cron
+    """
+    from photoctl.worker import WorkOptions, run_workers
+
+    settings = app.settings
+    if engine_name:
+        settings = settings.replace("faces", engine=engine_name)
+    options = WorkOptions(
+        workers=workers or settings.queue.workers,
+        until_empty=until_empty,
+        max_jobs=max_jobs,
+        max_seconds=max_seconds,
+        engine=settings.faces.engine,
+    )
+    report = run_workers(settings, options, app.verbosity)
+    click.echo(
+        f"work: {report.done} jobs done, {report.failed} failed, "
+        f"{report.restarted} workers restarted",
+        err=True,
+    )
+    if report.failed:
+        sys.exit(1)
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the stats object as JSON.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Print again every SECONDS until interrupted.",
+)
+@pass_app
+def stats(app: App, as_json: bool, watch: float | None) -> None:
+    """Queue, photo and cache figures (the same object as GET /api/admin/queue/stats)."""
+    from photoctl import stats as stats_module
+
+    engine = app.engine()
+    while True:
+        with db.read(engine) as conn:
+            figures = stats_module.collect(conn, app.settings)
+        click.echo(json.dumps(figures) if as_json else stats_module.render(figures))
+        if watch is None:
+            return
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return
+        if not as_json:
+            click.echo("")
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+
+@cli.group(cls=PhotoctlGroup)
+def jobs() -> None:
+    """Inspect and act on jobs."""
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@jobs.command("list")
+@click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_app
+def jobs_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first.
+
+    \b
+    Example:
+      photoctl jobs list --state failed
+    """
+    with db.read(app.engine()) as conn:
+        rows = queue.list_jobs(conn, state, limit)
+    for job in rows:
+        if as_json:
+            click.echo(json.dumps(job.__dict__))
+        else:
+            error = f"  {job.last_error}" if job.last_error else ""
+            click.echo(
+                f"{job.id}  {job.state:<8}  attempts {job.attempts}  "
+                f"{job.filename or job.kind}{error}"
+            )
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@pass_app
+def jobs_show(app: App, job_id: str) -> None:
+    """Everything about one job (an id or a unique prefix of one)."""
+    with db.read(app.engine()) as conn:
+        job = queue.get_job(conn, job_id)
+    for label, value in [
+        ("id", job.id),
+        ("kind", job.kind),
+        ("photo", job.photo_id),
+        ("file", job.filename),
+        ("state", job.state),
+        ("attempts", job.attempts),
+        ("created", _when(job.created_at)),
+        ("run at", _when(job.run_at)),
+        ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)),
+        ("lease until", _when(job.lease_expires_at)),
+        ("worker", job.worker_id or "-"),
+        ("last error", job.last_error or "-"),
+    ]:
+        click.echo(f"{label + ':':<13}{value}")
+
+
+@jobs.command("retry")
+@click.argument("job_ids", nargs=-1)
+@click.option("--failed", is_flag=True, help="Retry every failed job.")
+@pass_app
+def jobs_retry(app: App, job_ids: tuple[str, ...], failed: bool) -> None:
+    """Queue failed (or done) jobs again with fresh attempts.
+
+    \b
+    Examples:
+      photoctl jobs retry --failed
+      photoctl jobs retry 8f3a1c2d
+    """
+    if not job_ids and not failed:
+        raise UsageProblem("give job ids or --failed")
+    with db.write(app.engine()) as conn:
+        ids = [queue.resolve_job_id(conn, job_id) for job_id in job_ids]
+        count = queue.retry_jobs(conn, ids, failed=failed)
+    click.echo(f"{count} jobs queued again", err=True)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        match = _DURATION.match(str(value))
+        if not match:
+            self.fail(f"{value!r} is not a duration like 90s, 30m, 12h or 7d", param, ctx)
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@jobs.command("prune")
+@click.option(
+    "--older-than",
+    type=Duration(),
+    required=True,
+    help="Age of finished jobs to delete, e.g. 7d, 12h.",
+)
+@click.option(
+    "--include-failed", is_flag=True, help="Delete failed jobs too (their reasons are lost)."
+)
+@pass_app
+def jobs_prune(app: App, older_than: float, include_failed: bool) -> None:
+    """Delete finished jobs older than a duration (done ones; failed ones only if asked)."""
+    with db.write(app.engine()) as conn:
+        count = queue.prune_jobs(conn, older_than, include_failed=include_failed)
+    click.echo(f"{count} jobs pruned", err=True)
+
+
+# -- config and doctor ----------------------------------------------------------------------
+
+
+@cli.group(cls=PhotoctlGroup)
+def config() -> None:
+    """Show the effective configuration."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print as a JSON object.")
+@pass_app
+def config_show(app: App, as_json: bool) -> None:
+    """Every key with its effective value and where that value came from."""
+    rows = config_module.describe(app.settings)
+    if as_json:
+        click.echo(
+            json.dumps({key: {"value": value, "source": source} for key, value, source in rows})
+        )
+        return
+    for key, value, source in rows:
+        click.echo(f"{key} = {value}" + (f"    ({source})" if source else ""))
+
+
+@config.command("example")
+def config_example() -> None:
+    """Print an example config.ini with every key, its default and its meaning."""
+    click.echo(config_module.example_ini(), nl=False)
+
+
+@cli.command()
+@pass_app
+def doctor(app: App) -> None:
+    """Check the database, the schema and the storage root; say how to fix what is wrong."""
+    from photoctl.doctor import run_checks
+
+    problems = 0
+    for check in run_checks(app.settings, app.engine_unchecked()):
+        mark = "ok  " if check.ok else "FAIL"
+        click.echo(f"[{mark}] {check.name}: {check.detail}")
+        problems += not check.ok
+    if problems:
+        sys.exit(1)

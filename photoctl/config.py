@@ -1,0 +1,339 @@
+"""Settings: every configuration key with its default and meaning, and where its value came from.
+
+The frozen dataclasses below are the one source of truth: ``config.example.ini`` and
+``photoctl config show`` are generated from them. Values are layered, lowest first: defaults,
+the ini file, ``PHOTOCTL_<SECTION>_<KEY>`` environment variables, the historic environment names
+the service grew up with, and command-line options. ``validate`` turns a bad value into a
+ConfigError that names the key and where the value came from.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from photoctl.errors import ConfigError
+
+DEFAULT_DATA_DIR = "photoctl-data"
+ENGINE_NAMES = ("local", "rekognition", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _key(
+    default: Any,
+    doc: str,
+    *,
+    env: str | None = None,
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    return field(
+        default=default, metadata={"doc": doc, "env": env, "minimum": minimum, "choices": choices}
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = _key(
+        "",
+        "SQLAlchemy URL; empty means the SQLite file photoctl.db in the data dir. "
+        "postgresql://user@host/db uses psycopg 3.",
+    )
+    pool_size: int = _key(
+        20, "PostgreSQL connection pool size per process", env="DB_POOL_SIZE", minimum=1
+    )
+    max_overflow: int = _key(
+        50, "PostgreSQL connections allowed above pool_size", env="DB_MAX_OVERFLOW", minimum=0
+    )
+    pool_recycle_seconds: int = _key(
+        1800, "Reconnect PostgreSQL connections older than this", minimum=1
+    )
+    pool_timeout_seconds: int = _key(60, "Wait this long for a pooled connection", minimum=1)
+    busy_timeout_seconds: float = _key(
+        30.0, "SQLite: wait this long for a lock before failing", minimum=0
+    )
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    workers: int = _key(
+        3, "Worker processes started by `photoctl work`", env="PHOTO_QUEUE_WORKERS", minimum=1
+    )
+    max_size: int = _key(
+        1000,
+        "Uploads are refused (503) while this many jobs wait",
+        env="PHOTO_QUEUE_MAX_SIZE",
+        minimum=1,
+    )
+    max_attempts: int = _key(
+        3, "Attempts before a job that keeps failing is marked failed", minimum=1
+    )
+    lease_seconds: float = _key(
+        60.0,
+        "A running job whose worker stopped heartbeating this long goes back to the queue",
+        minimum=1,
+    )
+    claim_batch: int = _key(10, "Jobs a worker claims in one statement", minimum=1)
+    retry_base_seconds: float = _key(
+        2.0, "First retry delay; doubles each attempt, with jitter", minimum=0
+    )
+    retry_max_seconds: float = _key(300.0, "Longest retry delay", minimum=0)
+    poll_seconds: float = _key(
+        0.5, "Longest idle wait between claims when the queue is empty", minimum=0.01
+    )
+    shutdown_grace: float = _key(
+        30.0,
+        "Seconds workers get to finish in-hand jobs on SIGINT/SIGTERM before they are killed",
+        minimum=0,
+    )
+    worker_nice: int = _key(
+        10, "CPU niceness added to worker processes, so serve stays fast", minimum=0
+    )
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    max_bytes: int = _key(200 * 1024 * 1024, "Files larger than this are refused", minimum=1)
+    max_pixels: int = _key(
+        200_000_000, "Images with more pixels are refused as decompression bombs", minimum=1
+    )
+    settle_seconds: float = _key(
+        2.0,
+        "Files modified more recently are left for the next run (still being written)",
+        minimum=0,
+    )
+    watch_interval_seconds: float = _key(5.0, "How often `ingest --watch` rescans", minimum=0.1)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    root: str = _key(
+        "", "Where thumbnails, previews and uploads are written; empty means <data dir>/storage"
+    )
+    thumb_px: int = _key(320, "Longest side of thumbnails", minimum=16)
+    preview_px: int = _key(1600, "Longest side of previews", minimum=64)
+    jpeg_quality: int = _key(85, "JPEG quality of thumbnails and previews", minimum=1)
+
+
+@dataclass(frozen=True)
+class FacesSettings:
+    engine: str = _key(
+        "local", "Face engine: local (dlib), rekognition (AWS) or none", choices=ENGINE_NAMES
+    )
+    match_threshold: float = _key(
+        0.6, "local engine: a face matches a user at this euclidean distance or less", minimum=0
+    )
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = _key("info", "Log level: debug, info, warning, error", choices=LOG_LEVELS)
+    file: str = _key("", "Rotating log file shared by every process; empty means stderr only")
+    max_bytes: int = _key(10 * 1024 * 1024, "Rotate the log file at this size", minimum=1024)
+    backup_count: int = _key(5, "Rotated log files kept", minimum=0)
+
+
+SECTIONS: dict[str, type] = {
+    "database": DatabaseSettings,
+    "queue": QueueSettings,
+    "ingest": IngestSettings,
+    "faces": FacesSettings,
+    "storage": StorageSettings,
+    "log": LogSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    config_file: Path | None = None
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    faces: FacesSettings = field(default_factory=FacesSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    # "section.key" -> where the effective value came from, for `config show`.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_dir / 'photoctl.db').resolve()}"
+
+    @property
+    def storage_root(self) -> Path:
+        return Path(self.storage.root) if self.storage.root else self.data_dir / "storage"
+
+    def replace(self, section: str, **values: Any) -> Settings:
+        """A copy with some keys of one section changed (tests and CLI options use it)."""
+        updated = dataclasses.replace(getattr(self, section), **values)
+        return dataclasses.replace(self, **{section: updated})
+
+
+def env_name(section: str, key: str) -> str:
+    return f"PHOTOCTL_{section.upper()}_{key.upper()}"
+
+
+def iter_keys() -> list[tuple[str, dataclasses.Field]]:
+    """Every (section, field) pair, in documentation order."""
+    return [(name, f) for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _convert(raw: str, kind: Any, where: str) -> Any:
+    kind_name = kind if isinstance(kind, str) else kind.__name__
+    text = raw.strip()
+    try:
+        if kind_name == "int":
+            return int(text.replace("_", ""))
+        if kind_name == "float":
+            return float(text)
+        if kind_name == "bool":
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+    except ValueError:
+        article = "an" if kind_name == "int" else "a"
+        word = {"int": "integer", "float": "number", "bool": "boolean"}[kind_name]
+        raise ConfigError(f"{where}: expected {article} {word}, got {raw!r}") from None
+    return text
+
+
+def find_config_file(
+    explicit: str | None, data_dir: Path, environ: Mapping[str, str]
+) -> Path | None:
+    """The ini file to read: --config, PHOTOCTL_CONFIG, ./config.ini, <data dir>/config.ini."""
+    chosen = explicit or environ.get("PHOTOCTL_CONFIG")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    for candidate in (Path("config.ini"), data_dir / "config.ini"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(
+    *,
+    config_file: str | None = None,
+    data_dir: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build validated Settings from defaults, the ini file, the environment and options.
+
+    ``overrides`` maps "section.key" to values given on the command line (None = not given).
+    """
+    env = os.environ if environ is None else environ
+    data_path = Path(data_dir or env.get("PHOTOCTL_DATA_DIR") or DEFAULT_DATA_DIR)
+    ini_path = find_config_file(config_file, data_path, env)
+    parser = configparser.ConfigParser(interpolation=None)
+    if ini_path is not None:
+        try:
+            parser.read(ini_path, encoding="utf-8")
+        except configparser.Error as exc:
+            raise ConfigError(f"{ini_path}: cannot parse: {exc}") from None
+        _check_unknown_keys(parser, ini_path)
+
+    sources: dict[str, str] = {}
+    sections: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            dotted = f"{section}.{f.name}"
+            value, source = f.default, "default"
+            layers: list[tuple[str | None, str]] = []
+            if parser.has_option(section, f.name):
+                layers.append((parser.get(section, f.name), f"file {ini_path} [{section}]"))
+            layers.append((env.get(env_name(section, f.name)), f"env {env_name(section, f.name)}"))
+            if f.metadata.get("env"):
+                layers.append((env.get(f.metadata["env"]), f"env {f.metadata['env']}"))
+            for raw, where in layers:
+                if raw is not None:
+                    value, source = _convert(raw, f.type, f"{dotted} (from {where})"), where
+            given = (overrides or {}).get(dotted)
+            if given is not None:
+                value, source = given, "command line"
+            values[f.name] = value
+            sources[dotted] = source
+        sections[section] = cls(**values)
+    settings = Settings(data_dir=data_path, config_file=ini_path, sources=sources, **sections)
+    validate(settings)
+    return settings
+
+
+def _check_unknown_keys(parser: configparser.ConfigParser, ini_path: Path) -> None:
+    for section in parser.sections():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{ini_path}: unknown section [{section}] (known: {', '.join(SECTIONS)})"
+            )
+        known = {f.name for f in dataclasses.fields(SECTIONS[section])}
+        for key in parser.options(section):
+            if key not in known:
+                raise ConfigError(f"{ini_path}: unknown key {section}.{key}")
+
+
+def validate(settings: Settings) -> None:
+    """Raise ConfigError naming the first key whose value is out of range."""
+    for section, f in iter_keys():
+        value = getattr(getattr(settings, section), f.name)
+        dotted = f"{section}.{f.name}"
+        where = settings.sources.get(dotted, "default")
+        minimum = f.metadata.get("minimum")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{dotted} must be at least {minimum}, got {value!r} (from {where})")
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{dotted} must be one of {', '.join(choices)}, got {value!r} (from {where})"
+            )
+    url = settings.database.url
+    if url and not re.match(r"^(sqlite|postgres(ql)?)(\+\w+)?://", url):
+        raise ConfigError(f"database.url must be a sqlite:// or postgresql:// URL, got {url!r}")
+
+
+def describe(settings: Settings) -> list[tuple[str, Any, str]]:
+    """(key, effective value, source) for every key, for `photoctl config show`."""
+    rows: list[tuple[str, Any, str]] = [("data_dir", str(settings.data_dir), "")]
+    for section, f in iter_keys():
+        dotted = f"{section}.{f.name}"
+        rows.append(
+            (
+                dotted,
+                getattr(getattr(settings, section), f.name),
+                settings.sources.get(dotted, "default"),
+            )
+        )
+    return rows
+
+
+def example_ini() -> str:
+    """The text of config.example.ini, generated from the dataclasses above."""
+    lines = [
+        "# photoctl configuration. Every key is optional; shown with its default.",
+        "# Each key can be overridden by the environment as PHOTOCTL_<SECTION>_<KEY>.",
+        "",
+    ]
+    for section, cls in SECTIONS.items():
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(cls):
+            doc = f.metadata["doc"]
+            if f.metadata.get("env"):
+                doc += f" (env {f.metadata['env']})"
+            lines.append(f"# {doc}")
+            lines.append(f"{f.name} = {f.default}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""Database access: engines for SQLite and PostgreSQL, transactions, schema upgrades, errors.
+
+SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
+``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes cannot wait for the write
+lock (SQLite answers "database is locked" at once instead), so taking the lock up front is what
+lets many processes share one file. PostgreSQL gets a pool sized by configuration. Driver errors
+are translated here into photoctl's own errors; nothing above this layer sees ``sqlalchemy.exc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from photoctl.config import Settings
+from photoctl.errors import ConfigError, TransientError
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same in every photoctl process.
+_MIGRATION_LOCK_ID = 0x70686F74
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for plain postgresql:// URLs (SQLAlchemy would pick psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(settings: Settings, url: str | None = None) -> Engine:
+    """An engine for this process. Never share one across a fork: build one per process."""
+    url = normalize_url(url or settings.database_url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings)
+    if parsed.get_backend_name() == "postgresql":
+        db = settings.database
+        return create_engine(
+            url,
+            pool_size=db.pool_size,
+            max_overflow=db.max_overflow,
+            pool_recycle=db.pool_recycle_seconds,
+            pool_timeout=db.pool_timeout_seconds,
+            pool_pre_ping=True,
+        )
+    raise ConfigError(f"unsupported database URL {parsed.render_as_string()}")
+
+
+def _sqlite_engine(url: str, settings: Settings) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    busy_ms = int(settings.database.busy_timeout_seconds * 1000)
+    engine = create_engine(url, connect_args={"timeout": settings.database.busy_timeout_seconds})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:  # noqa: ANN001
+        # Take transaction control from the sqlite3 module so that "begin" below decides.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def is_postgresql(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def insert_ignoring_conflicts(engine: Engine, table):  # noqa: ANN001, ANN201
+    """INSERT … ON CONFLICT DO NOTHING for either database (both dialects spell it alike)."""
+    dialect = postgresql if is_postgresql(engine) else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn driver errors into TransientError (busy, connection lost) with a readable message."""
+    try:
+        yield
+    except exc.OperationalError as error:
+        raise TransientError(f"database: {_first_line(error.orig or error)}") from error
+    except exc.InterfaceError as error:
+        raise TransientError(f"database connection: {_first_line(error.orig or error)}") from error
+    except exc.TimeoutError as error:
+        raise TransientError(f"database pool exhausted: {error}") from error
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+@contextlib.contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+    with translate_errors(), engine.begin() as connection:
+        yield connection
+
+
+@contextlib.contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction; on SQLite it takes no write lock, so readers never block workers."""
+    with translate_errors(), engine.connect() as connection:
+        connection = connection.execution_options(sqlite_begin="DEFERRED")
+        with connection.begin():
+            yield connection
+
+
+@functools.cache
+def _alembic_config() -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", "photoctl:migrations")
+    return config
+
+
+@functools.cache
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with read(engine) as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create or upgrade the schema to the latest revision; safe when many processes race."""
+    try:
+        if current_revision(engine) == head_revision():
+            return
+    except TransientError:
+        raise
+    with write(engine) as connection:
+        if is_postgresql(engine):
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+            )
+        # Checked again under the lock: another process may have just upgraded.
+        if MigrationContext.configure(connection).get_current_revision() == head_revision():
+            return
+        config = _alembic_config()
+        config.attributes["connection"] = connection
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        command.upgrade(config, "head")
+        log.info("[Startup] Database schema upgraded to revision %s", head_revision())
+
+
+def check_connection(engine: Engine) -> None:
+    """Raise TransientError with the driver's reason when the database cannot be reached."""
+    with read(engine) as connection:
+        connection.execute(text("SELECT 1"))

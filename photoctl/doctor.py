@@ -1,0 +1,70 @@
+"""`photoctl doctor`: checks that say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from photoctl import db
+from photoctl.config import Settings
+from photoctl.errors import PhotoctlError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def run_checks(settings: Settings, engine: Engine) -> list[Check]:
+    checks = [_check_database(engine)]
+    if checks[0].ok:
+        checks.append(_check_schema(engine))
+    checks.append(_check_storage(settings))
+    return checks
+
+
+def _check_database(engine: Engine) -> Check:
+    url = engine.url.render_as_string(hide_password=True)
+    try:
+        db.check_connection(engine)
+    except PhotoctlError as error:
+        return Check(
+            "database",
+            False,
+            f"{url} unreachable: {error}. Check database.url / "
+            "--database-url and that the server is running.",
+        )
+    return Check("database", True, f"{url} reachable")
+
+
+def _check_schema(engine: Engine) -> Check:
+    current, head = db.current_revision(engine), db.head_revision()
+    if current == head:
+        return Check("schema", True, f"at the latest revision ({head})")
+    return Check(
+        "schema",
+        False,
+        f"at revision {current or 'none'}, latest is {head}: any "
+        "photoctl command (e.g. `photoctl stats`) upgrades it",
+    )
+
+
+def _check_storage(settings: Settings) -> Check:
+    root = settings.storage_root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".doctor-"):
+            pass
+    except OSError as error:
+        return Check(
+            "storage",
+            False,
+            f"{root} is not writable ({error.strerror}): fix its permissions or set storage.root",
+        )
+    free_gib = os.statvfs(root).f_bavail * os.statvfs(root).f_frsize / 2**30
+    return Check("storage", True, f"{root} writable, {free_gib:.1f} GiB free")

@@ -1,0 +1,28 @@
+"""The project's exception tree: one base, and the few kinds callers act on differently.
+
+Driver and library errors are translated into these at the boundary (db.py, imaging.py), so the
+CLI and the worker decide what to do from the kind alone: a ConfigError is exit 2, a
+PermanentError fails a job at once, a TransientError is retried with backoff.
+"""
+
+from __future__ import annotations
+
+
+class PhotoctlError(Exception):
+    """Base of every error photoctl raises on purpose."""
+
+
+class ConfigError(PhotoctlError):
+    """Bad configuration or usage: the operator must change something before trying again."""
+
+
+class PermanentError(PhotoctlError):
+    """Retrying cannot help: not an image, corrupt, too large, file gone."""
+
+
+class TransientError(PhotoctlError):
+    """May succeed later: database busy, network, throttling."""
+
+
+class NotFound(PhotoctlError):
+    """A named thing (job, photo, user) does not exist."""

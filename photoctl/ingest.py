@@ -1,0 +1,264 @@
+"""Ingest: walk folders, hash new files, register photos and enqueue one job per new photo.
+
+Paths are handled as bytes end to end, so names that are not valid UTF-8 are ingested like any
+other. A re-run skips files whose path, size and mtime are unchanged without reading them;
+files modified within ``ingest.settle_seconds`` are left for the next run (still being
+written). Hashing runs in a few threads: hashlib releases the GIL on large buffers, so reading
+and hashing overlap on both cores. Progress goes through a callback; the CLI draws it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from photoctl import catalog, db, queue
+from photoctl.catalog import NewFile, display_path
+from photoctl.config import Settings
+from photoctl.imaging import IMAGE_EXTENSIONS, looks_like_image
+from photoctl.models import JobKind
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]  # (files examined, files to examine)
+
+_EXTENSIONS = frozenset(ext.encode() for ext in IMAGE_EXTENSIONS)
+_REGISTER_BATCH = 1000
+_HASH_THREADS = 4
+
+
+@dataclass
+class IngestReport:
+    new: int = 0
+    duplicates: int = 0
+    skipped: int = 0  # unchanged since the last run, or still being written
+    unsettled: int = 0  # the part of skipped that is still being written
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    seconds: float = 0.0
+    job_ids: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {
+            "new": self.new,
+            "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "errors": len(self.errors),
+            "seconds": round(self.seconds, 3),
+            "error_files": [{"file": name, "reason": reason} for name, reason in self.errors],
+        }
+
+    def summary(self) -> str:
+        return (
+            f"{self.new} new, {self.duplicates} duplicates, {self.skipped} skipped, "
+            f"{len(self.errors)} errors in {self.seconds:.2f} s"
+        )
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    path: bytes
+    size_bytes: int
+    mtime_ns: int
+
+
+def _has_image_extension(name: bytes) -> bool:
+    dot = name.rfind(b".")
+    return dot > 0 and name[dot:].lower() in _EXTENSIONS
+
+
+def walk_images(roots: Sequence[str | bytes], report: IngestReport) -> Iterator[_Candidate]:
+    """Every image file below the roots (following directory symlinks, never in a loop)."""
+    visited: set[tuple[int, int]] = set()
+    for root in roots:
+        root_bytes = os.fsencode(root)
+        try:
+            info = os.stat(root_bytes)
+        except OSError as error:
+            report.errors.append((display_path(root_bytes), _reason(error)))
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            yield from _walk_directory(root_bytes, info, visited, report)
+        elif stat.S_ISREG(info.st_mode):
+            yield _Candidate(root_bytes, info.st_size, info.st_mtime_ns)
+        else:
+            report.errors.append((display_path(root_bytes), "not a regular file"))
+
+
+def _walk_directory(
+    directory: bytes, info: os.stat_result, visited: set[tuple[int, int]], report: IngestReport
+) -> Iterator[_Candidate]:
+    stack = [(directory, info)]
+    while stack:
+        current, current_info = stack.pop()
+        identity = (current_info.st_dev, current_info.st_ino)
+        if identity in visited:
+            log.debug("skipping %s: already visited (symlink loop or alias)", display_path(current))
+            continue
+        visited.add(identity)
+        try:
+            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
+        except OSError as error:
+            report.errors.append((display_path(current), _reason(error)))
+            continue
+        subdirectories = []
+        for entry in entries:
+            if entry.name.startswith(b"."):
+                continue  # hidden files, including macOS "._IMG_0001.jpg" resource forks
+            try:
+                entry_info = entry.stat()  # follows symlinks
+            except OSError as error:
+                if _has_image_extension(entry.name) or error.errno == errno.ELOOP:
+                    report.errors.append((display_path(entry.path), _reason(error)))
+                continue
+            if stat.S_ISDIR(entry_info.st_mode):
+                subdirectories.append((entry.path, entry_info))
+            elif _has_image_extension(entry.name):
+                if stat.S_ISREG(entry_info.st_mode):
+                    yield _Candidate(entry.path, entry_info.st_size, entry_info.st_mtime_ns)
+                else:
+                    report.errors.append((display_path(entry.path), "not a regular file"))
+        stack.extend(reversed(subdirectories))
+
+
+def _reason(error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "symlink loop"
+    if error.errno == errno.ENOENT:
+        return "file is gone (dangling symlink or deleted)"
+    if error.errno == errno.EACCES:
+        return "permission denied"
+    return f"cannot read: {error.strerror or error}"
+
+
+def _hash_file(candidate: _Candidate) -> tuple[_Candidate, str | None, str | None]:
+    """(candidate as read, sha256 hex or None, error or None); None, None = changed meanwhile."""
+    try:
+        with open(candidate.path, "rb") as handle:
+            head = handle.read(16)
+            if not looks_like_image(head):
+                return (
+                    candidate,
+                    None,
+                    ("not an image (content is not JPEG, PNG, WebP, TIFF, HEIC or GIF)"),
+                )
+            handle.seek(0)
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            after = os.fstat(handle.fileno())
+    except OSError as error:
+        return candidate, None, _reason(error)
+    if after.st_size != candidate.size_bytes or after.st_mtime_ns != candidate.mtime_ns:
+        return candidate, None, None
+    return candidate, digest, None
+
+
+def ingest_paths(
+    engine: Engine | None,
+    settings: Settings,
+    roots: Sequence[str | bytes],
+    *,
+    album: str | None = None,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
+    now: float | None = None,
+) -> IngestReport:
+    """Register every image below ``roots``; enqueue a job for each new photo."""
+    started = time.perf_counter()
+    now = time.time() if now is None else now
+    report = IngestReport()
+    candidates = list(walk_images(roots, report))
+    if engine is not None:
+        with db.read(engine) as conn:
+            known = catalog.known_files(conn, [c.path for c in candidates])
+    else:
+        known = {}
+    settle_before_ns = int((now - settings.ingest.settle_seconds) * 1e9)
+    to_hash: list[_Candidate] = []
+    for candidate in candidates:
+        if known.get(candidate.path) == (candidate.size_bytes, candidate.mtime_ns):
+            report.skipped += 1
+        elif candidate.mtime_ns > settle_before_ns:
+            report.skipped += 1
+            report.unsettled += 1
+        elif candidate.size_bytes == 0:
+            report.errors.append((display_path(candidate.path), "empty file"))
+        elif candidate.size_bytes > settings.ingest.max_bytes:
+            report.errors.append(
+                (
+                    display_path(candidate.path),
+                    f"file too large ({candidate.size_bytes:,} bytes, limit "
+                    f"{settings.ingest.max_bytes:,})",
+                )
+            )
+        else:
+            to_hash.append(candidate)
+    if progress:
+        progress(0, len(to_hash))
+    hashed: list[NewFile] = []
+    with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:
+        for done, (candidate, digest, error) in enumerate(pool.map(_hash_file, to_hash), 1):
+            if error:
+                report.errors.append((display_path(candidate.path), error))
+            elif digest is None:
+                report.skipped += 1
+                report.unsettled += 1
+            else:
+                hashed.append(
+                    NewFile(candidate.path, candidate.size_bytes, candidate.mtime_ns, digest)
+                )
+            if progress and (done % 64 == 0 or done == len(to_hash)):
+                progress(done, len(to_hash))
+    if dry_run or engine is None:
+        _count_without_writing(engine, hashed, report)
+    else:
+        for batch in _batches(hashed, _REGISTER_BATCH):
+            _register_batch(engine, batch, album, report, now)
+    if report.unsettled:
+        log.info("left %d files still being written for the next run", report.unsettled)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _batches(items: Sequence[NewFile], size: int) -> Iterable[Sequence[NewFile]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _register_batch(
+    engine: Engine, batch: Sequence[NewFile], album: str | None, report: IngestReport, now: float
+) -> None:
+    with db.write(engine) as conn:
+        registration = catalog.register_files(conn, engine, batch, album, now)
+        job_ids = queue.enqueue_jobs(conn, JobKind.PROCESS_PHOTO, registration.new_photo_ids, now)
+        queue_size = queue.waiting_count(conn)
+    report.new += len(registration.new_photo_ids)
+    report.duplicates += len(registration.duplicate_paths)
+    report.job_ids.extend(job_ids)
+    for job_id in job_ids:
+        log.debug("[PhotoQueue] Job %s enqueued (queue size: %d)", job_id, queue_size)
+    if job_ids:
+        log.info("[PhotoQueue] %d jobs enqueued (queue size: %d)", len(job_ids), queue_size)
+
+
+def _count_without_writing(
+    engine: Engine | None, hashed: Sequence[NewFile], report: IngestReport
+) -> None:
+    existing: set[str] = set()
+    if engine is not None:
+        with db.read(engine) as conn:
+            existing = catalog.existing_hashes(conn, sorted({f.content_hash for f in hashed}))
+    seen: set[str] = set()
+    for file in hashed:
+        if file.content_hash in existing or file.content_hash in seen:
+            report.duplicates += 1
+        else:
+            report.new += 1
+        seen.add(file.content_hash)

@@ -1,0 +1,54 @@
+"""Logging: human lines on stderr and, where ``log.file`` is set, one rotating file for all.
+
+The file handler is concurrent-log-handler's, which locks around each write and rotation, so
+every worker process and every serve process can append to the same file safely. Operator-facing
+lines keep the shapes the service always had ("[PhotoWorker-0] Processing job …").
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from photoctl.config import Settings
+
+_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def level_for(settings: Settings, verbosity: int) -> int:
+    """-v means debug, -q means warnings only; otherwise log.level."""
+    if verbosity > 0:
+        return logging.DEBUG
+    if verbosity < 0:
+        return logging.WARNING
+    return getattr(logging, settings.log.level.upper())
+
+
+def setup_logging(settings: Settings, verbosity: int = 0) -> None:
+    """Configure the root logger for this process (call once per process, children too)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    level = level_for(settings, verbosity)
+    root.setLevel(level)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter(_FORMAT))
+    root.addHandler(stderr)
+    if settings.log.file:
+        from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+        path = Path(settings.log.file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shared = ConcurrentRotatingFileHandler(
+            str(path),
+            maxBytes=settings.log.max_bytes,
+            backupCount=settings.log.backup_count,
+            encoding="utf-8",
+        )
+        shared.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+        root.addHandler(shared)
+    # Library chatter is only interesting when debugging.
+    for noisy in ("alembic", "sqlalchemy", "PIL", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -1,0 +1,130 @@
+"""Tables: photos and the files they came from, jobs (the queue), and the worker registry.
+
+Times are stored as UTC epoch seconds (floats): they compare the same way in SQLite and
+PostgreSQL, need no timezone handling, and are cheap to index. Source paths are stored as bytes
+because file names on Linux need not be valid UTF-8; ``display_path`` makes them printable.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RETRYING = "retrying"  # failed transiently, waits for run_at
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class JobKind(enum.StrEnum):
+    PROCESS_PHOTO = "process_photo"
+    NOOP = "noop"  # does nothing; measures the queue itself
+
+
+class Photo(Base):
+    """One distinct image (by content hash). Its processing state is its job's state."""
+
+    __tablename__ = "photos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source_path: Mapped[bytes] = mapped_column(LargeBinary)
+    filename: Mapped[str] = mapped_column(Text)
+    album: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    taken_at: Mapped[str | None] = mapped_column(String(32))
+    camera: Mapped[str | None] = mapped_column(Text)
+    thumb_path: Mapped[str | None] = mapped_column(Text)
+    preview_path: Mapped[str | None] = mapped_column(Text)
+    ingested_at: Mapped[float] = mapped_column(Float)
+    processed_at: Mapped[float | None] = mapped_column(Float)
+
+
+class SourceFile(Base):
+    """A file seen by ingest; lets a re-run skip it by path, size and mtime without reading it."""
+
+    __tablename__ = "source_files"
+
+    path: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), default=JobKind.PROCESS_PHOTO)
+    photo_id: Mapped[int | None] = mapped_column(
+        ForeignKey("photos.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_at: Mapped[float] = mapped_column(Float)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        # The claim statement scans waiting jobs in run_at order; stats count by state.
+        Index("ix_jobs_state_run_at", "state", "run_at"),
+        Index("ix_jobs_state_finished_at", "state", "finished_at"),
+    )
+
+
+class Worker(Base):
+    """One worker process on some machine; alive while its heartbeat is recent."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    stopped_at: Mapped[float | None] = mapped_column(Float)
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    jobs_failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def display_path(raw: bytes | str) -> str:
+    """A file path as a printable string: undecodable bytes and control characters escaped."""
+    if isinstance(raw, bytes):
+        text = raw.decode("utf-8", "backslashreplace")
+    else:
+        text = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if any(ch < " " or ch == "\x7f" for ch in text):
+        text = text.encode("unicode_escape").decode("ascii")
+    return text

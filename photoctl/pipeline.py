@@ -1,0 +1,79 @@
+"""What one job does to one photo: decode once, write thumbnail and preview, run the face step.
+
+``process_photo`` does the slow part and writes nothing to the database, so the worker can
+record its result and complete the job in one short transaction. Outputs are named by content
+hash and written atomically: running a job twice rewrites the same files and stores nothing
+twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from photoctl.catalog import PhotoRecord, ProcessedPhoto, display_path
+from photoctl.config import Settings
+from photoctl.imaging import DecodedPhoto, decode_photo, make_thumbnail, write_jpeg
+
+
+class FaceStep(Protocol):
+    """The seam for face detection and matching (engines plug in here)."""
+
+    def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary: ...
+
+
+@dataclass(frozen=True)
+class FaceSummary:
+    faces: int = 0
+    matches: int = 0
+
+
+class NoFaces:
+    """The `none` engine: thumbnails and metadata only."""
+
+    def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary:
+        return FaceSummary()
+
+
+@dataclass(frozen=True)
+class PhotoOutcome:
+    processed: ProcessedPhoto
+    faces: FaceSummary
+
+
+def storage_paths(settings: Settings, content_hash: str) -> tuple[Path, Path]:
+    """Where a photo's thumbnail and preview live, fanned out so no directory grows huge."""
+    root = settings.storage_root
+    shard = content_hash[:2]
+    return (
+        root / "thumbs" / shard / f"{content_hash}.jpg",
+        root / "previews" / shard / f"{content_hash}.jpg",
+    )
+
+
+def process_photo(settings: Settings, photo: PhotoRecord, faces: FaceStep) -> PhotoOutcome:
+    """Decode, write thumbnail and preview, find faces. Raises PermanentError for bad input."""
+    name = display_path(photo.source_path)
+    decoded = decode_photo(
+        photo.source_path,
+        preview_px=settings.storage.preview_px,
+        max_bytes=settings.ingest.max_bytes,
+        max_pixels=settings.ingest.max_pixels,
+        display_name=name,
+    )
+    thumb_path, preview_path = storage_paths(settings, photo.content_hash)
+    quality = settings.storage.jpeg_quality
+    write_jpeg(decoded.image, preview_path, quality)
+    write_jpeg(make_thumbnail(decoded.image, settings.storage.thumb_px), thumb_path, quality)
+    summary = faces.run(photo, decoded)
+    processed = ProcessedPhoto(
+        photo_id=photo.id,
+        width=decoded.width,
+        height=decoded.height,
+        taken_at=decoded.taken_at,
+        camera=decoded.camera,
+        thumb_path=str(thumb_path),
+        preview_path=str(preview_path),
+    )
+    return PhotoOutcome(processed=processed, faces=summary)

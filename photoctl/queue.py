@@ -1,0 +1,435 @@
+"""The job table as a durable queue: enqueue, claim, heartbeat, complete, fail or retry, reclaim.
+
+Every function takes an open connection so that callers can put queue changes in the same
+transaction as the work they record (a job is completed in the transaction that stores its
+results). Completion and failure are fenced by the worker id: a worker that lost its lease (it
+was presumed dead and its job reclaimed) cannot overwrite what the new holder does. The claim
+statement is the one place where SQLite and PostgreSQL differ: PostgreSQL locks candidate rows
+with ``FOR UPDATE SKIP LOCKED`` so machines never wait on each other; SQLite relies on the
+write lock its ``BEGIN IMMEDIATE`` transaction already holds.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
+
+from photoctl.errors import NotFound, PhotoctlError
+from photoctl.models import Job, JobKind, JobState, Photo, Worker
+
+jobs = Job.__table__
+workers = Worker.__table__
+
+WAITING_STATES = (JobState.QUEUED, JobState.RETRYING)
+UNFINISHED_STATES = (JobState.QUEUED, JobState.RETRYING, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When, if at all, a job that failed transiently runs again."""
+
+    max_attempts: int = 3
+    base_seconds: float = 2.0
+    max_seconds: float = 300.0
+
+    def next_run_at(
+        self, attempts: int, now: float, rng: random.Random | None = None
+    ) -> float | None:
+        """The time to try again after ``attempts`` failed attempts, or None to give up."""
+        if attempts >= self.max_attempts:
+            return None
+        delay = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        # "Equal jitter": spreads retries of a burst of failures without ever retrying at once.
+        return now + delay / 2 + (rng or random).uniform(0, delay / 2)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: str
+    kind: str
+    photo_id: int | None
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    kind: str
+    photo_id: int | None
+    filename: str | None
+    state: str
+    attempts: int
+    run_at: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    lease_expires_at: float | None
+    worker_id: str | None
+    last_error: str | None
+
+
+class LeaseLost(PhotoctlError):
+    """The job was reclaimed by another worker; this worker's result must not be recorded."""
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def enqueue_jobs(
+    conn: Connection, kind: str, photo_ids: Sequence[int | None], now: float | None = None
+) -> list[str]:
+    """Insert one queued job per photo id; returns the new job ids."""
+    now = time.time() if now is None else now
+    rows = [
+        {
+            "id": new_job_id(),
+            "kind": kind,
+            "photo_id": photo_id,
+            "state": JobState.QUEUED,
+            "attempts": 0,
+            "run_at": now,
+            "created_at": now,
+        }
+        for photo_id in photo_ids
+    ]
+    if rows:
+        conn.execute(insert(jobs), rows)
+    return [row["id"] for row in rows]
+
+
+def claim_jobs(
+    conn: Connection, worker_id: str, limit: int, lease_seconds: float, now: float | None = None
+) -> list[ClaimedJob]:
+    """Atomically take up to ``limit`` due jobs, including running ones whose lease expired."""
+    now = time.time() if now is None else now
+    due = or_(
+        and_(jobs.c.state.in_(WAITING_STATES), jobs.c.run_at <= now),
+        and_(jobs.c.state == JobState.RUNNING, jobs.c.lease_expires_at < now),
+    )
+    candidates = select(jobs.c.id).where(due).order_by(jobs.c.run_at).limit(limit)
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    reclaimed_note = func.coalesce(jobs.c.worker_id, "?").concat(" stopped heartbeating")
+    statement = (
+        update(jobs)
+        .where(jobs.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            state=JobState.RUNNING,
+            attempts=jobs.c.attempts + 1,
+            worker_id=worker_id,
+            lease_expires_at=now + lease_seconds,
+            started_at=now,
+            last_error=case(
+                (jobs.c.state == JobState.RUNNING, "lease expired: worker " + reclaimed_note),
+                else_=jobs.c.last_error,
+            ),
+        )
+        .returning(jobs.c.id, jobs.c.kind, jobs.c.photo_id, jobs.c.attempts, jobs.c.last_error)
+    )
+    rows = conn.execute(statement).all()
+    return [ClaimedJob(*row) for row in rows]
+
+
+def extend_leases(
+    conn: Connection, worker_id: str, lease_seconds: float, now: float | None = None
+) -> int:
+    """Heartbeat: push back the lease of every job this worker runs, and mark it alive."""
+    now = time.time() if now is None else now
+    conn.execute(update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now))
+    result = conn.execute(
+        update(jobs)
+        .where(jobs.c.state == JobState.RUNNING, jobs.c.worker_id == worker_id)
+        .values(lease_expires_at=now + lease_seconds)
+    )
+    return result.rowcount
+
+
+def _held_by(worker_id: str, job_ids: Iterable[str]):  # noqa: ANN202
+    return and_(
+        jobs.c.id.in_(list(job_ids)),
+        jobs.c.worker_id == worker_id,
+        jobs.c.state == JobState.RUNNING,
+    )
+
+
+def complete_jobs(
+    conn: Connection, worker_id: str, job_ids: Sequence[str], now: float | None = None
+) -> int:
+    """Mark jobs done; returns how many this worker still held."""
+    now = time.time() if now is None else now
+    result = conn.execute(
+        update(jobs)
+        .where(_held_by(worker_id, job_ids))
+        .values(state=JobState.DONE, finished_at=now, lease_expires_at=None)
+    )
+    return result.rowcount
+
+
+def fail_job(
+    conn: Connection,
+    worker_id: str,
+    job: ClaimedJob,
+    error: str,
+    *,
+    permanent: bool,
+    policy: RetryPolicy,
+    now: float | None = None,
+) -> JobState:
+    """Record a failed attempt: retry later (RETRYING) or give up (FAILED). Raises LeaseLost."""
+    now = time.time() if now is None else now
+    run_at = None if permanent else policy.next_run_at(job.attempts, now)
+    if run_at is None:
+        values = {"state": JobState.FAILED, "finished_at": now}
+    else:
+        values = {"state": JobState.RETRYING, "run_at": run_at}
+    result = conn.execute(
+        update(jobs)
+        .where(_held_by(worker_id, [job.id]))
+        .values(last_error=error[:4000], lease_expires_at=None, **values)
+    )
+    if result.rowcount == 0:
+        raise LeaseLost(f"job {job.id} is no longer held by {worker_id}")
+    return values["state"]
+
+
+def release_jobs(conn: Connection, worker_id: str, job_ids: Sequence[str]) -> int:
+    """Give back claimed jobs that were never started (shutdown); their attempt is not spent."""
+    if not job_ids:
+        return 0
+    result = conn.execute(
+        update(jobs)
+        .where(_held_by(worker_id, job_ids))
+        .values(
+            state=JobState.QUEUED,
+            attempts=jobs.c.attempts - 1,
+            worker_id=None,
+            lease_expires_at=None,
+        )
+    )
+    return result.rowcount
+
+
+def release_worker_jobs(
+    conn: Connection, worker_id: str, reason: str, now: float | None = None
+) -> int:
+    """Requeue every job a dead worker held, at once rather than after its lease expires.
+
+    The attempt stays spent: the job may be what killed the worker, and max_attempts bounds it.
+    """
+    now = time.time() if now is None else now
+    result = conn.execute(
+        update(jobs)
+        .where(jobs.c.state == JobState.RUNNING, jobs.c.worker_id == worker_id)
+        .values(
+            state=JobState.RETRYING,
+            run_at=now,
+            worker_id=None,
+            lease_expires_at=None,
+            last_error=reason,
+        )
+    )
+    return result.rowcount
+
+
+def retry_jobs(
+    conn: Connection,
+    job_ids: Sequence[str] | None = None,
+    *,
+    failed: bool = False,
+    now: float | None = None,
+) -> int:
+    """Queue finished jobs again with fresh attempts: the given ids, or every failed job."""
+    now = time.time() if now is None else now
+    if failed:
+        where = jobs.c.state == JobState.FAILED
+    else:
+        where = and_(
+            jobs.c.id.in_(list(job_ids or [])), jobs.c.state.in_([JobState.FAILED, JobState.DONE])
+        )
+    result = conn.execute(
+        update(jobs)
+        .where(where)
+        .values(
+            state=JobState.QUEUED,
+            attempts=0,
+            run_at=now,
+            finished_at=None,
+            worker_id=None,
+            lease_expires_at=None,
+        )
+    )
+    return result.rowcount
+
+
+def prune_jobs(
+    conn: Connection,
+    older_than_seconds: float,
+    *,
+    include_failed: bool = False,
+    now: float | None = None,
+) -> int:
+    """Delete jobs finished before the cutoff (done ones; failed ones only when asked)."""
+    now = time.time() if now is None else now
+    states = [JobState.DONE, JobState.FAILED] if include_failed else [JobState.DONE]
+    cutoff = now - older_than_seconds
+    conn.execute(delete(workers).where(workers.c.stopped_at < cutoff))
+    result = conn.execute(delete(jobs).where(jobs.c.state.in_(states), jobs.c.finished_at < cutoff))
+    return result.rowcount
+
+
+def resolve_job_id(conn: Connection, id_or_prefix: str) -> str:
+    """A full job id from an id or an unambiguous prefix (as printed by `jobs list`)."""
+    prefix = id_or_prefix.strip().rstrip(".").lower()
+    if not prefix:
+        raise NotFound("empty job id")
+    matches = (
+        conn.execute(
+            select(jobs.c.id).where(jobs.c.id.startswith(prefix, autoescape=True)).limit(2)
+        )
+        .scalars()
+        .all()
+    )
+    if not matches:
+        raise NotFound(f"no job {id_or_prefix}")
+    if len(matches) > 1:
+        raise NotFound(f"job id {id_or_prefix} is ambiguous; give more characters")
+    return matches[0]
+
+
+def _info_query():  # noqa: ANN202
+    return select(
+        jobs.c.id,
+        jobs.c.kind,
+        jobs.c.photo_id,
+        Photo.__table__.c.filename,
+        jobs.c.state,
+        jobs.c.attempts,
+        jobs.c.run_at,
+        jobs.c.created_at,
+        jobs.c.started_at,
+        jobs.c.finished_at,
+        jobs.c.lease_expires_at,
+        jobs.c.worker_id,
+        jobs.c.last_error,
+    ).select_from(jobs.outerjoin(Photo.__table__, Photo.__table__.c.id == jobs.c.photo_id))
+
+
+def get_job(conn: Connection, id_or_prefix: str) -> JobInfo:
+    job_id = resolve_job_id(conn, id_or_prefix)
+    row = conn.execute(_info_query().where(jobs.c.id == job_id)).one()
+    return JobInfo(*row)
+
+
+def list_jobs(conn: Connection, state: str | None = None, limit: int = 50) -> list[JobInfo]:
+    """Most recently created first."""
+    query = _info_query().order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+    if state:
+        query = query.where(jobs.c.state == state)
+    return [JobInfo(*row) for row in conn.execute(query)]
+
+
+def count_by_state(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+    counts = {state.value: 0 for state in JobState}
+    counts.update({state: count for state, count in rows})
+    return counts
+
+
+def waiting_count(conn: Connection) -> int:
+    """Jobs queued or waiting to retry: the queue size users and backpressure see."""
+    return conn.execute(
+        select(func.count()).select_from(jobs).where(jobs.c.state.in_(WAITING_STATES))
+    ).scalar_one()
+
+
+def unfinished_count(conn: Connection) -> int:
+    """Jobs queued, waiting to retry, or running: what `work --until-empty` waits for."""
+    return conn.execute(
+        select(func.count()).select_from(jobs).where(jobs.c.state.in_(UNFINISHED_STATES))
+    ).scalar_one()
+
+
+def next_due_in(conn: Connection, now: float | None = None) -> float | None:
+    """Seconds until the next waiting job or expiring lease is due, None if there is none."""
+    now = time.time() if now is None else now
+    waiting = conn.execute(
+        select(func.min(jobs.c.run_at)).where(jobs.c.state.in_(WAITING_STATES))
+    ).scalar_one()
+    leased = conn.execute(
+        select(func.min(jobs.c.lease_expires_at)).where(jobs.c.state == JobState.RUNNING)
+    ).scalar_one()
+    times = [t for t in (waiting, leased) if t is not None]
+    return max(0.0, min(times) - now) if times else None
+
+
+def register_worker(
+    conn: Connection, worker_id: str, hostname: str, pid: int, now: float | None = None
+) -> None:
+    now = time.time() if now is None else now
+    conn.execute(
+        insert(workers).values(
+            id=worker_id,
+            hostname=hostname,
+            pid=pid,
+            started_at=now,
+            heartbeat_at=now,
+            jobs_done=0,
+            jobs_failed=0,
+        )
+    )
+
+
+def stop_worker(
+    conn: Connection, worker_id: str, jobs_done: int, jobs_failed: int, now: float | None = None
+) -> None:
+    now = time.time() if now is None else now
+    conn.execute(
+        update(workers)
+        .where(workers.c.id == worker_id)
+        .values(stopped_at=now, heartbeat_at=now, jobs_done=jobs_done, jobs_failed=jobs_failed)
+    )
+
+
+def count_live_workers(conn: Connection, within_seconds: float, now: float | None = None) -> int:
+    now = time.time() if now is None else now
+    return conn.execute(
+        select(func.count())
+        .select_from(workers)
+        .where(workers.c.stopped_at.is_(None), workers.c.heartbeat_at >= now - within_seconds)
+    ).scalar_one()
+
+
+__all__ = [
+    "ClaimedJob",
+    "JobInfo",
+    "JobKind",
+    "JobState",
+    "LeaseLost",
+    "RetryPolicy",
+    "claim_jobs",
+    "complete_jobs",
+    "count_by_state",
+    "count_live_workers",
+    "enqueue_jobs",
+    "extend_leases",
+    "fail_job",
+    "get_job",
+    "list_jobs",
+    "next_due_in",
+    "prune_jobs",
+    "register_worker",
+    "release_jobs",
+    "release_worker_jobs",
+    "resolve_job_id",
+    "retry_jobs",
+    "stop_worker",
+    "unfinished_count",
+    "waiting_count",
+]

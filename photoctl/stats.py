@@ -1,0 +1,60 @@
+"""Queue and photo figures, the same for `photoctl stats` and the admin stats route."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Connection, func, select
+
+from photoctl import catalog, queue
+from photoctl.config import Settings
+from photoctl.models import Job, JobState
+
+jobs = Job.__table__
+
+
+def collect(conn: Connection, settings: Settings, now: float | None = None) -> dict:
+    """The stats object of SPEC.md: queue, cache and photos."""
+    now = time.time() if now is None else now
+    counts = queue.count_by_state(conn)
+    oldest_created = conn.execute(
+        select(func.min(jobs.c.created_at)).where(jobs.c.state.in_(queue.WAITING_STATES))
+    ).scalar_one()
+    processed_last_minute = conn.execute(
+        select(func.count())
+        .select_from(jobs)
+        .where(jobs.c.state == JobState.DONE, jobs.c.finished_at >= now - 60)
+    ).scalar_one()
+    return {
+        "queue": {
+            "total_enqueued": sum(counts.values()),
+            "total_processed": counts[JobState.DONE],
+            "total_failed": counts[JobState.FAILED],
+            "current_queue_size": counts[JobState.QUEUED] + counts[JobState.RETRYING],
+            "retrying": counts[JobState.RETRYING],
+            "running": counts[JobState.RUNNING],
+            "workers_active": queue.count_live_workers(conn, settings.queue.lease_seconds, now),
+            "oldest_queued_seconds": round(now - oldest_created, 1) if oldest_created else 0.0,
+            "processed_last_minute": processed_last_minute,
+        },
+        "cache": {"user_photos_cache": {"size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0}},
+        "photos": catalog.photo_counts(conn),
+    }
+
+
+def render(figures: dict) -> str:
+    """Human-readable lines for the terminal."""
+    q, p = figures["queue"], figures["photos"]
+    cache = figures["cache"]["user_photos_cache"]
+    return "\n".join(
+        [
+            f"queue:   {q['current_queue_size']} waiting ({q['retrying']} to retry), "
+            f"{q['running']} running, oldest waiting {q['oldest_queued_seconds']:.0f} s",
+            f"jobs:    {q['total_enqueued']} enqueued, {q['total_processed']} done, "
+            f"{q['total_failed']} failed, {q['processed_last_minute']} done in the last minute",
+            f"workers: {q['workers_active']} alive",
+            f"photos:  {p['total']} total, {p['done']} done, {p['failed']} failed, "
+            f"{p['pending']} pending",
+            f"cache:   {cache['size']} entries, {cache['hits']} hits, {cache['misses']} misses",
+        ]
+    )

@@ -8,6 +8,7 @@ progress bars only when stderr is a terminal.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import time
@@ -67,6 +68,11 @@ class App:
             self._engine = db.make_engine(self.settings)
         return self._engine
 
+    def face_engine(self):  # noqa: ANN201 - FaceEngine | None
+        from photoctl import faces
+
+        return faces.make_engine(self.settings.faces.engine, self.settings, self.engine())
+
     def show_progress(self) -> bool:
         return self.verbosity >= 0 and sys.stderr.isatty()
 
@@ -105,6 +111,12 @@ def _load_settings(ctx: click.Context, overrides: dict[str, Any]) -> Settings:
     envvar="PHOTOCTL_DATABASE_URL",
     show_envvar=True,
 )
+@click.option(
+    "--engine",
+    "engine_name",
+    type=click.Choice(config_module.ENGINE_NAMES),
+    help="Face engine for every command [default: faces.engine, local].",
+)
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only; no progress bars.")
 @click.version_option(package_name="photoctl")
@@ -114,6 +126,7 @@ def cli(
     config_file: str | None,
     data_dir: str | None,
     database_url: str | None,
+    engine_name: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -125,7 +138,7 @@ def cli(
       photoctl work -n 5 --until-empty
       photoctl stats
     """
-    settings = _load_settings(ctx, {})
+    settings = _load_settings(ctx, {"faces.engine": engine_name})
     verbosity = -1 if quiet else verbose
     setup_logging(settings, verbosity)
     ctx.obj = App(settings=settings, verbosity=verbosity)
@@ -134,7 +147,24 @@ def cli(
 def main() -> None:
     """Console entry point. A .env in the working directory fills unset variables."""
     load_dotenv(Path.cwd() / ".env", override=False)
-    cli(prog_name="photoctl")
+    try:
+        cli.main(prog_name="photoctl", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as error:  # noqa: BLE001 - the last line of defence: no traceback by default
+        log = logging.getLogger("photoctl")
+        log.debug("unexpected error", exc_info=True)
+        click.echo(
+            f"Error: unexpected {type(error).__name__}: {error} (run with -v for the traceback)",
+            err=True,
+        )
+        sys.exit(1)
 
 
 # -- ingest ---------------------------------------------------------------------------------
@@ -471,3 +501,109 @@ def doctor(app: App) -> None:
         problems += not check.ok
     if problems:
         sys.exit(1)
+
+
+# -- users ----------------------------------------------------------------------------------
+
+
+@cli.group(cls=PhotoctlGroup)
+def users() -> None:
+    """Manage users: accounts, API tokens, selfies."""
+
+
+def _require_engine(app: App):  # noqa: ANN202
+    engine = app.face_engine()
+    if engine is None:
+        raise UsageProblem("enrolling needs a face engine; give --engine local or rekognition")
+    return engine
+
+
+@users.command("add")
+@click.argument("name")
+@click.option(
+    "--selfie",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Enroll this selfie at once (existing photos are matched).",
+)
+@click.option("--admin", is_flag=True, help="May use the admin routes.")
+@click.option("--password", is_flag=True, help="Prompt for a password (for /api/login).")
+@pass_app
+def users_add(app: App, name: str, selfie: Path | None, admin: bool, password: bool) -> None:
+    """Create a user and print their new API token alone on stdout.
+
+    \b
+    Example:
+      TOKEN=$(photoctl users add alice --selfie alice.jpg)
+    """
+    from photoctl import users as users_module
+
+    secret = None
+    if password:
+        secret = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    _, token = users_module.add_user(app.engine(), name, admin=admin, password=secret)
+    if selfie is not None:
+        try:
+            count = users_module.enroll(
+                app.engine(), _require_engine(app), app.settings, name, selfie
+            )
+        except PhotoctlError:
+            users_module.delete_user(app.engine(), None, name)
+            raise
+        click.echo(f"{name} enrolled: matched in {count} photos", err=True)
+    click.echo(token)
+
+
+@users.command("enroll")
+@click.argument("name")
+@click.option(
+    "--selfie", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@pass_app
+def users_enroll(app: App, name: str, selfie: Path) -> None:
+    """Enroll or replace a user's selfie; their existing photos are matched at once.
+
+    \b
+    Example:
+      photoctl users enroll bob --selfie bob.jpg
+    """
+    from photoctl import users as users_module
+
+    count = users_module.enroll(app.engine(), _require_engine(app), app.settings, name, selfie)
+    click.echo(f"{name} enrolled: matched in {count} photos", err=True)
+
+
+@users.command("token")
+@click.argument("name")
+@pass_app
+def users_token(app: App, name: str) -> None:
+    """Replace a user's API token; prints the new one alone on stdout."""
+    from photoctl import users as users_module
+
+    click.echo(users_module.rotate_token(app.engine(), name))
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_app
+def users_list(app: App, as_json: bool) -> None:
+    """Users with their role, enrollment and number of matched photos."""
+    from photoctl import users as users_module
+
+    for user in users_module.list_users(app.engine()):
+        if as_json:
+            click.echo(json.dumps(user.__dict__))
+        else:
+            role = "admin" if user.is_admin else "user"
+            enrolled = "enrolled" if user.enrolled else "not enrolled"
+            click.echo(f"{user.name}  {role}  {enrolled}  {user.photos} photos")
+
+
+@users.command("delete")
+@click.argument("name")
+@pass_app
+def users_delete(app: App, name: str) -> None:
+    """Delete a user with all their biometric data, in the face engine's index too."""
+    from photoctl import users as users_module
+
+    users_module.delete_user(app.engine(), app.face_engine(), name)
+    click.echo(f"{name} deleted", err=True)

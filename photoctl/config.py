@@ -129,6 +129,42 @@ class FacesSettings:
     match_threshold: float = _key(
         0.6, "local engine: a face matches a user at this euclidean distance or less", minimum=0
     )
+    detect_px: int = _key(
+        1024,
+        "local engine: faces are searched on the preview scaled to this longest side",
+        minimum=64,
+    )
+    upsample: int = _key(
+        0,
+        "local engine: upsample this many times to find smaller faces (each ~4x slower)",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True)
+class RekognitionSettings:
+    region: str = _key("", "AWS region; empty means the usual AWS way (AWS_REGION, profile)")
+    endpoint_url: str = _key("", "A Rekognition-compatible endpoint; empty means AWS")
+    collection_id: str = _key("photoctl", "The face collection (created if missing)")
+    max_concurrency: int = _key(
+        10,
+        "Calls in flight at most, across every process (and machine, on PostgreSQL)",
+        env="AWS_CONCURRENT_REQUESTS",
+        minimum=1,
+    )
+    max_tps: float = _key(
+        5.0,
+        "Calls started per second at most, across every process (and machine)",
+        minimum=0.1,
+    )
+    match_threshold: float = _key(
+        90.0, "Similarity (percent) from which a face matches a user", minimum=0
+    )
+    throttle_cooldown_seconds: float = _key(
+        30.0,
+        "After a throttling answer the shared rate is halved, then recovers over this long",
+        minimum=0.1,
+    )
 
 
 @dataclass(frozen=True)
@@ -144,6 +180,7 @@ SECTIONS: dict[str, type] = {
     "queue": QueueSettings,
     "ingest": IngestSettings,
     "faces": FacesSettings,
+    "rekognition": RekognitionSettings,
     "storage": StorageSettings,
     "log": LogSettings,
 }
@@ -157,6 +194,7 @@ class Settings:
     queue: QueueSettings = field(default_factory=QueueSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     faces: FacesSettings = field(default_factory=FacesSettings)
+    rekognition: RekognitionSettings = field(default_factory=RekognitionSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     log: LogSettings = field(default_factory=LogSettings)
     # "section.key" -> where the effective value came from, for `config show`.

@@ -11,6 +11,7 @@ import enum
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -66,6 +68,93 @@ class Photo(Base):
     preview_path: Mapped[str | None] = mapped_column(Text)
     ingested_at: Mapped[float] = mapped_column(Float)
     processed_at: Mapped[float | None] = mapped_column(Float)
+    # Checkpoint: the engine whose faces for this photo are stored. A rerun of the job (retry,
+    # rescue after a crash) finds it set and does not detect or index the photo again.
+    faces_engine: Mapped[str | None] = mapped_column(String(32))
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the token
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    enrolled_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Face(Base):
+    """A face found in a photo, with what its engine needs to match it."""
+
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"))
+    engine: Mapped[str] = mapped_column(String(32))
+    face_index: Mapped[int] = mapped_column(Integer)  # position in the photo, for idempotency
+    # Box as fractions of the image's width and height, whatever size the engine looked at.
+    box_left: Mapped[float] = mapped_column(Float)
+    box_top: Mapped[float] = mapped_column(Float)
+    box_width: Mapped[float] = mapped_column(Float)
+    box_height: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # local engine
+    external_id: Mapped[str | None] = mapped_column(String(64), index=True)  # Rekognition FaceId
+
+    __table_args__ = (UniqueConstraint("photo_id", "engine", "face_index"),)
+
+
+class SelfieFace(Base):
+    """The enrolled face of a user (biometric data: deleted with the user)."""
+
+    __tablename__ = "selfie_faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    engine: Mapped[str] = mapped_column(String(32))
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Match(Base):
+    """A user appears in a photo; stored once per (photo, user), with the best similarity."""
+
+    __tablename__ = "matches"
+
+    photo_id: Mapped[int] = mapped_column(
+        ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"))
+    similarity: Mapped[float] = mapped_column(Float)  # percent, 100 = identical
+    matched_at: Mapped[float] = mapped_column(Float)
+
+
+class RateLimiter(Base):
+    """Shared state of a call limiter (one row per limited service), for every process."""
+
+    __tablename__ = "rate_limiters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_slot_at: Mapped[float] = mapped_column(Float)  # earliest time the next call may start
+    rate: Mapped[float] = mapped_column(Float)  # calls per second now allowed (adapts)
+    slowed_at: Mapped[float] = mapped_column(Float)  # last throttling answer
+
+
+class LimiterSlot(Base):
+    """One of max_concurrency places for a call in flight; leased so a crash frees it."""
+
+    __tablename__ = "limiter_slots"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class SourceFile(Base):

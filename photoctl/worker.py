@@ -28,12 +28,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from photoctl import catalog, db, queue
+from photoctl import catalog, db, faces, queue
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, PermanentError, TransientError
+from photoctl.errors import PermanentError, TransientError
 from photoctl.logs import setup_logging
+from photoctl.matching import FaceStep
 from photoctl.models import JobKind
-from photoctl.pipeline import FaceStep, NoFaces, process_photo
+from photoctl.pipeline import NoFaces, process_photo
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,11 @@ class _ChildSpec:
 
 
 def make_face_step(engine_name: str, settings: Settings, database: Engine) -> FaceStep:
-    """The face step for an engine name; engines other than `none` arrive with the faces work."""
-    if engine_name == "none":
+    """The pipeline's face step for an engine name (`none`: thumbnails and metadata only)."""
+    face_engine = faces.make_engine(engine_name, settings, database)
+    if face_engine is None:
         return NoFaces()
-    raise ConfigError(
-        f"face engine {engine_name!r} is not available in this version; use --engine none"
-    )
+    return FaceStep(database, face_engine)
 
 
 def new_worker_id(index: int) -> str:
@@ -91,7 +91,10 @@ def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) ->
     database_url = settings.database_url
     engine = db.make_engine(settings, database_url)
     db.ensure_schema(engine)
-    make_face_step(options.engine, settings, engine)  # fail fast on an unusable engine
+    face_engine = faces.make_engine(options.engine, settings, engine)
+    if face_engine is not None:
+        # Fail fast, with the reason, rather than in every child.
+        log.info("[Startup] Face engine %s: %s", face_engine.name, face_engine.check())
     with db.read(engine) as conn:
         pending = queue.waiting_count(conn)
     log.info("[Startup] Photo queue initialized with %d pending jobs", pending)

@@ -1,0 +1,94 @@
+"""The face engine interface: what the pipeline, enrollment and deletion ask of any engine.
+
+An engine finds faces and decides which stored faces belong to which enrolled user. The local
+engine compares embeddings itself; Rekognition keeps its own index and answers searches. Both
+are driven by matching.py, which owns the database side, through this one interface; engines
+never touch the database.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """A face an engine found. Box: (left, top, width, height) as fractions of the image."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    embedding: bytes | None = None  # local engine
+    external_id: str | None = None  # the engine's own face id (Rekognition FaceId)
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    id: int
+    photo_id: int
+    embedding: bytes | None
+    external_id: str | None
+
+
+@dataclass(frozen=True)
+class EnrolledFace:
+    user_id: int
+    embedding: bytes | None
+    external_id: str | None
+
+
+@dataclass(frozen=True)
+class FaceMatch:
+    face_id: int
+    user_id: int
+    similarity: float  # percent
+
+
+class FaceLookup(Protocol):
+    """Read access to stored faces, which matching.py provides to engines during enrollment."""
+
+    def all_faces(self, engine: str) -> Sequence[StoredFace]: ...
+
+    def faces_by_external_id(self, external_ids: Sequence[str]) -> Sequence[StoredFace]: ...
+
+
+class FaceEngine(ABC):
+    """One face service. Instances live in one process (load models lazily, per process)."""
+
+    name: str
+
+    @abstractmethod
+    def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
+        """Find (and for indexed services, store) the faces of a photo's preview."""
+
+    @abstractmethod
+    def index_selfie(self, user_id: int, image: Image.Image) -> FaceRecord | None:
+        """The largest face of a selfie, indexed for the user; None if there is no face."""
+
+    @abstractmethod
+    def match_faces(
+        self, faces: Sequence[StoredFace], enrolled: Sequence[EnrolledFace]
+    ) -> list[FaceMatch]:
+        """For new faces of a photo: the enrolled users they belong to."""
+
+    @abstractmethod
+    def match_selfie(self, selfie: EnrolledFace, lookup: FaceLookup) -> list[FaceMatch]:
+        """For a new enrollment: every stored face that belongs to this user."""
+
+    def forget(self, external_ids: Sequence[str]) -> None:  # noqa: B027 - optional hook
+        """Delete these faces from the engine's own index (if it keeps one)."""
+
+    def discard_photo_faces(self, photo_id: int) -> None:  # noqa: B027 - optional hook
+        """Remove what an interrupted index_photo may have stored for this photo."""
+
+    @abstractmethod
+    def check(self) -> str:
+        """Raise ConfigError saying what is missing; return a one-line description if ready."""
+
+
+def largest(faces: Sequence[FaceRecord]) -> FaceRecord | None:
+    return max(faces, key=lambda face: face.box[2] * face.box[3], default=None)

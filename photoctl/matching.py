@@ -87,7 +87,7 @@ def photo_faces(
     if checkpoint == _pending(engine.name):
         # An earlier attempt may have indexed the photo and died before storing the answer.
         engine.discard_photo_faces(photo.id)
-    else:
+    elif engine.keeps_index:
         with db.write(database) as conn:
             conn.execute(
                 update(photos_table)

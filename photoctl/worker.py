@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 from photoctl import catalog, db, faces, queue
 from photoctl.config import Settings
 from photoctl.errors import PermanentError, TransientError
+from photoctl.faces import limiter
 from photoctl.logs import setup_logging
 from photoctl.matching import FaceStep
 from photoctl.models import JobKind
@@ -74,9 +75,11 @@ class _ChildSpec:
     budget: Any  # multiprocessing.Value: jobs left to claim under --max-jobs, -1 = unlimited
 
 
-def make_face_step(engine_name: str, settings: Settings, database: Engine) -> FaceStep:
+def make_face_step(
+    engine_name: str, settings: Settings, database: Engine, holder: str | None = None
+) -> FaceStep:
     """The pipeline's face step for an engine name (`none`: thumbnails and metadata only)."""
-    face_engine = faces.make_engine(engine_name, settings, database)
+    face_engine = faces.make_engine(engine_name, settings, database, holder)
     if face_engine is None:
         return NoFaces()
     return FaceStep(database, face_engine)
@@ -166,6 +169,32 @@ def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) ->
     return WorkReport(done=done.value, failed=failed.value, restarted=restarted)
 
 
+def drain_in_process(
+    settings: Settings, engine_name: str, worker_name: str = "inline"
+) -> WorkReport:
+    """Process every job in this process until the queue is finished (tests, benchmarks)."""
+    import multiprocessing.synchronize  # noqa: F401 - Value/Event below work without children
+
+    context = multiprocessing.get_context("spawn")
+    spec = _ChildSpec(
+        settings,
+        settings.database_url,
+        0,
+        new_worker_id(0),
+        True,
+        engine_name,
+        0,
+        context.Event(),
+        context.Value("q", 0),
+        context.Value("q", 0),
+        context.Value("q", -1),
+    )
+    child = _Child(spec)
+    child.name = worker_name
+    child.run()
+    return WorkReport(done=spec.done.value, failed=spec.failed.value, restarted=0)
+
+
 def _bury(engine: Engine, worker_id: str, name: str, exitcode: int | None) -> None:
     how = f"killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exit code {exitcode}"
     reason = f"worker {worker_id} died ({how}) while processing"
@@ -173,6 +202,7 @@ def _bury(engine: Engine, worker_id: str, name: str, exitcode: int | None) -> No
         with db.write(engine) as conn:
             released = queue.release_worker_jobs(conn, worker_id, reason)
             queue.stop_worker(conn, worker_id, 0, 0)
+        limiter.release_holder(engine, worker_id)
     except TransientError as error:
         log.warning(
             "[%s] died (%s); could not requeue its jobs now (%s): they return when their "
@@ -217,7 +247,7 @@ class _Child:
         self.stopping = False
         self.parent_pid = os.getppid()
         self.engine = db.make_engine(self.settings, spec.database_url)
-        self.faces = make_face_step(spec.engine_name, self.settings, self.engine)
+        self.faces = make_face_step(spec.engine_name, self.settings, self.engine, self.worker_id)
         self.policy = queue.RetryPolicy(
             max_attempts=self.settings.queue.max_attempts,
             base_seconds=self.settings.queue.retry_base_seconds,

@@ -427,6 +427,9 @@ class FakeRekognition:
     ) -> None:
         self.tps_quota = tps_quota
         self.latency_seconds = latency_seconds
+        # operation -> seconds to hold the answer after the request was carried out.
+        self.hold_responses: dict[str, float] = {}
+        self.processed: list[str] = []  # operations carried out, in order
         self.region = region
         self.verbose = verbose
         self._address = (host, port)
@@ -624,6 +627,12 @@ class FakeRekognition:
                 time.sleep(self.latency_seconds)
             if error is None:
                 result = self._dispatch(target, operation, body)
+                # Tests kill a client while an answer it will never read is held back.
+                with self._lock:
+                    self.processed.append(operation)
+                hold = self.hold_responses.get(operation, 0.0)
+                if hold > 0:
+                    time.sleep(hold)
         except RekognitionError as exc:
             error = exc
         except Exception as exc:  # a bug here must still produce an AWS-shaped answer

@@ -20,8 +20,17 @@ ENGINES: dict[str, str | None] = {
 }
 
 
-def make_engine(name: str, settings: Settings, database=None) -> FaceEngine | None:  # noqa: ANN001
-    """The engine called ``name``, configured from settings; None for `none`."""
+def make_engine(
+    name: str,
+    settings: Settings,
+    database=None,  # noqa: ANN001
+    holder: str | None = None,
+) -> FaceEngine | None:
+    """The engine called ``name``, configured from settings; None for `none`.
+
+    ``holder`` names this process in the shared call limiter (a worker passes its worker id,
+    so its supervisor can free what it held if it dies).
+    """
     if name not in ENGINES:
         raise ConfigError(f"unknown face engine {name!r} (known: {', '.join(ENGINES)})")
     target = ENGINES[name]
@@ -29,4 +38,4 @@ def make_engine(name: str, settings: Settings, database=None) -> FaceEngine | No
         return None
     module_name, class_name = target.split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
-    return engine_class.from_settings(settings, database)
+    return engine_class.from_settings(settings, database, holder)

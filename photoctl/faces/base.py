@@ -60,6 +60,7 @@ class FaceEngine(ABC):
     """One face service. Instances live in one process (load models lazily, per process)."""
 
     name: str
+    keeps_index: bool = False  # True when the service stores faces itself (Rekognition)
 
     @abstractmethod
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:

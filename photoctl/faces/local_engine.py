@@ -40,7 +40,9 @@ class LocalEngine(FaceEngine):
         self.upsample = upsample
 
     @classmethod
-    def from_settings(cls, settings: Settings, database: object = None) -> LocalEngine:
+    def from_settings(
+        cls, settings: Settings, database: object = None, holder: str | None = None
+    ) -> LocalEngine:
         return cls(
             match_threshold=settings.faces.match_threshold,
             detect_px=settings.faces.detect_px,

@@ -1,0 +1,191 @@
+"""A call limiter shared by every process that uses one database: concurrency and rate.
+
+The face service's quota is global (per AWS account and region), so the limit must hold across
+every worker process and, on PostgreSQL, every machine. The state therefore lives in the
+database: ``limiter_slots`` holds max_concurrency leased places for calls in flight (a crashed
+holder's place comes back when its lease runs out, or at once when its supervisor buries it),
+and ``rate_limiters`` holds the earliest start time of the next call. Each call reserves the next
+start (a leaky bucket with no burst: starts are spaced 1/rate apart), so in any one-second window
+at most max_tps calls start, give or take one at the window's edge.
+
+A throttling answer halves the shared rate for everyone; it then recovers linearly to max_tps
+over ``cooldown_seconds``. Waiting happens outside any transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select, update
+
+from photoctl import db
+from photoctl.errors import TransientError
+from photoctl.models import LimiterSlot, RateLimiter
+
+log = logging.getLogger(__name__)
+
+slots_table = LimiterSlot.__table__
+limiters_table = RateLimiter.__table__
+
+_SLOT_LEASE_SECONDS = 120.0
+_MIN_RATE_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class LimiterSettings:
+    name: str
+    max_concurrency: int
+    max_tps: float
+    cooldown_seconds: float = 30.0
+    max_wait_seconds: float = 600.0
+
+
+class CallLimiter:
+    def __init__(self, database: Engine, limits: LimiterSettings, holder: str) -> None:
+        self.database = database
+        self.limits = limits
+        self.holder = holder
+        self._prepared = False
+
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        now = time.time()
+        with db.write(self.database) as conn:
+            conn.execute(
+                db.insert_ignoring_conflicts(self.database, limiters_table),
+                [
+                    {
+                        "name": self.limits.name,
+                        "next_slot_at": now,
+                        "rate": self.limits.max_tps,
+                        "slowed_at": 0.0,
+                    }
+                ],
+            )
+            conn.execute(
+                db.insert_ignoring_conflicts(self.database, slots_table),
+                [
+                    {"name": self.limits.name, "slot": index, "holder": None, "expires_at": 0.0}
+                    for index in range(self.limits.max_concurrency)
+                ],
+            )
+        self._prepared = True
+
+    def effective_rate(self, rate: float, slowed_at: float, now: float) -> float:
+        """The rate allowed now: the lowered rate, recovering linearly to max_tps."""
+        recovered = min(1.0, max(0.0, now - slowed_at) / self.limits.cooldown_seconds)
+        return min(self.limits.max_tps, rate + (self.limits.max_tps - rate) * recovered)
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        """Hold one place in flight and one start slot for the duration of a call."""
+        self._prepare()
+        deadline = time.monotonic() + self.limits.max_wait_seconds
+        slot, start_at = self._acquire(deadline)
+        try:
+            delay = start_at - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            yield
+        finally:
+            self._release(slot)
+
+    def _acquire(self, deadline: float) -> tuple[int, float]:
+        backoff = 0.01
+        while True:
+            now = time.time()
+            with db.write(self.database) as conn:
+                candidates = (
+                    select(slots_table.c.slot)
+                    .where(
+                        slots_table.c.name == self.limits.name,
+                        slots_table.c.slot < self.limits.max_concurrency,
+                        (slots_table.c.holder.is_(None)) | (slots_table.c.expires_at < now),
+                    )
+                    .order_by(slots_table.c.slot)
+                    .limit(1)
+                )
+                if db.is_postgresql(self.database):
+                    candidates = candidates.with_for_update(skip_locked=True)
+                slot = conn.execute(candidates).scalar()
+                if slot is not None:
+                    conn.execute(
+                        update(slots_table)
+                        .where(slots_table.c.name == self.limits.name, slots_table.c.slot == slot)
+                        .values(holder=self.holder, expires_at=now + _SLOT_LEASE_SECONDS)
+                    )
+                    return slot, self._reserve_start(conn, now)
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"{self.limits.name}: no call slot free for "
+                    f"{self.limits.max_wait_seconds:.0f} s"
+                )
+            time.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(0.1, backoff * 2)
+
+    def _reserve_start(self, conn, now: float) -> float:  # noqa: ANN001
+        query = select(
+            limiters_table.c.next_slot_at, limiters_table.c.rate, limiters_table.c.slowed_at
+        ).where(limiters_table.c.name == self.limits.name)
+        if db.is_postgresql(self.database):
+            query = query.with_for_update()
+        next_slot_at, rate, slowed_at = conn.execute(query).one()
+        start_at = max(now, next_slot_at)
+        spacing = 1.0 / self.effective_rate(rate, slowed_at, start_at)
+        conn.execute(
+            update(limiters_table)
+            .where(limiters_table.c.name == self.limits.name)
+            .values(next_slot_at=start_at + spacing)
+        )
+        return start_at
+
+    def _release(self, slot: int) -> None:
+        with db.write(self.database) as conn:
+            conn.execute(
+                update(slots_table)
+                .where(
+                    slots_table.c.name == self.limits.name,
+                    slots_table.c.slot == slot,
+                    slots_table.c.holder == self.holder,
+                )
+                .values(holder=None, expires_at=0.0)
+            )
+
+    def throttled(self) -> float:
+        """The service said "too fast": halve the shared rate and push back the next start."""
+        now = time.time()
+        with db.write(self.database) as conn:
+            query = select(
+                limiters_table.c.next_slot_at, limiters_table.c.rate, limiters_table.c.slowed_at
+            ).where(limiters_table.c.name == self.limits.name)
+            if db.is_postgresql(self.database):
+                query = query.with_for_update()
+            next_slot_at, rate, slowed_at = conn.execute(query).one()
+            current = self.effective_rate(rate, slowed_at, now)
+            lowered = max(self.limits.max_tps * _MIN_RATE_FRACTION, current / 2)
+            conn.execute(
+                update(limiters_table)
+                .where(limiters_table.c.name == self.limits.name)
+                .values(
+                    rate=lowered, slowed_at=now, next_slot_at=max(next_slot_at, now + 1.0 / lowered)
+                )
+            )
+        log.warning("[FaceRecognition] throttled: shared rate lowered to %.2f calls/s", lowered)
+        return lowered
+
+
+def release_holder(database: Engine, holder_prefix: str) -> int:
+    """Free the call slots of a dead worker at once (its supervisor calls this)."""
+    with db.write(database) as conn:
+        result = conn.execute(
+            update(slots_table)
+            .where(slots_table.c.holder.startswith(holder_prefix, autoescape=True))
+            .values(holder=None, expires_at=0.0)
+        )
+        return result.rowcount

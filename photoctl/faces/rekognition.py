@@ -1,0 +1,306 @@
+"""The `rekognition` engine: AWS Rekognition through boto3, every call under the shared limiter.
+
+One collection holds every face: photo faces with ExternalImageId = photo id, selfies with
+``user-<id>``. A new photo is indexed once (IndexFaces) and each of its faces searched
+(SearchFaces) for enrolled selfies; an enrollment indexes the selfie and searches it against
+the collection. Throttling answers slow the shared limiter and are retried here, never failing
+a job; other AWS errors become Transient or Permanent errors carrying the AWS error code.
+botocore's own retries stay in adaptive mode but few: its retry budget is per client and runs
+out under sustained throttling, which is what the loop below is for.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image
+
+from photoctl.config import Settings
+from photoctl.errors import ConfigError, PermanentError, TransientError
+from photoctl.faces.base import (
+    EnrolledFace,
+    FaceEngine,
+    FaceLookup,
+    FaceMatch,
+    FaceRecord,
+    StoredFace,
+)
+from photoctl.faces.limiter import CallLimiter, LimiterSettings
+
+log = logging.getLogger(__name__)
+
+THROTTLING_CODES = frozenset(
+    {"ThrottlingException", "ProvisionedThroughputExceededException", "LimitExceededException"}
+)
+PERMANENT_CODES = frozenset(
+    {"InvalidImageFormatException", "ImageTooLargeException", "InvalidParameterException"}
+)
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+SELFIE_PREFIX = "user-"
+_SEARCH_MAX_FACES = 4096
+
+
+def encode_under_limit(image: Image.Image, limit_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """JPEG bytes of the image under Rekognition's 5 MB limit, lowering quality, then size."""
+    candidate = image.convert("RGB")
+    for quality in (90, 80, 70, 60):
+        buffer = io.BytesIO()
+        candidate.save(buffer, "JPEG", quality=quality)
+        if buffer.tell() <= limit_bytes:
+            return buffer.getvalue()
+    candidate = candidate.copy()
+    candidate.thumbnail((candidate.width // 2, candidate.height // 2))
+    return encode_under_limit(candidate, limit_bytes)
+
+
+class RekognitionEngine(FaceEngine):
+    name = "rekognition"
+    keeps_index = True
+
+    def __init__(
+        self, client: Any, limiter: CallLimiter, collection_id: str, match_threshold: float
+    ) -> None:
+        self.client = client
+        self.limiter = limiter
+        self.collection_id = collection_id
+        self.match_threshold = match_threshold
+        self._collection_ready = False
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, database: Any, holder: str | None = None
+    ) -> RekognitionEngine:
+        if database is None:
+            raise ConfigError("the rekognition engine needs the database (for its limiter)")
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise ConfigError("the rekognition engine needs boto3: pip install boto3") from None
+        options = settings.rekognition
+        region = (
+            options.region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or boto3.session.Session().region_name
+        )
+        if not region:
+            raise ConfigError(
+                "no AWS region: set rekognition.region (PHOTOCTL_REKOGNITION_REGION) or AWS_REGION"
+            )
+        log.info("[FaceRecognition][AWS] Using region: %s", region)
+        client = boto3.client(
+            "rekognition",
+            region_name=region,
+            endpoint_url=options.endpoint_url or None,
+            config=Config(
+                retries={"mode": "adaptive", "total_max_attempts": 3},
+                max_pool_connections=options.max_concurrency + 2,
+                connect_timeout=10,
+                read_timeout=60,
+            ),
+        )
+        limits = LimiterSettings(
+            name="rekognition",
+            max_concurrency=options.max_concurrency,
+            max_tps=options.max_tps,
+            cooldown_seconds=options.throttle_cooldown_seconds,
+        )
+        holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        return cls(
+            client,
+            CallLimiter(database, limits, holder),
+            options.collection_id,
+            options.match_threshold,
+        )
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _call(self, operation: str, **parameters: Any) -> dict:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        started = time.monotonic()
+        while True:
+            try:
+                with self.limiter.call():
+                    return getattr(self.client, operation)(**parameters)
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code", "Unknown")
+                message = error.response.get("Error", {}).get("Message", "")
+                if code in THROTTLING_CODES:
+                    self.limiter.throttled()
+                    if time.monotonic() - started > self.limiter.limits.max_wait_seconds:
+                        raise TransientError(
+                            f"Rekognition {operation}: {code} for too long"
+                        ) from None
+                    continue
+                if code == "ResourceNotFoundException":
+                    self._collection_ready = False
+                    self._ensure_collection()
+                    continue
+                kind = PermanentError if code in PERMANENT_CODES else TransientError
+                raise kind(f"Rekognition {operation}: {code}: {message}") from None
+            except BotoCoreError as error:
+                raise TransientError(f"Rekognition {operation}: {error}") from None
+
+    def _ensure_collection(self) -> None:
+        if self._collection_ready:
+            return
+        from botocore.exceptions import ClientError
+
+        try:
+            with self.limiter.call():
+                self.client.create_collection(CollectionId=self.collection_id)
+            log.info("[FaceRecognition][AWS] Created collection %s", self.collection_id)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
+                code = error.response.get("Error", {}).get("Code")
+                raise TransientError(f"Rekognition CreateCollection: {code}") from None
+        self._collection_ready = True
+
+    # -- the engine interface ---------------------------------------------------------------
+
+    def _index(self, image: Image.Image, external_id: str, max_faces: int) -> list[FaceRecord]:
+        self._ensure_collection()
+        answer = self._call(
+            "index_faces",
+            CollectionId=self.collection_id,
+            Image={"Bytes": encode_under_limit(image)},
+            ExternalImageId=external_id,
+            MaxFaces=max_faces,
+            QualityFilter="AUTO",
+            DetectionAttributes=[],
+        )
+        records = []
+        for face_record in answer.get("FaceRecords", []):
+            face = face_record["Face"]
+            box = face.get("BoundingBox", {})
+            records.append(
+                FaceRecord(
+                    box=(
+                        box.get("Left", 0.0),
+                        box.get("Top", 0.0),
+                        box.get("Width", 0.0),
+                        box.get("Height", 0.0),
+                    ),
+                    score=float(face.get("Confidence", 0.0)),
+                    external_id=face["FaceId"],
+                )
+            )
+        return records
+
+    def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
+        return self._index(image, str(photo_id), 100)
+
+    def index_selfie(self, user_id: int, image: Image.Image) -> FaceRecord | None:
+        # MaxFaces=1 keeps the largest face, which is what a selfie means.
+        records = self._index(image, f"{SELFIE_PREFIX}{user_id}", 1)
+        return records[0] if records else None
+
+    def match_faces(
+        self, faces: Sequence[StoredFace], enrolled: Sequence[EnrolledFace]
+    ) -> list[FaceMatch]:
+        selfie_users = {e.external_id: e.user_id for e in enrolled if e.external_id}
+        if not selfie_users:
+            return []  # nobody to find: spend no calls
+        matches = []
+        for face in faces:
+            if not face.external_id:
+                continue
+            answer = self._call(
+                "search_faces",
+                CollectionId=self.collection_id,
+                FaceId=face.external_id,
+                FaceMatchThreshold=self.match_threshold,
+                MaxFaces=100,
+            )
+            best: dict[int, float] = {}
+            for found in answer.get("FaceMatches", []):
+                user_id = selfie_users.get(found["Face"]["FaceId"])
+                if user_id is not None:
+                    best[user_id] = max(best.get(user_id, 0.0), float(found["Similarity"]))
+            matches.extend(
+                FaceMatch(face.id, user_id, round(similarity, 2))
+                for user_id, similarity in best.items()
+            )
+        return matches
+
+    def match_selfie(self, selfie: EnrolledFace, lookup: FaceLookup) -> list[FaceMatch]:
+        if not selfie.external_id:
+            return []
+        answer = self._call(
+            "search_faces",
+            CollectionId=self.collection_id,
+            FaceId=selfie.external_id,
+            FaceMatchThreshold=self.match_threshold,
+            MaxFaces=_SEARCH_MAX_FACES,
+        )
+        similarity = {
+            found["Face"]["FaceId"]: float(found["Similarity"])
+            for found in answer.get("FaceMatches", [])
+            if not found["Face"].get("ExternalImageId", "").startswith(SELFIE_PREFIX)
+        }
+        stored = lookup.faces_by_external_id(sorted(similarity))
+        return [
+            FaceMatch(face.id, selfie.user_id, round(similarity[face.external_id], 2))
+            for face in stored
+        ]
+
+    def forget(self, external_ids: Sequence[str]) -> None:
+        for start in range(0, len(external_ids), 4096):
+            self._call(
+                "delete_faces",
+                CollectionId=self.collection_id,
+                FaceIds=list(external_ids[start : start + 4096]),
+            )
+
+    def discard_photo_faces(self, photo_id: int) -> None:
+        """After a crash between IndexFaces and storing its answer: delete what it indexed."""
+        self._ensure_collection()
+        wanted = str(photo_id)
+        orphans: list[str] = []
+        token = None
+        while True:
+            page = self._call(
+                "list_faces",
+                CollectionId=self.collection_id,
+                MaxResults=4096,
+                **({"NextToken": token} if token else {}),
+            )
+            orphans.extend(
+                face["FaceId"]
+                for face in page.get("Faces", [])
+                if face.get("ExternalImageId") == wanted
+            )
+            token = page.get("NextToken")
+            if not token:
+                break
+        if orphans:
+            log.warning(
+                "[FaceRecognition][AWS] photo %s: deleting %d faces indexed by an "
+                "interrupted attempt",
+                photo_id,
+                len(orphans),
+            )
+            self.forget(orphans)
+
+    def check(self) -> str:
+        import boto3
+
+        if boto3.session.Session().get_credentials() is None:
+            raise ConfigError(
+                "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "a profile (AWS_PROFILE) or an instance role"
+            )
+        self._ensure_collection()
+        described = self._call("describe_collection", CollectionId=self.collection_id)
+        return (
+            f"collection {self.collection_id} reachable ({described.get('FaceCount', 0)} "
+            f"faces) at {self.client.meta.endpoint_url}"
+        )

@@ -122,7 +122,11 @@ class RekognitionEngine(FaceEngine):
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _call(self, operation: str, **parameters: Any) -> dict:
+    def _call(
+        self, operation: str, *, tolerate: frozenset[str] = frozenset(), **parameters: Any
+    ) -> dict:
+        """One API call under the limiter; throttling is retried here, ``tolerate``d codes
+        return an empty answer, other errors become Transient or Permanent errors."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         started = time.monotonic()
@@ -133,6 +137,8 @@ class RekognitionEngine(FaceEngine):
             except ClientError as error:
                 code = error.response.get("Error", {}).get("Code", "Unknown")
                 message = error.response.get("Error", {}).get("Message", "")
+                if code in tolerate:
+                    return {}
                 if code in THROTTLING_CODES:
                     self.limiter.throttled()
                     if time.monotonic() - started > self.limiter.limits.max_wait_seconds:
@@ -140,7 +146,7 @@ class RekognitionEngine(FaceEngine):
                             f"Rekognition {operation}: {code} for too long"
                         ) from None
                     continue
-                if code == "ResourceNotFoundException":
+                if code == "ResourceNotFoundException" and operation != "create_collection":
                     self._collection_ready = False
                     self._ensure_collection()
                     continue
@@ -152,16 +158,13 @@ class RekognitionEngine(FaceEngine):
     def _ensure_collection(self) -> None:
         if self._collection_ready:
             return
-        from botocore.exceptions import ClientError
-
-        try:
-            with self.limiter.call():
-                self.client.create_collection(CollectionId=self.collection_id)
+        created = self._call(
+            "create_collection",
+            CollectionId=self.collection_id,
+            tolerate=frozenset({"ResourceAlreadyExistsException"}),
+        )
+        if created:
             log.info("[FaceRecognition][AWS] Created collection %s", self.collection_id)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
-                code = error.response.get("Error", {}).get("Code")
-                raise TransientError(f"Rekognition CreateCollection: {code}") from None
         self._collection_ready = True
 
     # -- the engine interface ---------------------------------------------------------------

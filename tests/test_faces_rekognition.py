@@ -1,0 +1,306 @@
+"""The rekognition engine with real boto3 against a local endpoint speaking Rekognition's protocol.
+
+Faces in these photos are solid colour squares; the fake endpoint recognises a person by colour
+(see tests/fake_rekognition.py). Quota, concurrency and throttling are measured where AWS would
+see them: at the endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from photoctl import db, faces, matching, queue, users
+from photoctl.ingest import ingest_paths
+from photoctl.models import Face, Match, Photo
+from photoctl.worker import drain_in_process
+from tests.conftest import photoctl_env, run_photoctl
+from tests.fake_rekognition import FakeRekognition, make_face_image
+from tests.photos import settle
+
+RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 153, 0)
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "eu-west-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+PALETTE = [
+    (r, g, b)
+    for r in (0, 102, 204)
+    for g in (0, 102, 204)
+    for b in (0, 102, 204)
+    if (r, g, b) != (204, 204, 204)
+]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeRekognition]:
+    with FakeRekognition() as server:
+        yield server
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def rk_settings(settings, fake):  # noqa: ANN001, ANN201
+    return settings.replace(
+        "rekognition", endpoint_url=fake.endpoint_url, region="eu-west-1", max_tps=50.0
+    )
+
+
+def write_face_photo(path: Path, colours: list[tuple[int, int, int]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(make_face_image(colours))
+    settle(path)
+    return path
+
+
+def matched_files(engine, user_id: int) -> set[str]:  # noqa: ANN001
+    ids = [photo_id for photo_id, _ in matching.photos_of_user(engine, user_id)]
+    with db.read(engine) as conn:
+        return set(conn.execute(select(Photo.filename).where(Photo.id.in_(ids))).scalars())
+
+
+def test_photos_are_matched_to_enrolled_users_both_ways_and_deletion_reaches_the_collection(
+    rk_settings, engine, fake, aws, tmp_path
+) -> None:  # noqa: ANN001
+    folder = tmp_path / "event"
+    write_face_photo(folder / "red-and-blue.jpg", [RED, BLUE])
+    write_face_photo(folder / "red.jpg", [RED])
+    write_face_photo(folder / "green.jpg", [GREEN])
+    write_face_photo(tmp_path / "selfies" / "red.jpg", [RED])
+    write_face_photo(tmp_path / "selfies" / "green.jpg", [GREEN])
+    engine_rk = faces.make_engine("rekognition", rk_settings, engine)
+    red_user, _ = users.add_user(engine, "red")
+    users.enroll(engine, engine_rk, rk_settings, "red", tmp_path / "selfies" / "red.jpg")
+
+    ingest_paths(engine, rk_settings, [str(folder)])
+    assert drain_in_process(rk_settings, "rekognition").failed == 0
+    assert matched_files(engine, red_user) == {"red-and-blue.jpg", "red.jpg"}
+
+    green_user, _ = users.add_user(engine, "green")
+    assert (
+        users.enroll(engine, engine_rk, rk_settings, "green", tmp_path / "selfies" / "green.jpg")
+        == 1
+    )
+    assert matched_files(engine, green_user) == {"green.jpg"}
+
+    collection = rk_settings.rekognition.collection_id
+    assert len(fake.stored_faces(collection)) == 4 + 2  # photo faces + two selfies
+    users.delete_user(engine, engine_rk, "red")
+    remaining = {f["ExternalImageId"] for f in fake.stored_faces(collection)}
+    assert f"user-{red_user}" not in remaining and f"user-{green_user}" in remaining
+    with db.read(engine) as conn:
+        assert conn.execute(select(func.count()).select_from(Match)).scalar_one() == 1
+
+
+def test_no_search_calls_are_spent_while_nobody_is_enrolled(
+    rk_settings, engine, fake, aws, tmp_path
+) -> None:  # noqa: ANN001
+    write_face_photo(tmp_path / "event" / "a.jpg", [RED, BLUE])
+    ingest_paths(engine, rk_settings, [str(tmp_path / "event")])
+    drain_in_process(rk_settings, "rekognition")
+    assert fake.calls("SearchFaces") == [] and len(fake.calls("IndexFaces")) == 1
+
+
+@pytest.mark.slow  # botocore's own adaptive backoff sleeps for several seconds
+def test_throttling_bursts_slow_down_but_fail_no_job(
+    rk_settings, engine, fake, aws, tmp_path
+) -> None:  # noqa: ANN001
+    for index in range(6):
+        write_face_photo(tmp_path / "event" / f"{index}.jpg", [PALETTE[index]])
+    ingest_paths(engine, rk_settings, [str(tmp_path / "event")])
+    fake.throttle_next(8)
+    report = drain_in_process(rk_settings, "rekognition")
+    assert (report.done, report.failed) == (6, 0)
+    assert fake.throttled_count >= 8
+    with db.read(engine) as conn:
+        jobs = queue.list_jobs(conn, limit=10)
+    assert all(job.state == "done" and job.attempts == 1 for job in jobs), "no attempt spent"
+
+
+def test_other_aws_errors_retry_with_the_error_code_in_the_job(
+    rk_settings, engine, fake, aws, tmp_path
+) -> None:  # noqa: ANN001
+    write_face_photo(tmp_path / "event" / "a.jpg", [RED])
+    ingest_paths(engine, rk_settings, [str(tmp_path / "event")])
+    fake.fail_next(1, "InternalServerError", status=500)
+    fake.fail_next(3, "AccessDeniedException")
+    settings = rk_settings.replace("queue", retry_base_seconds=0.05, max_attempts=2)
+    report = drain_in_process(settings, "rekognition")
+    with db.read(engine) as conn:
+        [job] = queue.list_jobs(conn)
+    assert report.failed == 1 and job.state == "failed"
+    assert "AccessDeniedException" in job.last_error
+
+
+def _rekognition_env(tmp_path: Path, db_url: str, fake: FakeRekognition, **extra: str) -> dict:
+    settings = {"PHOTOCTL_REKOGNITION_ENDPOINT_URL": fake.endpoint_url,
+                "PHOTOCTL_INGEST_SETTLE_SECONDS": "0", "PHOTOCTL_QUEUE_LEASE_SECONDS": "5"}
+    return photoctl_env(tmp_path, db_url, **{**AWS_ENV, **settings, **extra})
+
+
+def _prepare_event(tmp_path: Path, env: dict, count: int) -> None:
+    for index in range(count):
+        write_face_photo(
+            tmp_path / "event" / f"IMG_{index:03d}.jpg", [PALETTE[index % len(PALETTE)]]
+        )
+    write_face_photo(tmp_path / "selfie.jpg", [PALETTE[0]])
+    added = run_photoctl(
+        [
+            "--engine",
+            "rekognition",
+            "users",
+            "add",
+            "first",
+            "--selfie",
+            str(tmp_path / "selfie.jpg"),
+        ],
+        env,
+    )
+    assert added.returncode == 0, added.stderr
+    assert run_photoctl(["ingest", str(tmp_path / "event")], env).returncode == 0
+
+
+def _job_states(db_url: str) -> dict[str, int]:
+    from photoctl import config
+
+    settings = config.load(environ={}, overrides={"database.url": db_url})
+    engine = db.make_engine(settings)
+    try:
+        with db.read(engine) as conn:
+            return {k: v for k, v in queue.count_by_state(conn).items() if v}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_four_workers_stay_within_the_quota_of_five_calls_a_second(tmp_path, db_url, fake) -> None:  # noqa: ANN001
+    env = _rekognition_env(tmp_path, db_url, fake, PHOTOCTL_REKOGNITION_MAX_TPS="5")
+    _prepare_event(tmp_path, env, 16)
+    fake.reset_stats()
+    fake.tps_quota = 5
+    work = run_photoctl(
+        ["work", "-n", "4", "--until-empty", "--engine", "rekognition"], env, timeout=180
+    )
+    assert work.returncode == 0, work.stderr[-3000:]
+    assert _job_states(db_url) == {"done": 16}
+    assert len(fake.calls(throttled=False)) >= 32  # IndexFaces + SearchFaces per photo
+    assert fake.max_calls_in_any_window(1.0) <= 5 + 1
+
+
+@pytest.mark.slow
+def test_concurrency_limit_holds_across_worker_processes(tmp_path, db_url, fake) -> None:  # noqa: ANN001
+    env = _rekognition_env(
+        tmp_path, db_url, fake, PHOTOCTL_REKOGNITION_MAX_TPS="100", AWS_CONCURRENT_REQUESTS="3"
+    )
+    _prepare_event(tmp_path, env, 16)
+    fake.reset_stats()
+    fake.latency_seconds = 0.3
+    work = run_photoctl(
+        ["work", "-n", "4", "--until-empty", "--engine", "rekognition"], env, timeout=180
+    )
+    assert work.returncode == 0, work.stderr[-3000:]
+    assert _job_states(db_url) == {"done": 16}
+    assert 2 <= fake.max_in_flight <= 3
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_supervisors_on_one_postgresql_database_share_the_limits(
+    tmp_path, postgres_url, fake
+) -> None:  # noqa: ANN001
+    env = _rekognition_env(
+        tmp_path, postgres_url, fake, PHOTOCTL_REKOGNITION_MAX_TPS="5", AWS_CONCURRENT_REQUESTS="2"
+    )
+    _prepare_event(tmp_path, env, 16)
+    fake.reset_stats()
+    fake.tps_quota = 5
+    fake.latency_seconds = 0.2
+    command = [
+        sys.executable,
+        "-m",
+        "photoctl",
+        "work",
+        "-n",
+        "2",
+        "--until-empty",
+        "--engine",
+        "rekognition",
+    ]
+    machines = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    for machine in machines:
+        _, stderr = machine.communicate(timeout=180)
+        assert machine.returncode == 0, stderr[-3000:]
+    assert _job_states(postgres_url) == {"done": 16}
+    assert fake.max_calls_in_any_window(1.0) <= 5 + 1
+    assert fake.max_in_flight <= 2
+
+
+@pytest.mark.slow
+def test_worker_killed_right_after_index_faces_leaves_one_face_set(tmp_path, db_url, fake) -> None:  # noqa: ANN001
+    env = _rekognition_env(tmp_path, db_url, fake, PHOTOCTL_QUEUE_LEASE_SECONDS="2")
+    write_face_photo(tmp_path / "event" / "two-people.jpg", [RED, BLUE])
+    assert run_photoctl(["ingest", str(tmp_path / "event")], env).returncode == 0
+    fake.hold_responses["IndexFaces"] = 30.0  # the answer never reaches the worker
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "photoctl", "work", "-n", "1", "--engine", "rekognition"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while "IndexFaces" not in fake.processed:
+        assert time.monotonic() < deadline and worker.poll() is None, "IndexFaces never came"
+        time.sleep(0.05)
+    os.killpg(worker.pid, signal.SIGKILL)  # the whole machine dies: nobody requeues the job
+    worker.wait(10)
+    fake.hold_responses.clear()
+    collection = "photoctl"
+    assert len(fake.stored_faces(collection)) == 2, "the interrupted attempt did index"
+
+    rescue = run_photoctl(
+        ["work", "-n", "1", "--until-empty", "--engine", "rekognition"], env, timeout=120
+    )
+    assert rescue.returncode == 0, rescue.stderr[-3000:]
+    assert _job_states(db_url) == {"done": 1}
+    stored = fake.stored_faces(collection)
+    assert len(stored) == 2 and {f["ExternalImageId"] for f in stored} == {"1"}
+    from photoctl import config
+
+    engine = db.make_engine(config.load(environ={}, overrides={"database.url": db_url}))
+    with db.read(engine) as conn:
+        rows = conn.execute(select(Face.external_id)).scalars().all()
+    engine.dispose()
+    assert sorted(rows) == sorted(f["FaceId"] for f in stored)
+
+    # Content already processed, ingested again under another name: zero Rekognition calls.
+    fake.reset_stats()
+    (tmp_path / "event2").mkdir()
+    (tmp_path / "event2" / "copy.jpg").write_bytes(
+        (tmp_path / "event" / "two-people.jpg").read_bytes()
+    )
+    settle(tmp_path / "event2" / "copy.jpg")
+    run_photoctl(["ingest", str(tmp_path / "event2")], env)
+    run_photoctl(["work", "-n", "1", "--until-empty", "--engine", "rekognition"], env)
+    per_photo = {"IndexFaces", "SearchFaces", "SearchFacesByImage"}
+    assert [r for r in fake.records if r.operation in per_photo] == []

@@ -25,7 +25,23 @@ def run_checks(settings: Settings, engine: Engine) -> list[Check]:
     if checks[0].ok:
         checks.append(_check_schema(engine))
     checks.append(_check_storage(settings))
+    checks.append(_check_face_engine(settings, engine if checks[0].ok else None))
     return checks
+
+
+def _check_face_engine(settings: Settings, engine: Engine | None) -> Check:
+    from photoctl import faces
+
+    name = settings.faces.engine
+    try:
+        face_engine = faces.make_engine(name, settings, engine)
+        if face_engine is None:
+            return Check("faces", True, "engine none: thumbnails and metadata only")
+        if face_engine.keeps_index and engine is not None:
+            db.ensure_schema(engine)  # the limiter keeps its state in the database
+        return Check("faces", True, f"engine {name}: {face_engine.check()}")
+    except PhotoctlError as error:
+        return Check("faces", False, f"engine {name}: {error}")
 
 
 def _check_database(engine: Engine) -> Check:

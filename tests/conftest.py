@@ -31,6 +31,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("PHOTOCTL_") or name in _HISTORIC:
             monkeypatch.delenv(name)
+    # boto3 would otherwise look for an instance role at the EC2 metadata address: tests
+    # talk to this machine only.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.chdir(tmp_path)
 
 
@@ -98,6 +101,7 @@ def photoctl_env(tmp_path: Path, db_url: str | None = None, **extra: str) -> dic
         k: v for k, v in os.environ.items() if not k.startswith("PHOTOCTL_") and k not in _HISTORIC
     }
     env["PHOTOCTL_DATA_DIR"] = str(tmp_path / "data")
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
     if db_url:
         env["PHOTOCTL_DATABASE_URL"] = db_url
     env.update(extra)

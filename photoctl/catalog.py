@@ -92,6 +92,8 @@ def register_files(
     files: Sequence[NewFile],
     album: str | None,
     now: float | None = None,
+    *,
+    uploaded_by: int | None = None,
 ) -> Registration:
     """Create a photo for each new content hash and remember every file's path, size and mtime.
 
@@ -111,6 +113,7 @@ def register_files(
             "album": album,
             "size_bytes": file.size_bytes,
             "ingested_at": now,
+            "uploaded_by": uploaded_by,
         }
         for digest, file in first_by_hash.items()
     ]
@@ -222,3 +225,9 @@ def photo_counts(conn: Connection) -> dict[str, int]:
         "failed": failed,
         "pending": max(0, total - done - failed),
     }
+
+
+def photo_id_by_hash(conn: Connection, content_hash: str) -> int:
+    return conn.execute(
+        select(photos.c.id).where(photos.c.content_hash == content_hash)
+    ).scalar_one()

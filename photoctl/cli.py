@@ -331,7 +331,7 @@ def stats(app: App, as_json: bool, watch: float | None) -> None:
     engine = app.engine()
     while True:
         with db.read(engine) as conn:
-            figures = stats_module.collect(conn, app.settings)
+            figures = stats_module.collect(conn, app.settings, cache_stats=_cache(app).stats())
         click.echo(json.dumps(figures) if as_json else stats_module.render(figures))
         if watch is None:
             return
@@ -607,3 +607,82 @@ def users_delete(app: App, name: str) -> None:
 
     users_module.delete_user(app.engine(), app.face_engine(), name)
     click.echo(f"{name} deleted", err=True)
+
+
+# -- cache ----------------------------------------------------------------------------------
+
+
+def _cache(app: App):  # noqa: ANN202
+    from photoctl.cache import ResponseCache
+
+    return ResponseCache(app.settings)
+
+
+@cli.group(cls=PhotoctlGroup)
+def cache() -> None:
+    """The response cache shared by every local serve process."""
+
+
+@cache.command("clear")
+@pass_app
+def cache_clear(app: App) -> None:
+    """Empty the response cache (every serve process on this machine sees it at once)."""
+    removed = _cache(app).clear()
+    click.echo(f"cache cleared ({removed} entries)", err=True)
+
+
+@cache.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def cache_stats(app: App, as_json: bool) -> None:
+    """Entries, hits, misses and hit rate of the response cache."""
+    figures = _cache(app).stats()
+    if as_json:
+        click.echo(json.dumps(figures))
+    else:
+        click.echo(
+            f"{figures['size']} entries, {figures['hits']} hits, "
+            f"{figures['misses']} misses, hit rate {figures['hit_rate']:.1%}"
+        )
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on [default: serve.host, 127.0.0.1].")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port [default: serve.port, 8000].")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="uvicorn worker processes [default: serve.workers, 1].",
+)
+@pass_app
+def serve(app: App, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs).
+
+    \b
+    Example:
+      photoctl serve --port 8000 --workers 2
+    """
+    import os
+
+    import uvicorn
+
+    settings = app.settings
+    app.engine()  # create or upgrade the schema once, before the workers start
+    # uvicorn's worker processes build the app from the environment: hand them our settings.
+    os.environ["PHOTOCTL_DATA_DIR"] = str(settings.data_dir)
+    os.environ["PHOTOCTL_DATABASE_URL"] = settings.database_url
+    os.environ["PHOTOCTL_FACES_ENGINE"] = settings.faces.engine
+    if settings.config_file:
+        os.environ["PHOTOCTL_CONFIG"] = str(settings.config_file.resolve())
+    uvicorn.run(
+        "photoctl.api.app:app_from_env",
+        factory=True,
+        host=host or settings.serve.host,
+        port=port or settings.serve.port,
+        workers=workers or settings.serve.workers,
+        log_level="warning" if app.verbosity < 0 else "info",
+        access_log=app.verbosity > 0,
+    )

@@ -168,6 +168,37 @@ class RekognitionSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    dir: str = _key(
+        "",
+        "Response cache directory shared by every serve process and the CLI; "
+        "empty means <data dir>/cache",
+    )
+    ttl_my_photos: float = _key(
+        30.0, "Seconds a user's photo list stays cached (a new match drops it at once)", minimum=0
+    )
+    ttl_all_photos: float = _key(120.0, "Seconds a gallery page stays cached", minimum=0)
+    size_limit_bytes: int = _key(
+        512 * 1024 * 1024, "Largest size of the cache on disk", minimum=1024 * 1024
+    )
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = _key("127.0.0.1", "Address `photoctl serve` listens on")
+    port: int = _key(8000, "Port `photoctl serve` listens on", minimum=1)
+    workers: int = _key(1, "uvicorn worker processes", minimum=1)
+    gallery: str = _key(
+        "own",
+        "own: users see only photos they appear in; users: every user sees the whole gallery",
+        choices=("own", "users"),
+    )
+    upload_rate: str = _key("100/minute", "Uploads allowed per user (limits syntax)")
+    login_rate: str = _key("10/minute", "Login attempts allowed per name and per address")
+    public_url: str = _key("", "Prefix for thumb_url/preview_url; empty means relative URLs")
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = _key("info", "Log level: debug, info, warning, error", choices=LOG_LEVELS)
     file: str = _key("", "Rotating log file shared by every process; empty means stderr only")
@@ -182,6 +213,8 @@ SECTIONS: dict[str, type] = {
     "faces": FacesSettings,
     "rekognition": RekognitionSettings,
     "storage": StorageSettings,
+    "cache": CacheSettings,
+    "serve": ServeSettings,
     "log": LogSettings,
 }
 
@@ -196,6 +229,8 @@ class Settings:
     faces: FacesSettings = field(default_factory=FacesSettings)
     rekognition: RekognitionSettings = field(default_factory=RekognitionSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     log: LogSettings = field(default_factory=LogSettings)
     # "section.key" -> where the effective value came from, for `config show`.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -205,6 +240,10 @@ class Settings:
         if self.database.url:
             return self.database.url
         return f"sqlite:///{(self.data_dir / 'photoctl.db').resolve()}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cache.dir) if self.cache.dir else self.data_dir / "cache"
 
     @property
     def storage_root(self) -> Path:

@@ -235,17 +235,56 @@ def _batches(items: Sequence[NewFile], size: int) -> Iterable[Sequence[NewFile]]
 def _register_batch(
     engine: Engine, batch: Sequence[NewFile], album: str | None, report: IngestReport, now: float
 ) -> None:
-    with db.write(engine) as conn:
-        registration = catalog.register_files(conn, engine, batch, album, now)
-        job_ids = queue.enqueue_jobs(conn, JobKind.PROCESS_PHOTO, registration.new_photo_ids, now)
-        queue_size = queue.waiting_count(conn)
+    registration, job_ids, queue_size = _register(engine, batch, album, None, now)
     report.new += len(registration.new_photo_ids)
     report.duplicates += len(registration.duplicate_paths)
     report.job_ids.extend(job_ids)
-    for job_id in job_ids:
-        log.debug("[PhotoQueue] Job %s enqueued (queue size: %d)", job_id, queue_size)
     if job_ids:
         log.info("[PhotoQueue] %d jobs enqueued (queue size: %d)", len(job_ids), queue_size)
+
+
+def _register(
+    engine: Engine, files: Sequence[NewFile], album: str | None, uploaded_by: int | None, now: float
+) -> tuple[catalog.Registration, list[str], int]:
+    """The one way into the queue, for folders and uploads alike."""
+    with db.write(engine) as conn:
+        registration = catalog.register_files(
+            conn, engine, files, album, now, uploaded_by=uploaded_by
+        )
+        job_ids = queue.enqueue_jobs(conn, JobKind.PROCESS_PHOTO, registration.new_photo_ids, now)
+        queue_size = queue.waiting_count(conn)
+    for job_id in job_ids:
+        log.debug("[PhotoQueue] Job %s enqueued (queue size: %d)", job_id, queue_size)
+    return registration, job_ids, queue_size
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    photo_id: int
+    job_id: str | None  # None when the content was already there
+    duplicate: bool
+
+
+def ingest_upload(
+    engine: Engine,
+    settings: Settings,
+    path: str | bytes,
+    content_hash: str,
+    *,
+    album: str | None = None,
+    uploaded_by: int | None = None,
+) -> UploadResult:
+    """Register one stored upload (already hashed while it streamed) and enqueue it."""
+    path_bytes = os.fsencode(path)
+    info = os.stat(path_bytes)
+    file = NewFile(path_bytes, info.st_size, info.st_mtime_ns, content_hash)
+    registration, job_ids, queue_size = _register(engine, [file], album, uploaded_by, time.time())
+    with db.read(engine) as conn:
+        photo_id = catalog.photo_id_by_hash(conn, content_hash)
+        job_id = job_ids[0] if job_ids else queue.latest_job_for_photo(conn, photo_id)
+    if job_ids:
+        log.info("[PhotoQueue] Job %s enqueued (queue size: %d)", job_ids[0], queue_size)
+    return UploadResult(photo_id=photo_id, job_id=job_id, duplicate=not job_ids)
 
 
 def _count_without_writing(

@@ -26,8 +26,6 @@ matches_table = Match.__table__
 photos_table = Photo.__table__
 selfies_table = SelfieFace.__table__
 
-MatchListener = Callable[[Sequence[int]], None]  # user ids that gained a photo
-
 
 class FaceStore:
     """Stored faces, read for engines (implements faces.base.FaceLookup)."""
@@ -156,9 +154,17 @@ def enrolled_faces(database: Engine, engine_name: str) -> list[EnrolledFace]:
 
 
 def store_matches(
-    database: Engine, matches: Sequence[FaceMatch], now: float | None = None
+    database: Engine,
+    matches: Sequence[FaceMatch],
+    now: float | None = None,
+    *,
+    source: str = "photo",
 ) -> list[int]:
-    """Record matches once per (photo, user); returns the users that gained a photo."""
+    """Record matches once per (photo, user); returns the users that gained a photo.
+
+    Matches from a photo become findable when its job commits (``mark_findable``); matches
+    from an enrollment are findable at once.
+    """
     now = time.time() if now is None else now
     best: dict[tuple[int, int], FaceMatch] = {}
     with db.write(database) as conn:
@@ -184,6 +190,8 @@ def store_matches(
                 "face_id": m.face_id,
                 "similarity": m.similarity,
                 "matched_at": now,
+                "source": source,
+                "findable_at": now if source == "selfie" else None,
             }
             for (photo_id, user_id), m in best.items()
         ]
@@ -202,22 +210,42 @@ def store_matches(
 class FaceStep:
     """The pipeline's face step for one engine (implements pipeline.FaceStep)."""
 
-    def __init__(
-        self, database: Engine, engine: FaceEngine, on_match: MatchListener | None = None
-    ) -> None:
+    def __init__(self, database: Engine, engine: FaceEngine) -> None:
         self.database = database
         self.engine = engine
-        self.on_match = on_match
 
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary:
         faces = photo_faces(self.database, self.engine, photo, lambda: decoded.image)
         if not faces:
             return FaceSummary()
         matches = self.engine.match_faces(faces, enrolled_faces(self.database, self.engine.name))
-        gained = store_matches(self.database, matches) if matches else []
-        if gained and self.on_match:
-            self.on_match(gained)
-        return FaceSummary(faces=len(faces), matches=len({m.user_id for m in matches}))
+        if matches:
+            store_matches(self.database, matches)
+        users = tuple(sorted({m.user_id for m in matches}))
+        return FaceSummary(faces=len(faces), matches=len(users), user_ids=users)
+
+
+def mark_findable(conn, photo_id: int, now: float) -> None:  # noqa: ANN001
+    """In the job's final transaction: the photo's matches are visible from now on."""
+    conn.execute(
+        update(matches_table)
+        .where(matches_table.c.photo_id == photo_id, matches_table.c.findable_at.is_(None))
+        .values(findable_at=now)
+    )
+
+
+def findable_seconds(conn, since: float, limit: int = 10000) -> list[float]:  # noqa: ANN001
+    """Seconds from ingest to findable, for photo matches that became findable since ``since``."""
+    rows = conn.execute(
+        select(matches_table.c.findable_at - photos_table.c.ingested_at)
+        .select_from(
+            matches_table.join(photos_table, photos_table.c.id == matches_table.c.photo_id)
+        )
+        .where(matches_table.c.source == "photo", matches_table.c.findable_at >= since)
+        .order_by(matches_table.c.findable_at.desc())
+        .limit(limit)
+    ).scalars()
+    return [max(0.0, float(value)) for value in rows]
 
 
 def replace_selfie(

@@ -71,6 +71,7 @@ class Photo(Base):
     # Checkpoint: the engine whose faces for this photo are stored. A rerun of the job (retry,
     # rescue after a crash) finds it set and does not detect or index the photo again.
     faces_engine: Mapped[str | None] = mapped_column(String(32))
+    uploaded_by: Mapped[int | None] = mapped_column(Integer)  # user id, for uploads
 
 
 class User(Base):
@@ -83,6 +84,16 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     enrolled_at: Mapped[float | None] = mapped_column(Float)
+
+
+class LoginToken(Base):
+    """A token handed out by /api/login (the API token made by the CLI lives on users)."""
+
+    __tablename__ = "login_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class Face(Base):
@@ -133,6 +144,9 @@ class Match(Base):
     face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"))
     similarity: Mapped[float] = mapped_column(Float)  # percent, 100 = identical
     matched_at: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16), server_default="photo")  # photo | selfie
+    # When the match became visible to the user (the photo's job committed, caches dropped).
+    findable_at: Mapped[float | None] = mapped_column(Float, index=True)
 
 
 class RateLimiter(Base):

@@ -27,6 +27,7 @@ class FaceStep(Protocol):
 class FaceSummary:
     faces: int = 0
     matches: int = 0
+    user_ids: tuple[int, ...] = ()  # users found in the photo (their cached lists go stale)
 
 
 class NoFaces:

@@ -6,20 +6,30 @@ import time
 
 from sqlalchemy import Connection, func, select
 
-from photoctl import catalog, queue
+from photoctl import catalog, matching, queue
 from photoctl.config import Settings
 from photoctl.models import Job, JobState
 
 jobs = Job.__table__
 
 
-def collect(conn: Connection, settings: Settings, now: float | None = None) -> dict:
-    """The stats object of SPEC.md: queue, cache and photos."""
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 3)
+
+
+def collect(
+    conn: Connection, settings: Settings, now: float | None = None, cache_stats: dict | None = None
+) -> dict:
+    """The stats object of SPEC.md: queue, cache, photos, time to findable (last hour)."""
     now = time.time() if now is None else now
     counts = queue.count_by_state(conn)
     oldest_created = conn.execute(
         select(func.min(jobs.c.created_at)).where(jobs.c.state.in_(queue.WAITING_STATES))
     ).scalar_one()
+    findable = matching.findable_seconds(conn, now - 3600)
     processed_last_minute = conn.execute(
         select(func.count())
         .select_from(jobs)
@@ -37,8 +47,15 @@ def collect(conn: Connection, settings: Settings, now: float | None = None) -> d
             "oldest_queued_seconds": round(now - oldest_created, 1) if oldest_created else 0.0,
             "processed_last_minute": processed_last_minute,
         },
-        "cache": {"user_photos_cache": {"size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0}},
+        "cache": {
+            "user_photos_cache": cache_stats or {"size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0}
+        },
         "photos": catalog.photo_counts(conn),
+        "time_to_findable": {
+            "count": len(findable),
+            "p50_seconds": percentile(findable, 0.5),
+            "p95_seconds": percentile(findable, 0.95),
+        },
     }
 
 

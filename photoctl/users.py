@@ -22,7 +22,7 @@ from photoctl.config import Settings
 from photoctl.errors import ConfigError, NotFound, PermanentError
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
-from photoctl.models import Match, SelfieFace, User, display_path
+from photoctl.models import LoginToken, Match, SelfieFace, User, display_path
 
 users_table = User.__table__
 
@@ -149,7 +149,7 @@ def enroll(
         )
     found = engine.match_selfie(selfie_face, matching.FaceStore(database))
     if found:
-        matching.store_matches(database, found)
+        matching.store_matches(database, found, source="selfie")
     return len(matching.photos_of_user(database, user_id))
 
 
@@ -163,3 +163,42 @@ def delete_user(database: Engine, engine: FaceEngine | None, name: str) -> None:
         engine.forget(external_ids)
     with db.write(database) as conn:
         conn.execute(delete(users_table).where(users_table.c.id == user_id))
+
+
+def user_by_token(database: Engine, token: str) -> tuple[int, str, bool] | None:
+    """(id, name, is_admin) of the user holding this API or login token, or None."""
+    digest = hash_token(token)
+    login_tokens = LoginToken.__table__
+    with db.read(database) as conn:
+        row = conn.execute(
+            select(users_table.c.id, users_table.c.name, users_table.c.is_admin).where(
+                users_table.c.token_hash == digest
+            )
+        ).first()
+        if row is None:
+            row = conn.execute(
+                select(users_table.c.id, users_table.c.name, users_table.c.is_admin)
+                .select_from(
+                    users_table.join(login_tokens, login_tokens.c.user_id == users_table.c.id)
+                )
+                .where(login_tokens.c.token_hash == digest)
+            ).first()
+    return None if row is None else (row[0], row[1], bool(row[2]))
+
+
+def login(database: Engine, name: str, password: str) -> str | None:
+    """A new login token if the name and password are right, else None."""
+    with db.read(database) as conn:
+        row = conn.execute(
+            select(users_table.c.id, users_table.c.password_hash).where(users_table.c.name == name)
+        ).first()
+    if row is None or not verify_password(password, row[1]):
+        return None
+    token = new_token()
+    with db.write(database) as conn:
+        conn.execute(
+            LoginToken.__table__.insert().values(
+                token_hash=hash_token(token), user_id=row[0], created_at=time.time()
+            )
+        )
+    return token

@@ -28,7 +28,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from photoctl import catalog, db, faces, queue
+from photoctl import catalog, db, faces, matching, queue
+from photoctl.cache import ResponseCache
 from photoctl.config import Settings
 from photoctl.errors import PermanentError, TransientError
 from photoctl.faces import limiter
@@ -255,6 +256,7 @@ class _Child:
         )
         self.jobs_done = 0
         self.jobs_failed = 0
+        self._cache: ResponseCache | None = None
 
     def should_stop(self) -> bool:
         return self.stopping or self.spec.stop.is_set() or os.getppid() != self.parent_pid
@@ -381,9 +383,13 @@ class _Child:
             log.info("[%s] Processing job %s: %s", self.name, job.id, photo.filename)
             outcome = process_photo(self.settings, photo, self.faces)
             with db.write(self.engine) as conn:
-                catalog.record_processed(conn, outcome.processed)
-                if queue.complete_jobs(conn, self.worker_id, [job.id]) == 0:
+                now = time.time()
+                catalog.record_processed(conn, outcome.processed, now)
+                matching.mark_findable(conn, photo.id, now)
+                if queue.complete_jobs(conn, self.worker_id, [job.id], now) == 0:
                     raise queue.LeaseLost(f"job {job.id} was reclaimed by another worker")
+            if outcome.faces.user_ids:
+                self._drop_cached_lists(outcome.faces.user_ids)
         except queue.LeaseLost as error:
             log.warning("[%s] %s; its result was discarded", self.name, error)
             return
@@ -411,6 +417,15 @@ class _Child:
             faces.matches,
             "match" if faces.matches == 1 else "matches",
         )
+
+    def _drop_cached_lists(self, user_ids: tuple[int, ...]) -> None:
+        """The users found in this photo see it on their next request, not after the TTL."""
+        try:
+            if self._cache is None:
+                self._cache = ResponseCache(self.settings)
+            self._cache.drop_users(user_ids)
+        except Exception as error:  # noqa: BLE001 - a stale cache must not fail a done job
+            log.warning("[%s] could not drop cached photo lists: %s", self.name, error)
 
     def _fail(self, job: queue.ClaimedJob, error: str, *, permanent: bool) -> None:
         try:

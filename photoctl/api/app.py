@@ -1,0 +1,92 @@
+"""The FastAPI application: one object per process holding the database, cache and limits.
+
+Nothing is built at import time. ``create_app(settings)`` is what tests call; ``app_from_env``
+is the factory uvicorn imports in each of its worker processes (``photoctl serve`` passes the
+data dir, database URL and config file through the environment).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from photoctl import config, db
+from photoctl.cache import ResponseCache
+from photoctl.config import Settings
+from photoctl.logs import setup_logging
+from photoctl.ratelimit import RequestLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Engine
+    cache: ResponseCache
+    limits: RequestLimits
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from photoctl.api.routes import admin, auth, health, me, photos
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        database = db.make_engine(settings)
+        db.ensure_schema(database)
+        cache = ResponseCache(settings)
+        limits = RequestLimits(
+            str(settings.cache_dir / "ratelimit"),
+            settings.serve.upload_rate,
+            settings.serve.login_rate,
+        )
+        app.state.services = Services(settings, database, cache, limits)
+        yield
+        cache.close()
+        database.dispose()
+
+    app = FastAPI(
+        title="photoctl",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Event photos: your matched photos, the gallery, uploads, admin.",
+    )
+    for module in (health, auth, photos, me, admin):
+        app.include_router(module.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": error.detail},
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg')}"
+            for e in error.errors()
+        )
+        return JSONResponse({"detail": problems or "invalid request"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's factory: settings from the environment and config file, as the CLI gave them."""
+    settings = config.load()
+    setup_logging(settings)
+    return create_app(settings)

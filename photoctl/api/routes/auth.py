@@ -1,0 +1,45 @@
+"""Login with name and password, rate limited per name and per client address."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from photoctl import users
+from photoctl.api.deps import Svc, too_many
+
+router = APIRouter(tags=["auth"])
+
+
+class Credentials(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class TokenAnswer(BaseModel):
+    token: str
+
+
+@router.post(
+    "/api/login",
+    response_model=TokenAnswer,
+    responses={
+        401: {"description": "Wrong name or password"},
+        429: {"description": "Too many attempts"},
+    },
+)
+def login(credentials: Credentials, request: Request, svc: Svc) -> TokenAnswer:
+    """A new API token for a user with a password (see `photoctl users add --password`)."""
+    address = request.client.host if request.client else "unknown"
+    limits = svc.limits
+    waits = [
+        limits.hit(limits.login, "login-name", credentials.name),
+        limits.hit(limits.login, "login-address", address),
+    ]
+    blocked = [wait for wait in waits if wait is not None]
+    if blocked:
+        raise too_many(max(blocked), "login attempts")
+    token = users.login(svc.database, credentials.name, credentials.password)
+    if token is None:
+        raise HTTPException(401, "Invalid name or password")
+    return TokenAnswer(token=token)

@@ -1,0 +1,66 @@
+"""Liveness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+from photoctl import db, matching
+from photoctl import stats as stats_module
+from photoctl.api.app import Services
+from photoctl.api.deps import AdminUser, Svc
+
+router = APIRouter(tags=["health"])
+
+# Seconds from ingest to findable; buckets span "instant" to "an hour in the queue".
+FINDABLE_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+class _QueueCollector:
+    """Figures read from the database at scrape time: the same for every serve process."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+
+    def collect(self):  # noqa: ANN201
+        now = time.time()
+        with db.read(self.svc.database) as conn:
+            figures = stats_module.collect(conn, self.svc.settings, now)
+            findable = matching.findable_seconds(conn, now - 3600)
+        for key, value in figures["queue"].items():
+            yield GaugeMetricFamily(f"photoctl_queue_{key}", f"queue figure {key}", value=value)
+        for key, value in figures["photos"].items():
+            yield GaugeMetricFamily(f"photoctl_photos_{key}", f"photos {key}", value=value)
+        cache = self.svc.cache.stats()
+        for key in ("size", "hits", "misses"):
+            yield GaugeMetricFamily(
+                f"photoctl_cache_{key}", f"response cache {key}", value=cache[key]
+            )
+        buckets = [
+            (str(bound), sum(1 for s in findable if s <= bound)) for bound in FINDABLE_BUCKETS
+        ]
+        buckets.append(("+Inf", len(findable)))
+        yield HistogramMetricFamily(
+            "photoctl_time_to_findable_seconds",
+            "Seconds from a photo's ingest to its match being visible (last hour)",
+            buckets=buckets,
+            sum_value=sum(findable),
+        )
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(_: AdminUser, svc: Svc) -> Response:
+    """Prometheus text format (admins)."""
+    registry = CollectorRegistry()
+    registry.register(_QueueCollector(svc))
+    return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")

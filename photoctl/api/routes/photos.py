@@ -1,0 +1,192 @@
+"""Photos: the caller's matched photos, the gallery, image files, uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from photoctl import db, gallery, queue
+from photoctl.api.deps import CurrentUser, Svc, too_many
+from photoctl.imaging import IMAGE_EXTENSIONS, looks_like_image
+from photoctl.ingest import ingest_upload
+
+router = APIRouter(tags=["photos"])
+
+_CHUNK_BYTES = 1024 * 1024
+
+
+class PhotoOut(BaseModel):
+    id: int
+    filename: str
+    album: str | None
+    taken_at: str | None
+    width: int | None
+    height: int | None
+    similarity: float | None
+    thumb_url: str
+    preview_url: str
+
+
+class PhotoPage(BaseModel):
+    photos: list[PhotoOut]
+    next_cursor: int | None
+
+
+class UploadAnswer(BaseModel):
+    photo_id: int
+    job_id: str | None
+    duplicate: bool = False
+
+
+Limit = Annotated[int, Query(ge=1, le=200, description="Photos per page")]
+Cursor = Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")]
+
+
+def _page(svc, items: list[gallery.PhotoItem], next_cursor: int | None) -> dict:  # noqa: ANN001
+    prefix = svc.settings.serve.public_url.rstrip("/")
+    return {
+        "photos": [
+            {
+                **item.__dict__,
+                "thumb_url": f"{prefix}/api/photos/{item.id}/thumb",
+                "preview_url": f"{prefix}/api/photos/{item.id}/preview",
+            }
+            for item in items
+        ],
+        "next_cursor": next_cursor,
+    }
+
+
+@router.get("/api/my-photos", response_model=PhotoPage)
+def my_photos(user: CurrentUser, svc: Svc, limit: Limit = 50, cursor: Cursor = None) -> dict:
+    """Photos in which the caller was recognised, newest first (cached per user)."""
+
+    def compute() -> dict:
+        with db.read(svc.database) as conn:
+            return _page(svc, *gallery.my_photos(conn, user.id, limit, cursor))
+
+    return svc.cache.get_or_compute(
+        f"my:{user.id}:{limit}:{cursor}",
+        svc.settings.cache.ttl_my_photos,
+        compute,
+        tag=f"user:{user.id}",
+    )
+
+
+@router.get("/api/all-photos", response_model=PhotoPage)
+def all_photos(
+    user: CurrentUser, svc: Svc, album: str | None = None, limit: Limit = 50, cursor: Cursor = None
+) -> dict:
+    """The gallery, newest first: every photo where serve.gallery = users (and for admins),
+    otherwise the photos the caller appears in."""
+    everyone = user.is_admin or svc.settings.serve.gallery == "users"
+    only_user = None if everyone else user.id
+
+    def compute() -> dict:
+        with db.read(svc.database) as conn:
+            return _page(svc, *gallery.all_photos(conn, album, limit, cursor, only_user))
+
+    scope = "all" if everyone else f"user{user.id}"
+    return svc.cache.get_or_compute(
+        f"all:{scope}:{album}:{limit}:{cursor}",
+        svc.settings.cache.ttl_all_photos,
+        compute,
+        tag=None if everyone else f"user:{user.id}",
+    )
+
+
+@router.get(
+    "/api/photos/{photo_id}/{variant}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Not found"}},
+)
+def photo_file(
+    photo_id: int, variant: Literal["thumb", "preview", "original"], user: CurrentUser, svc: Svc
+) -> FileResponse:
+    """Image bytes, to a user who appears in the photo (any user where serve.gallery = users,
+    and admins). A photo the caller may not see is a 404, as if it did not exist."""
+    everyone = user.is_admin or svc.settings.serve.gallery == "users"
+    with db.read(svc.database) as conn:
+        files = gallery.photo_files(conn, photo_id, None if everyone else user.id)
+    if files is None:
+        raise HTTPException(404, "Photo not found")
+    if variant == "original":
+        path = Path(os.fsdecode(files.source_path))
+        media_type = None
+    else:
+        path = Path(files.thumb_path if variant == "thumb" else files.preview_path or "")
+        media_type = "image/jpeg"
+    if not path.is_file():
+        raise HTTPException(404, "Photo file is gone")
+    return FileResponse(path, media_type=media_type)
+
+
+@router.post(
+    "/api/photos",
+    status_code=202,
+    response_model=UploadAnswer,
+    responses={
+        413: {"description": "File too large"},
+        415: {"description": "Not an image"},
+        429: {"description": "Too many uploads"},
+        503: {"description": "Queue is full"},
+    },
+)
+def upload_photo(
+    user: CurrentUser, svc: Svc, file: Annotated[UploadFile, File()], album: str | None = None
+) -> UploadAnswer:
+    """Store an uploaded photo and enqueue it; answers at once with its ids."""
+    wait = svc.limits.hit(svc.limits.upload, "upload", str(user.id))
+    if wait is not None:
+        raise too_many(wait, "uploads")
+    with db.read(svc.database) as conn:
+        waiting = queue.waiting_count(conn)
+    if waiting >= svc.settings.queue.max_size:
+        raise HTTPException(503, "Queue is full, try again later", headers={"Retry-After": "30"})
+    stored, digest = _store_upload(svc, file)
+    result = ingest_upload(
+        svc.database, svc.settings, stored, digest, album=album, uploaded_by=user.id
+    )
+    return UploadAnswer(photo_id=result.photo_id, job_id=result.job_id, duplicate=result.duplicate)
+
+
+def _store_upload(svc, upload: UploadFile) -> tuple[Path, str]:  # noqa: ANN001
+    """Stream the upload to the storage root, hashing and size-checking as it goes."""
+    limit = svc.settings.ingest.max_bytes
+    uploads = svc.settings.storage_root / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    handle, temporary = tempfile.mkstemp(dir=uploads, suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            head = upload.file.read(_CHUNK_BYTES)
+            if not head:
+                raise HTTPException(422, "file: empty upload")
+            if not looks_like_image(head[:16]):
+                raise HTTPException(415, "file: not an image (JPEG, PNG, WebP, TIFF, HEIC, GIF)")
+            chunk = head
+            while chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"file: larger than {limit:,} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+                chunk = upload.file.read(_CHUNK_BYTES)
+        hexdigest = digest.hexdigest()
+        suffix = Path(upload.filename or "").suffix.lower()
+        suffix = suffix if suffix in IMAGE_EXTENSIONS else ".upload"
+        final = uploads / hexdigest[:2] / f"{hexdigest}{suffix}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temporary, final)
+        return final, hexdigest
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

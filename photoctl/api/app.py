@@ -8,6 +8,7 @@ data dir, database URL and config file through the environment).
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -60,6 +61,15 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for module in (health, auth, photos, me, admin):
         app.include_router(module.router)
+
+    process_id = str(os.getpid())
+
+    @app.middleware("http")
+    async def served_by(request: Request, call_next):  # noqa: ANN001, ANN202
+        # Which uvicorn worker answered: operators (and tests) can tell processes apart.
+        response = await call_next(request)
+        response.headers["X-Photoctl-Worker"] = process_id
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
@@ -46,7 +47,12 @@ class UploadAnswer(BaseModel):
 
 
 Limit = Annotated[int, Query(ge=1, le=200, description="Photos per page")]
-Cursor = Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")]
+# Ids are 32-bit integers in the database: larger values are refused as invalid, not looked up.
+MAX_ID = 2**31 - 1
+Cursor = Annotated[
+    int | None, Query(ge=0, le=MAX_ID, description="next_cursor of the previous page")
+]
+PhotoId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 def _page(svc, items: list[gallery.PhotoItem], next_cursor: int | None) -> dict:  # noqa: ANN001
@@ -108,7 +114,7 @@ def all_photos(
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Not found"}},
 )
 def photo_file(
-    photo_id: int, variant: Literal["thumb", "preview", "original"], user: CurrentUser, svc: Svc
+    photo_id: PhotoId, variant: Literal["thumb", "preview", "original"], user: CurrentUser, svc: Svc
 ) -> FileResponse:
     """Image bytes, to a user who appears in the photo (any user where serve.gallery = users,
     and admins). A photo the caller may not see is a 404, as if it did not exist."""

@@ -79,7 +79,11 @@ class QueueSettings:
         "A running job whose worker stopped heartbeating this long goes back to the queue",
         minimum=1,
     )
-    claim_batch: int = _key(10, "Jobs a worker claims in one statement", minimum=1)
+    claim_batch: int = _key(
+        50,
+        "Most jobs a worker claims in one statement (it claims one at a time while jobs are slow)",
+        minimum=1,
+    )
     retry_base_seconds: float = _key(
         2.0, "First retry delay; doubles each attempt, with jitter", minimum=0
     )

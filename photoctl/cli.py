@@ -649,6 +649,33 @@ def cache_stats(app: App, as_json: bool) -> None:
 # -- serve ----------------------------------------------------------------------------------
 
 
+def _listen_without_nagle() -> None:
+    """TCP_NODELAY on the socket uvicorn binds itself for --workers N (N > 1).
+
+    uvicorn creates that listener with proto 0, and asyncio sets TCP_NODELAY only on accepted
+    sockets whose proto is IPPROTO_TCP (uvicorn issue #3149): every keep-alive response after
+    the first then waits ~40 ms for the client's delayed ACK (44 ms per request measured with
+    scripts/bench_serve.py --serve-workers 2). Accepted sockets inherit TCP_NODELAY from the
+    listener, so it is set there. --workers 1 is not affected (asyncio binds that listener).
+    """
+    import socket
+
+    from uvicorn.config import Config
+
+    bind_socket = Config.bind_socket
+    if getattr(bind_socket, "photoctl_nodelay", False):
+        return
+
+    def bind_without_nagle(self: Config) -> socket.socket:
+        sock = bind_socket(self)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    bind_without_nagle.photoctl_nodelay = True
+    Config.bind_socket = bind_without_nagle
+
+
 @cli.command()
 @click.option("--host", help="Address to listen on [default: serve.host, 127.0.0.1].")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port [default: serve.port, 8000].")
@@ -677,6 +704,7 @@ def serve(app: App, host: str | None, port: int | None, workers: int | None) -> 
     os.environ["PHOTOCTL_FACES_ENGINE"] = settings.faces.engine
     if settings.config_file:
         os.environ["PHOTOCTL_CONFIG"] = str(settings.config_file.resolve())
+    _listen_without_nagle()
     uvicorn.run(
         "photoctl.api.app:app_from_env",
         factory=True,

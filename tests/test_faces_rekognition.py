@@ -148,8 +148,11 @@ def test_other_aws_errors_retry_with_the_error_code_in_the_job(
 
 
 def _rekognition_env(tmp_path: Path, db_url: str, fake: FakeRekognition, **extra: str) -> dict:
-    settings = {"PHOTOCTL_REKOGNITION_ENDPOINT_URL": fake.endpoint_url,
-                "PHOTOCTL_INGEST_SETTLE_SECONDS": "0", "PHOTOCTL_QUEUE_LEASE_SECONDS": "5"}
+    settings = {
+        "PHOTOCTL_REKOGNITION_ENDPOINT_URL": fake.endpoint_url,
+        "PHOTOCTL_INGEST_SETTLE_SECONDS": "0",
+        "PHOTOCTL_QUEUE_LEASE_SECONDS": "5",
+    }
     return photoctl_env(tmp_path, db_url, **{**AWS_ENV, **settings, **extra})
 
 

@@ -58,6 +58,9 @@ def call(args: list[str], env: dict[str, str], timeout: float = 60) -> Call:
     return Call(tuple(args), result.returncode, result.stdout, result.stderr)
 
 
+MIN_INGESTS = 10
+
+
 def write_batch(tree: Path, batch: int) -> None:
     """A new folder of distinct photos, each complete (and settled) before ingest sees it."""
     for position in range(PHOTOS_PER_BATCH):
@@ -72,7 +75,8 @@ def ingest_batches_for(
     calls: list[Call] = []
     started = time.monotonic()
     batch = first_batch
-    while time.monotonic() - started < seconds:
+    # At least MIN_INGESTS however slow the machine: the overlap is what the test is about.
+    while time.monotonic() - started < seconds or len(calls) < MIN_INGESTS:
         write_batch(tree, batch)
         calls.append(call(["ingest", "--json", str(tree)], env))
         batch += 1
@@ -168,7 +172,7 @@ def test_ingest_workers_and_stats_reader_never_see_database_locked(
     assert not locked_lines, "\n".join(locked_lines[:10])
 
     # The load was real: many ingests and stats calls overlapped a working supervisor.
-    assert len(ingests) >= LOAD_SECONDS / BATCH_EVERY_SECONDS / 2, len(ingests)
+    assert len(ingests) >= MIN_INGESTS, len(ingests)
     assert len(stats_calls) >= 10, len(stats_calls)
     assert "jobs done" in work_output, work_output[-3000:]
     assert "work: 0 jobs done" not in work_output, "the workers did nothing during the load"

@@ -80,6 +80,9 @@ class FaceEngine(ABC):
     def match_selfie(self, selfie: EnrolledFace, lookup: FaceLookup) -> list[FaceMatch]:
         """For a new enrollment: every stored face that belongs to this user."""
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Load what the first job would otherwise load (models), before any job is leased."""
+
     def forget(self, external_ids: Sequence[str]) -> None:  # noqa: B027 - optional hook
         """Delete these faces from the engine's own index (if it keeps one)."""
 

@@ -70,6 +70,9 @@ class LocalEngine(FaceEngine):
             for left, top, right, bottom in [face.box]
         ]
 
+    def warm_up(self) -> None:
+        LocalFaceModel.shared()
+
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
         return self._find(image)
 

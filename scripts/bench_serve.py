@@ -1,0 +1,985 @@
+"""Benchmark `photoctl serve`: GET /api/my-photos at a fixed rate, idle and while the queue drains.
+
+Everything runs against 127.0.0.1, in a temporary directory removed at the end (--keep keeps it),
+with the PHOTOCTL_* variables of this environment removed and that directory as the working
+directory of every photoctl process (so no config.ini or .env from elsewhere is read). Every
+process started is killed at the end, on an error and on Ctrl-C (each runs in its own process
+group, which is what gets signalled: a `photoctl work` or a multi-worker `serve` takes its
+children with it).
+
+  1. Setup, on a fresh SQLite data dir: USERS users made with `photoctl users add` (tokens read
+     from stdout). An initial set of photos (copies and variants of the real faces - rescaled,
+     recompressed, pasted into larger frames - and INITIAL_SCENERY generated photos without
+     faces) is ingested and processed with `photoctl work -n 2 --until-empty`. Then the first
+     ENROLLED users are enrolled with `photoctl users enroll`, alternately with
+     tests/data/obama_1.jpg and tests/data/biden.jpg (they share faces: it is a load test).
+     Enrolling matches a selfie against every stored face, so each of them gets a non-empty
+     /api/my-photos list (checked before the windows); a face found later goes to the closest
+     enrolled user only, which is why they are enrolled after the initial photos.
+     Then PHOTOS generated 1600x1067 JPEGs (one in FACE_EVERY with a real face pasted in) are
+     ingested, but not processed: the queue the load phase drains. A second batch of
+     INGEST_BATCH photos is generated for the concurrent ingest.
+  2. Baseline: `photoctl serve --workers SERVE_WORKERS` and, after a short warm-up, GET
+     /api/my-photos for the users round robin at RATE requests/s for DURATION seconds, with no
+     background work.
+  3. Under load: the same request load while `photoctl work -n WORKERS` drains the queue and
+     `photoctl ingest` registers the second batch. The workers are started first and the window
+     opens once they hold a job (their start-up - imports, face models - is reported, not
+     measured). Queue progress is printed every 5 s; jobs done in the window are reported.
+  4. Uploads: UPLOADS distinct generated JPEGs POSTed to /api/photos, spread round robin over
+     the users (2 each with the defaults, well under serve.upload_rate), UPLOAD_CONCURRENCY at
+     a time (1 = sequential), with the workers stopped. Total seconds are reported.
+
+The load generator is open-loop: request i is scheduled at start + i/RATE whatever happened to
+the earlier ones, on an asyncio loop with one httpx.AsyncClient whose keep-alive pool holds
+CONNECTIONS connections, each driven by one "lane" coroutine taking requests from a FIFO (so
+nothing ever queues inside httpx's pool, whose cost grows with its backlog). Latency is
+measured from the scheduled time to the end of the response (so a stalled server cannot hide
+behind a slowed-down client: no coordinated omission); the latency from the actual send is
+printed beside it, and so are the scheduler lag (the generator's own loop running late), the
+wait for a free connection, the achieved rate, the generator's CPU use and the CPU use of the
+serve process(es) (per request: independent of what else runs on the machine). A response that
+is not 200, a transport error or a timeout counts as an error.
+
+Targets on a 2-core machine: p99 <= 50 ms and no errors at 200 requests/s while the queue drains,
+p99 under load <= 2x the idle p99, 100 uploads in <= 2 s. Exit code 0 when every target is met,
+1 when one is missed, 2 when the benchmark itself could not run.
+
+CPU priority: every process is started in its own session, as separate services or terminals
+would be. On Linux with autogroups (kernel.sched_autogroup_enabled = 1) the CPU is shared
+between sessions first, and a nice value counts only inside its session, so the workers'
+queue.worker_nice protects serve only if their session's autogroup is lowered too (photoctl
+work does that when it leads its session). `--work-under-shell` starts it under `sh -c`
+instead, where it does not: the report's "CPU priorities" line shows the nice values and
+autogroups of serve and of the workers.
+
+`--py-spy DIR` records each window of the serve process(es) with `py-spy record --idle` (needs
+py-spy in the venv and ptrace permission) into DIR/idle.txt and DIR/load.txt: collapsed stacks,
+idle (waiting) threads included, so time blocked on a lock shows; render them with any flame
+graph tool, or count the frames.
+
+    .venv/bin/python scripts/bench_serve.py
+    .venv/bin/python scripts/bench_serve.py --rate 200 --duration 30 --photos 300 --serve-workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import random
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parent.parent
+FACES = ROOT / "tests" / "data"
+SELFIES = ("obama_1.jpg", "biden.jpg")
+FACE_FILES = ("obama_1.jpg", "obama_2.jpg", "obama_3.jpg", "biden.jpg")
+PHOTO_SIZE = (1600, 1067)
+HISTORIC_VARIABLES = (
+    "PHOTO_QUEUE_WORKERS",
+    "PHOTO_QUEUE_MAX_SIZE",
+    "AWS_CONCURRENT_REQUESTS",
+    "DB_POOL_SIZE",
+    "DB_MAX_OVERFLOW",
+)
+SETTLED_AGE_SECONDS = 3600
+TARGET_P99_MS = 50.0
+TARGET_P99_RATIO = 2.0
+TARGET_UPLOAD_SECONDS = 2.0
+PROGRESS_EVERY_SECONDS = 5.0
+
+
+class BenchError(Exception):
+    """The benchmark itself could not run (a command failed, the server did not start...)."""
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+class Processes:
+    """Every process this benchmark starts, each in its own process group, killed at the end."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir, self.env = workdir, env
+        self.running: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+
+    def start(self, args: list[str], log_name: str, **extra_env: str) -> subprocess.Popen:
+        log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - closed by the child's exit
+        process = subprocess.Popen(
+            args,
+            cwd=self.workdir,
+            env={**self.env, **extra_env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if log_name.endswith(".out") else log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        with self.lock:
+            self.running.append(process)
+        return process
+
+    def photoctl(self, args: list[str], log_name: str, **extra_env: str) -> subprocess.Popen:
+        return self.start([sys.executable, "-m", "photoctl", *args], log_name, **extra_env)
+
+    def run(self, args: list[str], log_name: str, timeout: float = 300) -> str:
+        """Run photoctl to completion; its stdout, or BenchError naming the log on failure."""
+        process = self.photoctl(args, log_name + ".out")
+        try:
+            stdout, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            self.stop(process, grace=1)
+            raise BenchError(f"photoctl {' '.join(args)}: timed out after {timeout} s") from error
+        self.forget(process)
+        if process.returncode != 0:
+            log = (self.workdir / (log_name + ".out")).read_text(errors="replace")[-2000:]
+            raise BenchError(f"photoctl {' '.join(args)} exited {process.returncode}:\n{log}")
+        return stdout.decode()
+
+    def forget(self, process: subprocess.Popen) -> None:
+        with self.lock:
+            if process in self.running:
+                self.running.remove(process)
+
+    def stop(self, process: subprocess.Popen, grace: float = 20, sig: int = signal.SIGTERM) -> None:
+        """Signal the process group, wait up to `grace` seconds, then SIGKILL the group."""
+        _signal_group(process, sig)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+        # The leader may be gone while a child of it lingers: the group is killed either way.
+        _signal_group(process, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        self.forget(process)
+
+    def stop_all(self) -> None:
+        with self.lock:
+            left = list(self.running)
+        for process in left:
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for process in left:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.1, deadline - time.monotonic()))
+        for process in left:
+            _signal_group(process, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+            self.forget(process)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    # start_new_session=True: the group id is the pid of the process we started.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def parallel(function, items, threads: int) -> list:  # noqa: ANN001
+    """map() over a few threads; on an error or Ctrl-C the items not started yet are dropped
+    (only the running ones, each short, are waited for) instead of all being run first."""
+    pool = ThreadPoolExecutor(threads)
+    try:
+        return list(pool.map(function, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -- photos ---------------------------------------------------------------------------------
+
+
+def _settle(path: Path) -> None:
+    past = time.time() - SETTLED_AGE_SECONDS
+    os.utime(path, (past, past))
+
+
+def _background(seed: int, size: tuple[int, int] = PHOTO_SIZE) -> Image.Image:
+    """A photo-sized picture whose pixels depend on the seed, with noise so it compresses like a
+    photo (a few hundred kB) rather than like a flat drawing."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        w, h = rng.randrange(80, 600), rng.randrange(80, 400)
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        draw.rectangle([x, y, x + w, y + h], fill=colour)
+    draw.text((20, 20), f"bench photo {seed}", fill=(255, 255, 255))
+    noise = Image.effect_noise(size, 30).convert("RGB")
+    return Image.blend(image, noise, 0.25)
+
+
+def _paste_face(image: Image.Image, face: Image.Image, rng: random.Random) -> None:
+    scale = rng.uniform(0.75, 1.0) * image.height / face.height
+    face = face.resize((int(face.width * scale), int(face.height * scale)), Image.BILINEAR)
+    x = rng.randrange(0, max(1, image.width - face.width))
+    y = rng.randrange(0, max(1, image.height - face.height))
+    image.paste(face, (x, y))
+
+
+def _jpeg(image: Image.Image, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def generated_photo(seed: int, face: Image.Image | None) -> bytes:
+    image = _background(seed)
+    if face is not None:
+        _paste_face(image, face, random.Random(seed))
+    return _jpeg(image)
+
+
+def write_batch(folder: Path, count: int, first_seed: int, face_every: int) -> int:
+    """COUNT settled 1600x1067 JPEGs, one in FACE_EVERY with a real face; how many have one."""
+    faces = [Image.open(FACES / name).convert("RGB") for name in FACE_FILES]
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(index: int) -> bool:
+        seed = first_seed + index
+        face = faces[index % len(faces)] if face_every and index % face_every == 0 else None
+        path = folder / f"set{index // 50:03d}" / f"IMG_{seed:06d}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(generated_photo(seed, face))
+        _settle(path)
+        return face is not None
+
+    return sum(parallel(write, range(count), os.cpu_count() or 2))
+
+
+def write_initial(folder: Path, scenery: int) -> int:
+    """Copies and variants of the real faces (so lists exist), plus photos without faces."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for number, name in enumerate(FACE_FILES):
+        source = FACES / name
+        shutil.copy(source, folder / name)
+        _settle(folder / name)
+        face = Image.open(source).convert("RGB")
+        variants = {
+            f"{source.stem}_q70.jpg": _jpeg(face, 70),
+            f"{source.stem}_small.jpg": _jpeg(
+                face.resize((face.width * 3 // 4, face.height * 3 // 4)), 85
+            ),
+            f"{source.stem}_framed.jpg": generated_photo(10_000 + number, face),
+        }
+        for variant, data in variants.items():
+            (folder / variant).write_bytes(data)
+            _settle(folder / variant)
+        written += 1 + len(variants)
+    for index in range(scenery):
+        path = folder / f"scenery_{index:03d}.jpg"
+        path.write_bytes(_jpeg(_background(20_000 + index)))
+        _settle(path)
+    return written
+
+
+# -- database figures (read straight from the SQLite file; SELECTs only) ---------------------
+
+
+class QueueFigures:
+    def __init__(self, database: Path) -> None:
+        self.database = database
+
+    def states(self) -> dict[str, int]:
+        with contextlib.closing(sqlite3.connect(self.database, timeout=30)) as conn:
+            rows = conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return dict(rows)
+
+    def scalar(self, query: str) -> int:
+        with contextlib.closing(sqlite3.connect(self.database, timeout=30)) as conn:
+            return conn.execute(query).fetchone()[0]
+
+
+# -- load generator -------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    name: str
+    rate: float
+    duration: float
+    scheduled_ms: list[float] = field(default_factory=list)  # latency from the scheduled time
+    sent_ms: list[float] = field(default_factory=list)  # latency from the actual send
+    lag_ms: list[float] = field(default_factory=list)  # send - scheduled
+    loop_lag_ms: list[float] = field(default_factory=list)  # put on the FIFO - scheduled
+    errors: dict[str, int] = field(default_factory=dict)
+    nonempty: int = 0
+    requests: int = 0
+    elapsed: float = 0.0  # first scheduled send to last response
+    client_cpu: float = 0.0  # seconds of CPU of this process during the window
+    server_cpu: float = 0.0  # seconds of CPU of serve (and its uvicorn workers) in the window
+    load_before: str = ""
+    load_after: str = ""
+    machine_busy: float = 0.0  # CPU seconds used on the whole machine (all cores) in the window
+    machine_steal: float = 0.0  # CPU seconds the hypervisor gave to others
+    workers_cpu: float | None = None  # the `photoctl work` tree, under load
+    progress: list[str] = field(default_factory=list)
+
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def p(self, values: list[float], q: float) -> float:
+        if not values:
+            return float("nan")
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def cores(self) -> int:
+        return os.cpu_count() or 1
+
+    @property
+    def others(self) -> float:
+        mine = self.server_cpu + self.client_cpu + (self.workers_cpu or 0.0)
+        return max(0.0, self.machine_busy - mine)
+
+    @property
+    def p99(self) -> float:
+        return self.p(self.scheduled_ms, 0.99)
+
+    def report(self) -> str:
+        done = len(self.scheduled_ms)
+        achieved = self.requests / self.elapsed if self.elapsed else 0.0
+        lines = [
+            f"{self.name}: {self.requests} requests scheduled at {self.rate:g}/s for "
+            f"{self.duration:g} s; achieved {achieved:.1f} requests/s "
+            f"({self.elapsed:.2f} s first send to last answer)",
+            f"  latency from scheduled time: p50 {self.p(self.scheduled_ms, 0.5):.2f} ms, "
+            f"p90 {self.p(self.scheduled_ms, 0.9):.2f} ms, p99 {self.p99:.2f} ms, "
+            f"p99.9 {self.p(self.scheduled_ms, 0.999):.2f} ms, "
+            f"max {max(self.scheduled_ms, default=float('nan')):.2f} ms",
+            f"  latency from actual send:    p50 {self.p(self.sent_ms, 0.5):.2f} ms, "
+            f"p99 {self.p(self.sent_ms, 0.99):.2f} ms, "
+            f"max {max(self.sent_ms, default=float('nan')):.2f} ms",
+            f"  generator: scheduler lag p99 {self.p(self.loop_lag_ms, 0.99):.2f} ms, "
+            f"max {max(self.loop_lag_ms, default=0):.2f} ms; send - scheduled (lag + wait for "
+            f"a free connection) p50 {self.p(self.lag_ms, 0.5):.2f} ms, "
+            f"p99 {self.p(self.lag_ms, 0.99):.2f} ms, max {max(self.lag_ms, default=0):.2f} ms; "
+            f"CPU {self.client_cpu:.2f} s "
+            f"({100 * self.client_cpu / self.elapsed if self.elapsed else 0:.0f}% of one core)",
+            f"  serve CPU {self.server_cpu:.2f} s "
+            f"({100 * self.server_cpu / self.elapsed if self.elapsed else 0:.0f}% of one core, "
+            f"{1000 * self.server_cpu / max(1, done):.2f} ms per request); "
+            f"machine load average {self.load_before} before, {self.load_after} after",
+            f"  machine CPU: {self.machine_busy:.1f} s busy of {self.cores * self.elapsed:.0f} s "
+            f"({self.cores} cores): serve {self.server_cpu:.1f}, generator {self.client_cpu:.1f}"
+            + (f", workers {self.workers_cpu:.1f}" if self.workers_cpu is not None else "")
+            + f", everything else {self.others:.1f}"
+            + (" (the concurrent ingest included)" if self.workers_cpu is not None else "")
+            + f"; steal {self.machine_steal:.1f} s",
+            f"  answers: {done - self.error_count()} ok ({self.nonempty} non-empty lists), "
+            f"errors {self.error_count()}"
+            + (f" {dict(sorted(self.errors.items()))}" if self.errors else ""),
+        ]
+        return "\n".join(lines)
+
+
+def _group_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (Linux /proc), 0 elsewhere."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, pending, seen = 0.0, [pid], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (OSError, IndexError, ValueError):
+            continue
+        pending.extend(int(child) for child in children)
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        pending.extend(int(child) for child in children)
+    return found
+
+
+def _priorities(pid: int) -> str:
+    """'nice N, autogroup-K nice M' of a process and its descendants (Linux), for the report."""
+    seen = []
+    for current in _descendants(pid):
+        try:
+            nice = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()[16]
+            autogroup = Path(f"/proc/{current}/autogroup").read_text().strip().lstrip("/")
+        except (OSError, IndexError):
+            continue
+        entry = f"nice {nice} in {autogroup}"
+        if entry not in seen:
+            seen.append(entry)
+    return "; ".join(seen) or "?"
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _fire(
+    window: Window,
+    url: str,
+    tokens: list[str],
+    connections: int,
+    timeout: float,
+    server_pid: int,
+    on_tick=None,  # noqa: ANN001 - called every PROGRESS_EVERY_SECONDS with the elapsed time
+    workers_pid: int | None = None,
+) -> None:
+    """Open loop over CONNECTIONS lanes, each a coroutine holding one keep-alive connection.
+
+    The scheduler puts request i on a FIFO queue at start + i/rate; a free lane takes it and
+    sends it. Requests never wait inside httpx's pool (there are exactly as many lanes as pooled
+    connections): a queue of thousands of waiting requests there costs the pool O(n) work per
+    answer, and a generator that slows down as the backlog grows would report its own collapse
+    as server latency. A backlog here is only the FIFO, and it is measured (wait for a lane).
+    """
+    loop = asyncio.get_running_loop()
+    headers = [{"Authorization": f"Bearer {token}"} for token in tokens]
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    total = int(window.rate * window.duration)
+    window.requests = total
+    backlog: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+
+        async def lane() -> None:
+            while (item := await backlog.get()) is not None:
+                index, scheduled = item
+                sent = loop.time()
+                window.lag_ms.append((sent - scheduled) * 1000)
+                try:
+                    answer = await client.get(
+                        "/api/my-photos", headers=headers[index % len(headers)]
+                    )
+                    done = loop.time()
+                    if answer.status_code != 200:
+                        key = f"HTTP {answer.status_code}"
+                        window.errors[key] = window.errors.get(key, 0) + 1
+                    elif b'"id"' in answer.content:
+                        window.nonempty += 1
+                except httpx.HTTPError as error:
+                    done = loop.time()
+                    key = type(error).__name__
+                    window.errors[key] = window.errors.get(key, 0) + 1
+                window.scheduled_ms.append((done - scheduled) * 1000)
+                window.sent_ms.append((done - sent) * 1000)
+
+        async def ticks(start: float) -> None:
+            for number in range(1, int(window.duration / PROGRESS_EVERY_SECONDS) + 1):
+                await asyncio.sleep(start + number * PROGRESS_EVERY_SECONDS - loop.time())
+                await on_tick(number * PROGRESS_EVERY_SECONDS)
+
+        # Open every lane's connection before the clock starts.
+        await asyncio.gather(
+            *(client.get("/healthz") for _ in range(connections)), return_exceptions=True
+        )
+        window.load_before = _load_average()
+        cpu_before, server_before = _cpu_seconds(), _group_cpu_seconds(server_pid)
+        busy_before, steal_before = _machine_cpu()
+        workers_before = _group_cpu_seconds(workers_pid) if workers_pid else 0.0
+        lanes = [asyncio.create_task(lane()) for _ in range(connections)]
+        start = loop.time() + 0.05
+        ticker = asyncio.create_task(ticks(start)) if on_tick is not None else None
+        for index in range(total):
+            scheduled = start + index / window.rate
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            window.loop_lag_ms.append((loop.time() - scheduled) * 1000)
+            backlog.put_nowait((index, scheduled))
+        for _ in lanes:
+            backlog.put_nowait(None)
+        await asyncio.gather(*lanes)
+        window.elapsed = loop.time() - start
+        window.client_cpu = _cpu_seconds() - cpu_before
+        window.server_cpu = _group_cpu_seconds(server_pid) - server_before
+        busy_after, steal_after = _machine_cpu()
+        window.machine_busy = busy_after - busy_before
+        window.machine_steal = steal_after - steal_before
+        if workers_pid:
+            window.workers_cpu = _group_cpu_seconds(workers_pid) - workers_before
+        window.load_after = _load_average()
+        if ticker is not None:
+            await ticker
+
+
+def run_window(
+    name: str,
+    url: str,
+    tokens: list[str],
+    args: argparse.Namespace,
+    server_pid: int,
+) -> Window:
+    window = Window(name, args.rate, args.duration)
+    asyncio.run(_fire(window, url, tokens, args.connections, args.timeout, server_pid))
+    return window
+
+
+async def _upload_all(
+    url: str, tokens: list[str], photos: list[bytes], concurrency: int
+) -> tuple[float, list[float], dict[str, int]]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    seconds: list[float] = []
+    errors: dict[str, int] = {}
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        await client.get("/healthz")
+
+        async def one(index: int) -> None:
+            async with gate:
+                began = time.perf_counter()
+                try:
+                    answer = await client.post(
+                        "/api/photos",
+                        headers={"Authorization": f"Bearer {tokens[index % len(tokens)]}"},
+                        files={"file": (f"upload_{index:04d}.jpg", photos[index], "image/jpeg")},
+                    )
+                    if answer.status_code != 202:
+                        key = f"HTTP {answer.status_code}: {answer.text[:80]}"
+                        errors[key] = errors.get(key, 0) + 1
+                except httpx.HTTPError as error:
+                    errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                seconds.append(time.perf_counter() - began)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(one(index) for index in range(len(photos))))
+        return time.perf_counter() - began, seconds, errors
+
+
+# -- the benchmark --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def py_spy(processes: Processes, server: subprocess.Popen, out: Path | None, name: str) -> Iterator:
+    """py-spy record of the serve process (and its uvicorn children) during one window."""
+    if out is None:
+        yield
+        return
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        print("  (py-spy not found: no profile)", file=sys.stderr)
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    recorder = processes.start(
+        [spy, "record", "--subprocesses", "--idle", "--format", "raw", "-r", "100",
+         "-o", str(out / f"{name}.txt"), "--pid", str(server.pid)],
+        f"py-spy-{name}.log",
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        processes.stop(recorder, grace=20, sig=signal.SIGINT)
+        print(f"  py-spy profile: {out / f'{name}.txt'}", file=sys.stderr)
+
+
+def start_server(processes: Processes, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = processes.photoctl(
+        ["-q", "serve", "--port", str(port), "--workers", str(workers)], "serve.log"
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            log = (processes.workdir / "serve.log").read_text(errors="replace")[-2000:]
+            raise BenchError(f"photoctl serve did not start:\n{log}")
+        time.sleep(0.1)
+
+
+def setup(processes: Processes, args: argparse.Namespace, tmp: Path) -> list[str]:
+    began = time.perf_counter()
+    names = [f"bench{index:03d}" for index in range(args.users)]
+
+    def add(index: int) -> str:
+        return processes.run(["-q", "users", "add", names[index]], f"users-{index}").strip()
+
+    def enroll(index: int) -> None:
+        selfie = str(FACES / SELFIES[index % len(SELFIES)])
+        command = ["-q", "users", "enroll", names[index], "--selfie", selfie]
+        processes.run(command, f"enroll-{index}")
+
+    # The first command creates the database; the others run two at a time.
+    tokens = [add(0)]
+    tokens += parallel(add, range(1, args.users), 2)
+    if not all(tokens) or len(set(tokens)) != len(tokens):
+        raise BenchError("users add did not print one token per user")
+    print(f"setup: {args.users} users in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+
+    began = time.perf_counter()
+    faces = write_initial(tmp / "initial", args.initial_scenery)
+    processes.run(["-q", "ingest", str(tmp / "initial"), "--album", "Initial"], "ingest-initial")
+    processes.run(["-q", "work", "-n", "2", "--until-empty"], "work-initial", timeout=600)
+    print(
+        f"setup: {faces} face photos + {args.initial_scenery} without faces ingested and "
+        f"processed in {time.perf_counter() - began:.1f} s",
+        file=sys.stderr,
+    )
+    # Enrolled after the photos are processed: enrolling matches the selfie against every stored
+    # face, so users sharing a selfie all get the photos. (A face found later goes to the one
+    # closest enrolled user only, so enrolling first would fill the lists of two users.)
+    began = time.perf_counter()
+    parallel(enroll, range(args.enrolled), 2)
+    print(
+        f"setup: {args.enrolled} users enrolled ({' / '.join(SELFIES)} alternately) in "
+        f"{time.perf_counter() - began:.1f} s",
+        file=sys.stderr,
+    )
+
+    began = time.perf_counter()
+    in_queue = write_batch(tmp / "queue", args.photos, 100_000, args.face_every)
+    in_ingest = write_batch(tmp / "batch", args.ingest_batch, 200_000, args.face_every)
+    processes.run(["-q", "ingest", str(tmp / "queue"), "--album", "Queue"], "ingest-queue")
+    print(
+        f"setup: generated {args.photos} + {args.ingest_batch} photos "
+        f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ({in_queue} + {in_ingest} with a face), "
+        f"queued the first {args.photos} in {time.perf_counter() - began:.1f} s",
+        file=sys.stderr,
+    )
+    return tokens
+
+
+def check_lists(url: str, tokens: list[str], enrolled: int) -> None:
+    counts = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for token in tokens[:enrolled]:
+            answer = client.get("/api/my-photos", headers={"Authorization": f"Bearer {token}"})
+            if answer.status_code != 200:
+                raise BenchError(f"/api/my-photos answered {answer.status_code}: {answer.text}")
+            counts.append(len(answer.json()["photos"]))
+    print(f"setup: my-photos list sizes of the enrolled users: {counts}", file=sys.stderr)
+    if enrolled and not all(counts):
+        raise BenchError("an enrolled user has an empty /api/my-photos list")
+
+
+def warm_up(url: str, tokens: list[str], args: argparse.Namespace, server_pid: int) -> None:
+    """Every user once (fills the cache) and 2 s at the rate, not counted."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for token in tokens:
+            client.get("/api/my-photos", headers={"Authorization": f"Bearer {token}"})
+    warm = argparse.Namespace(**{**vars(args), "duration": 2.0})
+    run_window("warm-up", url, tokens, warm, server_pid)
+
+
+def under_load(
+    processes: Processes,
+    figures: QueueFigures,
+    url: str,
+    tokens: list[str],
+    args: argparse.Namespace,
+    tmp: Path,
+    server: subprocess.Popen,
+) -> tuple[Window, dict]:
+    before = figures.states()
+    began = time.perf_counter()
+    command = [sys.executable, "-m", "photoctl", "-q", "work", "-n", str(args.workers)]
+    if args.work_under_shell:
+        # sh leads the session, not photoctl work: its workers keep their nice value only.
+        command = ["sh", "-c", " ".join(shlex.quote(part) for part in command)]
+    work = processes.start(command, "work-load.log")
+    deadline = time.monotonic() + 120
+    while figures.states().get("running", 0) == 0 and figures.states().get("done", 0) == before.get(
+        "done", 0
+    ):
+        if work.poll() is not None:
+            raise BenchError(f"photoctl work exited {work.returncode}; see work-load.log")
+        if time.monotonic() > deadline:
+            raise BenchError("photoctl work claimed nothing within 120 s")
+        time.sleep(0.1)
+    lead = time.perf_counter() - began
+    priorities = f"serve: {_priorities(server.pid)}; work: {_priorities(work.pid)}"
+    ingest_began = time.perf_counter()
+    ingest = processes.photoctl(
+        ["-q", "ingest", str(tmp / "batch"), "--album", "Batch"], "ingest-load.log"
+    )
+    ingest_seconds: list[float] = []
+    done_at_start = figures.states().get("done", 0)
+
+    def watch_ingest() -> None:
+        ingest.wait()
+        ingest_seconds.append(time.perf_counter() - ingest_began)
+
+    watcher = threading.Thread(target=watch_ingest, daemon=True)
+    watcher.start()
+
+    window = Window("under load", args.rate, args.duration)
+
+    async def tick(elapsed: float) -> None:
+        states = await asyncio.to_thread(figures.states)
+        line = (
+            f"  t={elapsed:4.0f} s: done {states.get('done', 0) - done_at_start} in the window, "
+            f"running {states.get('running', 0)}, queued {states.get('queued', 0)}, "
+            f"failed {states.get('failed', 0)}"
+        )
+        window.progress.append(line)
+        print(line, file=sys.stderr)
+
+    with py_spy(processes, server, args.py_spy, "load"):
+        asyncio.run(
+            _fire(window, url, tokens, args.connections, args.timeout, server.pid, tick, work.pid)
+        )
+    after = figures.states()
+    processes.stop(work, grace=60, sig=signal.SIGINT)
+    watcher.join(120)
+    if ingest.poll() is None:
+        processes.stop(ingest, grace=5)
+    else:
+        processes.forget(ingest)
+    drained = {
+        "workers_lead_seconds": lead,
+        "priorities": priorities,
+        "done_in_window": after.get("done", 0) - done_at_start,
+        "queued_at_start": before.get("queued", 0),
+        "queued_at_end": after.get("queued", 0),
+        "failed": after.get("failed", 0) - before.get("failed", 0),
+        "ingest_seconds": ingest_seconds[0] if ingest_seconds else None,
+        "ingest_exit": ingest.returncode,
+        "enqueued_by_ingest": sum(after.values()) - sum(before.values()),
+    }
+    return window, drained
+
+
+def uploads(url: str, tokens: list[str], args: argparse.Namespace) -> dict:
+    photos = [generated_photo(300_000 + index, None) for index in range(args.uploads)]
+    total, seconds, errors = asyncio.run(_upload_all(url, tokens, photos, args.upload_concurrency))
+    seconds.sort()
+    return {
+        "total": total,
+        "p50": seconds[len(seconds) // 2] if seconds else float("nan"),
+        "max": seconds[-1] if seconds else float("nan"),
+        "errors": errors,
+        "mean_kb": sum(len(photo) for photo in photos) / len(photos) / 1024 if photos else 0,
+    }
+
+
+def run(args: argparse.Namespace, tmp: Path) -> int:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PHOTOCTL_") and key not in HISTORIC_VARIABLES
+    }
+    env.update(
+        PHOTOCTL_DATA_DIR=str(tmp / "data"),
+        PHOTOCTL_DATABASE_URL=f"sqlite:///{tmp / 'data' / 'photoctl.db'}",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    processes = Processes(tmp, env)
+    try:
+        tokens = setup(processes, args, tmp)
+        figures = QueueFigures(tmp / "data" / "photoctl.db")
+        server, url = start_server(processes, args.serve_workers)
+        print(
+            f"serve: {url}, {args.serve_workers} uvicorn worker(s), pid {server.pid}",
+            file=sys.stderr,
+        )
+        check_lists(url, tokens, args.enrolled)
+        warm_up(url, tokens, args, server.pid)
+
+        with py_spy(processes, server, args.py_spy, "idle"):
+            idle = run_window("idle", url, tokens, args, server.pid)
+        print(idle.report())
+
+        load, drained = under_load(processes, figures, url, tokens, args, tmp, server)
+        print(load.report())
+        print(
+            f"  queue: workers held a job {drained['workers_lead_seconds']:.1f} s after start "
+            f"(before the window); {drained['done_in_window']} photos done during the window "
+            f"({drained['done_in_window'] / args.duration:.2f}/s), queued "
+            f"{drained['queued_at_start']} at start, {drained['queued_at_end']} at the end, "
+            f"{drained['failed']} failed"
+        )
+        print(f"  CPU priorities: {drained['priorities']}")
+        ingest_time = drained["ingest_seconds"]
+        print(
+            f"  concurrent ingest: {drained['enqueued_by_ingest']} jobs enqueued, "
+            + (
+                f"finished in {ingest_time:.1f} s (exit {drained['ingest_exit']})"
+                if ingest_time is not None
+                else "did not finish (stopped)"
+            )
+        )
+        ratio = load.p99 / idle.p99 if idle.p99 > 0 else float("inf")
+        print(f"  p99 under load / p99 idle: {ratio:.2f}")
+
+        sent = uploads(url, tokens, args)
+        mode = (
+            "sequential" if args.upload_concurrency == 1 else f"{args.upload_concurrency} at a time"
+        )
+        errors = sum(sent["errors"].values())
+        print(
+            f"uploads: {args.uploads} x {sent['mean_kb']:.0f} kB JPEG, {mode}, over "
+            f"{min(len(tokens), args.uploads)} users, workers stopped: {sent['total']:.2f} s "
+            f"total, per upload p50 {sent['p50'] * 1000:.1f} ms, max {sent['max'] * 1000:.1f} ms, "
+            f"errors {errors}" + (f" {sent['errors']}" if errors else "")
+        )
+    finally:
+        processes.stop_all()
+
+    checks = [
+        (
+            f"p99 under load <= {TARGET_P99_MS:g} ms",
+            load.p99 <= TARGET_P99_MS,
+            f"{load.p99:.1f} ms",
+        ),
+        ("no errors under load", load.error_count() == 0, str(load.error_count())),
+        (f"p99 load/idle <= {TARGET_P99_RATIO:g}", ratio <= TARGET_P99_RATIO, f"{ratio:.2f}"),
+        (
+            f"{args.uploads} uploads <= {TARGET_UPLOAD_SECONDS:g} s",
+            sent["total"] <= TARGET_UPLOAD_SECONDS and errors == 0,
+            f"{sent['total']:.2f} s, {errors} errors",
+        ),
+    ]
+    print("targets:")
+    for name, ok, value in checks:
+        print(f"  [{'met' if ok else 'MISSED'}] {name}: {value}")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="See the module docstring (top of this file) for what each phase measures.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--rate", type=float, default=200.0, help="GET requests per second")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per window")
+    parser.add_argument("--users", type=int, default=50, help="users, requested round robin")
+    parser.add_argument("--enrolled", type=int, default=10, help="users enrolled with a face")
+    parser.add_argument("--serve-workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="photoctl work -n, under load")
+    parser.add_argument("--photos", type=int, default=300, help="queued photos drained under load")
+    parser.add_argument(
+        "--ingest-batch", type=int, default=100, help="photos ingested concurrently under load"
+    )
+    parser.add_argument(
+        "--face-every", type=int, default=3, help="one generated photo in N has a real face"
+    )
+    parser.add_argument(
+        "--initial-scenery", type=int, default=16, help="initial photos without faces"
+    )
+    parser.add_argument("--uploads", type=int, default=100, help="POST /api/photos uploads")
+    parser.add_argument(
+        "--upload-concurrency", type=int, default=1, help="uploads in flight (1 = sequential)"
+    )
+    parser.add_argument("--connections", type=int, default=32, help="GET keep-alive connections")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per GET")
+    parser.add_argument(
+        "--work-under-shell",
+        action="store_true",
+        help="start photoctl work under `sh -c`, so that it does not lead its session (see "
+        "the module docstring)",
+    )
+    parser.add_argument("--py-spy", type=Path, metavar="DIR", help="profile serve into DIR")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    limits = {
+        "rate": (1, 2000),
+        "duration": (1, 600),
+        "users": (1, 500),
+        "serve_workers": (1, 8),
+        "workers": (1, 8),
+        "photos": (0, 5000),
+        "ingest_batch": (0, 5000),
+        "uploads": (0, 1000),
+        "upload_concurrency": (1, 32),
+        "connections": (1, 256),
+    }
+    for name, (low, high) in limits.items():
+        if not low <= getattr(args, name) <= high:
+            parser.error(f"--{name.replace('_', '-')} must be between {low} and {high}")
+    if not 0 <= args.enrolled <= args.users:
+        parser.error("--enrolled must be between 0 and --users")
+    if args.rate * args.duration > 200_000:
+        parser.error("--rate x --duration is capped at 200,000 requests")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.py_spy is not None:
+        args.py_spy = args.py_spy.resolve()
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    tmp = Path(tempfile.mkdtemp(prefix="photoctl-bench-serve-"))
+    print(f"working in {tmp}", file=sys.stderr)
+    try:
+        return run(args, tmp)
+    except BenchError as error:
+        print(f"bench_serve: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench_serve: interrupted; every process started was stopped", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

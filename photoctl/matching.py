@@ -35,33 +35,29 @@ class FaceStore:
 
     def all_faces(self, engine: str) -> list[StoredFace]:
         with db.read(self.database) as conn:
-            rows = conn.execute(
-                select(
-                    faces_table.c.id,
-                    faces_table.c.photo_id,
-                    faces_table.c.embedding,
-                    faces_table.c.external_id,
-                ).where(faces_table.c.engine == engine)
-            )
-            return [StoredFace(r.id, r.photo_id, _bytes(r.embedding), r.external_id) for r in rows]
+            return _stored_faces(conn, faces_table.c.engine == engine)
 
     def faces_by_external_id(self, external_ids: Sequence[str]) -> list[StoredFace]:
         found: list[StoredFace] = []
         with db.read(self.database) as conn:
             for start in range(0, len(external_ids), 500):
                 chunk = list(external_ids[start : start + 500])
-                rows = conn.execute(
-                    select(
-                        faces_table.c.id,
-                        faces_table.c.photo_id,
-                        faces_table.c.embedding,
-                        faces_table.c.external_id,
-                    ).where(faces_table.c.external_id.in_(chunk))
-                )
-                found.extend(
-                    StoredFace(r.id, r.photo_id, _bytes(r.embedding), r.external_id) for r in rows
-                )
+                found.extend(_stored_faces(conn, faces_table.c.external_id.in_(chunk)))
         return found
+
+
+def _stored_faces(conn, *conditions) -> list[StoredFace]:  # noqa: ANN001
+    rows = conn.execute(
+        select(
+            faces_table.c.id,
+            faces_table.c.photo_id,
+            faces_table.c.embedding,
+            faces_table.c.external_id,
+        )
+        .where(*conditions)
+        .order_by(faces_table.c.face_index)
+    )
+    return [StoredFace(r.id, r.photo_id, _bytes(r.embedding), r.external_id) for r in rows]
 
 
 def _bytes(value: bytes | memoryview | None) -> bytes | None:
@@ -130,17 +126,9 @@ def _store_faces(
 
 
 def _load_photo_faces(conn, photo_id: int, engine_name: str) -> list[StoredFace]:  # noqa: ANN001
-    rows = conn.execute(
-        select(
-            faces_table.c.id,
-            faces_table.c.photo_id,
-            faces_table.c.embedding,
-            faces_table.c.external_id,
-        )
-        .where(faces_table.c.photo_id == photo_id, faces_table.c.engine == engine_name)
-        .order_by(faces_table.c.face_index)
+    return _stored_faces(
+        conn, faces_table.c.photo_id == photo_id, faces_table.c.engine == engine_name
     )
-    return [StoredFace(r.id, r.photo_id, _bytes(r.embedding), r.external_id) for r in rows]
 
 
 def enrolled_faces(database: Engine, engine_name: str) -> list[EnrolledFace]:

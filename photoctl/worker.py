@@ -181,8 +181,6 @@ def drain_in_process(
     settings: Settings, engine_name: str, worker_name: str = "inline"
 ) -> WorkReport:
     """Process every job in this process until the queue is finished (tests, benchmarks)."""
-    import multiprocessing.synchronize  # noqa: F401 - Value/Event below work without children
-
     context = multiprocessing.get_context("spawn")
     spec = _ChildSpec(
         settings,

@@ -134,13 +134,17 @@ class CallLimiter:
             time.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(0.1, backoff * 2)
 
-    def _reserve_start(self, conn, now: float) -> float:  # noqa: ANN001
+    def _locked_state(self, conn) -> tuple[float, float, float]:  # noqa: ANN001
+        """(next_slot_at, rate, slowed_at), locked until the transaction ends."""
         query = select(
             limiters_table.c.next_slot_at, limiters_table.c.rate, limiters_table.c.slowed_at
         ).where(limiters_table.c.name == self.limits.name)
         if db.is_postgresql(self.database):
             query = query.with_for_update()
-        next_slot_at, rate, slowed_at = conn.execute(query).one()
+        return tuple(conn.execute(query).one())
+
+    def _reserve_start(self, conn, now: float) -> float:  # noqa: ANN001
+        next_slot_at, rate, slowed_at = self._locked_state(conn)
         start_at = max(now, next_slot_at)
         spacing = (1.0 + _JITTER_MARGIN) / self.effective_rate(rate, slowed_at, start_at)
         conn.execute(
@@ -166,12 +170,7 @@ class CallLimiter:
         """The service said "too fast": halve the shared rate and push back the next start."""
         now = time.time()
         with db.write(self.database) as conn:
-            query = select(
-                limiters_table.c.next_slot_at, limiters_table.c.rate, limiters_table.c.slowed_at
-            ).where(limiters_table.c.name == self.limits.name)
-            if db.is_postgresql(self.database):
-                query = query.with_for_update()
-            next_slot_at, rate, slowed_at = conn.execute(query).one()
+            next_slot_at, rate, slowed_at = self._locked_state(conn)
             current = self.effective_rate(rate, slowed_at, now)
             lowered = max(self.limits.max_tps * _MIN_RATE_FRACTION, current / 2)
             conn.execute(

@@ -19,16 +19,19 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, delete, func, select, update
 
 from photoctl import db, matching
-from photoctl.cache import ResponseCache
 from photoctl.config import Settings
 from photoctl.errors import ConfigError, NotFound, PermanentError
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
 from photoctl.models import LoginToken, Match, SelfieFace, User, display_path
+
+if TYPE_CHECKING:  # a type only: importing users need not load diskcache
+    from photoctl.cache import ResponseCache
 
 users_table = User.__table__
 login_tokens = LoginToken.__table__

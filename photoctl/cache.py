@@ -2,6 +2,9 @@
 
 Entries carry a tag per user, so a worker that finds a user in a new photo drops that user's
 entries (``drop_users``) and the photo shows up on their next request instead of after the TTL.
+Keys and tags start with the identity of the database the answer came from
+(``db.database_id``): the cache directory is per data dir, and two databases (SQLite and
+PostgreSQL, or two PostgreSQL databases) used with one data dir both number users from 1.
 Hit and miss counts live in the cache too (atomic increments), so they add up across processes.
 They are added by one background thread per process, not by the request: an increment is a write
 transaction, and SQLite's lock is not fair, so under concurrent requests (threads, uvicorn
@@ -30,7 +33,11 @@ def user_tag(user_id: int) -> str:
 
 
 class ResponseCache:
-    def __init__(self, settings: Settings) -> None:
+    """The shared cache. ``database_id`` scopes entries and tags to one database; without it
+    only the whole-cache operations (``clear``, ``stats``) may be used."""
+
+    def __init__(self, settings: Settings, database_id: str | None = None) -> None:
+        self._scope = f"db:{database_id}:" if database_id else None
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
         # tag_index makes evict(tag) an indexed delete instead of a scan.
         self.cache = diskcache.Cache(
@@ -48,6 +55,8 @@ class ResponseCache:
     def get_or_compute(
         self, key: str, ttl_seconds: float, compute: Callable[[], Any], tag: str | None = None
     ) -> Any:
+        key = self._scoped(key)
+        tag = None if tag is None else self._scoped(tag)
         value = self.cache.get(key, default=None)
         if value is not None:
             self._count(_HITS)
@@ -57,6 +66,11 @@ class ResponseCache:
         if ttl_seconds > 0:
             self.cache.set(key, value, expire=ttl_seconds, tag=tag)
         return value
+
+    def _scoped(self, name: str) -> str:
+        if self._scope is None:
+            raise RuntimeError("a ResponseCache without database_id cannot hold answers")
+        return self._scope + name
 
     def _count(self, key: str) -> None:
         with self._pending_lock:
@@ -88,7 +102,7 @@ class ResponseCache:
 
     def drop_users(self, user_ids: Iterable[int]) -> None:
         for user_id in user_ids:
-            self.cache.evict(user_tag(user_id))
+            self.cache.evict(self._scoped(user_tag(user_id)))
 
     def clear(self) -> int:
         """Empty the cache, counters included; returns how many entries were removed."""

@@ -605,17 +605,18 @@ def users_delete(app: App, name: str) -> None:
     """Delete a user with all their biometric data, in the face engine's index too."""
     from photoctl import users as users_module
 
-    users_module.delete_user(app.engine(), app.face_engine(), name)
+    users_module.delete_user(app.engine(), app.face_engine(), name, cache=_cache(app, scoped=True))
     click.echo(f"{name} deleted", err=True)
 
 
 # -- cache ----------------------------------------------------------------------------------
 
 
-def _cache(app: App):  # noqa: ANN202
+def _cache(app: App, *, scoped: bool = False):  # noqa: ANN202
+    """The response cache; ``scoped`` to this database's entries (needs the database)."""
     from photoctl.cache import ResponseCache
 
-    return ResponseCache(app.settings)
+    return ResponseCache(app.settings, db.database_id(app.engine()) if scoped else None)
 
 
 @cli.group(cls=PhotoctlGroup)

@@ -199,6 +199,11 @@ class ServeSettings:
     )
     upload_rate: str = _key("100/minute", "Uploads allowed per user (limits syntax)")
     login_rate: str = _key("10/minute", "Login attempts allowed per name and per address")
+    login_token_ttl: float = _key(
+        7 * 24 * 3600.0,
+        "Seconds a token from /api/login stays valid (API tokens from the CLI do not expire)",
+        minimum=1,
+    )
     public_url: str = _key("", "Prefix for thumb_url/preview_url; empty means relative URLs")
 
 

@@ -152,24 +152,57 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create or upgrade the schema to the latest revision; safe when many processes race."""
+    """Create or upgrade the schema to the latest revision; safe when many processes race.
+
+    On SQLite the migrations run with foreign keys off (set before the transaction begins, the
+    only place SQLite honours it): rebuilding a parent table in batch mode drops it, and with
+    foreign keys on that drop would cascade-delete every child row. The keys are checked with
+    ``PRAGMA foreign_key_check`` before the commit instead, and switched on again after.
+    """
     if current_revision(engine) == SCHEMA_REVISION:
         return
     from alembic import command
 
-    with write(engine) as connection:
-        if is_postgresql(engine):
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
-            )
-        # Checked again under the lock: another process may have just upgraded.
-        if _read_revision(connection) == SCHEMA_REVISION:
-            return
-        config = _alembic_config()
-        config.attributes["connection"] = connection
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        command.upgrade(config, "head")
+    sqlite_file = not is_postgresql(engine)
+    with translate_errors(), engine.connect() as connection:
+        if sqlite_file:
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with connection.begin():
+                if is_postgresql(engine):
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                    )
+                # Checked again under the lock: another process may have just upgraded.
+                if _read_revision(connection) == SCHEMA_REVISION:
+                    return
+                config = _alembic_config()
+                config.attributes["connection"] = connection
+                logging.getLogger("alembic").setLevel(logging.WARNING)
+                command.upgrade(config, "head")
+                if sqlite_file:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    if broken is not None:
+                        raise ConfigError(f"schema upgrade broke a foreign key: {tuple(broken)}")
+        finally:
+            if sqlite_file:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
         log.info("[Startup] Database schema upgraded to revision %s", SCHEMA_REVISION)
+
+
+def database_id(engine: Engine) -> str:
+    """The identity of this database, a UUID made with its schema (migration 0004).
+
+    The response cache directory may be shared by several databases (same data dir, another
+    ``--database-url``): its keys carry this id so one database's lists never answer another's.
+    """
+    with read(engine) as connection:
+        value = connection.execute(
+            text("SELECT value FROM photoctl_meta WHERE key = 'database_id'")
+        ).scalar()
+    if value is None:
+        raise ConfigError("the database has no identity row; run any photoctl command to upgrade")
+    return value
 
 
 def check_connection(engine: Engine) -> None:

@@ -73,6 +73,11 @@ class Photo(Base):
     faces_engine: Mapped[str | None] = mapped_column(String(32))
     uploaded_by: Mapped[int | None] = mapped_column(Integer)  # user id, for uploads
 
+    # AUTOINCREMENT on SQLite: an id is never handed out twice, even after the newest row is
+    # deleted, so nothing keyed by an id (cache entries, a client's bookmark) can point at a
+    # different row later. PostgreSQL sequences never go back anyway.
+    __table_args__ = {"sqlite_autoincrement": True}
+
 
 class User(Base):
     __tablename__ = "users"
@@ -84,6 +89,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     enrolled_at: Mapped[float | None] = mapped_column(Float)
+
+    # A deleted user's id must never come back: cached lists are keyed and tagged by user id.
+    __table_args__ = {"sqlite_autoincrement": True}
 
 
 class LoginToken(Base):
@@ -114,7 +122,10 @@ class Face(Base):
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # local engine
     external_id: Mapped[str | None] = mapped_column(String(64), index=True)  # Rekognition FaceId
 
-    __table_args__ = (UniqueConstraint("photo_id", "engine", "face_index"),)
+    __table_args__ = (
+        UniqueConstraint("photo_id", "engine", "face_index"),
+        {"sqlite_autoincrement": True},
+    )
 
 
 class SelfieFace(Base):
@@ -147,6 +158,15 @@ class Match(Base):
     source: Mapped[str] = mapped_column(String(16), server_default="photo")  # photo | selfie
     # When the match became visible to the user (the photo's job committed, caches dropped).
     findable_at: Mapped[float | None] = mapped_column(Float, index=True)
+
+
+class Meta(Base):
+    """Facts about the database itself, such as its identity (``database_id``), one row each."""
+
+    __tablename__ = "photoctl_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class RateLimiter(Base):

@@ -4,6 +4,11 @@ Only hashes are stored. API tokens are long random strings, so one SHA-256 is en
 stolen database useless; passwords are chosen by people, so they get scrypt with a salt.
 Enrolling replaces the user's selfie and matches it against every stored face at once;
 deleting a user removes their selfie from the engine's own index before the database rows.
+
+Login tokens (from /api/login) expire after ``serve.login_token_ttl`` counted from their
+creation, so shortening the setting also ends older tokens; logging out, rotating the API token
+and deleting the user revoke them. A login for an unknown name, or a user without a password,
+still verifies a (dummy) scrypt hash, so the answer time does not tell which names exist.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, delete, func, select, update
 
@@ -24,9 +30,16 @@ from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
 from photoctl.models import LoginToken, Match, SelfieFace, User, display_path
 
+if TYPE_CHECKING:  # a type only: importing users need not load diskcache
+    from photoctl.cache import ResponseCache
+
 users_table = User.__table__
+login_tokens = LoginToken.__table__
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+# Verified when there is no real hash to verify, so that a wrong name costs as much as a wrong
+# password. No password hashes to this digest of zeros (scrypt output is never all zeros).
+_DUMMY_HASH = f"scrypt${'5a' * 16}${'00' * 32}"
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,7 @@ def user_id_by_name(database: Engine, name: str) -> int:
 
 
 def rotate_token(database: Engine, name: str) -> str:
-    """A new token for the user; the old one stops working at once."""
+    """A new token for the user; the old one and every login token stop working at once."""
     user_id = user_id_by_name(database, name)
     token = new_token()
     with db.write(database) as conn:
@@ -103,6 +116,8 @@ def rotate_token(database: Engine, name: str) -> str:
             .where(users_table.c.id == user_id)
             .values(token_hash=hash_token(token))
         )
+        # A rotation is what an operator does after a leak: tokens from /api/login go too.
+        conn.execute(delete(login_tokens).where(login_tokens.c.user_id == user_id))
     return token
 
 
@@ -153,8 +168,14 @@ def enroll(
     return len(matching.photos_of_user(database, user_id))
 
 
-def delete_user(database: Engine, engine: FaceEngine | None, name: str) -> None:
-    """Delete a user, their selfie (in the engine's index too) and their matches."""
+def delete_user(
+    database: Engine,
+    engine: FaceEngine | None,
+    name: str,
+    cache: ResponseCache | None = None,
+) -> None:
+    """Delete a user, their selfie (in the engine's index too), matches and login tokens, and
+    drop their cached lists from ``cache`` (which must be scoped to this database)."""
     user_id = user_id_by_name(database, name)
     external_ids = matching.selfie_external_ids(database, user_id)
     if external_ids:
@@ -162,43 +183,69 @@ def delete_user(database: Engine, engine: FaceEngine | None, name: str) -> None:
             raise ConfigError("this user's selfie is held by a face engine; give --engine")
         engine.forget(external_ids)
     with db.write(database) as conn:
+        # The foreign key cascades too; said here so revocation does not hang on a pragma.
+        conn.execute(delete(login_tokens).where(login_tokens.c.user_id == user_id))
         conn.execute(delete(users_table).where(users_table.c.id == user_id))
+    if cache is not None:
+        # After the commit: a request racing the delete could otherwise cache the list again.
+        cache.drop_users([user_id])
 
 
-def user_by_token(database: Engine, token: str) -> tuple[int, str, bool] | None:
-    """(id, name, is_admin) of the user holding this API or login token, or None."""
+def user_by_token(
+    database: Engine, token: str, login_ttl_seconds: float
+) -> tuple[int, str, bool] | None:
+    """(id, name, is_admin) of the user holding this API token or an unexpired login token."""
     digest = hash_token(token)
-    login_tokens = LoginToken.__table__
+    columns = (users_table.c.id, users_table.c.name, users_table.c.is_admin)
     with db.read(database) as conn:
-        row = conn.execute(
-            select(users_table.c.id, users_table.c.name, users_table.c.is_admin).where(
-                users_table.c.token_hash == digest
-            )
-        ).first()
+        row = conn.execute(select(*columns).where(users_table.c.token_hash == digest)).first()
         if row is None:
             row = conn.execute(
-                select(users_table.c.id, users_table.c.name, users_table.c.is_admin)
+                select(*columns)
                 .select_from(
                     users_table.join(login_tokens, login_tokens.c.user_id == users_table.c.id)
                 )
-                .where(login_tokens.c.token_hash == digest)
+                .where(
+                    login_tokens.c.token_hash == digest,
+                    login_tokens.c.created_at > time.time() - login_ttl_seconds,
+                )
             ).first()
     return None if row is None else (row[0], row[1], bool(row[2]))
 
 
-def login(database: Engine, name: str, password: str) -> str | None:
-    """A new login token if the name and password are right, else None."""
+def login(database: Engine, name: str, password: str, login_ttl_seconds: float) -> str | None:
+    """A new login token if the name and password are right, else None.
+
+    Takes as long for a name that does not exist (or has no password) as for a wrong password.
+    """
     with db.read(database) as conn:
         row = conn.execute(
             select(users_table.c.id, users_table.c.password_hash).where(users_table.c.name == name)
         ).first()
-    if row is None or not verify_password(password, row[1]):
+    known = row is not None and bool(row[1])
+    # The dummy hash is verified too (and always fails) so that this costs one scrypt either way.
+    matches = verify_password(password, row[1] if known else _DUMMY_HASH)
+    if not (known and matches):
         return None
     token = new_token()
+    now = time.time()
     with db.write(database) as conn:
+        # Expired tokens are refused anyway; logins are rare enough to sweep them here.
         conn.execute(
-            LoginToken.__table__.insert().values(
-                token_hash=hash_token(token), user_id=row[0], created_at=time.time()
+            delete(login_tokens).where(login_tokens.c.created_at <= now - login_ttl_seconds)
+        )
+        conn.execute(
+            login_tokens.insert().values(
+                token_hash=hash_token(token), user_id=row[0], created_at=now
             )
         )
     return token
+
+
+def logout(database: Engine, token: str) -> bool:
+    """Revoke a login token; False when it is not one (API tokens are rotated, not revoked)."""
+    with db.write(database) as conn:
+        removed = conn.execute(
+            delete(login_tokens).where(login_tokens.c.token_hash == hash_token(token))
+        ).rowcount
+    return removed > 0

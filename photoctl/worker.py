@@ -430,7 +430,7 @@ class _Child:
         """The users found in this photo see it on their next request, not after the TTL."""
         try:
             if self._cache is None:
-                self._cache = ResponseCache(self.settings)
+                self._cache = ResponseCache(self.settings, db.database_id(self.engine))
             self._cache.drop_users(user_ids)
         except Exception as error:  # noqa: BLE001 - a stale cache must not fail a done job
             log.warning("[%s] could not drop cached photo lists: %s", self.name, error)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -42,7 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):  # noqa: ANN202
         database = db.make_engine(settings)
         db.ensure_schema(database)
-        cache = ResponseCache(settings)
+        cache = ResponseCache(settings, db.database_id(database))
         limits = RequestLimits(
             str(settings.cache_dir / "ratelimit"),
             settings.serve.upload_rate,
@@ -53,7 +54,12 @@ def create_app(settings: Settings) -> FastAPI:
         cache.close()
         database.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc with their assets served from the fastapi-offline package: they work on
+    # a network without access to a CDN, and the API's pages load nothing from elsewhere.
+    app = FastAPIOffline(
+        static_url="/docs-static",
+        # Swagger UI would otherwise show a badge image from validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
         title="photoctl",
         version="0.1.0",
         lifespan=lifespan,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from photoctl import users
 from photoctl.api.app import Services
@@ -22,18 +23,28 @@ class Caller:
     is_admin: bool
 
 
-def _bearer(authorization: str | None) -> str:
-    if not authorization or not authorization.lower().startswith("bearer "):
+# Declares the bearer scheme in the OpenAPI schema (Swagger UI's "Authorize" button). It does
+# not answer by itself (auto_error=False): its own 403 would replace our 401 + WWW-Authenticate.
+_bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="An API token (`photoctl users add`/`users token`) or one from /api/login",
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
+
+
+def bearer_token(credentials: BearerCredentials) -> str:
+    """The token of the Authorization header; 401 when there is none."""
+    if credentials is None or not credentials.credentials.strip():
         raise HTTPException(401, "Missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    return authorization[7:].strip()
+    return credentials.credentials.strip()
 
 
 Svc = Annotated[Services, Depends(services)]
+BearerToken = Annotated[str, Depends(bearer_token)]
 
 
-def caller(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> Caller:
-    token = _bearer(authorization)
-    found = users.user_by_token(svc.database, token)
+def caller(svc: Svc, token: BearerToken) -> Caller:
+    found = users.user_by_token(svc.database, token, svc.settings.serve.login_token_ttl)
     if found is None:
         raise HTTPException(401, "Invalid token", headers={"WWW-Authenticate": "Bearer"})
     return Caller(*found)

@@ -1,12 +1,12 @@
-"""Login with name and password, rate limited per name and per client address."""
+"""Login with name and password, rate limited per name and per client address; logout."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from photoctl import users
-from photoctl.api.deps import Svc, too_many
+from photoctl.api.deps import BearerToken, CurrentUser, Svc, too_many
 
 router = APIRouter(tags=["auth"])
 
@@ -39,7 +39,26 @@ def login(credentials: Credentials, request: Request, svc: Svc) -> TokenAnswer:
     blocked = [wait for wait in waits if wait is not None]
     if blocked:
         raise too_many(max(blocked), "login attempts")
-    token = users.login(svc.database, credentials.name, credentials.password)
+    token = users.login(
+        svc.database, credentials.name, credentials.password, svc.settings.serve.login_token_ttl
+    )
     if token is None:
         raise HTTPException(401, "Invalid name or password")
     return TokenAnswer(token=token)
+
+
+@router.post(
+    "/api/logout",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "The login token no longer works"},
+        400: {"description": "The token is an API token (rotate it with `photoctl users token`)"},
+        401: {"description": "Missing, invalid or expired token"},
+    },
+)
+def logout(_: CurrentUser, token: BearerToken, svc: Svc) -> Response:
+    """Revoke the login token this request presents (a token from /api/login)."""
+    if not users.logout(svc.database, token):
+        raise HTTPException(400, "Not a login token; API tokens are replaced by `users token`")
+    return Response(status_code=204)

@@ -460,3 +460,41 @@ def test_a_database_outage_answers_503_with_retry_after_then_recovers(
     finally:
         stop_server(server)
         admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def test_selfie_decodes_wait_their_turn_so_memory_stays_bounded(
+    tmp_path: Path, png_bomb: bytes
+) -> None:
+    """With the decoded-size guard raised so the bombs are decoded (~350 MB each), one decode
+    at a time (serve.max_concurrent_decodes = 1) keeps three parallel posts at one's peak."""
+    url = f"sqlite:///{tmp_path / 'data' / 'photoctl.db'}"
+    from photoctl import config
+
+    settings = config.load(
+        data_dir=str(tmp_path / "data"), environ={}, overrides={"database.url": url}
+    )
+    engine = db.make_engine(settings)
+    db.ensure_schema(engine)
+    tokens = [users.add_user(engine, f"user{n}")[1] for n in range(3)]
+    engine.dispose()
+    server = start_server(
+        tmp_path,
+        url,
+        PHOTOCTL_SERVE_MAX_DECODE_PIXELS="100000000",
+        PHOTOCTL_SERVE_MAX_CONCURRENT_DECODES="1",
+    )
+    try:
+
+        def post(token: str) -> int:
+            with server.client(token) as client:
+                return client.post(
+                    "/api/me/selfie", files={"file": ("me.png", png_bomb)}
+                ).status_code
+
+        with ThreadPoolExecutor(3) as pool:
+            statuses = list(pool.map(post, tokens))
+        peak = peak_rss_mb(server.process.pid)
+        assert statuses == [422] * 3  # decoded, no face in a white square
+        assert peak < 700, f"serve peaked at {peak:.0f} MB: decodes ran side by side"
+    finally:
+        stop_server(server)

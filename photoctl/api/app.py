@@ -23,6 +23,7 @@ from photoctl import config, db
 from photoctl.cache import ResponseCache
 from photoctl.config import Settings
 from photoctl.errors import TransientError
+from photoctl.imaging import return_large_buffers_to_the_system
 from photoctl.logs import setup_logging
 from photoctl.ratelimit import RequestLimits
 
@@ -52,8 +53,9 @@ def create_app(settings: Settings) -> FastAPI:
             settings.serve.selfie_rate,
         )
         app.state.services = Services(settings, database, cache, limits)
-        # Image decodes at once in this process (selfies): each may take ~100 MB.
+        # Image decodes at once in this process (selfies), and their memory given back after.
         app.state.decodes = threading.BoundedSemaphore(settings.serve.max_concurrent_decodes)
+        return_large_buffers_to_the_system()
         yield
         cache.close()
         database.dispose()

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, func, select, update
 
 from photoctl.db import insert_ignoring_conflicts, is_postgresql
-from photoctl.models import Job, JobKind, Photo, SourceFile
+from photoctl.models import IngestRoot, Job, JobKind, Photo, SourceFile
 from photoctl.models import display_path as display_path
 
 photos = Photo.__table__
 source_files = SourceFile.__table__
+ingest_roots = IngestRoot.__table__
 jobs = Job.__table__
 
 _IN_CHUNK = 500  # bound parameters per IN (...) list; SQLite allows 32k, keep statements small
@@ -29,6 +30,7 @@ class NewFile:
     size_bytes: int
     mtime_ns: int
     content_hash: str
+    display_name: str | None = None  # the uploader's file name; None: the path's last part
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def register_files(
         {
             "content_hash": digest,
             "source_path": file.path,
-            "filename": display_path(file.path.rsplit(b"/", 1)[-1]),
+            "filename": file.display_name or display_path(file.path.rsplit(b"/", 1)[-1]),
             "album": album,
             "size_bytes": file.size_bytes,
             "ingested_at": now,
@@ -174,6 +176,31 @@ def _remember_files(conn: Connection, engine: Engine, rows: list[dict]) -> None:
     )
     for chunk in _chunks(rows):
         conn.execute(statement, list(chunk))
+
+
+def register_roots(
+    conn: Connection, engine: Engine, paths: Iterable[bytes], now: float | None = None
+) -> None:
+    """Remember resolved folders given to ingest (see ``models.IngestRoot``)."""
+    now = time.time() if now is None else now
+    rows = [{"path": path, "added_at": now} for path in sorted(set(paths))]
+    if rows:
+        conn.execute(insert_ignoring_conflicts(engine, ingest_roots), rows)
+
+
+def inside_ingest_root(conn: Connection, real_path: bytes) -> bool:
+    """True if a resolved absolute path lies below a registered ingest root."""
+    ancestors = []
+    parent = real_path
+    while True:
+        parent = parent.rsplit(b"/", 1)[0]
+        ancestors.append(parent or b"/")
+        if not parent:
+            break
+    found = conn.execute(
+        select(ingest_roots.c.path).where(ingest_roots.c.path.in_(ancestors)).limit(1)
+    ).first()
+    return found is not None
 
 
 def get_photo(conn: Connection, photo_id: int) -> PhotoRecord | None:

@@ -205,6 +205,21 @@ class ServeSettings:
         minimum=1,
     )
     public_url: str = _key("", "Prefix for thumb_url/preview_url; empty means relative URLs")
+    selfie_rate: str = _key("5/minute", "Selfie posts allowed per user (limits syntax)")
+    selfie_max_bytes: int = _key(
+        32 * 1024 * 1024, "Selfies larger than this are refused (413)", minimum=1024
+    )
+    max_concurrent_decodes: int = _key(
+        2,
+        "Images (selfies) decoded at once per serve process; the rest wait, then get 503",
+        minimum=1,
+    )
+    max_decode_pixels: int = _key(
+        50_000_000,
+        "Serve refuses to decode an image to more pixels than this (JPEGs count at their "
+        "reduced decode size); peak memory is about 4 bytes x this x max_concurrent_decodes",
+        minimum=1_000_000,
+    )
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,14 @@ def _sqlite_engine(url: str, settings: Settings) -> Engine:
     return engine
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite database URL; None for other databases and in-memory ones."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
 def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 

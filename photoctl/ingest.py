@@ -15,6 +15,7 @@ import logging
 import os
 import stat
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from sqlalchemy import Engine
 from photoctl import catalog, db, queue
 from photoctl.catalog import NewFile, display_path
 from photoctl.config import Settings
+from photoctl.errors import ConfigError
 from photoctl.imaging import IMAGE_EXTENSIONS, looks_like_image
 from photoctl.models import JobKind
 
@@ -73,6 +75,33 @@ class _Candidate:
     path: bytes
     size_bytes: int
     mtime_ns: int
+
+
+MAX_ALBUM_CHARS = 200
+
+
+def check_album(album: str | None) -> str | None:
+    """The album name, or ConfigError: at most 200 characters and no control characters (a NUL
+    cannot even be stored in PostgreSQL text). Checked before anything is stored."""
+    if album is None:
+        return None
+    if len(album) > MAX_ALBUM_CHARS:
+        raise ConfigError(f"album name longer than {MAX_ALBUM_CHARS} characters")
+    if any(unicodedata.category(char) == "Cc" for char in album):
+        raise ConfigError("album name contains control characters")
+    return album
+
+
+def ingest_roots(roots: Sequence[str | bytes]) -> list[bytes]:
+    """The resolved folders of the roots that exist (a file's own folder for a file)."""
+    resolved = []
+    for root in roots:
+        path = os.fsencode(root)
+        if os.path.isdir(path):
+            resolved.append(os.path.realpath(path))
+        elif os.path.isfile(path):
+            resolved.append(os.path.dirname(os.path.realpath(path)))
+    return resolved
 
 
 def _has_image_extension(name: bytes) -> bool:
@@ -197,7 +226,11 @@ def ingest_paths(
     """Register every image below ``roots``; enqueue a job for each new photo."""
     started = time.perf_counter()
     now = time.time() if now is None else now
+    album = check_album(album)
     report = IngestReport()
+    if engine is not None and not dry_run:
+        with db.write(engine) as conn:
+            catalog.register_roots(conn, engine, ingest_roots(roots), now)
     candidates = list(walk_images(roots, report))
     if engine is not None:
         with db.read(engine) as conn:
@@ -270,13 +303,31 @@ def _register_batch(
 
 
 def _register(
-    engine: Engine, files: Sequence[NewFile], album: str | None, uploaded_by: int | None, now: float
+    engine: Engine,
+    files: Sequence[NewFile],
+    album: str | None,
+    uploaded_by: int | None,
+    now: float,
+    max_waiting: int | None = None,
 ) -> tuple[catalog.Registration, list[str], int]:
-    """The one way into the queue, for folders and uploads alike."""
+    """The one way into the queue, for folders and uploads alike.
+
+    With ``max_waiting``, new jobs are refused (QueueFull, nothing registered) when that many
+    already wait; the count and the insert are one transaction, serialized, so the cap holds
+    exactly under concurrent uploads.
+    """
     with db.write(engine) as conn:
+        if max_waiting is not None:
+            queue.lock_capped_enqueue(conn)
         registration = catalog.register_files(
             conn, engine, files, album, now, uploaded_by=uploaded_by
         )
+        if (
+            max_waiting is not None
+            and registration.new_photo_ids
+            and queue.waiting_count(conn) + len(registration.new_photo_ids) > max_waiting
+        ):
+            raise queue.QueueFull(f"{max_waiting} jobs are waiting already")
         job_ids = queue.enqueue_jobs(conn, JobKind.PROCESS_PHOTO, registration.new_photo_ids, now)
         queue_size = queue.waiting_count(conn)
     for job_id in job_ids:
@@ -299,12 +350,21 @@ def ingest_upload(
     *,
     album: str | None = None,
     uploaded_by: int | None = None,
+    filename: str | None = None,
+    max_waiting: int | None = None,
 ) -> UploadResult:
-    """Register one stored upload (already hashed while it streamed) and enqueue it."""
+    """Register one stored upload (already hashed while it streamed) and enqueue it.
+
+    ``filename`` is the name the uploader gave, shown instead of the stored name; with
+    ``max_waiting`` a new job is refused with QueueFull once that many jobs wait.
+    """
+    album = check_album(album)
     path_bytes = os.fsencode(path)
     info = os.stat(path_bytes)
-    file = NewFile(path_bytes, info.st_size, info.st_mtime_ns, content_hash)
-    registration, job_ids, queue_size = _register(engine, [file], album, uploaded_by, time.time())
+    file = NewFile(path_bytes, info.st_size, info.st_mtime_ns, content_hash, filename)
+    registration, job_ids, queue_size = _register(
+        engine, [file], album, uploaded_by, time.time(), max_waiting
+    )
     with db.read(engine) as conn:
         photo_id = catalog.photo_id_by_hash(conn, content_hash)
         job_id = job_ids[0] if job_ids else queue.latest_job_for_photo(conn, photo_id)

@@ -202,6 +202,16 @@ class SourceFile(Base):
     photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
 
 
+class IngestRoot(Base):
+    """A folder given to `photoctl ingest`, resolved: serve hands out originals only from these
+    (and the storage root), so a source file later swapped for a link cannot expose others."""
+
+    __tablename__ = "ingest_roots"
+
+    path: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)  # realpath, no trailing /
+    added_at: Mapped[float] = mapped_column(Float)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 

@@ -403,6 +403,23 @@ def waiting_count(conn: Connection) -> int:
     ).scalar_one()
 
 
+# Any constant works; every process that enqueues under the cap takes the same one.
+_CAPPED_ENQUEUE_LOCK_ID = 0x70686F75
+
+
+class QueueFull(PhotoctlError):
+    """``queue.max_size`` jobs are already waiting: the caller should come back later."""
+
+
+def lock_capped_enqueue(conn: Connection) -> None:
+    """Serialize capped enqueues until this transaction ends, so a count stays true until
+    the insert. On SQLite the write transaction's BEGIN IMMEDIATE already does; PostgreSQL's
+    READ COMMITTED would let two transactions count the same free places, so they queue on a
+    transaction-level advisory lock (released at commit or rollback)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_CAPPED_ENQUEUE_LOCK_ID)))
+
+
 def unfinished_count(conn: Connection) -> int:
     """Jobs queued, waiting to retry, or running: what `work --until-empty` waits for."""
     return conn.execute(
@@ -466,6 +483,7 @@ __all__ = [
     "JobKind",
     "JobState",
     "LeaseLost",
+    "QueueFull",
     "RetryPolicy",
     "claim_jobs",
     "complete_jobs",
@@ -476,6 +494,7 @@ __all__ = [
     "fail_job",
     "get_job",
     "list_jobs",
+    "lock_capped_enqueue",
     "next_due_in",
     "prune_jobs",
     "register_worker",

@@ -58,12 +58,16 @@ class DiskcacheStorage(Storage):
 
 
 class RequestLimits:
-    """The serve process's limits: uploads per user, logins per name and per address."""
+    """The serve process's limits: uploads and selfies per user, logins per name and address."""
 
-    def __init__(self, directory: str, upload_rate: str, login_rate: str) -> None:
+    def __init__(
+        self, directory: str, upload_rate: str, login_rate: str, selfie_rate: str = "5/minute"
+    ) -> None:
         self.limiter = FixedWindowRateLimiter(DiskcacheStorage(f"diskcache://{directory}"))
         self.upload = parse(upload_rate)
         self.login = parse(login_rate)
+        # A selfie is decoded and searched for faces at once: the costliest request serve has.
+        self.selfie = parse(selfie_rate)
 
     def hit(self, item, *identifiers: str) -> float | None:  # noqa: ANN001
         """Count one request; None if allowed, else seconds until it would be."""

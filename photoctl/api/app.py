@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from photoctl import config, db
 from photoctl.cache import ResponseCache
 from photoctl.config import Settings
+from photoctl.errors import TransientError
+from photoctl.imaging import return_large_buffers_to_the_system
 from photoctl.logs import setup_logging
 from photoctl.ratelimit import RequestLimits
 
@@ -48,8 +51,12 @@ def create_app(settings: Settings) -> FastAPI:
             str(settings.cache_dir / "ratelimit"),
             settings.serve.upload_rate,
             settings.serve.login_rate,
+            settings.serve.selfie_rate,
         )
         app.state.services = Services(settings, database, cache, limits)
+        # Image decodes at once in this process (selfies), and their memory given back after.
+        app.state.decodes = threading.BoundedSemaphore(settings.serve.max_concurrent_decodes)
+        return_large_buffers_to_the_system()
         yield
         cache.close()
         database.dispose()
@@ -68,6 +75,12 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, auth, photos, me, admin):
         app.include_router(module.router)
 
+    from photoctl.api.guard import DB_RETRY_AFTER_SECONDS, BodyGuard
+
+    # Authenticates and size-checks a request before anything reads its body. Added first, so
+    # it sits inside served_by: its BaseHTTPMiddleware runs the app in a task group, and an
+    # error raised from a receive it wrapped would reach FastAPI as an exception group (400).
+    app.add_middleware(BodyGuard)
     process_id = str(os.getpid())
 
     @app.middleware("http")
@@ -92,6 +105,16 @@ def create_app(settings: Settings) -> FastAPI:
             for e in error.errors()
         )
         return JSONResponse({"detail": problems or "invalid request"}, status_code=422)
+
+    @app.exception_handler(TransientError)
+    async def unavailable(request: Request, error: TransientError) -> JSONResponse:
+        # The database is unreachable or busy (db.translate_errors): the client may retry.
+        log.warning("%s %s: %s", request.method, request.url.path, error)
+        return JSONResponse(
+            {"detail": "temporarily unavailable, try again later"},
+            status_code=503,
+            headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from photoctl import db, gallery, queue
+from photoctl import catalog, db, gallery, queue
 from photoctl.api.deps import CurrentUser, Svc, too_many
+from photoctl.api.files import FileRefused, open_served_file
+from photoctl.errors import ConfigError
 from photoctl.imaging import IMAGE_EXTENSIONS, looks_like_image
-from photoctl.ingest import ingest_upload
+from photoctl.ingest import MAX_ALBUM_CHARS, check_album, ingest_upload
 
 router = APIRouter(tags=["photos"])
 
@@ -53,6 +57,15 @@ Cursor = Annotated[
     int | None, Query(ge=0, le=MAX_ID, description="next_cursor of the previous page")
 ]
 PhotoId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+# No control characters (a NUL cannot be stored in PostgreSQL text); ingest.check_album agrees.
+_ALBUM_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+AlbumQuery = Annotated[
+    str | None,
+    Query(max_length=MAX_ALBUM_CHARS, pattern=_ALBUM_PATTERN, description="Album name"),
+]
+# Seconds a client should wait when storage is full: space comes back by an operator's hand.
+_STORAGE_FULL_RETRY_SECONDS = 60
+_MAX_FILENAME_CHARS = 255
 
 
 def _page(svc, items: list[gallery.PhotoItem], next_cursor: int | None) -> dict:  # noqa: ANN001
@@ -88,7 +101,7 @@ def my_photos(user: CurrentUser, svc: Svc, limit: Limit = 50, cursor: Cursor = N
 
 @router.get("/api/all-photos", response_model=PhotoPage)
 def all_photos(
-    user: CurrentUser, svc: Svc, album: str | None = None, limit: Limit = 50, cursor: Cursor = None
+    user: CurrentUser, svc: Svc, album: AlbumQuery = None, limit: Limit = 50, cursor: Cursor = None
 ) -> dict:
     """The gallery, newest first: every photo where serve.gallery = users (and for admins),
     otherwise the photos the caller appears in."""
@@ -110,12 +123,12 @@ def all_photos(
 
 @router.get(
     "/api/photos/{photo_id}/{variant}",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Not found"}},
 )
 def photo_file(
     photo_id: PhotoId, variant: Literal["thumb", "preview", "original"], user: CurrentUser, svc: Svc
-) -> FileResponse:
+) -> StreamingResponse:
     """Image bytes, to a user who appears in the photo (any user where serve.gallery = users,
     and admins). A photo the caller may not see is a 404, as if it did not exist."""
     everyone = user.is_admin or svc.settings.serve.gallery == "users"
@@ -124,14 +137,25 @@ def photo_file(
     if files is None:
         raise HTTPException(404, "Photo not found")
     if variant == "original":
-        path = Path(os.fsdecode(files.source_path))
-        media_type = None
+        path = files.source_path
     else:
-        path = Path(files.thumb_path if variant == "thumb" else files.preview_path or "")
-        media_type = "image/jpeg"
-    if not path.is_file():
-        raise HTTPException(404, "Photo file is gone")
-    return FileResponse(path, media_type=media_type)
+        path = os.fsencode(files.thumb_path if variant == "thumb" else files.preview_path or "")
+
+    def inside_ingest_root(real_path: bytes) -> bool:
+        with db.read(svc.database) as conn:
+            return catalog.inside_ingest_root(conn, real_path)
+
+    try:
+        served = open_served_file(
+            path,
+            storage_root=svc.settings.storage_root,
+            data_dir=svc.settings.data_dir,
+            database_url=svc.settings.database_url,
+            inside_ingest_root=inside_ingest_root if variant == "original" else None,
+        )
+    except FileRefused:
+        raise HTTPException(404, "Photo file is gone") from None
+    return served.response(media_type=None if variant == "original" else "image/jpeg")
 
 
 @router.post(
@@ -141,30 +165,91 @@ def photo_file(
     responses={
         413: {"description": "File too large"},
         415: {"description": "Not an image"},
+        422: {"description": "Invalid album name or no file"},
         429: {"description": "Too many uploads"},
         503: {"description": "Queue is full"},
+        507: {"description": "Storage is full"},
     },
 )
 def upload_photo(
-    user: CurrentUser, svc: Svc, file: Annotated[UploadFile, File()], album: str | None = None
+    user: CurrentUser,
+    svc: Svc,
+    file: Annotated[UploadFile, File()],
+    album_field: Annotated[
+        str | None, Form(alias="album", description="Album name (or the album query parameter)")
+    ] = None,
+    album: AlbumQuery = None,
 ) -> UploadAnswer:
     """Store an uploaded photo and enqueue it; answers at once with its ids."""
+    if album_field is not None and album is not None and album_field != album:
+        raise HTTPException(422, "album: given as a form field and a query parameter, differently")
+    try:
+        album = check_album(album_field if album_field is not None else album)
+    except ConfigError as error:
+        raise HTTPException(422, f"album: {error}") from None
     wait = svc.limits.hit(svc.limits.upload, "upload", str(user.id))
     if wait is not None:
         raise too_many(wait, "uploads")
+    # A cheap early refusal before the file is stored; the exact check is made again with the
+    # insert, in one transaction (ingest._register).
     with db.read(svc.database) as conn:
         waiting = queue.waiting_count(conn)
     if waiting >= svc.settings.queue.max_size:
-        raise HTTPException(503, "Queue is full, try again later", headers={"Retry-After": "30"})
-    stored, digest = _store_upload(svc, file)
-    result = ingest_upload(
-        svc.database, svc.settings, stored, digest, album=album, uploaded_by=user.id
-    )
+        raise _queue_full()
+    try:
+        stored, digest, created = _store_upload(svc, file)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise HTTPException(
+                507,
+                "Storage is full, try again later",
+                headers={"Retry-After": str(_STORAGE_FULL_RETRY_SECONDS)},
+            ) from None
+        raise
+    try:
+        result = ingest_upload(
+            svc.database,
+            svc.settings,
+            stored,
+            digest,
+            album=album,
+            uploaded_by=user.id,
+            filename=_display_filename(file.filename),
+            max_waiting=svc.settings.queue.max_size,
+        )
+    except queue.QueueFull:
+        if created:
+            _forget_unregistered(svc, stored, digest)
+        raise _queue_full() from None
     return UploadAnswer(photo_id=result.photo_id, job_id=result.job_id, duplicate=result.duplicate)
 
 
-def _store_upload(svc, upload: UploadFile) -> tuple[Path, str]:  # noqa: ANN001
-    """Stream the upload to the storage root, hashing and size-checking as it goes."""
+def _queue_full() -> HTTPException:
+    return HTTPException(503, "Queue is full, try again later", headers={"Retry-After": "30"})
+
+
+def _display_filename(name: str | None) -> str | None:
+    """The uploader's file name, for display only: its last part, without control characters."""
+    if not name:
+        return None
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(char for char in name if unicodedata.category(char) != "Cc").strip()
+    return name[:_MAX_FILENAME_CHARS] or None
+
+
+def _forget_unregistered(svc, stored: Path, digest: str) -> None:  # noqa: ANN001
+    """Remove a file this request stored when no photo refers to it (its job was refused)."""
+    with db.read(svc.database) as conn:
+        if catalog.existing_hashes(conn, [digest]):
+            return
+    stored.unlink(missing_ok=True)
+
+
+def _store_upload(svc, upload: UploadFile) -> tuple[Path, str, bool]:  # noqa: ANN001
+    """Stream the upload to the storage root, hashing and size-checking as it goes.
+
+    Returns (stored file, sha256, whether this request created the file).
+    """
     limit = svc.settings.ingest.max_bytes
     uploads = svc.settings.storage_root / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
@@ -191,8 +276,15 @@ def _store_upload(svc, upload: UploadFile) -> tuple[Path, str]:  # noqa: ANN001
         suffix = suffix if suffix in IMAGE_EXTENSIONS else ".upload"
         final = uploads / hexdigest[:2] / f"{hexdigest}{suffix}"
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temporary, final)
-        return final, hexdigest
+        try:
+            # A link, not a rename: it fails if the same content is there already, so only the
+            # request that created the file may remove it again.
+            os.link(temporary, final)
+            created = True
+        except FileExistsError:
+            created = False
+        Path(temporary).unlink()
+        return final, hexdigest, created
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

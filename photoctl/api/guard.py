@@ -1,0 +1,145 @@
+"""A gate in front of every request body: authenticate and size-check before reading a byte.
+
+FastAPI parses a request's body (spooling multipart files to a temporary file) before it runs
+the route's dependencies, so a check done by the ``CurrentUser`` dependency comes after a
+stranger's 400 MB has reached the disk. This pure ASGI middleware runs first: a request that
+carries a body is refused with 401 when its bearer token is missing or wrong, and with 413 when
+its declared ``Content-Length`` exceeds what its route accepts, without reading the body. A body
+sent without a length (chunked) is counted as it is read and cut off with 413 at the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from anyio import to_thread
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from photoctl.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Routes that take a body from callers without a token (login posts a name and a password).
+PUBLIC_BODY_PATHS = frozenset({"/api/login"})
+# Multipart framing (boundaries, part headers, a small album field) around the file itself.
+MULTIPART_SLACK_BYTES = 64 * 1024
+# Every other body is a small JSON document.
+SMALL_BODY_BYTES = 64 * 1024
+DB_RETRY_AFTER_SECONDS = 5
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a body without a declared length passes its limit.
+
+    An HTTPException, so FastAPI's body parsing lets it through to the 413 handler instead of
+    turning it into a 400 "error parsing the body".
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit:,} bytes")
+
+
+def body_limit(path: str, settings: Any) -> int:  # noqa: ANN401 - Settings, imported lazily
+    """The largest body a route accepts: an image (plus multipart framing) or a small JSON."""
+    if path == "/api/photos":
+        return settings.ingest.max_bytes + MULTIPART_SLACK_BYTES
+    if path == "/api/me/selfie":
+        return settings.serve.selfie_max_bytes + MULTIPART_SLACK_BYTES
+    return SMALL_BODY_BYTES
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _has_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return _header(scope, b"transfer-encoding") is not None
+
+
+class BodyGuard:
+    """ASGI middleware: see the module docstring."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        services = scope["app"].state.services
+        path = scope.get("path", "")
+        if path not in PUBLIC_BODY_PATHS:
+            refusal = await to_thread.run_sync(self._authenticate, services, scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        limit = body_limit(path, services.settings)
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > limit
+            except ValueError:
+                await JSONResponse({"detail": "invalid Content-Length"}, 400)(scope, receive, send)
+                return
+            if too_large:
+                await _too_large(limit)(scope, receive, send)
+                return
+        await self.app(scope, _counting(receive, limit), send)
+
+    @staticmethod
+    def _authenticate(services: Any, scope: Scope) -> JSONResponse | None:  # noqa: ANN401
+        from photoctl.api import deps
+
+        header = _header(scope, b"authorization") or ""
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token.strip():
+                raise HTTPException(
+                    401, "Missing bearer token", headers={"WWW-Authenticate": "Bearer"}
+                )
+            deps.caller(services, token.strip())
+        except HTTPException as error:
+            return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+        except TransientError as error:
+            log.warning("authentication before the body: %s", error)
+            return JSONResponse(
+                {"detail": "temporarily unavailable, try again later"},
+                503,
+                headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
+            )
+        return None
+
+
+def _too_large(limit: int) -> JSONResponse:
+    # The body stays unread: the server closes the connection after this answer.
+    return JSONResponse({"detail": f"request body larger than {limit:,} bytes"}, 413)
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return counted

@@ -9,10 +9,18 @@ give back the jobs they claimed but had not started, and exit; whoever is still 
 A child claims small batches, runs each job, and records the result and the job's completion in
 one transaction. A heartbeat thread extends the leases of what it holds, so a job is reclaimed
 by another worker (on any machine) only when its worker really stopped.
+
+What is not the photo's fault never spends its attempts or kills a worker: while the database
+is unreachable a child waits and reconnects with backoff (one log line when the outage starts,
+one when it ends); when the disk is full (StorageFull) every child of the supervisor stops
+claiming, gives back what it holds with the attempt refunded, and resumes once space can be
+allocated again. At start-up a supervisor requeues the jobs of this host's registered workers
+whose processes are gone (a kill -9 of a previous supervisor), instead of waiting out leases.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import multiprocessing
@@ -20,6 +28,7 @@ import os
 import random
 import signal
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -281,6 +290,31 @@ def _is_running(pid: int, registered_at: float) -> bool:
         return False  # exited, not yet reaped
     started_at = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     return started_at <= registered_at + _PID_START_SLACK_SECONDS
+
+
+def _can_reserve(directory: Path, size: int) -> bool:
+    """Can ``size`` bytes really be allocated in this directory now (disk and quota alike)?
+
+    statvfs alone misses quotas, which would resume claiming at once and pause again in a loop;
+    posix_fallocate asks the filesystem for the blocks themselves (and gives them back).
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=directory, prefix=".space-probe-")
+    except OSError as error:
+        return error.errno not in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        os.posix_fallocate(handle, 0, size)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return False
+        # No fallocate on this filesystem: what statvfs says will do.
+        info = os.statvfs(directory)
+        return info.f_bavail * info.f_frsize >= size
+    finally:
+        os.close(handle)
+        os.unlink(probe)
+    return True
 
 
 def _signal_zero(pid: int) -> bool:
@@ -546,7 +580,9 @@ class _Child:
 
     def _has_space(self) -> bool:
         """Free space where thumbnails, previews (and a SQLite database) are written."""
-        places = [self.settings.storage_root]
+        if not _can_reserve(self.settings.storage_root, _SPACE_MARGIN_BYTES):
+            return False
+        places = []
         if self.engine.dialect.name == "sqlite" and self.engine.url.database:
             places.append(Path(self.engine.url.database).parent)
         for place in places:

@@ -637,6 +637,8 @@ class _Child:
             try:
                 with db.write(self.engine) as conn:
                     queue.extend_leases(conn, self.worker_id, self.settings.queue.lease_seconds)
+            except StorageFull:
+                continue  # the database's disk is full: the main loop pauses and says so
             except TransientError as error:
                 self.outage.down(error)  # logged once per outage, with the main loop's
                 continue

@@ -426,6 +426,9 @@ class _Child:
         self._cache: ResponseCache | None = None
         self.outage = _DatabaseOutage(self.name)
         self.storage_full: StorageFull | None = None  # set by a job that found no space
+        # Jobs this worker could not give back (the database's disk was full): still held,
+        # their leases kept alive by the heartbeat, so they are given back as soon as it can.
+        self.unreleased: list[str] = []
 
     @property
     def name(self) -> str:
@@ -463,10 +466,7 @@ class _Child:
             return result
 
     def run(self) -> None:
-        try:
-            self._db(self._register)
-        except TransientError as error:
-            log.warning("[%s] stopped before it could register: %s", self.name, error)
+        if not self._register_when_possible():
             self.engine.dispose()
             return
         face_engine = getattr(self.faces, "engine", None)
@@ -488,6 +488,22 @@ class _Child:
                 log.warning("[%s] could not record its stop: %s", self.name, error)
             self.engine.dispose()
 
+    def _register_when_possible(self) -> bool:
+        """Register, waiting out an outage or a full disk; False if asked to stop first."""
+        while True:
+            try:
+                self._db(self._register)
+                return True
+            except StorageFull as error:  # the database's disk is full: wait like the others
+                self._storage_is_full(error)
+                self._wait_for_space()
+                if self.should_stop():
+                    log.warning("[%s] stopped before it could register: %s", self.name, error)
+                    return False
+            except TransientError as error:
+                log.warning("[%s] stopped before it could register: %s", self.name, error)
+                return False
+
     def _register(self) -> None:
         with db.write(self.engine) as conn:
             queue.register_worker(conn, self.worker_id, socket.gethostname(), os.getpid())
@@ -500,6 +516,10 @@ class _Child:
         while not self.should_stop():
             if self.storage_full is not None or self.spec.storage_full.value:
                 self._wait_for_space()
+                continue
+            if self.unreleased:
+                held, self.unreleased = self.unreleased, []
+                self._release(held)
                 continue
             limit = self._reserve(batch)
             if limit == 0:
@@ -656,9 +676,12 @@ class _Child:
 
         try:
             return self._db(release)
+        except StorageFull:
+            self.unreleased.extend(job_ids)  # given back once there is space again
+            return 0
         except TransientError as error:
-            # Stopping during an outage, or the database's own disk is full: the jobs come
-            # back when their lease expires (or when a supervisor finds this worker gone).
+            # Stopping during an outage: the jobs come back when their lease expires (or when
+            # a supervisor finds this worker gone).
             log.warning("[%s] could not give back %d jobs: %s", self.name, len(job_ids), error)
             return 0
 
@@ -853,6 +876,7 @@ class _Child:
             return
         except StorageFull as full:
             self._storage_is_full(full)
+            self.unreleased.append(job.id)  # run again later, this attempt not counted
             return
         except TransientError as unrecorded:
             log.warning("[%s] could not record job %s's failure: %s", self.name, job.id, unrecorded)

@@ -261,3 +261,46 @@ def test_only_workers_whose_process_is_gone_lose_their_jobs(engine, settings) ->
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_sqlite_database_on_a_full_disk_pauses_claiming_until_space_is_back(
+    tmp_path: Path, tiny_filesystem: Path
+) -> None:
+    """The database itself cannot grow: the same pause, not failed jobs or dead workers."""
+    data = tiny_filesystem / "data"
+    env = recovery_env(
+        tmp_path,
+        f"sqlite:///{data / 'photoctl.db'}",
+        PHOTOCTL_DATA_DIR=str(data),
+        PHOTOCTL_STORAGE_ROOT=str(tmp_path / "storage"),
+    )
+    write_tree(tmp_path / "photos", 300, size=(320, 240))
+    code, report = ingest_json(env, tmp_path / "photos")
+    assert (code, report["new"]) == (0, 300), report
+
+    work = start_photoctl(
+        ["work", "-n", "2", "--until-empty", "--engine", "none"], env, tmp_path / "out", "work"
+    )
+    try:
+        # Filled once the workers have the database open: SQLite cannot even open a database
+        # on a disk without room for its shared-memory file ("disk I/O error" at start-up).
+        wait_for(lambda: completions(work.stderr()) >= 2, 60, "2 jobs completed")
+        filler = fill(tiny_filesystem)
+        wait_for(lambda: "stop claiming until space is freed" in work.stderr(), 60, "the pause")
+        watch_until = time.monotonic() + 2  # paused while full, however often it looks
+        while time.monotonic() < watch_until:
+            assert "space again" not in work.stderr(), work.stderr()[-3000:]
+            assert work.process.poll() is None, work.stderr()[-3000:]
+            time.sleep(0.1)
+        filler.unlink()
+        code = work.wait(90)
+    finally:
+        work.kill()
+    stderr = work.stderr()
+    assert code == 0, stderr[-3000:]
+    assert "work: 300 jobs done, 0 failed, 0 workers restarted" in stderr, stderr[-3000:]
+    jobs = list_jobs(env)
+    assert Counter(job["state"] for job in jobs) == {"done": 300}
+    assert all(job["attempts"] == 1 for job in jobs), [j for j in jobs if j["attempts"] != 1]
+    assert len(re.findall("stop claiming until space is freed", stderr)) == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]

@@ -218,6 +218,83 @@ def get_photo(conn: Connection, photo_id: int) -> PhotoRecord | None:
     return PhotoRecord(row.id, row.content_hash, bytes(row.source_path), row.filename, row.album)
 
 
+def source_file_state(conn: Connection, path: bytes) -> tuple[int, int, int] | None:
+    """(size_bytes, mtime_ns, photo_id) of a file as ingest last registered it, None if never."""
+    row = conn.execute(
+        select(source_files.c.size_bytes, source_files.c.mtime_ns, source_files.c.photo_id).where(
+            source_files.c.path == path
+        )
+    ).first()
+    return None if row is None else (row.size_bytes, row.mtime_ns, row.photo_id)
+
+
+@dataclass(frozen=True)
+class ContentChange:
+    """What became of a photo whose file changed after ingest (see record_changed_content)."""
+
+    photo: PhotoRecord | None  # the photo to process now; None: nothing of it is left to process
+    content_changed: bool  # the photo now stands for new content: its old faces are stale
+    duplicate_of: int | None = None  # the file now holds the content of this other photo
+
+
+def record_changed_content(
+    conn: Connection, photo: PhotoRecord, size_bytes: int, mtime_ns: int, content_hash: str
+) -> ContentChange:
+    """Record what a photo's file holds now that its size or mtime differ from ingest's.
+
+    A photo is its file's content, named by hash, so:
+
+    - same hash (touched, copied over with the same bytes): only size and mtime are refreshed;
+    - a hash no photo has: the photo takes the new content (hash and size), the job goes on and
+      processes what is on disk now;
+    - the hash of another photo: the file is now a duplicate of that one, and its source-file
+      row points there. This photo goes on from another file that still holds its content if
+      ingest saw one; otherwise its content is nowhere any more, and the caller fails the job
+      with a reason instead of making thumbnails of a different photo under its name.
+    """
+    path = photo.source_path
+    file_row = source_files.c.path == path
+    if content_hash == photo.content_hash:
+        conn.execute(
+            update(source_files).where(file_row).values(size_bytes=size_bytes, mtime_ns=mtime_ns)
+        )
+        return ContentChange(photo, content_changed=False)
+    other = conn.execute(select(photos.c.id).where(photos.c.content_hash == content_hash)).scalar()
+    if other is None:
+        conn.execute(
+            update(photos)
+            .where(photos.c.id == photo.id)
+            .values(content_hash=content_hash, size_bytes=size_bytes)
+        )
+        conn.execute(
+            update(source_files).where(file_row).values(size_bytes=size_bytes, mtime_ns=mtime_ns)
+        )
+        changed = PhotoRecord(photo.id, content_hash, path, photo.filename, photo.album)
+        return ContentChange(changed, content_changed=True)
+    conn.execute(
+        update(source_files)
+        .where(file_row)
+        .values(size_bytes=size_bytes, mtime_ns=mtime_ns, photo_id=other)
+    )
+    remaining = conn.execute(
+        select(source_files.c.path)
+        .where(source_files.c.photo_id == photo.id)
+        .order_by(source_files.c.path)
+        .limit(1)
+    ).scalar()
+    if remaining is None:
+        return ContentChange(None, content_changed=False, duplicate_of=other)
+    remaining = bytes(remaining)
+    filename = display_path(remaining.rsplit(b"/", 1)[-1])
+    conn.execute(
+        update(photos)
+        .where(photos.c.id == photo.id)
+        .values(source_path=remaining, filename=filename)
+    )
+    moved = PhotoRecord(photo.id, photo.content_hash, remaining, filename, photo.album)
+    return ContentChange(moved, content_changed=False, duplicate_of=other)
+
+
 def record_processed(conn: Connection, result: ProcessedPhoto, now: float | None = None) -> None:
     now = time.time() if now is None else now
     conn.execute(

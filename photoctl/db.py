@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, TransientError
+from photoctl.errors import ConfigError, DatabaseUnavailable, StorageFull, TransientError
 from photoctl.migrations import SCHEMA_REVISION
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,37 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except exc.OperationalError as error:
-        raise TransientError(f"database: {_first_line(error.orig or error)}") from error
+        kind = _kind_of(error)
+        raise kind(f"database: {_first_line(error.orig or error)}") from error
     except exc.InterfaceError as error:
-        raise TransientError(f"database connection: {_first_line(error.orig or error)}") from error
+        message = f"database connection: {_first_line(error.orig or error)}"
+        raise DatabaseUnavailable(message) from error
     except exc.TimeoutError as error:
         raise TransientError(f"database pool exhausted: {error}") from error
+
+
+# SQLSTATE classes of PostgreSQL that mean "no usable connection": connection exception (08),
+# operator intervention (57P: shutdown, terminated backends), too many connections (53300),
+# the database refusing connections (55000 "not currently accepting connections").
+_UNREACHABLE_SQLSTATES = ("08", "57P", "53300", "55000")
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+
+
+def _kind_of(error: exc.DBAPIError) -> type[TransientError]:
+    """Which transient error a driver's OperationalError is: full disk, unreachable, or other."""
+    original = error.orig
+    if getattr(original, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return StorageFull
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate == "53100":  # disk_full
+        return StorageFull
+    if error.connection_invalidated:
+        return DatabaseUnavailable
+    is_postgresql_error = type(original).__module__.startswith("psycopg")
+    # A failed connect carries no SQLSTATE at all.
+    if is_postgresql_error and (sqlstate is None or sqlstate.startswith(_UNREACHABLE_SQLSTATES)):
+        return DatabaseUnavailable
+    return TransientError
 
 
 def _first_line(error: BaseException) -> str:

@@ -26,3 +26,18 @@ class TransientError(PhotoctlError):
 
 class NotFound(PhotoctlError):
     """A named thing (job, photo, user) does not exist."""
+
+
+class StorageFull(TransientError):
+    """No space left (ENOSPC, EDQUOT, a full database): nothing a retry soon can fix.
+
+    Workers stop claiming until space is back instead of spending a job's attempts on it, and
+    serve answers 507. Not the job's fault, so it never counts against the job.
+    """
+
+
+class DatabaseUnavailable(TransientError):
+    """The database cannot be reached (down, refusing connections, connection lost).
+
+    Workers wait and reconnect instead of failing jobs or dying; serve answers 503.
+    """

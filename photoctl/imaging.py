@@ -8,8 +8,10 @@ becomes a PermanentError naming the file; a missing file is permanent too.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from photoctl.errors import PermanentError
+from photoctl.errors import PermanentError, StorageFull
 
 try:  # HEIC support is optional: without pillow-heif those files fail with a clear reason.
     import pillow_heif
@@ -68,14 +70,85 @@ def decode_photo(
     path: Path | bytes, *, preview_px: int, max_bytes: int, max_pixels: int, display_name: str
 ) -> DecodedPhoto:
     """Read, check and decode one photo. Raises PermanentError with the reason."""
+    data = read_source(path, max_bytes=max_bytes, display_name=display_name).data
+    return decode_bytes(
+        data, preview_px=preview_px, max_pixels=max_pixels, display_name=display_name
+    )
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A photo file's bytes, with the size and mtime of the very file they were read from."""
+
+    data: bytes
+    size_bytes: int
+    mtime_ns: int
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, for error reasons ("a FIFO (named pipe)")."""
+    for test, name in _FILE_KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: Path | str | bytes, *, follow_symlinks: bool = True) -> int:
+    """Open a file for reading without ever blocking on it; refuse anything but a regular file.
+
+    A plain ``open`` of a FIFO waits for a writer forever (and a worker's heartbeat would keep
+    its lease alive meanwhile); O_NONBLOCK makes that open return at once, and the fstat of
+    what was really opened (not a stat of the path, which may be replaced in between) decides.
+    Without ``follow_symlinks`` a symbolic link as the last component is refused (ELOOP), so a
+    photo replaced by a link to another file is not read through it. Raises OSError; a
+    non-regular file raises OSError(EINVAL) whose strerror names its kind.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
     try:
-        size = os.stat(path).st_size
-        if size > max_bytes:
-            raise PermanentError(
-                f"{display_name}: file too large ({size:,} bytes, limit {max_bytes:,})"
-            )
-        with open(path, "rb") as handle:
-            data = handle.read()
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP and not follow_symlinks and os.path.islink(path):
+            raise OSError(errno.ELOOP, "a symbolic link, not a regular file") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{file_kind(info.st_mode)}, not a regular file")
+    # Reads of a regular file never block anyway; clear the flag for whoever reads it next.
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_source(
+    path: Path | str | bytes,
+    *,
+    max_bytes: int,
+    display_name: str,
+    follow_symlinks: bool = True,
+) -> SourceFile:
+    """Read a whole photo file, refusing what is not a regular file. Raises PermanentError."""
+    try:
+        fd = open_regular(path, follow_symlinks=follow_symlinks)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if info.st_size > max_bytes:
+                raise PermanentError(
+                    f"{display_name}: file too large ({info.st_size:,} bytes, limit {max_bytes:,})"
+                )
+            data = handle.read(max_bytes + 1)
+            after = os.fstat(handle.fileno())
     except FileNotFoundError:
         raise PermanentError(f"{display_name}: file is gone") from None
     except IsADirectoryError:
@@ -83,10 +156,12 @@ def decode_photo(
     except PermissionError:
         raise PermanentError(f"{display_name}: permission denied") from None
     except OSError as error:
+        if error.errno in (errno.EINVAL, errno.ELOOP) and error.strerror:
+            raise PermanentError(f"{display_name}: is {error.strerror}") from None
         raise PermanentError(f"{display_name}: cannot read: {error.strerror or error}") from None
-    return decode_bytes(
-        data, preview_px=preview_px, max_pixels=max_pixels, display_name=display_name
-    )
+    if len(data) > max_bytes:
+        raise PermanentError(f"{display_name}: file too large (grew past {max_bytes:,} bytes)")
+    return SourceFile(data=data, size_bytes=after.st_size, mtime_ns=after.st_mtime_ns)
 
 
 # glibc's mallopt parameter: allocations at least this large are served by mmap.
@@ -230,15 +305,32 @@ def _camera(exif: Image.Exif) -> str | None:
 
 def write_jpeg(image: Image.Image, destination: Path, quality: int) -> None:
     """Write atomically, so a crash never leaves a half-written file that looks done."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".tmp")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".tmp")
+    except OSError as error:
+        _raise_if_full(error, destination)
+        raise
     try:
         with os.fdopen(handle, "wb") as stream:
             image.save(stream, "JPEG", quality=quality, optimize=False)
         os.replace(temporary, destination)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            _raise_if_full(error, destination)
         raise
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _raise_if_full(error: OSError, destination: Path) -> None:
+    """A full disk or quota is the storage's state, not the photo's: say so with its own kind."""
+    if error.errno in _FULL_ERRNOS:
+        raise StorageFull(
+            f"storage full: cannot write {destination.parent}: {error.strerror}"
+        ) from error
 
 
 def make_thumbnail(preview: Image.Image, longest_px: int) -> Image.Image:

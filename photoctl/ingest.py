@@ -26,7 +26,7 @@ from photoctl import catalog, db, queue
 from photoctl.catalog import NewFile, display_path
 from photoctl.config import Settings
 from photoctl.errors import ConfigError
-from photoctl.imaging import IMAGE_EXTENSIONS, looks_like_image
+from photoctl.imaging import IMAGE_EXTENSIONS, file_kind, looks_like_image, open_regular
 from photoctl.models import JobKind
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,11 @@ def walk_images(roots: Sequence[str | bytes], report: IngestReport) -> Iterator[
         if stat.S_ISDIR(info.st_mode):
             yield from _walk_directory(root_bytes, info, visited, report)
         elif stat.S_ISREG(info.st_mode):
-            yield _Candidate(root_bytes, info.st_size, info.st_mtime_ns)
+            # Workers open photos without following a final symlink: register the file itself.
+            path = os.path.realpath(root_bytes) if os.path.islink(root_bytes) else root_bytes
+            yield _Candidate(path, info.st_size, info.st_mtime_ns)
         else:
-            report.errors.append((display_path(root_bytes), "not a regular file"))
+            report.errors.append((display_path(root_bytes), _not_regular(info.st_mode)))
 
 
 def _walk_directory(
@@ -156,14 +158,29 @@ def _walk_directory(
             if stat.S_ISDIR(entry_info.st_mode):
                 subdirectories.append((entry.path, entry_info))
             elif _has_image_extension(entry.name):
-                if stat.S_ISREG(entry_info.st_mode):
-                    yield _Candidate(entry.path, entry_info.st_size, entry_info.st_mtime_ns)
+                if not stat.S_ISREG(entry_info.st_mode):
+                    # A FIFO would block whoever opens it; a device is not a photo.
+                    report.errors.append(
+                        (display_path(entry.path), _not_regular(entry_info.st_mode))
+                    )
+                elif entry.is_symlink():
+                    # Workers and serve read photos without following a final symlink (a photo
+                    # replaced by a link to another file must not be read through it).
+                    report.errors.append(
+                        (display_path(entry.path), "a symbolic link to a file (not followed)")
+                    )
                 else:
-                    report.errors.append((display_path(entry.path), "not a regular file"))
+                    yield _Candidate(entry.path, entry_info.st_size, entry_info.st_mtime_ns)
         stack.extend(reversed(subdirectories))
 
 
+def _not_regular(mode: int) -> str:
+    return f"{file_kind(mode)}, not a regular file"
+
+
 def _reason(error: OSError) -> str:
+    if "not a regular file" in (error.strerror or ""):
+        return error.strerror  # open_regular: "a FIFO (named pipe), not a regular file"
     if error.errno == errno.ELOOP:
         return "symlink loop"
     if error.errno == errno.ENOENT:
@@ -176,7 +193,8 @@ def _reason(error: OSError) -> str:
 def _hash_file(candidate: _Candidate) -> tuple[_Candidate, str | None, str | None]:
     """(candidate as read, sha256 hex or None, error or None); None, None = changed meanwhile."""
     try:
-        with open(candidate.path, "rb") as handle:
+        # Not a plain open: the file may have been replaced by a FIFO since the walk.
+        with os.fdopen(open_regular(candidate.path, follow_symlinks=False), "rb") as handle:
             head = handle.read(16)
             if not looks_like_image(head):
                 return (

@@ -99,6 +99,23 @@ def photo_faces(
         return _load_photo_faces(conn, photo.id, engine.name)
 
 
+def forget_photo_faces(conn, photo_id: int) -> None:  # noqa: ANN001
+    """Drop a photo's stored faces and matches: its file now holds other content.
+
+    A pending checkpoint is kept, so that an engine with an index (Rekognition) still discards
+    what an interrupted attempt indexed before indexing the new content.
+    """
+    checkpoint = conn.execute(
+        select(photos_table.c.faces_engine).where(photos_table.c.id == photo_id)
+    ).scalar()
+    conn.execute(delete(matches_table).where(matches_table.c.photo_id == photo_id))
+    conn.execute(delete(faces_table).where(faces_table.c.photo_id == photo_id))
+    if checkpoint is not None and not checkpoint.endswith(":pending"):
+        conn.execute(
+            update(photos_table).where(photos_table.c.id == photo_id).values(faces_engine=None)
+        )
+
+
 def _store_faces(
     conn,
     database: Engine,

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from photoctl.catalog import PhotoRecord, ProcessedPhoto, display_path
 from photoctl.config import Settings
-from photoctl.imaging import DecodedPhoto, decode_photo, make_thumbnail, write_jpeg
+from photoctl.imaging import DecodedPhoto, decode_bytes, make_thumbnail, read_source, write_jpeg
 
 
 class FaceStep(Protocol):
@@ -53,13 +53,26 @@ def storage_paths(settings: Settings, content_hash: str) -> tuple[Path, Path]:
     )
 
 
-def process_photo(settings: Settings, photo: PhotoRecord, faces: FaceStep) -> PhotoOutcome:
-    """Decode, write thumbnail and preview, find faces. Raises PermanentError for bad input."""
+def process_photo(
+    settings: Settings, photo: PhotoRecord, faces: FaceStep, data: bytes | None = None
+) -> PhotoOutcome:
+    """Decode, write thumbnail and preview, find faces. Raises PermanentError for bad input.
+
+    ``data`` is the photo file's content when the caller already read it (the worker does, to
+    check it against what ingest saw); otherwise the file is read here. StorageFull when the
+    thumbnail or preview cannot be written for lack of space.
+    """
     name = display_path(photo.source_path)
-    decoded = decode_photo(
-        photo.source_path,
+    if data is None:
+        data = read_source(
+            photo.source_path,
+            max_bytes=settings.ingest.max_bytes,
+            display_name=name,
+            follow_symlinks=False,
+        ).data
+    decoded = decode_bytes(
+        data,
         preview_px=settings.storage.preview_px,
-        max_bytes=settings.ingest.max_bytes,
         max_pixels=settings.ingest.max_pixels,
         display_name=name,
     )

@@ -468,6 +468,33 @@ def stop_worker(
     )
 
 
+@dataclass(frozen=True)
+class RegisteredWorker:
+    id: str
+    pid: int
+    started_at: float
+
+
+def unstopped_workers_on_host(conn: Connection, hostname: str) -> list[RegisteredWorker]:
+    """Workers registered from this host that never recorded a stop (alive, or killed -9)."""
+    rows = conn.execute(
+        select(workers.c.id, workers.c.pid, workers.c.started_at).where(
+            workers.c.hostname == hostname, workers.c.stopped_at.is_(None)
+        )
+    )
+    return [RegisteredWorker(*row) for row in rows]
+
+
+def mark_worker_gone(conn: Connection, worker_id: str, now: float | None = None) -> None:
+    """Record that a worker stopped without saying so (its counters stay as last written)."""
+    now = time.time() if now is None else now
+    conn.execute(
+        update(workers)
+        .where(workers.c.id == worker_id, workers.c.stopped_at.is_(None))
+        .values(stopped_at=now)
+    )
+
+
 def count_live_workers(conn: Connection, within_seconds: float, now: float | None = None) -> int:
     now = time.time() if now is None else now
     return conn.execute(
@@ -484,6 +511,7 @@ __all__ = [
     "JobState",
     "LeaseLost",
     "QueueFull",
+    "RegisteredWorker",
     "RetryPolicy",
     "claim_jobs",
     "complete_jobs",
@@ -495,6 +523,7 @@ __all__ = [
     "get_job",
     "list_jobs",
     "lock_capped_enqueue",
+    "mark_worker_gone",
     "next_due_in",
     "prune_jobs",
     "register_worker",
@@ -504,5 +533,6 @@ __all__ = [
     "retry_jobs",
     "stop_worker",
     "unfinished_count",
+    "unstopped_workers_on_host",
     "waiting_count",
 ]

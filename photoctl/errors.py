@@ -26,3 +26,21 @@ class TransientError(PhotoctlError):
 
 class NotFound(PhotoctlError):
     """A named thing (job, photo, user) does not exist."""
+
+
+class NoDatabase(ConfigError):
+    """A command that only reads found no photoctl database (it never creates one)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(
+            f"no photoctl database at {location}; run `photoctl init` or `photoctl ingest` first"
+        )
+        self.location = location
+
+
+class SeveralFaces(PermanentError):
+    """A selfie shows more than one face and the caller did not ask for the largest."""
+
+    def __init__(self, count: int, where: str = "") -> None:
+        super().__init__(f"{where + ': ' if where else ''}{count} faces in the selfie")
+        self.count = count

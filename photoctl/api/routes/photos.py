@@ -127,7 +127,10 @@ def photo_file(
         path = Path(os.fsdecode(files.source_path))
         media_type = None
     else:
-        path = Path(files.thumb_path if variant == "thumb" else files.preview_path or "")
+        stored = files.thumb_path if variant == "thumb" else files.preview_path
+        if not stored:
+            raise HTTPException(404, "Photo file is gone")
+        path = svc.settings.storage_file(stored)
         media_type = "image/jpeg"
     if not path.is_file():
         raise HTTPException(404, "Photo file is gone")

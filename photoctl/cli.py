@@ -23,7 +23,7 @@ from dotenv import load_dotenv
 from photoctl import config as config_module
 from photoctl import db, queue
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, NotFound, PhotoctlError
+from photoctl.errors import ConfigError, NoDatabase, NotFound, PhotoctlError, TransientError
 from photoctl.logs import setup_logging
 from photoctl.models import JobState
 
@@ -48,24 +48,43 @@ class PhotoctlGroup(click.Group):
 
 @dataclass
 class App:
-    """What every command gets: settings, verbosity, and a database engine made on demand."""
+    """What every command gets: settings, verbosity, and a database engine made on demand.
 
-    settings: Settings
+    Settings that fail to load are kept as their error and raised on first use, so the commands
+    that can work without them (`config example`, `doctor`) still run with a broken config.ini.
+    """
+
+    loaded: Settings | None
     verbosity: int
+    config_error: ConfigError | None = None
     _engine: Any = field(default=None, repr=False)
-    _schema_ready: bool = field(default=False, repr=False)
 
-    def engine(self):  # noqa: ANN201 - sqlalchemy.Engine, kept out of the CLI's imports
-        """The engine, with the schema created or upgraded on first use."""
-        engine = self.engine_unchecked()
-        if not self._schema_ready:
-            db.ensure_schema(engine)
-            self._schema_ready = True
-        return engine
+    @property
+    def settings(self) -> Settings:
+        if self.loaded is None:
+            raise self.config_error or ConfigError("no settings")
+        return self.loaded
+
+    def engine(self, *, create: bool = False):  # noqa: ANN201 - sqlalchemy.Engine
+        """The engine, with the schema upgraded on first use.
+
+        Only commands that bring data in pass ``create=True``; every other one exits 2 on a
+        database that does not exist, creating nothing.
+        """
+        if self._engine is None:
+            self._engine = db.open_database(self.settings, create=create)
+        return self._engine
+
+    def engine_if_exists(self):  # noqa: ANN201 - sqlalchemy.Engine | None
+        """The engine if the database exists, else None (and nothing is created)."""
+        try:
+            return self.engine()
+        except NoDatabase:
+            return None
 
     def engine_unchecked(self):  # noqa: ANN201
         if self._engine is None:
-            self._engine = db.make_engine(self.settings)
+            self._engine = db.make_engine(self.settings, create=False)
         return self._engine
 
     def face_engine(self):  # noqa: ANN201 - FaceEngine | None
@@ -138,10 +157,13 @@ def cli(
       photoctl work -n 5 --until-empty
       photoctl stats
     """
-    settings = _load_settings(ctx, {"faces.engine": engine_name})
     verbosity = -1 if quiet else verbose
-    setup_logging(settings, verbosity)
-    ctx.obj = App(settings=settings, verbosity=verbosity)
+    try:
+        settings, problem = _load_settings(ctx, {"faces.engine": engine_name}), None
+    except ConfigError as error:
+        settings, problem = None, error
+    setup_logging(settings or Settings(), verbosity)
+    ctx.obj = App(loaded=settings, verbosity=verbosity, config_error=problem)
 
 
 def main() -> None:
@@ -165,6 +187,33 @@ def main() -> None:
             err=True,
         )
         sys.exit(1)
+
+
+# -- init -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@pass_app
+def init(app: App) -> None:
+    """Create the data dir and the database at the latest schema; running it again is harmless.
+
+    Only init, ingest and users add create a database: every other command exits 2 on one that
+    does not exist, so a cron line run from the wrong directory fails instead of starting afresh.
+
+    \b
+    Example:
+      photoctl --data-dir /srv/photoctl init
+    """
+    settings = app.settings
+    existed = app.engine_if_exists() is not None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = app.engine(create=True)
+    state = "already there" if existed else "created"
+    click.echo(
+        f"init: database {state} at {db.database_location(settings)} "
+        f"(schema {db.current_revision(engine)}); data dir {settings.data_dir}",
+        err=True,
+    )
 
 
 # -- ingest ---------------------------------------------------------------------------------
@@ -194,7 +243,9 @@ def ingest(
     """
     from photoctl.ingest import ingest_paths
 
-    engine = app.engine()
+    # A dry run reports against the database if there is one, and creates nothing.
+    engine = app.engine(create=True) if not dry_run else app.engine_if_exists()
+    location = db.database_location(app.settings)
     any_errors = False
     while True:
         with _progress_bar(app, "hashing", "files") as progress:
@@ -208,7 +259,7 @@ def ingest(
             click.echo(json.dumps(report.as_json()))
         if not as_json or watch:
             prefix = "dry run: would ingest " if dry_run else "ingest: "
-            click.echo(prefix + report.summary(), err=True)
+            click.echo(f"{prefix}{report.summary()} (database {location})", err=True)
         if not watch:
             break
         try:
@@ -292,6 +343,7 @@ def work(
     """
     from photoctl.worker import WorkOptions, run_workers
 
+    app.engine()  # exits 2, creating nothing, when there is no database to work on
     settings = app.settings
     if engine_name:
         settings = settings.replace("faces", engine=engine_name)
@@ -491,11 +543,25 @@ def config_example() -> None:
 @cli.command()
 @pass_app
 def doctor(app: App) -> None:
-    """Check the database, the schema and the storage root; say how to fix what is wrong."""
-    from photoctl.doctor import run_checks
+    """Check the configuration, the database, the schema and the storage root; say how to fix
+    what is wrong. Exit code 1 if any check fails, 2 if there is no database at all."""
+    from photoctl.doctor import config_failure, run_checks
 
+    try:
+        settings = app.settings
+    except ConfigError as error:
+        # The other checks need the settings: a broken file is the one thing to fix first.
+        check = config_failure(error)
+        click.echo(f"[FAIL] {check.name}: {check.detail}")
+        sys.exit(1)
+    engine = app.engine_unchecked()
+    try:
+        if not db.database_exists(settings, engine):
+            raise NoDatabase(db.database_location(settings))
+    except TransientError:
+        pass  # unreachable: the database check says so, with what to do
     problems = 0
-    for check in run_checks(app.settings, app.engine_unchecked()):
+    for check in run_checks(settings, engine):
         mark = "ok  " if check.ok else "FAIL"
         click.echo(f"[{mark}] {check.name}: {check.detail}")
         problems += not check.ok
@@ -518,6 +584,27 @@ def _require_engine(app: App):  # noqa: ANN202
     return engine
 
 
+_LARGEST = click.option(
+    "--largest",
+    is_flag=True,
+    help="When the selfie shows several faces, enroll the largest (default: refuse it).",
+)
+
+
+def _enroll(app: App, name: str, selfie: Path, largest: bool) -> int:
+    from photoctl import users as users_module
+    from photoctl.errors import SeveralFaces
+
+    try:
+        return users_module.enroll(
+            app.engine(), _require_engine(app), app.settings, name, selfie, largest=largest
+        )
+    except SeveralFaces as several:
+        raise click.ClickException(
+            f"{several}: crop it to the user's face, or give --largest to enroll the largest one"
+        ) from None
+
+
 @users.command("add")
 @click.argument("name")
 @click.option(
@@ -525,10 +612,13 @@ def _require_engine(app: App):  # noqa: ANN202
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Enroll this selfie at once (existing photos are matched).",
 )
+@_LARGEST
 @click.option("--admin", is_flag=True, help="May use the admin routes.")
 @click.option("--password", is_flag=True, help="Prompt for a password (for /api/login).")
 @pass_app
-def users_add(app: App, name: str, selfie: Path | None, admin: bool, password: bool) -> None:
+def users_add(
+    app: App, name: str, selfie: Path | None, largest: bool, admin: bool, password: bool
+) -> None:
     """Create a user and print their new API token alone on stdout.
 
     \b
@@ -540,13 +630,11 @@ def users_add(app: App, name: str, selfie: Path | None, admin: bool, password: b
     secret = None
     if password:
         secret = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
-    _, token = users_module.add_user(app.engine(), name, admin=admin, password=secret)
+    _, token = users_module.add_user(app.engine(create=True), name, admin=admin, password=secret)
     if selfie is not None:
         try:
-            count = users_module.enroll(
-                app.engine(), _require_engine(app), app.settings, name, selfie
-            )
-        except PhotoctlError:
+            count = _enroll(app, name, selfie, largest)
+        except (PhotoctlError, click.ClickException):
             users_module.delete_user(app.engine(), None, name)
             raise
         click.echo(f"{name} enrolled: matched in {count} photos", err=True)
@@ -558,17 +646,18 @@ def users_add(app: App, name: str, selfie: Path | None, admin: bool, password: b
 @click.option(
     "--selfie", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
+@_LARGEST
 @pass_app
-def users_enroll(app: App, name: str, selfie: Path) -> None:
+def users_enroll(app: App, name: str, selfie: Path, largest: bool) -> None:
     """Enroll or replace a user's selfie; their existing photos are matched at once.
+
+    A selfie showing several faces is refused unless --largest says to take the largest.
 
     \b
     Example:
       photoctl users enroll bob --selfie bob.jpg
     """
-    from photoctl import users as users_module
-
-    count = users_module.enroll(app.engine(), _require_engine(app), app.settings, name, selfie)
+    count = _enroll(app, name, selfie, largest)
     click.echo(f"{name} enrolled: matched in {count} photos", err=True)
 
 
@@ -598,15 +687,58 @@ def users_list(app: App, as_json: bool) -> None:
             click.echo(f"{user.name}  {role}  {enrolled}  {user.photos} photos")
 
 
-@users.command("delete")
+@users.command("show")
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: the user and photos.")
 @pass_app
-def users_delete(app: App, name: str) -> None:
-    """Delete a user with all their biometric data, in the face engine's index too."""
+def users_show(app: App, name: str, as_json: bool) -> None:
+    """A user's role and enrollment, and every photo they are matched in (newest first).
+
+    \b
+    Example:
+      photoctl users show alice
+    """
     from photoctl import users as users_module
 
-    users_module.delete_user(app.engine(), app.face_engine(), name, cache=_cache(app, scoped=True))
+    user, photos = users_module.show_user(app.engine(), name)
+    if as_json:
+        click.echo(json.dumps({**user.__dict__, "matched": [p.__dict__ for p in photos]}))
+        return
+    role = "admin" if user.is_admin else "user"
+    enrolled = "enrolled" if user.enrolled else "not enrolled"
+    click.echo(f"{user.name}  {role}  {enrolled}  {user.photos} photos")
+    for photo in photos:
+        album = f"  album {photo.album}" if photo.album else ""
+        click.echo(f"  {photo.id}  {photo.filename}  {photo.similarity:.1f}%{album}")
+
+
+@users.command("delete")
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def users_delete(app: App, name: str, yes: bool) -> None:
+    """Delete a user with all their biometric data, in the face engine's index too.
+
+    On a terminal it asks first (--yes does not); from scripts and cron, where stdin is not a
+    terminal, it deletes without asking, as it always did.
+    """
+    from photoctl import users as users_module
+
+    engine = app.engine()
+    users_module.user_id_by_name(engine, name)  # an unknown name fails before the question
+    if not yes and sys.stdin.isatty():
+        question = f"Delete user {name!r} with their selfie and matches?"
+        if not click.confirm(question, default=False, err=True):
+            click.echo(f"{name} not deleted", err=True)
+            sys.exit(1)
+    users_module.delete_user(engine, app.face_engine(), name, cache=_cache(app, scoped=True))
     click.echo(f"{name} deleted", err=True)
+    if db.is_postgresql(engine):
+        click.echo(
+            "PostgreSQL keeps the deleted rows' bytes on disk until the next VACUUM of their "
+            "tables (autovacuum runs it; `VACUUM users, selfie_faces` does it now)",
+            err=True,
+        )
 
 
 # -- cache ----------------------------------------------------------------------------------
@@ -616,7 +748,8 @@ def _cache(app: App, *, scoped: bool = False):  # noqa: ANN202
     """The response cache; ``scoped`` to this database's entries (needs the database)."""
     from photoctl.cache import ResponseCache
 
-    return ResponseCache(app.settings, db.database_id(app.engine()) if scoped else None)
+    engine = app.engine()  # the cache belongs to a database: none there, nothing to create
+    return ResponseCache(app.settings, db.database_id(engine) if scoped else None)
 
 
 @cli.group(cls=PhotoctlGroup)

@@ -9,6 +9,7 @@ ConfigError that names the key and where the value came from.
 
 from __future__ import annotations
 
+import ast
 import configparser
 import dataclasses
 import os
@@ -273,6 +274,14 @@ class Settings:
     def storage_root(self) -> Path:
         return Path(self.storage.root) if self.storage.root else self.data_dir / "storage"
 
+    def storage_file(self, stored: str) -> Path:
+        """A thumbnail, preview or upload path as stored in the database, made absolute.
+
+        Storage paths are stored relative to the storage root, so every process finds them
+        whatever its working directory; an absolute path (older rows) is used as it is.
+        """
+        return self.storage_root / stored
+
     def replace(self, section: str, **values: Any) -> Settings:
         """A copy with some keys of one section changed (tests and CLI options use it)."""
         updated = dataclasses.replace(getattr(self, section), **values)
@@ -338,14 +347,16 @@ def load(
     ``overrides`` maps "section.key" to values given on the command line (None = not given).
     """
     env = os.environ if environ is None else environ
-    data_path = Path(data_dir or env.get("PHOTOCTL_DATA_DIR") or DEFAULT_DATA_DIR)
+    # Absolute from the start: paths built from it (database, storage, cache) then mean the same
+    # in every process, whatever directory serve, workers or cron run from.
+    data_path = _absolute(data_dir or env.get("PHOTOCTL_DATA_DIR") or DEFAULT_DATA_DIR)
     ini_path = find_config_file(config_file, data_path, env)
     parser = configparser.ConfigParser(interpolation=None)
     if ini_path is not None:
         try:
             parser.read(ini_path, encoding="utf-8")
         except configparser.Error as exc:
-            raise ConfigError(f"{ini_path}: cannot parse: {exc}") from None
+            raise ConfigError(_syntax_error(ini_path, exc)) from None
         _check_unknown_keys(parser, ini_path)
 
     sources: dict[str, str] = {}
@@ -367,12 +378,51 @@ def load(
             given = (overrides or {}).get(dotted)
             if given is not None:
                 value, source = given, "command line"
+            if dotted in _DIRECTORY_KEYS and value:
+                value = str(_absolute(value))
             values[f.name] = value
             sources[dotted] = source
         sections[section] = cls(**values)
     settings = Settings(data_dir=data_path, config_file=ini_path, sources=sources, **sections)
     validate(settings)
     return settings
+
+
+# Directory keys resolved against the working directory at start-up, like the data dir.
+_DIRECTORY_KEYS = frozenset({"storage.root", "cache.dir"})
+
+
+def _absolute(path: str | Path) -> Path:
+    """An absolute, normalised path (symlinks kept: the operator's names stay recognisable)."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def _syntax_error(ini_path: Path, error: configparser.Error) -> str:
+    """One line naming the file and the line, whatever configparser's own message looks like."""
+    where = str(ini_path.resolve())
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        line = _unquote(error.line)
+        return f"{where}, line {error.lineno}: expected a [section] header, got {line!r}"
+    if isinstance(error, configparser.ParsingError) and error.errors:
+        lineno, line = error.errors[0]
+        return f"{where}, line {lineno}: cannot parse {_unquote(line)!r} (expected key = value)"
+    if isinstance(error, configparser.DuplicateOptionError):
+        return (
+            f"{where}, line {error.lineno}: key {error.option!r} given twice in [{error.section}]"
+        )
+    if isinstance(error, configparser.DuplicateSectionError):
+        return f"{where}, line {error.lineno}: section [{error.section}] given twice"
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"{where}: cannot parse: {first}"
+
+
+def _unquote(line: str) -> str:
+    # configparser keeps some offending lines as their repr(): show the line as written.
+    try:
+        value = ast.literal_eval(line)
+    except (ValueError, SyntaxError):
+        value = line
+    return (value if isinstance(value, str) else line).strip()
 
 
 def _check_unknown_keys(parser: configparser.ConfigParser, ini_path: Path) -> None:
@@ -403,18 +453,33 @@ def validate(settings: Settings) -> None:
             )
     url = settings.database.url
     if url and not re.match(r"^(sqlite|postgres(ql)?)(\+\w+)?://", url):
-        raise ConfigError(f"database.url must be a sqlite:// or postgresql:// URL, got {url!r}")
+        raise ConfigError(
+            f"database.url must be a sqlite:// or postgresql:// URL, got {mask_password(url)!r}"
+        )
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*:)[^/@\s]*(?=@)")
+
+
+def mask_password(value: Any) -> Any:
+    """A URL with its password replaced by ***; any other value unchanged."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***", value)
+    return value
 
 
 def describe(settings: Settings) -> list[tuple[str, Any, str]]:
-    """(key, effective value, source) for every key, for `photoctl config show`."""
+    """(key, effective value, source) for every key, for `photoctl config show`.
+
+    Passwords inside URLs are masked: the output ends up in tickets and chat.
+    """
     rows: list[tuple[str, Any, str]] = [("data_dir", str(settings.data_dir), "")]
     for section, f in iter_keys():
         dotted = f"{section}.{f.name}"
         rows.append(
             (
                 dotted,
-                getattr(getattr(settings, section), f.name),
+                mask_password(getattr(getattr(settings, section), f.name)),
                 settings.sources.get(dotted, "default"),
             )
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, DatabaseUnavailable, StorageFull, TransientError
+from photoctl.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    NoDatabase,
+    StorageFull,
+    TransientError,
+)
 from photoctl.migrations import SCHEMA_REVISION
 
 log = logging.getLogger(__name__)
@@ -36,12 +43,16 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(settings: Settings, url: str | None = None) -> Engine:
-    """An engine for this process. Never share one across a fork: build one per process."""
+def make_engine(settings: Settings, url: str | None = None, *, create: bool = True) -> Engine:
+    """An engine for this process. Never share one across a fork: build one per process.
+
+    ``create=False`` leaves the filesystem alone (no directory made for a SQLite file): commands
+    that only read use it, after checking that the database exists (``open_database``).
+    """
     url = normalize_url(url or settings.database_url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, settings)
+        return _sqlite_engine(url, settings, create=create)
     if parsed.get_backend_name() == "postgresql":
         db = settings.database
         return create_engine(
@@ -55,9 +66,9 @@ def make_engine(settings: Settings, url: str | None = None) -> Engine:
     raise ConfigError(f"unsupported database URL {parsed.render_as_string()}")
 
 
-def _sqlite_engine(url: str, settings: Settings) -> Engine:
+def _sqlite_engine(url: str, settings: Settings, *, create: bool = True) -> Engine:
     database = make_url(url).database
-    if database and database != ":memory:":
+    if create and database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     busy_ms = int(settings.database.busy_timeout_seconds * 1000)
     engine = create_engine(url, connect_args={"timeout": settings.database.busy_timeout_seconds})
@@ -71,6 +82,9 @@ def _sqlite_engine(url: str, settings: Settings) -> Engine:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows are overwritten with zeros, so a deleted user's selfie embedding
+        # (biometric data) does not linger in free pages of the file or in the WAL.
+        cursor.execute("PRAGMA secure_delete = ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -87,6 +101,50 @@ def sqlite_file(url: str) -> str | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return parsed.database
+
+
+def sqlite_path(settings: Settings) -> Path | None:
+    """The absolute path of the SQLite database file, or None for PostgreSQL or memory."""
+    database = sqlite_file(normalize_url(settings.database_url))
+    return None if database is None else Path(os.path.abspath(database))
+
+
+def database_location(settings: Settings) -> str:
+    """Where the database is, for messages: the absolute SQLite file, or the URL sans password."""
+    path = sqlite_path(settings)
+    if path is not None:
+        return str(path)
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def database_exists(settings: Settings, engine: Engine) -> bool:
+    """True when the database holds a photoctl schema (of any revision).
+
+    A SQLite file that does not exist is checked without connecting (connecting would create
+    it); for PostgreSQL "does not exist" means no alembic_version table. Raises TransientError
+    when the server cannot be reached.
+    """
+    path = sqlite_path(settings)
+    if path is not None and not path.is_file():
+        return False
+    return current_revision(engine) is not None
+
+
+def open_database(settings: Settings, *, create: bool = False) -> Engine:
+    """An engine on the configured database, with the schema at the latest revision.
+
+    Only the commands that bring data in (init, ingest, users add) pass ``create=True``; for
+    every other one a missing database is a NoDatabase error, and nothing is created.
+    """
+    engine = make_engine(settings, create=create)
+    try:
+        if not create and not database_exists(settings, engine):
+            raise NoDatabase(database_location(settings))
+        ensure_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def is_postgresql(engine: Engine) -> bool:

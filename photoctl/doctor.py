@@ -21,12 +21,28 @@ class Check:
 
 
 def run_checks(settings: Settings, engine: Engine) -> list[Check]:
-    checks = [_check_database(engine)]
-    if checks[0].ok:
+    database = _check_database(engine)
+    checks = [_check_config(settings), database]
+    if database.ok:
         checks.append(_check_schema(engine))
     checks.append(_check_storage(settings))
-    checks.append(_check_face_engine(settings, engine if checks[0].ok else None))
+    checks.append(_check_face_engine(settings, engine if database.ok else None))
     return checks
+
+
+def _check_config(settings: Settings) -> Check:
+    if settings.config_file is None:
+        return Check("config", True, "no config.ini: defaults and environment")
+    return Check("config", True, f"{settings.config_file.resolve()} read")
+
+
+def config_failure(error: PhotoctlError) -> Check:
+    """The check line for settings that cannot be loaded (a broken config.ini, a bad value)."""
+    return Check(
+        "config",
+        False,
+        f"{error}. Fix it; `photoctl config example` prints every key with its default",
+    )
 
 
 def _check_face_engine(settings: Settings, engine: Engine | None) -> Check:

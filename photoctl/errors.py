@@ -41,3 +41,21 @@ class DatabaseUnavailable(TransientError):
 
     Workers wait and reconnect instead of failing jobs or dying; serve answers 503.
     """
+
+
+class NoDatabase(ConfigError):
+    """A command that only reads found no photoctl database (it never creates one)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(
+            f"no photoctl database at {location}; run `photoctl init` or `photoctl ingest` first"
+        )
+        self.location = location
+
+
+class SeveralFaces(PermanentError):
+    """A selfie shows more than one face and the caller did not ask for the largest."""
+
+    def __init__(self, count: int, where: str = "") -> None:
+        super().__init__(f"{where + ': ' if where else ''}{count} faces in the selfie")
+        self.count = count

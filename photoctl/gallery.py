@@ -31,7 +31,7 @@ class PhotoItem:
 @dataclass(frozen=True)
 class PhotoFiles:
     source_path: bytes
-    thumb_path: str | None
+    thumb_path: str | None  # relative to the storage root: settings.storage_file(...)
     preview_path: str | None
 
 

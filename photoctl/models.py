@@ -64,6 +64,8 @@ class Photo(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     taken_at: Mapped[str | None] = mapped_column(String(32))
     camera: Mapped[str | None] = mapped_column(Text)
+    # Relative to the storage root (settings.storage_file resolves them); rows written before
+    # migration 0005 may hold absolute paths, which resolve to themselves.
     thumb_path: Mapped[str | None] = mapped_column(Text)
     preview_path: Mapped[str | None] = mapped_column(Text)
     ingested_at: Mapped[float] = mapped_column(Float)

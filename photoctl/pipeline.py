@@ -87,7 +87,9 @@ def process_photo(
         height=decoded.height,
         taken_at=decoded.taken_at,
         camera=decoded.camera,
-        thumb_path=str(thumb_path),
-        preview_path=str(preview_path),
+        # Relative to the storage root, not to this worker's working directory: serve resolves
+        # them with settings.storage_file wherever it runs.
+        thumb_path=thumb_path.relative_to(settings.storage_root).as_posix(),
+        preview_path=preview_path.relative_to(settings.storage_root).as_posix(),
     )
     return PhotoOutcome(processed=processed, faces=summary)

@@ -25,10 +25,10 @@ from sqlalchemy import Engine, delete, func, select, update
 
 from photoctl import db, matching
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, NotFound, PermanentError
+from photoctl.errors import ConfigError, NotFound, PermanentError, SeveralFaces
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
-from photoctl.models import LoginToken, Match, SelfieFace, User, display_path
+from photoctl.models import LoginToken, Match, Photo, SelfieFace, User, display_path
 
 if TYPE_CHECKING:  # a type only: importing users need not load diskcache
     from photoctl.cache import ResponseCache
@@ -121,24 +121,64 @@ def rotate_token(database: Engine, name: str) -> str:
     return token
 
 
-def list_users(database: Engine) -> list[UserInfo]:
+def _user_infos():  # noqa: ANN202 - a Select of UserInfo columns
     selfies, matches = SelfieFace.__table__, Match.__table__
     enrolled = select(func.count()).where(selfies.c.user_id == users_table.c.id).scalar_subquery()
     photos = select(func.count()).where(matches.c.user_id == users_table.c.id).scalar_subquery()
+    return select(users_table.c.id, users_table.c.name, users_table.c.is_admin, enrolled, photos)
+
+
+def list_users(database: Engine) -> list[UserInfo]:
     with db.read(database) as conn:
-        rows = conn.execute(
-            select(
-                users_table.c.id, users_table.c.name, users_table.c.is_admin, enrolled, photos
-            ).order_by(users_table.c.name)
-        )
+        rows = conn.execute(_user_infos().order_by(users_table.c.name))
         return [UserInfo(r[0], r[1], bool(r[2]), r[3] > 0, r[4]) for r in rows]
 
 
+@dataclass(frozen=True)
+class UserPhoto:
+    id: int
+    filename: str
+    album: str | None
+    similarity: float
+    matched_at: float
+
+
+def show_user(database: Engine, name: str) -> tuple[UserInfo, list[UserPhoto]]:
+    """A user and every photo they are matched in, newest photo first."""
+    matches, photos = Match.__table__, Photo.__table__
+    with db.read(database) as conn:
+        row = conn.execute(_user_infos().where(users_table.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no user {name!r}")
+        rows = conn.execute(
+            select(
+                photos.c.id,
+                photos.c.filename,
+                photos.c.album,
+                matches.c.similarity,
+                matches.c.matched_at,
+            )
+            .select_from(matches.join(photos, photos.c.id == matches.c.photo_id))
+            .where(matches.c.user_id == row[0])
+            .order_by(photos.c.id.desc())
+        ).all()
+    info = UserInfo(row[0], row[1], bool(row[2]), row[3] > 0, row[4])
+    return info, [UserPhoto(*r) for r in rows]
+
+
 def enroll(
-    database: Engine, engine: FaceEngine, settings: Settings, name: str, selfie: Path
+    database: Engine,
+    engine: FaceEngine,
+    settings: Settings,
+    name: str,
+    selfie: Path,
+    *,
+    largest: bool = True,
 ) -> int:
     """Enroll (or re-enroll) a user's selfie and match it against every stored face.
 
+    ``largest=False`` refuses a selfie with several faces (SeveralFaces) instead of taking the
+    largest one: the CLI asks for it, so an operator never enrolls a bystander by mistake.
     Returns how many photos the user is now matched in.
     """
     user_id = user_id_by_name(database, name)
@@ -150,7 +190,10 @@ def enroll(
         max_pixels=settings.ingest.max_pixels,
         display_name=shown,
     )
-    record = engine.index_selfie(user_id, decoded.image)
+    try:
+        record = engine.index_selfie(user_id, decoded.image, allow_several=largest)
+    except SeveralFaces as several:
+        raise SeveralFaces(several.count, shown) from None
     if record is None:
         raise PermanentError(f"{shown}: no face found in the selfie")
     selfie_face, replaced = matching.replace_selfie(database, engine.name, user_id, record)

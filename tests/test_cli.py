@@ -35,6 +35,8 @@ def test_python_dash_m_runs_the_cli(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_unknown_job_is_reported_with_exit_1(tmp_path) -> None:  # noqa: ANN001
+    # Read-only commands need an existing database (issue 7 item 11): create it first.
+    assert CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "init"]).exit_code == 0
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "jobs", "show", "abc"])
     assert result.exit_code == 1 and "no job abc" in result.stderr
 
@@ -45,5 +47,6 @@ def test_bad_usage_exits_2(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_doctor_reports_database_schema_and_storage(tmp_path) -> None:  # noqa: ANN001
+    assert CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "init"]).exit_code == 0
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "doctor"])
     assert "[ok  ] database" in result.stdout and "[ok  ] storage" in result.stdout

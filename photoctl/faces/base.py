@@ -67,8 +67,14 @@ class FaceEngine(ABC):
         """Find (and for indexed services, store) the faces of a photo's preview."""
 
     @abstractmethod
-    def index_selfie(self, user_id: int, image: Image.Image) -> FaceRecord | None:
-        """The largest face of a selfie, indexed for the user; None if there is no face."""
+    def index_selfie(
+        self, user_id: int, image: Image.Image, *, allow_several: bool = True
+    ) -> FaceRecord | None:
+        """The largest face of a selfie, indexed for the user; None if there is no face.
+
+        With ``allow_several=False`` a selfie showing several faces raises SeveralFaces and
+        leaves nothing indexed: which face is the user's is then the operator's call.
+        """
 
     @abstractmethod
     def match_faces(

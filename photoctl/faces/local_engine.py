@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from photoctl.config import Settings
+from photoctl.errors import SeveralFaces
 from photoctl.faces.base import (
     EnrolledFace,
     FaceEngine,
@@ -76,8 +77,13 @@ class LocalEngine(FaceEngine):
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
         return self._find(image)
 
-    def index_selfie(self, user_id: int, image: Image.Image) -> FaceRecord | None:
-        return largest(self._find(image))
+    def index_selfie(
+        self, user_id: int, image: Image.Image, *, allow_several: bool = True
+    ) -> FaceRecord | None:
+        found = self._find(image)
+        if len(found) > 1 and not allow_several:
+            raise SeveralFaces(len(found))
+        return largest(found)
 
     def match_faces(
         self, faces: Sequence[StoredFace], enrolled: Sequence[EnrolledFace]

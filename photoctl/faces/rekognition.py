@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, PermanentError, TransientError
+from photoctl.errors import ConfigError, PermanentError, SeveralFaces, TransientError
 from photoctl.faces.base import (
     EnrolledFace,
     FaceEngine,
@@ -170,8 +170,11 @@ class RekognitionEngine(FaceEngine):
     # -- the engine interface ---------------------------------------------------------------
 
     def _index(self, image: Image.Image, external_id: str, max_faces: int) -> list[FaceRecord]:
+        return self._records(self._index_answer(image, external_id, max_faces))
+
+    def _index_answer(self, image: Image.Image, external_id: str, max_faces: int) -> dict:
         self._ensure_collection()
-        answer = self._call(
+        return self._call(
             "index_faces",
             CollectionId=self.collection_id,
             Image={"Bytes": encode_under_limit(image)},
@@ -180,6 +183,9 @@ class RekognitionEngine(FaceEngine):
             QualityFilter="AUTO",
             DetectionAttributes=[],
         )
+
+    @staticmethod
+    def _records(answer: dict) -> list[FaceRecord]:
         records = []
         for face_record in answer.get("FaceRecords", []):
             face = face_record["Face"]
@@ -201,9 +207,20 @@ class RekognitionEngine(FaceEngine):
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
         return self._index(image, str(photo_id), 100)
 
-    def index_selfie(self, user_id: int, image: Image.Image) -> FaceRecord | None:
-        # MaxFaces=1 keeps the largest face, which is what a selfie means.
-        records = self._index(image, f"{SELFIE_PREFIX}{user_id}", 1)
+    def index_selfie(
+        self, user_id: int, image: Image.Image, *, allow_several: bool = True
+    ) -> FaceRecord | None:
+        # MaxFaces=1 keeps the largest face, which is what a selfie means; the others come back
+        # as UnindexedFaces with the reason EXCEEDS_MAX_FACES.
+        answer = self._index_answer(image, f"{SELFIE_PREFIX}{user_id}", 1)
+        records = self._records(answer)
+        others = sum(
+            "EXCEEDS_MAX_FACES" in face.get("Reasons", [])
+            for face in answer.get("UnindexedFaces", [])
+        )
+        if records and others and not allow_several:
+            self.forget([record.external_id for record in records if record.external_id])
+            raise SeveralFaces(len(records) + others)
         return records[0] if records else None
 
     def match_faces(

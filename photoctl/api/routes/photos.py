@@ -139,7 +139,10 @@ def photo_file(
     if variant == "original":
         path = files.source_path
     else:
-        path = os.fsencode(files.thumb_path if variant == "thumb" else files.preview_path or "")
+        stored = files.thumb_path if variant == "thumb" else files.preview_path
+        if not stored:
+            raise HTTPException(404, "Photo file is gone")
+        path = os.fsencode(svc.settings.storage_file(stored))
 
     def inside_ingest_root(real_path: bytes) -> bool:
         with db.read(svc.database) as conn:

@@ -9,6 +9,10 @@ give back the jobs they claimed but had not started, and exit; whoever is still 
 A child claims small batches, runs each job, and records the result and the job's completion in
 one transaction. A heartbeat thread extends the leases of what it holds, so a job is reclaimed
 by another worker (on any machine) only when its worker really stopped.
+
+While it runs, the supervisor reports progress from its children's shared counters and the job
+table: to a callback about every second (the CLI draws a bar on a terminal), or otherwise as a
+log line every ``log.progress_seconds``, so a run from cron or systemd shows it is moving.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +68,88 @@ class WorkReport:
 
 
 @dataclass(frozen=True)
+class WorkProgress:
+    """Where a `work` run stands: this run's results and what the job table still holds."""
+
+    done: int  # jobs this run completed
+    failed: int  # jobs this run failed for good
+    remaining: int  # queued, retrying or running, by any worker on any machine
+    seconds: float  # since the run started
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    def describe(self) -> str:
+        rate = self.finished / self.seconds if self.seconds > 0 else 0.0
+        if not self.remaining:
+            eta = ""
+        elif rate > 0:
+            eta = f", about {_duration(self.remaining / rate)} to go"
+        else:
+            eta = ", no rate yet"
+        return (
+            f"{self.done} done, {self.failed} failed in {_duration(self.seconds)} "
+            f"({rate:.1f} jobs/s); {self.remaining} left (queued, retrying or running){eta}"
+        )
+
+
+ProgressCallback = Callable[[WorkProgress], None]
+_BAR_INTERVAL_SECONDS = 0.5
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class _ProgressReporter:
+    """Progress for the operator, from the supervisor's loop (it never stops the loop)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        done: Any,
+        failed: Any,
+        callback: ProgressCallback | None,
+        every: float,
+    ) -> None:
+        self.engine, self.done, self.failed, self.callback = engine, done, failed, callback
+        self.every = _BAR_INTERVAL_SECONDS if callback else every
+        self.started = time.monotonic()
+        self.next_at = self.started if callback else self.started + every
+
+    def tick(self, *, last: bool = False) -> None:
+        """Report if it is time; ``last``: the bar's final state, drawn before it closes."""
+        now = time.monotonic()
+        if last and not self.callback:
+            return  # the summary follows: a last log line would only repeat it
+        if now < self.next_at and not last:
+            return
+        self.next_at = now + self.every
+        try:
+            with db.read(self.engine) as conn:
+                remaining = queue.unfinished_count(conn)
+        except Exception as error:  # noqa: BLE001 - an outage is the workers' to report
+            log.debug("progress: could not count jobs: %s", error)
+            return
+        progress = WorkProgress(
+            done=self.done.value,
+            failed=self.failed.value,
+            remaining=remaining,
+            seconds=now - self.started,
+        )
+        if self.callback:
+            self.callback(progress)
+        else:
+            log.info("[Progress] %s", progress.describe())
+
+
+@dataclass(frozen=True)
 class _ChildSpec:
     settings: Settings
     database_url: str
@@ -91,8 +178,17 @@ def new_worker_id(index: int) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"
 
 
-def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) -> WorkReport:
-    """Run the supervisor until the queue is empty (--until-empty), limits are hit, or a signal."""
+def run_workers(
+    settings: Settings,
+    options: WorkOptions,
+    verbosity: int = 0,
+    progress: ProgressCallback | None = None,
+) -> WorkReport:
+    """Run the supervisor until the queue is empty (--until-empty), limits are hit, or a signal.
+
+    ``progress`` gets a WorkProgress about every half second; without it, a progress line is
+    logged every ``log.progress_seconds``.
+    """
     database_url = settings.database_url
     engine = db.make_engine(settings, database_url)
     db.ensure_schema(engine)
@@ -109,6 +205,7 @@ def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) ->
     done, failed = context.Value("q", 0), context.Value("q", 0)
     budget = context.Value("q", options.max_jobs if options.max_jobs is not None else -1)
     requested = {"stop": False}
+    reporter = _ProgressReporter(engine, done, failed, progress, settings.log.progress_seconds)
 
     def request_stop(signum: int, _frame: object) -> None:
         requested["stop"] = True
@@ -153,6 +250,7 @@ def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) ->
             if requested["stop"] or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(_REAP_INTERVAL_SECONDS)
+            reporter.tick()
             for index, when in list(respawn_at.items()):
                 if time.monotonic() >= when:
                     del respawn_at[index]
@@ -170,6 +268,7 @@ def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) ->
                 lived = time.monotonic() - spawned_at[index]
                 respawn_at[index] = time.monotonic() + (_CRASH_BACKOFF_SECONDS if lived < 5 else 0)
         _shutdown(engine, children, stop, settings.queue.shutdown_grace)
+        reporter.tick(last=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -414,7 +414,7 @@ def _wait_for_settled(
     A file is settled once it has not been modified for ``ingest.settle_seconds``. Returns what
     is still being written when the wait ends.
     """
-    log.info("waiting up to %.0f s for %d files still being written", settle_wait, len(unsettled))
+    log.info("waiting up to %g s for %d files still being written", settle_wait, len(unsettled))
     settle_ns = int(settings.ingest.settle_seconds * 1e9)
     deadline = time.monotonic() + settle_wait
     pending = unsettled
@@ -422,7 +422,8 @@ def _wait_for_settled(
         # Sleep until the first of them could have settled, in short steps.
         first_settles_ns = min(c.mtime_ns for c in pending) + settle_ns
         pause = (first_settles_ns - time.time_ns()) / 1e9
-        time.sleep(min(max(pause, 0.01), _SETTLE_POLL_SECONDS, deadline - time.monotonic()))
+        left = deadline - time.monotonic()
+        time.sleep(max(0.0, min(max(pause, 0.01), _SETTLE_POLL_SECONDS, left)))
         settled_before_ns = time.time_ns() - settle_ns
         ready: list[_Candidate] = []
         still: list[_Candidate] = []

@@ -431,7 +431,8 @@ def work(
 
     SIGINT/SIGTERM: stop claiming, finish or release the jobs in hand, exit. A worker that
     dies is replaced and its jobs requeued. Exit code 1 if any job failed during this run.
-    Progress: a bar on a terminal, otherwise a log line every log.progress_seconds.
+    Progress: a bar on a terminal (job lines then only in log.file, or with -v), otherwise a
+    log line every log.progress_seconds.
 
     \b
     Examples:
@@ -453,7 +454,10 @@ def work(
     started = time.monotonic()
     with _progress_bar(app, "work", "jobs") as bar:
         progress = (lambda p: bar(p.finished, p.finished + p.remaining)) if bar else None
-        report = run_workers(settings, options, app.verbosity, progress=progress)
+        # Under a bar, two lines a job would scroll it away: workers keep warnings and errors
+        # on the terminal (-v shows everything; log.file keeps its level either way).
+        child_verbosity = -1 if bar and app.verbosity == 0 else app.verbosity
+        report = run_workers(settings, options, child_verbosity, progress=progress)
     seconds = time.monotonic() - started
     if as_json:
         click.echo(

@@ -131,6 +131,8 @@ class _ProgressReporter:
         if now < self.next_at and not last:
             return
         self.next_at = now + self.every
+        # Counters first: a job finishing meanwhile is then in neither count, never in both.
+        done, failed = self.done.value, self.failed.value
         try:
             with db.read(self.engine) as conn:
                 remaining = queue.unfinished_count(conn)
@@ -138,10 +140,7 @@ class _ProgressReporter:
             log.debug("progress: could not count jobs: %s", error)
             return
         progress = WorkProgress(
-            done=self.done.value,
-            failed=self.failed.value,
-            remaining=remaining,
-            seconds=now - self.started,
+            done=done, failed=failed, remaining=remaining, seconds=now - self.started
         )
         if self.callback:
             self.callback(progress)

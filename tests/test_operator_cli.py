@@ -192,6 +192,18 @@ def test_quiet_leaves_warnings_errors_and_stdout_but_no_summaries(
     assert "ingest:" not in broken.stderr
 
 
+def test_quiet_keeps_the_shared_log_file_at_its_level(tmp_path: Path, db_url: str) -> None:
+    env = photoctl_env(tmp_path, db_url, PHOTOCTL_LOG_FILE=str(tmp_path / "photoctl.log"))
+    write_tree(tmp_path / "photos", 2)
+    result = run_photoctl(["-q", "ingest", str(tmp_path / "photos")], env)
+    assert (result.returncode, result.stderr) == (0, "")
+    worked = run_photoctl(["-q", "work", "-n", "1", "--engine", "none", "--until-empty"], env)
+    assert (worked.returncode, worked.stderr) == (0, "")
+    record = (tmp_path / "photoctl.log").read_text()
+    assert "[PhotoQueue] 2 jobs enqueued" in record
+    assert record.count("Processing job") == 2
+
+
 def test_watch_prints_only_when_something_changed_and_sigterm_exits_0(
     tmp_path: Path, db_url: str
 ) -> None:
@@ -306,6 +318,7 @@ def test_work_draws_a_progress_bar_on_a_terminal(tmp_path: Path, db_url: str) ->
     assert {total for _, total, _, _ in bars} == {"20"}
     assert any(rate != "?" and eta != "?" for _, _, eta, rate in bars)  # a rate and an ETA
     assert "[Progress]" not in screen
+    assert "Processing job" not in screen  # job lines would scroll the bar away
 
 
 def test_json_of_doctor_and_jobs_show_retry_prune(tmp_path: Path, db_url: str) -> None:

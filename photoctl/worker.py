@@ -69,11 +69,11 @@ class WorkReport:
 
 @dataclass(frozen=True)
 class WorkProgress:
-    """Where a `work` run stands: this run's results and what the job table still holds."""
+    """Where a `work` run stands, from one snapshot of the job table."""
 
-    done: int  # jobs this run completed
-    failed: int  # jobs this run failed for good
-    remaining: int  # queued, retrying or running, by any worker on any machine
+    done: int  # jobs completed since the run started, by any worker on any machine
+    failed: int  # jobs failed for good since the run started
+    remaining: int  # queued, retrying or running
     seconds: float  # since the run started
 
     @property
@@ -108,18 +108,17 @@ def _duration(seconds: float) -> str:
 
 
 class _ProgressReporter:
-    """Progress for the operator, from the supervisor's loop (it never stops the loop)."""
+    """Progress for the operator, from the supervisor's loop (it never stops the loop).
 
-    def __init__(
-        self,
-        engine: Engine,
-        done: Any,
-        failed: Any,
-        callback: ProgressCallback | None,
-        every: float,
-    ) -> None:
-        self.engine, self.done, self.failed, self.callback = engine, done, failed, callback
+    Counts come from the job table, in one statement: jobs finished since the run started and
+    jobs not finished yet, so done + left is exact at every moment and other machines' work
+    shows too.
+    """
+
+    def __init__(self, engine: Engine, callback: ProgressCallback | None, every: float) -> None:
+        self.engine, self.callback = engine, callback
         self.every = _BAR_INTERVAL_SECONDS if callback else every
+        self.started_at = time.time()
         self.started = time.monotonic()
         self.next_at = self.started if callback else self.started + every
 
@@ -131,11 +130,9 @@ class _ProgressReporter:
         if now < self.next_at and not last:
             return
         self.next_at = now + self.every
-        # Counters first: a job finishing meanwhile is then in neither count, never in both.
-        done, failed = self.done.value, self.failed.value
         try:
             with db.read(self.engine) as conn:
-                remaining = queue.unfinished_count(conn)
+                done, failed, remaining = queue.progress_counts(conn, self.started_at)
         except Exception as error:  # noqa: BLE001 - an outage is the workers' to report
             log.debug("progress: could not count jobs: %s", error)
             return
@@ -204,7 +201,7 @@ def run_workers(
     done, failed = context.Value("q", 0), context.Value("q", 0)
     budget = context.Value("q", options.max_jobs if options.max_jobs is not None else -1)
     requested = {"stop": False}
-    reporter = _ProgressReporter(engine, done, failed, progress, settings.log.progress_seconds)
+    reporter = _ProgressReporter(engine, progress, settings.log.progress_seconds)
 
     def request_stop(signum: int, _frame: object) -> None:
         requested["stop"] = True

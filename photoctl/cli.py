@@ -2,16 +2,23 @@
 
 Exit codes: 0 success, 1 the command ran but some items failed (or a runtime error), 2 bad usage
 or configuration. Machine-readable output goes to stdout; messages and progress to stderr, with
-progress bars only when stderr is a terminal.
+progress bars only when stderr is a terminal; -q leaves warnings and errors only. SIGTERM and a
+closed stdout (`photoctl jobs list | head -1`) end a command quietly with 0: long-running loops
+stop at their next safe point, anything else unwinds (transactions roll back).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import select
+import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,12 +39,59 @@ class UsageProblem(click.ClickException):
     exit_code = 2
 
 
+class Stopped(BaseException):  # noqa: N818 - a request, like KeyboardInterrupt, not a failure
+    """SIGTERM or a closed stdout: end the command quietly with exit code 0.
+
+    A BaseException, so no `except Exception` on the way swallows it, and click (which turns a
+    broken pipe into exit 1) lets it through.
+    """
+
+
+class _StopRequest:
+    """SIGTERM as a request. Inside `deferred()` it only sets a flag that the command's loop
+    checks at its next safe point; anywhere else it raises Stopped at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._deferring = 0
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.requested = True
+        if not self._deferring:
+            raise Stopped
+
+    @contextmanager
+    def deferred(self) -> Iterator[_StopRequest]:
+        self._deferring += 1
+        try:
+            yield self
+        finally:
+            self._deferring -= 1
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True as soon as a stop was asked (SIGTERM or Ctrl-C)."""
+        deadline = time.monotonic() + seconds
+        try:
+            while not self.requested and time.monotonic() < deadline:
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        except KeyboardInterrupt:
+            self.requested = True
+        return self.requested
+
+
+_stop = _StopRequest()
+
+
 class PhotoctlGroup(click.Group):
     """Turns photoctl's own errors into clean messages and exit codes, for every subcommand."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            if _stdout_is_gone():
+                raise Stopped from None  # the reader went away (`| head`): nothing left to do
+            raise
         except ConfigError as error:
             raise UsageProblem(str(error)) from None
         except NotFound as error:
@@ -94,6 +148,19 @@ class App:
 
     def show_progress(self) -> bool:
         return self.verbosity >= 0 and sys.stderr.isatty()
+
+    def say(self, message: str) -> None:
+        """A summary or note for the operator on stderr; -q silences it (not warnings)."""
+        if self.verbosity >= 0:
+            click.echo(message, err=True)
+
+    def warn(self, message: str) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+
+def json_option(help_text: str = "Print the result as JSON on stdout.") -> Callable:
+    """The one --json flag of every command that has one (parameter name: as_json)."""
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
 pass_app = click.make_pass_decorator(App)
@@ -169,16 +236,52 @@ def cli(
 def main() -> None:
     """Console entry point. A .env in the working directory fills unset variables."""
     load_dotenv(Path.cwd() / ".env", override=False)
+    signal.signal(signal.SIGTERM, _stop.on_signal)
+    code = _run()
     try:
-        cli.main(prog_name="photoctl", standalone_mode=False)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+    sys.exit(code)
+
+
+def _stdout_is_gone() -> bool:
+    """Whether stdout's reader went away (and not some socket of the command's)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # POLLERR: a pipe whose reader closed
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _run() -> int | str | None:
+    try:
+        outcome = cli.main(prog_name="photoctl", standalone_mode=False)
+    except SystemExit as exiting:
+        return exiting.code
+    except (Stopped, BrokenPipeError):
+        return 0  # a stdout that is gone is dropped by main's last flush
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as error:
         error.show()
-        sys.exit(error.exit_code)
+        return error.exit_code
     except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
+        return done.exit_code
     except Exception as error:  # noqa: BLE001 - the last line of defence: no traceback by default
         log = logging.getLogger("photoctl")
         log.debug("unexpected error", exc_info=True)
@@ -186,7 +289,8 @@ def main() -> None:
             f"Error: unexpected {type(error).__name__}: {error} (run with -v for the traceback)",
             err=True,
         )
-        sys.exit(1)
+        return 1
+    return outcome if isinstance(outcome, int) else 0
 
 
 # -- init -----------------------------------------------------------------------------------
@@ -223,49 +327,91 @@ def init(app: App) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--album", help="Album name given to the new photos.")
 @click.option(
-    "--watch", is_flag=True, help="Keep running and ingest new files as they settle (Ctrl-C stops)."
+    "--watch",
+    is_flag=True,
+    help="Keep running and ingest new files as they settle; print only when something changed "
+    "(Ctrl-C or SIGTERM stops).",
 )
 @click.option("--dry-run", is_flag=True, help="Report what would be registered; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option(
+    "--ignore",
+    "ignore",
+    multiple=True,
+    metavar="GLOB",
+    help="Skip files and folders whose name matches GLOB (repeatable), besides ingest.ignore "
+    "[default: @eaDir, #recycle, .thumbnails, $RECYCLE.BIN].",
+)
+@json_option("Print the summary as JSON on stdout.")
 @pass_app
 def ingest(
-    app: App, paths: tuple[str, ...], album: str | None, watch: bool, dry_run: bool, as_json: bool
+    app: App,
+    paths: tuple[str, ...],
+    album: str | None,
+    watch: bool,
+    dry_run: bool,
+    ignore: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Register every image under PATHS and enqueue one processing job per new photo.
 
     Same content twice is one photo. Unchanged files are skipped without being read; files
-    modified in the last ingest.settle_seconds are left for the next run. Exit code 1 if any
-    file could not be ingested (each is named with its reason).
+    modified in the last ingest.settle_seconds are still being written: a one-shot run waits up
+    to ingest.settle_wait_seconds for them, --watch takes them in a later scan. Exit code 1 if
+    any file could not be ingested (each is named with its reason), 2 if a PATH does not exist.
 
     \b
     Example:
-      photoctl ingest ./event-2026 --album "Marathon 2026"
+      photoctl ingest ./event-2026 --album "Marathon 2026" --ignore 'Rejects'
     """
-    from photoctl.ingest import ingest_paths
+    from photoctl.ingest import check_roots, ingest_paths
 
+    check_roots(paths)
     # A dry run reports against the database if there is one, and creates nothing.
     engine = app.engine(create=True) if not dry_run else app.engine_if_exists()
     location = db.database_location(app.settings)
     any_errors = False
-    while True:
-        with _progress_bar(app, "hashing", "files") as progress:
-            report = ingest_paths(
-                engine, app.settings, paths, album=album, dry_run=dry_run, progress=progress
+    settle_wait = 0.0 if watch or dry_run else app.settings.ingest.settle_wait_seconds
+    seen_errors: set[tuple[str, str]] | None = None  # of the previous scan; None: first scan
+    seen_unsettled = 0
+    with _stop.deferred():
+        while True:
+            with _progress_bar(app, "hashing", "files") as progress:
+                report = ingest_paths(
+                    engine,
+                    app.settings,
+                    paths,
+                    album=album,
+                    dry_run=dry_run,
+                    progress=progress,
+                    ignore=ignore,
+                    settle_wait=settle_wait,
+                    should_stop=lambda: _stop.requested,
+                )
+            any_errors = any_errors or bool(report.errors)
+            errors = set(report.errors)
+            # --watch: the same errors and the same files still being written, scan after
+            # scan, are not news; new files, new errors and settled files are.
+            changed = (
+                seen_errors is None
+                or report.new
+                or report.duplicates
+                or report.unsettled != seen_unsettled
+                or errors != seen_errors
             )
-        any_errors = any_errors or bool(report.errors)
-        for name, reason in report.errors:
-            click.echo(f"error: {name}: {reason}", err=True)
-        if as_json:
-            click.echo(json.dumps(report.as_json()))
-        if not as_json or watch:
-            prefix = "dry run: would ingest " if dry_run else "ingest: "
-            click.echo(f"{prefix}{report.summary()} (database {location})", err=True)
-        if not watch:
-            break
-        try:
-            time.sleep(app.settings.ingest.watch_interval_seconds)
-        except KeyboardInterrupt:
-            break
+            if changed:
+                for name, reason in report.errors:
+                    if seen_errors is None or (name, reason) not in seen_errors:
+                        click.echo(f"error: {name}: {reason}", err=True)
+                if seen_errors is None and not report.found and not report.errors:
+                    app.warn(f"no images found under {', '.join(paths)}")
+                if as_json:
+                    click.echo(json.dumps(report.as_json()))
+                if not as_json or watch:
+                    prefix = "dry run: would ingest " if dry_run else "ingest: "
+                    app.say(f"{prefix}{report.summary()} (database {location})")
+            seen_errors, seen_unsettled = errors, report.unsettled
+            if not watch or _stop.wait(app.settings.ingest.watch_interval_seconds):
+                break
     if any_errors:
         sys.exit(1)
 
@@ -287,8 +433,7 @@ class _progress_bar:
 
             self.bar = tqdm(total=total, desc=self.description, unit=self.unit, leave=False)
         self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        self.bar.update(done - self.bar.n)  # through update(), so tqdm measures the rate
 
     def __exit__(self, *exc_info: object) -> None:
         if self.bar is not None:
@@ -322,6 +467,7 @@ class _progress_bar:
     type=click.Choice(config_module.ENGINE_NAMES),
     help="Face engine [default: faces.engine].",
 )
+@json_option("Print the final report (done, failed, restarted, seconds) as JSON on stdout.")
 @pass_app
 def work(
     app: App,
@@ -330,11 +476,14 @@ def work(
     max_jobs: int | None,
     max_seconds: float | None,
     engine_name: str | None,
+    as_json: bool,
 ) -> None:
     """Run worker processes that process queued photos.
 
     SIGINT/SIGTERM: stop claiming, finish or release the jobs in hand, exit. A worker that
     dies is replaced and its jobs requeued. Exit code 1 if any job failed during this run.
+    Progress: a bar on a terminal (job lines then only in log.file, or with -v), otherwise a
+    log line every log.progress_seconds.
 
     \b
     Examples:
@@ -354,11 +503,28 @@ def work(
         max_seconds=max_seconds,
         engine=settings.faces.engine,
     )
-    report = run_workers(settings, options, app.verbosity)
-    click.echo(
+    started = time.monotonic()
+    with _progress_bar(app, "work", "jobs") as bar:
+        progress = (lambda p: bar(p.finished, p.finished + p.remaining)) if bar else None
+        # Under a bar, two lines a job would scroll it away: workers keep warnings and errors
+        # on the terminal (-v shows everything; log.file keeps its level either way).
+        child_verbosity = -1 if bar and app.verbosity == 0 else app.verbosity
+        report = run_workers(settings, options, child_verbosity, progress=progress)
+    seconds = time.monotonic() - started
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "done": report.done,
+                    "failed": report.failed,
+                    "restarted": report.restarted,
+                    "seconds": round(seconds, 3),
+                }
+            )
+        )
+    app.say(
         f"work: {report.done} jobs done, {report.failed} failed, "
-        f"{report.restarted} workers restarted",
-        err=True,
+        f"{report.restarted} workers restarted in {seconds:.1f} s"
     )
     if report.failed:
         sys.exit(1)
@@ -368,31 +534,28 @@ def work(
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the stats object as JSON.")
+@json_option("Print the stats object as JSON (one line per --watch round, with a timestamp).")
 @click.option(
     "--watch",
     type=click.FloatRange(min=0.1),
     metavar="SECONDS",
-    help="Print again every SECONDS until interrupted.",
+    help="Print again every SECONDS until interrupted (Ctrl-C or SIGTERM: exit 0).",
 )
 @pass_app
 def stats(app: App, as_json: bool, watch: float | None) -> None:
-    """Queue, photo and cache figures (the same object as GET /api/admin/queue/stats)."""
+    """Queue, photo, cache and time-to-findable figures (as GET /api/admin/queue/stats)."""
     from photoctl import stats as stats_module
 
     engine = app.engine()
-    while True:
-        with db.read(engine) as conn:
-            figures = stats_module.collect(conn, app.settings, cache_stats=_cache(app).stats())
-        click.echo(json.dumps(figures) if as_json else stats_module.render(figures))
-        if watch is None:
-            return
-        try:
-            time.sleep(watch)
-        except KeyboardInterrupt:
-            return
-        if not as_json:
-            click.echo("")
+    with _stop.deferred():
+        while True:
+            with db.read(engine) as conn:
+                figures = stats_module.collect(conn, app.settings, cache_stats=_cache(app).stats())
+            click.echo(json.dumps(figures) if as_json else stats_module.render(figures))
+            if watch is None or _stop.wait(watch):
+                return
+            if not as_json:
+                click.echo("")
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -412,7 +575,7 @@ def _when(epoch: float | None) -> str:
 @jobs.command("list")
 @click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option("One JSON object per line.")
 @pass_app
 def jobs_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first.
@@ -436,11 +599,15 @@ def jobs_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
 
 @jobs.command("show")
 @click.argument("job_id")
+@json_option("Print the job as one JSON object (times as epoch seconds).")
 @pass_app
-def jobs_show(app: App, job_id: str) -> None:
+def jobs_show(app: App, job_id: str, as_json: bool) -> None:
     """Everything about one job (an id or a unique prefix of one)."""
     with db.read(app.engine()) as conn:
         job = queue.get_job(conn, job_id)
+    if as_json:
+        click.echo(json.dumps(job.__dict__))
+        return
     for label, value in [
         ("id", job.id),
         ("kind", job.kind),
@@ -462,8 +629,9 @@ def jobs_show(app: App, job_id: str) -> None:
 @jobs.command("retry")
 @click.argument("job_ids", nargs=-1)
 @click.option("--failed", is_flag=True, help="Retry every failed job.")
+@json_option('Print {"queued_again": N} on stdout.')
 @pass_app
-def jobs_retry(app: App, job_ids: tuple[str, ...], failed: bool) -> None:
+def jobs_retry(app: App, job_ids: tuple[str, ...], failed: bool, as_json: bool) -> None:
     """Queue failed (or done) jobs again with fresh attempts.
 
     \b
@@ -476,7 +644,9 @@ def jobs_retry(app: App, job_ids: tuple[str, ...], failed: bool) -> None:
     with db.write(app.engine()) as conn:
         ids = [queue.resolve_job_id(conn, job_id) for job_id in job_ids]
         count = queue.retry_jobs(conn, ids, failed=failed)
-    click.echo(f"{count} jobs queued again", err=True)
+    if as_json:
+        click.echo(json.dumps({"queued_again": count}))
+    app.say(f"{count} jobs queued again")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -503,12 +673,15 @@ class Duration(click.ParamType):
 @click.option(
     "--include-failed", is_flag=True, help="Delete failed jobs too (their reasons are lost)."
 )
+@json_option('Print {"pruned": N} on stdout.')
 @pass_app
-def jobs_prune(app: App, older_than: float, include_failed: bool) -> None:
+def jobs_prune(app: App, older_than: float, include_failed: bool, as_json: bool) -> None:
     """Delete finished jobs older than a duration (done ones; failed ones only if asked)."""
     with db.write(app.engine()) as conn:
         count = queue.prune_jobs(conn, older_than, include_failed=include_failed)
-    click.echo(f"{count} jobs pruned", err=True)
+    if as_json:
+        click.echo(json.dumps({"pruned": count}))
+    app.say(f"{count} jobs pruned")
 
 
 # -- config and doctor ----------------------------------------------------------------------
@@ -520,7 +693,7 @@ def config() -> None:
 
 
 @config.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print as a JSON object.")
+@json_option("Print as a JSON object.")
 @pass_app
 def config_show(app: App, as_json: bool) -> None:
     """Every key with its effective value and where that value came from."""
@@ -541,31 +714,44 @@ def config_example() -> None:
 
 
 @cli.command()
+@json_option('Print {"ok": bool, "checks": [{"name", "ok", "detail"}, ...]} on stdout.')
 @pass_app
-def doctor(app: App) -> None:
+def doctor(app: App, as_json: bool) -> None:
     """Check the configuration, the database, the schema and the storage root; say how to fix
     what is wrong. Exit code 1 if any check fails, 2 if there is no database at all."""
     from photoctl.doctor import config_failure, run_checks
 
     try:
         settings = app.settings
+        checks = None
     except ConfigError as error:
         # The other checks need the settings: a broken file is the one thing to fix first.
-        check = config_failure(error)
-        click.echo(f"[FAIL] {check.name}: {check.detail}")
-        sys.exit(1)
-    engine = app.engine_unchecked()
-    try:
-        if not db.database_exists(settings, engine):
-            raise NoDatabase(db.database_location(settings))
-    except TransientError:
-        pass  # unreachable: the database check says so, with what to do
-    problems = 0
-    for check in run_checks(settings, engine):
-        mark = "ok  " if check.ok else "FAIL"
-        click.echo(f"[{mark}] {check.name}: {check.detail}")
-        problems += not check.ok
-    if problems:
+        checks = [config_failure(error)]
+    if checks is None:
+        engine = app.engine_unchecked()
+        try:
+            if not db.database_exists(settings, engine):
+                raise NoDatabase(db.database_location(settings))
+        except TransientError:
+            pass  # unreachable: the database check says so, with what to do
+        checks = run_checks(settings, engine)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": all(check.ok for check in checks),
+                    "checks": [
+                        {"name": check.name, "ok": check.ok, "detail": check.detail}
+                        for check in checks
+                    ],
+                }
+            )
+        )
+    else:
+        for check in checks:
+            mark = "ok  " if check.ok else "FAIL"
+            click.echo(f"[{mark}] {check.name}: {check.detail}")
+    if not all(check.ok for check in checks):
         sys.exit(1)
 
 
@@ -637,7 +823,7 @@ def users_add(
         except (PhotoctlError, click.ClickException):
             users_module.delete_user(app.engine(), None, name)
             raise
-        click.echo(f"{name} enrolled: matched in {count} photos", err=True)
+        app.say(f"{name} enrolled: matched in {count} photos")
     click.echo(token)
 
 
@@ -658,7 +844,7 @@ def users_enroll(app: App, name: str, selfie: Path, largest: bool) -> None:
       photoctl users enroll bob --selfie bob.jpg
     """
     count = _enroll(app, name, selfie, largest)
-    click.echo(f"{name} enrolled: matched in {count} photos", err=True)
+    app.say(f"{name} enrolled: matched in {count} photos")
 
 
 @users.command("token")
@@ -672,7 +858,7 @@ def users_token(app: App, name: str) -> None:
 
 
 @users.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option("One JSON object per line.")
 @pass_app
 def users_list(app: App, as_json: bool) -> None:
     """Users with their role, enrollment and number of matched photos."""
@@ -732,7 +918,7 @@ def users_delete(app: App, name: str, yes: bool) -> None:
             click.echo(f"{name} not deleted", err=True)
             sys.exit(1)
     users_module.delete_user(engine, app.face_engine(), name, cache=_cache(app, scoped=True))
-    click.echo(f"{name} deleted", err=True)
+    app.say(f"{name} deleted")
     if db.is_postgresql(engine):
         click.echo(
             "PostgreSQL keeps the deleted rows' bytes on disk until the next VACUUM of their "
@@ -762,11 +948,11 @@ def cache() -> None:
 def cache_clear(app: App) -> None:
     """Empty the response cache (every serve process on this machine sees it at once)."""
     removed = _cache(app).clear()
-    click.echo(f"cache cleared ({removed} entries)", err=True)
+    app.say(f"cache cleared ({removed} entries)")
 
 
 @cache.command("stats")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option("Print as JSON.")
 @pass_app
 def cache_stats(app: App, as_json: bool) -> None:
     """Entries, hits, misses and hit rate of the response cache."""
@@ -810,6 +996,29 @@ def _listen_without_nagle() -> None:
     Config.bind_socket = bind_without_nagle
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """UsageProblem (one line, exit 2) if host:port cannot be bound, e.g. already in use.
+
+    uvicorn would log the bind error with its own prefix and exit 1; binding once here, the way
+    uvicorn binds (SO_REUSEADDR), turns it into photoctl's one `Error:` line.
+    """
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise UsageProblem(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            reason = (error.strerror or str(error)).lower()
+            raise UsageProblem(
+                f"cannot listen on {host}:{port}: {reason} (give another --port or serve.port)"
+            ) from None
+
+
 @cli.command()
 @click.option("--host", help="Address to listen on [default: serve.host, 127.0.0.1].")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port [default: serve.port, 8000].")
@@ -838,12 +1047,14 @@ def serve(app: App, host: str | None, port: int | None, workers: int | None) -> 
     os.environ["PHOTOCTL_FACES_ENGINE"] = settings.faces.engine
     if settings.config_file:
         os.environ["PHOTOCTL_CONFIG"] = str(settings.config_file.resolve())
+    host, port = host or settings.serve.host, port or settings.serve.port
+    _check_can_listen(host, port)
     _listen_without_nagle()
     uvicorn.run(
         "photoctl.api.app:app_from_env",
         factory=True,
-        host=host or settings.serve.host,
-        port=port or settings.serve.port,
+        host=host,
+        port=port,
         workers=workers or settings.serve.workers,
         log_level="warning" if app.verbosity < 0 else "info",
         access_log=app.verbosity > 0,

@@ -114,6 +114,17 @@ class IngestSettings:
         minimum=0,
     )
     watch_interval_seconds: float = _key(5.0, "How often `ingest --watch` rescans", minimum=0.1)
+    settle_wait_seconds: float = _key(
+        60.0,
+        "A one-shot ingest (not --watch) waits up to this long for files still being written "
+        "to settle; what is still changing then is left for the next run",
+        minimum=0,
+    )
+    ignore: str = _key(
+        "@eaDir, #recycle, .thumbnails, $RECYCLE.BIN",
+        "Comma-separated globs: files and folders whose name matches one (case-insensitively) "
+        "are not ingested; `ingest --ignore GLOB` adds more",
+    )
 
 
 @dataclass(frozen=True)
@@ -229,6 +240,11 @@ class LogSettings:
     file: str = _key("", "Rotating log file shared by every process; empty means stderr only")
     max_bytes: int = _key(10 * 1024 * 1024, "Rotate the log file at this size", minimum=1024)
     backup_count: int = _key(5, "Rotated log files kept", minimum=0)
+    progress_seconds: float = _key(
+        30.0,
+        "`photoctl work` without a terminal logs a progress line this often (a bar otherwise)",
+        minimum=0.1,
+    )
 
 
 SECTIONS: dict[str, type] = {

@@ -2,17 +2,22 @@
 
 Paths are handled as bytes end to end, so names that are not valid UTF-8 are ingested like any
 other. A re-run skips files whose path, size and mtime are unchanged without reading them;
-files modified within ``ingest.settle_seconds`` are left for the next run (still being
-written). Hashing runs in a few threads: hashlib releases the GIL on large buffers, so reading
-and hashing overlap on both cores. Progress goes through a callback; the CLI draws it.
+files modified within ``ingest.settle_seconds`` are still being written: a one-shot ingest waits
+up to ``settle_wait`` seconds for them to settle (a photographer's copy in progress is then
+ingested by the run that saw it), ``--watch`` leaves them for its next scan. Files and folders
+whose name matches an ignore glob (NAS housekeeping such as ``@eaDir``) are never looked at.
+Hashing runs in a few threads: hashlib releases the GIL on large buffers, so reading and hashing
+overlap on both cores. Progress goes through a callback; the CLI draws it.
 """
 
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import logging
 import os
+import re
 import stat
 import time
 import unicodedata
@@ -32,6 +37,7 @@ from photoctl.models import JobKind
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]  # (files examined, files to examine)
+StopCheck = Callable[[], bool]  # True once the caller wants the settle wait cut short
 
 _EXTENSIONS = frozenset(ext.encode() for ext in IMAGE_EXTENSIONS)
 _REGISTER_BATCH = 1000
@@ -41,14 +47,18 @@ _HASH_THREADS = 4
 # 25 KiB: 0.26 s in single-file tasks, 0.19 s in groups), while a large file is still a task alone.
 _HASH_TASK_BYTES = 1 << 20
 _HASH_TASK_FILES = 64
+# Longest single sleep while waiting for files to settle: short enough to notice a stop request.
+_SETTLE_POLL_SECONDS = 0.25
 
 
 @dataclass
 class IngestReport:
     new: int = 0
     duplicates: int = 0
-    skipped: int = 0  # unchanged since the last run, or still being written
+    skipped: int = 0  # unchanged + unsettled
+    unchanged: int = 0  # the part of skipped that was ingested before, same size and mtime
     unsettled: int = 0  # the part of skipped that is still being written
+    found: int = 0  # image files seen by the walk, whatever became of them
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     seconds: float = 0.0
     job_ids: list[str] = field(default_factory=list)
@@ -58,16 +68,64 @@ class IngestReport:
             "new": self.new,
             "duplicates": self.duplicates,
             "skipped": self.skipped,
+            "unchanged": self.unchanged,
+            "still_being_written": self.unsettled,
             "errors": len(self.errors),
             "seconds": round(self.seconds, 3),
             "error_files": [{"file": name, "reason": reason} for name, reason in self.errors],
         }
 
     def summary(self) -> str:
+        # The first part keeps its historic shape (scripts grep for it); the split follows.
+        split = (
+            f" (skipped: {self.unchanged} unchanged, {self.unsettled} still being written)"
+            if self.skipped
+            else ""
+        )
         return (
             f"{self.new} new, {self.duplicates} duplicates, {self.skipped} skipped, "
-            f"{len(self.errors)} errors in {self.seconds:.2f} s"
+            f"{len(self.errors)} errors in {self.seconds:.2f} s{split}"
         )
+
+
+def check_roots(roots: Sequence[str | bytes]) -> None:
+    """ConfigError naming every root that does not exist: a typo, not a file that failed."""
+    missing = []
+    for root in roots:
+        try:
+            os.stat(root)
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(display_path(os.fsencode(root)))
+        except OSError:
+            pass  # exists but unreadable: the walk reports it with its reason
+    if missing:
+        raise ConfigError("; ".join(f"no such file or directory: {path}" for path in missing))
+
+
+def ignore_matcher(globs: Sequence[str]) -> Callable[[bytes], bool]:
+    """A test for one path component (a file or folder name) against shell globs.
+
+    Case-insensitive, because NAS and Windows shares spell their housekeeping folders both
+    ways ("$RECYCLE.BIN", "$Recycle.Bin"). Globs are compiled into one regular expression over
+    bytes, so names that are not valid UTF-8 are matched like any other.
+    """
+    patterns = [os.fsencode(glob.strip()).lower() for glob in globs if glob.strip()]
+    if not patterns:
+        return lambda _name: False
+    # fnmatch.translate works on str; latin-1 maps each byte to one character and back.
+    regex = re.compile(
+        b"|".join(
+            fnmatch.translate(pattern.decode("latin-1")).encode("latin-1") for pattern in patterns
+        )
+    )
+    return lambda name: regex.match(name.lower()) is not None
+
+
+def ignore_globs(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
+    """The configured ignore globs (``ingest.ignore``, comma-separated) plus ``extra``."""
+    return [glob.strip() for glob in settings.ingest.ignore.split(",") if glob.strip()] + [
+        glob for glob in extra if glob.strip()
+    ]
 
 
 @dataclass(frozen=True)
@@ -109,18 +167,27 @@ def _has_image_extension(name: bytes) -> bool:
     return dot > 0 and name[dot:].lower() in _EXTENSIONS
 
 
-def walk_images(roots: Sequence[str | bytes], report: IngestReport) -> Iterator[_Candidate]:
-    """Every image file below the roots (following directory symlinks, never in a loop)."""
+def walk_images(
+    roots: Sequence[str | bytes],
+    report: IngestReport,
+    ignored: Callable[[bytes], bool] = lambda _name: False,
+) -> Iterator[_Candidate]:
+    """Every image file below the roots (following directory symlinks, never in a loop).
+
+    Below a root, a file or folder whose name is ``ignored`` is skipped with all it holds; a
+    root given explicitly is always walked.
+    """
     visited: set[tuple[int, int]] = set()
     for root in roots:
-        root_bytes = os.fsencode(root)
+        # Absolute: workers and serve may run from any directory, on the paths stored here.
+        root_bytes = os.path.abspath(os.fsencode(root))
         try:
             info = os.stat(root_bytes)
         except OSError as error:
             report.errors.append((display_path(root_bytes), _reason(error)))
             continue
         if stat.S_ISDIR(info.st_mode):
-            yield from _walk_directory(root_bytes, info, visited, report)
+            yield from _walk_directory(root_bytes, info, visited, report, ignored)
         elif stat.S_ISREG(info.st_mode):
             # Workers open photos without following a final symlink: register the file itself.
             path = os.path.realpath(root_bytes) if os.path.islink(root_bytes) else root_bytes
@@ -130,7 +197,11 @@ def walk_images(roots: Sequence[str | bytes], report: IngestReport) -> Iterator[
 
 
 def _walk_directory(
-    directory: bytes, info: os.stat_result, visited: set[tuple[int, int]], report: IngestReport
+    directory: bytes,
+    info: os.stat_result,
+    visited: set[tuple[int, int]],
+    report: IngestReport,
+    ignored: Callable[[bytes], bool],
 ) -> Iterator[_Candidate]:
     stack = [(directory, info)]
     while stack:
@@ -149,6 +220,9 @@ def _walk_directory(
         for entry in entries:
             if entry.name.startswith(b"."):
                 continue  # hidden files, including macOS "._IMG_0001.jpg" resource forks
+            if ignored(entry.name):
+                log.debug("ignoring %s", display_path(entry.path))
+                continue
             try:
                 entry_info = entry.stat()  # follows symlinks
             except OSError as error:
@@ -240,8 +314,15 @@ def ingest_paths(
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
     now: float | None = None,
+    ignore: Sequence[str] = (),
+    settle_wait: float = 0.0,
+    should_stop: StopCheck | None = None,
 ) -> IngestReport:
-    """Register every image below ``roots``; enqueue a job for each new photo."""
+    """Register every image below ``roots``; enqueue a job for each new photo.
+
+    ``ignore`` adds globs to ``ingest.ignore``. Files still being written are waited for up to
+    ``settle_wait`` seconds (0: left for the next run); ``should_stop`` cuts that wait short.
+    """
     started = time.perf_counter()
     now = time.time() if now is None else now
     album = check_album(album)
@@ -249,21 +330,65 @@ def ingest_paths(
     if engine is not None and not dry_run:
         with db.write(engine) as conn:
             catalog.register_roots(conn, engine, ingest_roots(roots), now)
-    candidates = list(walk_images(roots, report))
+    ignored = ignore_matcher(ignore_globs(settings, ignore))
+    candidates = list(walk_images(roots, report, ignored))
+    report.found = len(candidates)
     if engine is not None:
         with db.read(engine) as conn:
             known = catalog.known_files(conn, [c.path for c in candidates])
     else:
         known = {}
     settle_before_ns = int((now - settings.ingest.settle_seconds) * 1e9)
-    to_hash: list[_Candidate] = []
+    unsettled: list[_Candidate] = []
+    fresh: list[_Candidate] = []
     for candidate in candidates:
         if known.get(candidate.path) == (candidate.size_bytes, candidate.mtime_ns):
-            report.skipped += 1
+            report.unchanged += 1
         elif candidate.mtime_ns > settle_before_ns:
-            report.skipped += 1
-            report.unsettled += 1
-        elif candidate.size_bytes == 0:
+            unsettled.append(candidate)
+        else:
+            fresh.append(candidate)
+    writing = engine is not None and not dry_run
+    hashed: list[NewFile] = []
+    unsettled += _hash_and_register(
+        engine,
+        settings,
+        _admissible(fresh, settings, report),
+        album,
+        report,
+        now,
+        writing,
+        hashed,
+        progress,
+        should_stop,
+    )
+    if settle_wait > 0 and unsettled:
+        if writing and hashed:
+            # Workers can start on these while the rest settles.
+            _register_batch(engine, hashed, album, report, now)
+            hashed.clear()
+        unsettled = _wait_for_settled(
+            engine, settings, unsettled, album, report, writing, hashed, settle_wait, should_stop
+        )
+    if not writing:
+        _count_without_writing(engine, hashed, report)
+    elif hashed:
+        _register_batch(engine, hashed, album, report, now)
+    report.unsettled = len(unsettled)
+    report.skipped = report.unchanged + report.unsettled
+    if report.unsettled:
+        log.info("left %d files still being written for the next run", report.unsettled)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _admissible(
+    candidates: Sequence[_Candidate], settings: Settings, report: IngestReport
+) -> list[_Candidate]:
+    """The candidates worth hashing; empty and oversized files become errors."""
+    admissible = []
+    for candidate in candidates:
+        if candidate.size_bytes == 0:
             report.errors.append((display_path(candidate.path), "empty file"))
         elif candidate.size_bytes > settings.ingest.max_bytes:
             report.errors.append(
@@ -274,11 +399,31 @@ def ingest_paths(
                 )
             )
         else:
-            to_hash.append(candidate)
+            admissible.append(candidate)
+    return admissible
+
+
+def _hash_and_register(
+    engine: Engine | None,
+    settings: Settings,
+    to_hash: Sequence[_Candidate],
+    album: str | None,
+    report: IngestReport,
+    now: float,
+    writing: bool,
+    hashed: list[NewFile],
+    progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+) -> list[_Candidate]:
+    """Hash ``to_hash`` into ``hashed``, registering full batches as they come (when writing).
+
+    Returns the candidates that changed while they were read (still being written). A stop
+    request ends the hashing early: what is hashed is still registered, the rest is left for the
+    next run (leaving the loop cancels the hashing tasks not yet started).
+    """
     if progress:
         progress(0, len(to_hash))
-    writing = engine is not None and not dry_run
-    hashed: list[NewFile] = []
+    changed: list[_Candidate] = []
     done = 0
     with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:
         for results in pool.map(_hash_files, _hash_tasks(to_hash)):
@@ -286,8 +431,7 @@ def ingest_paths(
                 if error:
                     report.errors.append((display_path(candidate.path), error))
                 elif digest is None:
-                    report.skipped += 1
-                    report.unsettled += 1
+                    changed.append(candidate)
                 else:
                     hashed.append(
                         NewFile(candidate.path, candidate.size_bytes, candidate.mtime_ns, digest)
@@ -298,15 +442,64 @@ def ingest_paths(
             if writing and len(hashed) >= _REGISTER_BATCH:
                 # Registered while the threads hash the rest.
                 _register_batch(engine, hashed, album, report, now)
-                hashed = []
-    if not writing:
-        _count_without_writing(engine, hashed, report)
-    elif hashed:
-        _register_batch(engine, hashed, album, report, now)
-    if report.unsettled:
-        log.info("left %d files still being written for the next run", report.unsettled)
-    report.seconds = time.perf_counter() - started
-    return report
+                hashed.clear()
+            if should_stop and should_stop():
+                log.info("stopping: %d of %d files hashed", done, len(to_hash))
+                break
+    return changed
+
+
+def _wait_for_settled(
+    engine: Engine | None,
+    settings: Settings,
+    unsettled: list[_Candidate],
+    album: str | None,
+    report: IngestReport,
+    writing: bool,
+    hashed: list[NewFile],
+    settle_wait: float,
+    should_stop: StopCheck | None,
+) -> list[_Candidate]:
+    """Wait (at most ``settle_wait`` s) for files still being written; hash each once settled.
+
+    A file is settled once it has not been modified for ``ingest.settle_seconds``. Returns what
+    is still being written when the wait ends.
+    """
+    log.info("waiting up to %g s for %d files still being written", settle_wait, len(unsettled))
+    settle_ns = int(settings.ingest.settle_seconds * 1e9)
+    deadline = time.monotonic() + settle_wait
+    pending = unsettled
+    while pending and time.monotonic() < deadline and not (should_stop and should_stop()):
+        # Sleep until the first of them could have settled, in short steps.
+        first_settles_ns = min(c.mtime_ns for c in pending) + settle_ns
+        pause = (first_settles_ns - time.time_ns()) / 1e9
+        left = deadline - time.monotonic()
+        time.sleep(max(0.0, min(max(pause, 0.01), _SETTLE_POLL_SECONDS, left)))
+        settled_before_ns = time.time_ns() - settle_ns
+        ready: list[_Candidate] = []
+        still: list[_Candidate] = []
+        for candidate in pending:
+            try:
+                info = os.stat(candidate.path)
+            except OSError as error:
+                report.errors.append((display_path(candidate.path), _reason(error)))
+                continue
+            current = _Candidate(candidate.path, info.st_size, info.st_mtime_ns)
+            (ready if current.mtime_ns <= settled_before_ns else still).append(current)
+        if ready:
+            still += _hash_and_register(
+                engine,
+                settings,
+                _admissible(ready, settings, report),
+                album,
+                report,
+                time.time(),
+                writing,
+                hashed,
+                should_stop=should_stop,
+            )
+        pending = still
+    return pending
 
 
 def _register_batch(

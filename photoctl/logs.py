@@ -3,6 +3,9 @@
 The file handler is concurrent-log-handler's, which locks around each write and rotation, so
 every worker process and every serve process can append to the same file safely. Operator-facing
 lines keep the shapes the service always had ("[PhotoWorker-0] Processing job …").
+
+-q and -v are about the terminal: -q leaves warnings and errors on stderr, while the shared file
+keeps ``log.level`` (a quiet cron job still leaves its record); -v makes both debug.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ def level_for(settings: Settings, verbosity: int) -> int:
     return getattr(logging, settings.log.level.upper())
 
 
+def file_level_for(settings: Settings, verbosity: int) -> int:
+    """The shared log file's level: -v means debug; -q does not lower the record."""
+    return level_for(settings, max(verbosity, 0))
+
+
 def setup_logging(settings: Settings, verbosity: int = 0) -> None:
     """Configure the root logger for this process (call once per process, children too)."""
     root = logging.getLogger()
@@ -32,11 +40,12 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> None:
         root.removeHandler(handler)
         handler.close()
     level = level_for(settings, verbosity)
-    root.setLevel(level)
     stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(level)
     stderr.setFormatter(logging.Formatter(_FORMAT))
     root.addHandler(stderr)
     if settings.log.file:
+        level = min(level, file_level_for(settings, verbosity))
         from concurrent_log_handler import ConcurrentRotatingFileHandler
 
         path = Path(settings.log.file)
@@ -47,8 +56,10 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> None:
             backupCount=settings.log.backup_count,
             encoding="utf-8",
         )
+        shared.setLevel(file_level_for(settings, verbosity))
         shared.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
         root.addHandler(shared)
+    root.setLevel(level)
     # Library chatter is only interesting when debugging.
     for noisy in ("alembic", "sqlalchemy", "PIL", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

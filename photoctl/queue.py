@@ -427,6 +427,25 @@ def unfinished_count(conn: Connection) -> int:
     ).scalar_one()
 
 
+def progress_counts(conn: Connection, since: float) -> tuple[int, int, int]:
+    """(done since ``since``, failed since ``since``, unfinished), by every worker.
+
+    One statement, so one snapshot: a job finishing meanwhile is counted once, either as
+    finished or as unfinished (three separate counts could miss it or count it twice). Each
+    count reads its own index range.
+    """
+    counts = [
+        select(func.count()).select_from(jobs).where(*conditions).scalar_subquery()
+        for conditions in (
+            (jobs.c.state == JobState.DONE, jobs.c.finished_at >= since),
+            (jobs.c.state == JobState.FAILED, jobs.c.finished_at >= since),
+            (jobs.c.state.in_(UNFINISHED_STATES),),
+        )
+    ]
+    done, failed, unfinished = conn.execute(select(*counts)).one()
+    return int(done), int(failed), int(unfinished)
+
+
 def next_due_in(conn: Connection, now: float | None = None) -> float | None:
     """Seconds until the next waiting job or expiring lease is due, None if there is none."""
     now = time.time() if now is None else now

@@ -1,4 +1,8 @@
-"""Queue and photo figures, the same for `photoctl stats` and the admin stats route."""
+"""Queue and photo figures, the same for `photoctl stats` and the admin stats route.
+
+Every object carries the UTC time it was taken, so lines of `stats --watch --json` kept in a
+file can be plotted without the collector's clock.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ def collect(
         .where(jobs.c.state == JobState.DONE, jobs.c.finished_at >= now - 60)
     ).scalar_one()
     return {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "queue": {
             "total_enqueued": sum(counts.values()),
             "total_processed": counts[JobState.DONE],
@@ -63,6 +68,14 @@ def render(figures: dict) -> str:
     """Human-readable lines for the terminal."""
     q, p = figures["queue"], figures["photos"]
     cache = figures["cache"]["user_photos_cache"]
+    findable = figures["time_to_findable"]
+    if findable["count"]:
+        findable_line = (
+            f"findable: p50 {findable['p50_seconds']:.1f} s, p95 {findable['p95_seconds']:.1f} s "
+            f"from ingest to a user's list ({findable['count']} matches in the last hour)"
+        )
+    else:
+        findable_line = "findable: no photo matched a user in the last hour"
     return "\n".join(
         [
             f"queue:   {q['current_queue_size']} waiting ({q['retrying']} to retry), "
@@ -72,6 +85,7 @@ def render(figures: dict) -> str:
             f"workers: {q['workers_active']} alive",
             f"photos:  {p['total']} total, {p['done']} done, {p['failed']} failed, "
             f"{p['pending']} pending",
+            findable_line,
             f"cache:   {cache['size']} entries, {cache['hits']} hits, {cache['misses']} misses",
         ]
     )

@@ -16,6 +16,10 @@ one when it ends); when the disk is full (StorageFull) every child of the superv
 claiming, gives back what it holds with the attempt refunded, and resumes once space can be
 allocated again. At start-up a supervisor requeues the jobs of this host's registered workers
 whose processes are gone (a kill -9 of a previous supervisor), instead of waiting out leases.
+
+While it runs, the supervisor reports progress from its children's shared counters and the job
+table: to a callback about every second (the CLI draws a bar on a terminal), or otherwise as a
+log line every ``log.progress_seconds``, so a run from cron or systemd shows it is moving.
 """
 
 from __future__ import annotations
@@ -87,6 +91,84 @@ class WorkReport:
 
 
 @dataclass(frozen=True)
+class WorkProgress:
+    """Where a `work` run stands, from one snapshot of the job table."""
+
+    done: int  # jobs completed since the run started, by any worker on any machine
+    failed: int  # jobs failed for good since the run started
+    remaining: int  # queued, retrying or running
+    seconds: float  # since the run started
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    def describe(self) -> str:
+        rate = self.finished / self.seconds if self.seconds > 0 else 0.0
+        if not self.remaining:
+            eta = ""
+        elif rate > 0:
+            eta = f", about {_duration(self.remaining / rate)} to go"
+        else:
+            eta = ", no rate yet"
+        return (
+            f"{self.done} done, {self.failed} failed in {_duration(self.seconds)} "
+            f"({rate:.1f} jobs/s); {self.remaining} left (queued, retrying or running){eta}"
+        )
+
+
+ProgressCallback = Callable[[WorkProgress], None]
+_BAR_INTERVAL_SECONDS = 0.5
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class _ProgressReporter:
+    """Progress for the operator, from the supervisor's loop (it never stops the loop).
+
+    Counts come from the job table, in one statement: jobs finished since the run started and
+    jobs not finished yet, so done + left is exact at every moment and other machines' work
+    shows too.
+    """
+
+    def __init__(self, engine: Engine, callback: ProgressCallback | None, every: float) -> None:
+        self.engine, self.callback = engine, callback
+        self.every = _BAR_INTERVAL_SECONDS if callback else every
+        self.started_at = time.time()
+        self.started = time.monotonic()
+        self.next_at = self.started if callback else self.started + every
+
+    def tick(self, *, last: bool = False) -> None:
+        """Report if it is time; ``last``: the bar's final state, drawn before it closes."""
+        now = time.monotonic()
+        if last and not self.callback:
+            return  # the summary follows: a last log line would only repeat it
+        if now < self.next_at and not last:
+            return
+        self.next_at = now + self.every
+        try:
+            with db.read(self.engine) as conn:
+                done, failed, remaining = queue.progress_counts(conn, self.started_at)
+        except Exception as error:  # noqa: BLE001 - an outage is the workers' to report
+            log.debug("progress: could not count jobs: %s", error)
+            return
+        progress = WorkProgress(
+            done=done, failed=failed, remaining=remaining, seconds=now - self.started
+        )
+        if self.callback:
+            self.callback(progress)
+        else:
+            log.info("[Progress] %s", progress.describe())
+
+
+@dataclass(frozen=True)
 class _ChildSpec:
     settings: Settings
     database_url: str
@@ -116,8 +198,17 @@ def new_worker_id(index: int) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"
 
 
-def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) -> WorkReport:
-    """Run the supervisor until the queue is empty (--until-empty), limits are hit, or a signal."""
+def run_workers(
+    settings: Settings,
+    options: WorkOptions,
+    verbosity: int = 0,
+    progress: ProgressCallback | None = None,
+) -> WorkReport:
+    """Run the supervisor until the queue is empty (--until-empty), limits are hit, or a signal.
+
+    ``progress`` gets a WorkProgress about every half second; without it, a progress line is
+    logged every ``log.progress_seconds``.
+    """
     database_url = settings.database_url
     engine = db.make_engine(settings, database_url)
     db.ensure_schema(engine)
@@ -136,6 +227,7 @@ def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) ->
     budget = context.Value("q", options.max_jobs if options.max_jobs is not None else -1)
     storage_full = context.Value("d", 0.0)
     requested = {"stop": False}
+    reporter = _ProgressReporter(engine, progress, settings.log.progress_seconds)
 
     def request_stop(signum: int, _frame: object) -> None:
         requested["stop"] = True
@@ -181,6 +273,7 @@ def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) ->
             if requested["stop"] or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(_REAP_INTERVAL_SECONDS)
+            reporter.tick()
             for index, when in list(respawn_at.items()):
                 if time.monotonic() >= when:
                     del respawn_at[index]
@@ -198,6 +291,7 @@ def run_workers(settings: Settings, options: WorkOptions, verbosity: int = 0) ->
                 lived = time.monotonic() - spawned_at[index]
                 respawn_at[index] = time.monotonic() + (_CRASH_BACKOFF_SECONDS if lived < 5 else 0)
         _shutdown(engine, children, stop, settings.queue.shutdown_grace)
+        reporter.tick(last=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -65,10 +65,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _has_body(scope: Scope) -> bool:
+    # Any Transfer-Encoding means a body, whatever Content-Length says: h11 frames the body by
+    # Transfer-Encoding, so "Content-Length: 0" beside "chunked" must not pass as bodiless.
+    if _header(scope, b"transfer-encoding") is not None:
+        return True
     length = _header(scope, b"content-length")
-    if length is not None:
-        return length.strip() not in ("", "0")
-    return _header(scope, b"transfer-encoding") is not None
+    return length is not None and length.strip() not in ("", "0")
 
 
 class BodyGuard:
@@ -78,8 +80,12 @@ class BodyGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _has_body(scope):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if not _has_body(scope):
+            # Counted all the same: a body the headers did not announce is cut off at once.
+            await self.app(scope, _counting(receive, 0), send)
             return
         services = scope["app"].state.services
         path = scope.get("path", "")

@@ -394,7 +394,7 @@ def load(
             given = (overrides or {}).get(dotted)
             if given is not None:
                 value, source = given, "command line"
-            if dotted in _DIRECTORY_KEYS and value:
+            if dotted in _DIRECTORY_KEYS and value and "://" not in str(value):
                 value = str(_absolute(value))
             values[f.name] = value
             sources[dotted] = source

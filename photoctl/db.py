@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,8 +164,14 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except exc.OperationalError as error:
+        reason = _first_line(error.orig or error)
+        if _MISSING_DATABASE.search(reason):
+            # Waiting will not make it appear: a configuration problem (exit 2), not an outage.
+            raise ConfigError(
+                f"database: {reason}; create it (createdb) or fix database.url"
+            ) from error
         kind = _kind_of(error)
-        raise kind(f"database: {_first_line(error.orig or error)}") from error
+        raise kind(f"database: {reason}") from error
     except exc.InterfaceError as error:
         message = f"database connection: {_first_line(error.orig or error)}"
         raise DatabaseUnavailable(message) from error
@@ -177,6 +184,9 @@ def translate_errors() -> Iterator[None]:
 # the database refusing connections (55000 "not currently accepting connections").
 _UNREACHABLE_SQLSTATES = ("08", "57P", "53300", "55000")
 _SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+# libpq's answer when the URL names a database the server does not have (SQLSTATE 3D000, which
+# a failed connect does not carry).
+_MISSING_DATABASE = re.compile(r'database ".*" does not exist')
 
 
 def _kind_of(error: exc.DBAPIError) -> type[TransientError]:

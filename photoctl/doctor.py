@@ -88,8 +88,18 @@ def _check_schema(engine: Engine) -> Check:
 
 def _check_storage(settings: Settings) -> Check:
     root = settings.storage_root
+    if not root.exists():
+        # doctor only looks: the first worker or upload creates the root.
+        parent = next(p for p in root.parents if p.exists())
+        if os.access(parent, os.W_OK | os.X_OK):
+            return Check("storage", True, f"{root} does not exist yet; the first worker creates it")
+        return Check(
+            "storage",
+            False,
+            f"{root} does not exist and {parent} is not writable: fix permissions or set "
+            "storage.root",
+        )
     try:
-        root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".doctor-"):
             pass
     except OSError as error:

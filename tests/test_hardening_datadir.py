@@ -131,6 +131,26 @@ def test_a_cron_line_without_cd_creates_no_data_dir(tmp_path: Path) -> None:
     assert list(cwd.iterdir()) == [] and list(home.iterdir()) == []
 
 
+@pytest.mark.postgres
+def test_a_postgresql_database_that_does_not_exist_is_a_usage_error_creating_nothing(
+    tmp_path: Path, postgres_admin_url: str
+) -> None:
+    missing = make_url(postgres_admin_url).set(database="photoctl_no_such_database")
+    env = photoctl_env(tmp_path, missing.render_as_string(hide_password=False))
+    for args in (["stats"], ["doctor"], ["jobs", "list"]):
+        result = run_photoctl(args, env, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert 'database "photoctl_no_such_database" does not exist' in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_s3_storage_roots_are_not_made_local_paths(tmp_path: Path) -> None:
+    env = photoctl_env(tmp_path, PHOTOCTL_STORAGE_ROOT="s3://bucket/prefix")
+    result = run_photoctl(["config", "show"], env, cwd=tmp_path)
+    assert "storage.root = s3://bucket/prefix" in result.stdout
+
+
 def test_config_show_and_example_need_no_database_and_create_none(tmp_path: Path) -> None:
     env = photoctl_env(tmp_path)
     for args in (["config", "show"], ["config", "example"]):

@@ -127,16 +127,19 @@ def register_files(
         new_ids.update({digest: photo_id for photo_id, digest in inserted})
     photo_ids = dict(new_ids)
     for chunk in _chunks([d for d in first_by_hash if d not in new_ids]):
-        photo_ids.update(
-            {
-                digest: photo_id
-                for photo_id, digest in conn.execute(
-                    select(photos.c.id, photos.c.content_hash).where(
-                        photos.c.content_hash.in_(chunk)
-                    )
+        for photo_id, digest, source_path in conn.execute(
+            select(photos.c.id, photos.c.content_hash, photos.c.source_path).where(
+                photos.c.content_hash.in_(chunk)
+            )
+        ):
+            photo_ids[digest] = photo_id
+            found = first_by_hash[digest].path
+            if not bytes(source_path).startswith(b"/") and found.startswith(b"/"):
+                # Ingested before paths were stored absolute (relative to some old working
+                # directory): seeing the content again at an absolute path repairs the photo.
+                conn.execute(
+                    photos.update().where(photos.c.id == photo_id).values(source_path=found)
                 )
-            }
-        )
     _remember_files(
         conn,
         engine,

@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 
 from photoctl import config, db, faces, matching, users
@@ -549,3 +550,21 @@ def test_doctor_reports_a_good_config_file_and_checks_on(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"[ok  ] config: {tmp_path / 'config.ini'} read" in result.stdout
     assert "[ok  ] database" in result.stdout
+
+
+def test_reingesting_repairs_a_photo_stored_with_a_path_relative_to_an_old_cwd(
+    tmp_path: Path,
+    settings,
+    engine,  # noqa: ANN001
+) -> None:
+    """Photos ingested before source paths were made absolute heal when seen again."""
+    photo = write_photo(tmp_path / "event" / "a.jpg", seed=11)
+    ingest_paths(engine, settings, [str(photo)])
+    with db.write(engine) as conn:
+        conn.execute(Photo.__table__.update().values(source_path=b"event/a.jpg"))
+        conn.execute(sql_text("DELETE FROM source_files"))
+    report = ingest_paths(engine, settings, [str(tmp_path / "event")])
+    assert report.duplicates == 1
+    with db.read(engine) as conn:
+        stored = conn.execute(select(Photo.source_path)).scalar_one()
+    assert bytes(stored) == os.fsencode(photo)

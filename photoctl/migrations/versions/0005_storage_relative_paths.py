@@ -8,7 +8,7 @@ is dropped (relative and absolute paths alike). Anything else is left as it is; 
 left alone still works, since ``settings.storage_file`` uses absolute paths unchanged.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 
 from __future__ import annotations

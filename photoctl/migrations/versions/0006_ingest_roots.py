@@ -1,11 +1,11 @@
 """Ingest roots: the resolved folders ingest was given, which bound what /original serves.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 
-Existing databases get, as roots, the resolved folders of the photos already ingested that
-exist on the machine running the upgrade (as close as the old schema allows to "the folders
-ingest was given"); a folder ingested again is registered by ingest itself.
+Existing databases get, as roots, the folders of the photos already ingested (as close as the
+old schema allows to "the folders ingest was given"); a folder ingested again is registered by
+ingest itself.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ def upgrade() -> None:
         sa.text("SELECT source_path FROM photos WHERE uploaded_by IS NULL")
     ):
         folder = os.path.dirname(bytes(source_path))
-        if folder and os.path.isdir(folder):
+        # Absolute folders count even where this machine does not see them (the upgrade may run
+        # on any machine sharing a PostgreSQL database); relative ones only when they resolve
+        # from here, as they would for the process that ingested them.
+        if folder.startswith(b"/") or (folder and os.path.isdir(folder)):
             folders.add(os.path.realpath(folder))
     now = time.time()
     if folders:

@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from photoctl import catalog, db, faces, matching, queue
+from photoctl import catalog, db, faces, matching, queue, workers_registry
 from photoctl.cache import ResponseCache
 from photoctl.config import Settings
 from photoctl.errors import PermanentError, StorageFull, TransientError
@@ -338,7 +338,7 @@ def requeue_jobs_of_gone_workers(engine: Engine, hostname: str | None = None) ->
     hostname = hostname or socket.gethostname()
     try:
         with db.read(engine) as conn:
-            registered = queue.unstopped_workers_on_host(conn, hostname)
+            registered = workers_registry.unstopped_workers_on_host(conn, hostname)
         gone = [w for w in registered if not _is_running(w.pid, w.started_at)]
         requeued = 0
         for worker in gone:
@@ -348,7 +348,7 @@ def requeue_jobs_of_gone_workers(engine: Engine, hostname: str | None = None) ->
             )
             with db.write(engine) as conn:
                 requeued += queue.release_worker_jobs(conn, worker.id, reason)
-                queue.mark_worker_gone(conn, worker.id)
+                workers_registry.mark_worker_gone(conn, worker.id)
             limiter.release_holder(engine, worker.id)
     except TransientError as error:
         log.warning("[Startup] Could not look for jobs of workers that are gone: %s", error)
@@ -435,7 +435,7 @@ def _bury(engine: Engine, worker_id: str, name: str, exitcode: int | None) -> No
     try:
         with db.write(engine) as conn:
             released = queue.release_worker_jobs(conn, worker_id, reason)
-            queue.stop_worker(conn, worker_id, 0, 0)
+            workers_registry.stop_worker(conn, worker_id, 0, 0)
         limiter.release_holder(engine, worker_id)
     except TransientError as error:
         log.warning(
@@ -577,7 +577,9 @@ class _Child:
             self.stopping = True
             try:
                 with db.write(self.engine) as conn:
-                    queue.stop_worker(conn, self.worker_id, self.jobs_done, self.jobs_failed)
+                    workers_registry.stop_worker(
+                        conn, self.worker_id, self.jobs_done, self.jobs_failed
+                    )
             except TransientError as error:
                 log.warning("[%s] could not record its stop: %s", self.name, error)
             self.engine.dispose()
@@ -600,7 +602,9 @@ class _Child:
 
     def _register(self) -> None:
         with db.write(self.engine) as conn:
-            queue.register_worker(conn, self.worker_id, socket.gethostname(), os.getpid())
+            workers_registry.register_worker(
+                conn, self.worker_id, socket.gethostname(), os.getpid()
+            )
 
     def _loop(self) -> None:
         idle_seconds = 0.05

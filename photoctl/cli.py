@@ -490,7 +490,7 @@ def work(
       photoctl work -n 5                       # run until stopped
       photoctl work --until-empty --max-seconds 3000   # from cron
     """
-    from photoctl.worker import WorkOptions, run_workers
+    from photoctl.supervisor import WorkOptions, run_workers
 
     app.engine()  # exits 2, creating nothing, when there is no database to work on
     settings = app.settings
@@ -501,7 +501,6 @@ def work(
         until_empty=until_empty,
         max_jobs=max_jobs,
         max_seconds=max_seconds,
-        engine=settings.faces.engine,
     )
     started = time.monotonic()
     with _progress_bar(app, "work", "jobs") as bar:

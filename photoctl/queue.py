@@ -6,7 +6,8 @@ results). Completion and failure are fenced by the worker id: a worker that lost
 was presumed dead and its job reclaimed) cannot overwrite what the new holder does. The claim
 statement is the one place where SQLite and PostgreSQL differ: PostgreSQL locks candidate rows
 with ``FOR UPDATE SKIP LOCKED`` so machines never wait on each other; SQLite relies on the
-write lock its ``BEGIN IMMEDIATE`` transaction already holds.
+write lock its ``BEGIN IMMEDIATE`` transaction already holds. The workers table (who holds
+jobs, from which host and process) is workers_registry.py's.
 """
 
 from __future__ import annotations
@@ -459,70 +460,6 @@ def next_due_in(conn: Connection, now: float | None = None) -> float | None:
     return max(0.0, min(times) - now) if times else None
 
 
-def register_worker(
-    conn: Connection, worker_id: str, hostname: str, pid: int, now: float | None = None
-) -> None:
-    now = time.time() if now is None else now
-    conn.execute(
-        insert(workers).values(
-            id=worker_id,
-            hostname=hostname,
-            pid=pid,
-            started_at=now,
-            heartbeat_at=now,
-            jobs_done=0,
-            jobs_failed=0,
-        )
-    )
-
-
-def stop_worker(
-    conn: Connection, worker_id: str, jobs_done: int, jobs_failed: int, now: float | None = None
-) -> None:
-    now = time.time() if now is None else now
-    conn.execute(
-        update(workers)
-        .where(workers.c.id == worker_id)
-        .values(stopped_at=now, heartbeat_at=now, jobs_done=jobs_done, jobs_failed=jobs_failed)
-    )
-
-
-@dataclass(frozen=True)
-class RegisteredWorker:
-    id: str
-    pid: int
-    started_at: float
-
-
-def unstopped_workers_on_host(conn: Connection, hostname: str) -> list[RegisteredWorker]:
-    """Workers registered from this host that never recorded a stop (alive, or killed -9)."""
-    rows = conn.execute(
-        select(workers.c.id, workers.c.pid, workers.c.started_at).where(
-            workers.c.hostname == hostname, workers.c.stopped_at.is_(None)
-        )
-    )
-    return [RegisteredWorker(*row) for row in rows]
-
-
-def mark_worker_gone(conn: Connection, worker_id: str, now: float | None = None) -> None:
-    """Record that a worker stopped without saying so (its counters stay as last written)."""
-    now = time.time() if now is None else now
-    conn.execute(
-        update(workers)
-        .where(workers.c.id == worker_id, workers.c.stopped_at.is_(None))
-        .values(stopped_at=now)
-    )
-
-
-def count_live_workers(conn: Connection, within_seconds: float, now: float | None = None) -> int:
-    now = time.time() if now is None else now
-    return conn.execute(
-        select(func.count())
-        .select_from(workers)
-        .where(workers.c.stopped_at.is_(None), workers.c.heartbeat_at >= now - within_seconds)
-    ).scalar_one()
-
-
 __all__ = [
     "ClaimedJob",
     "JobInfo",
@@ -530,28 +467,22 @@ __all__ = [
     "JobState",
     "LeaseLost",
     "QueueFull",
-    "RegisteredWorker",
     "RetryPolicy",
     "claim_jobs",
     "complete_jobs",
     "count_by_state",
-    "count_live_workers",
     "enqueue_jobs",
     "extend_leases",
     "fail_job",
     "get_job",
     "list_jobs",
     "lock_capped_enqueue",
-    "mark_worker_gone",
     "next_due_in",
     "prune_jobs",
-    "register_worker",
     "release_jobs",
     "release_worker_jobs",
     "resolve_job_id",
     "retry_jobs",
-    "stop_worker",
     "unfinished_count",
-    "unstopped_workers_on_host",
     "waiting_count",
 ]

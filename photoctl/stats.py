@@ -10,7 +10,7 @@ import time
 
 from sqlalchemy import Connection, func, select
 
-from photoctl import catalog, matching, queue
+from photoctl import catalog, matching, queue, workers_registry
 from photoctl.config import Settings
 from photoctl.models import Job, JobState
 
@@ -48,7 +48,9 @@ def collect(
             "current_queue_size": counts[JobState.QUEUED] + counts[JobState.RETRYING],
             "retrying": counts[JobState.RETRYING],
             "running": counts[JobState.RUNNING],
-            "workers_active": queue.count_live_workers(conn, settings.queue.lease_seconds, now),
+            "workers_active": workers_registry.count_live_workers(
+                conn, settings.queue.lease_seconds, now
+            ),
             "oldest_queued_seconds": round(now - oldest_created, 1) if oldest_created else 0.0,
             "processed_last_minute": processed_last_minute,
         },

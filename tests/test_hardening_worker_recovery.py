@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from photoctl import db, queue
+from photoctl import db, queue, workers_registry
 from photoctl.models import Job
 from tests.conftest import photoctl_env
 from tests.photos import write_tree
@@ -222,7 +222,7 @@ def test_restart_after_kill_9_resumes_the_dead_workers_jobs_at_once(
 
 def test_only_workers_whose_process_is_gone_lose_their_jobs(engine, settings) -> None:  # noqa: ANN001
     """A live worker keeps its jobs; a dead one, or one whose pid a newer process reuses, not."""
-    from photoctl.worker import requeue_jobs_of_gone_workers
+    from photoctl.supervisor import requeue_jobs_of_gone_workers
 
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
@@ -241,7 +241,7 @@ def test_only_workers_whose_process_is_gone_lose_their_jobs(engine, settings) ->
         with db.write(engine) as conn:
             for name, (pid, registered_at) in workers.items():
                 host = "another-host" if name == "elsewhere" else "this-host"
-                queue.register_worker(conn, name, host, pid, now=registered_at)
+                workers_registry.register_worker(conn, name, host, pid, now=registered_at)
             ids = queue.enqueue_jobs(conn, "noop", [None] * 4, now=now - 10)
             for name in workers:
                 assert queue.claim_jobs(conn, name, 1, lease_seconds=300)

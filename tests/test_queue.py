@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from photoctl import db, queue
+from photoctl import db, queue, workers_registry
 from photoctl.models import JobKind, JobState
 from photoctl.queue import RetryPolicy
 
@@ -132,7 +132,7 @@ def test_heartbeat_keeps_a_long_job_from_being_reclaimed(engine) -> None:  # noq
     enqueue(engine, 1)
     claim(engine, "w1", now=1000.0)
     with db.write(engine) as conn:
-        queue.register_worker(conn, "w1", "host", 1, now=1000.0)
+        workers_registry.register_worker(conn, "w1", "host", 1, now=1000.0)
         assert queue.extend_leases(conn, "w1", LEASE, now=1000.0 + LEASE - 1) == 1
     assert claim(engine, "w2", now=1000.0 + LEASE + 1) == []
 

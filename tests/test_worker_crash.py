@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 PHOTO_COUNT = 100
 PHOTO_SIZE = (4000, 3000)  # ~0.2 s of one core each with --engine none
 SHUTDOWN_GRACE_SECONDS = 10
-# Replacing a worker that lived less than 5 s waits 5 s (worker._CRASH_BACKOFF_SECONDS).
+# Replacing a worker that lived less than 5 s waits 5 s (supervisor._CRASH_BACKOFF_SECONDS).
 RESPAWN_TIMEOUT_SECONDS = 30
 
 _ENTRY = re.compile(r"^\S+ \S+ (?P<pid>\d+) (?P<level>[A-Z]+) (?P<message>.*)$")

@@ -54,7 +54,7 @@ def cli_module_names() -> list[str]:
 # -- the package ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("words", sorted(all_commands()), ids=" ".join)
+@pytest.mark.parametrize("words", sorted(all_commands()), ids=lambda w: " ".join(w) or "photoctl")
 def test_every_command_has_a_help_text_and_its_help_exits_0(words: tuple[str, ...]) -> None:
     command = all_commands()[words]
     assert (command.help or "").strip(), f"photoctl {' '.join(words)} has no help text"

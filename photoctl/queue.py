@@ -486,3 +486,20 @@ __all__ = [
     "unfinished_count",
     "waiting_count",
 ]
+
+
+def retry_named_jobs(
+    conn: Connection, names: Sequence[str] = (), *, failed: bool = False
+) -> tuple[list[str], int]:
+    """Queue finished jobs again as an operator names them: ids or unique prefixes of ids (as
+    `jobs list` prints them), or every failed job. Returns (the full ids, how many were queued
+    again; fewer than named when some are still queued or running).
+
+    The one composition `jobs retry` and the admin retry route share: every name is resolved
+    before anything changes, so an unknown or ambiguous one (NotFound) retries nothing.
+    """
+    full_ids = [resolve_job_id(conn, name) for name in names]
+    return full_ids, retry_jobs(conn, full_ids, failed=failed)
+
+
+__all__ += ["retry_named_jobs"]

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, delete, func, select, update
 
 from photoctl import db, matching
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, NotFound, PermanentError, SeveralFaces
+from photoctl.errors import ConfigError, NotFound, PermanentError, PhotoctlError, SeveralFaces
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
 from photoctl.models import LoginToken, Match, Photo, SelfieFace, User, display_path
@@ -292,3 +292,30 @@ def logout(database: Engine, token: str) -> bool:
             delete(login_tokens).where(login_tokens.c.token_hash == hash_token(token))
         ).rowcount
     return removed > 0
+
+
+def add_user_with_selfie(
+    database: Engine,
+    engine: FaceEngine,
+    settings: Settings,
+    name: str,
+    selfie: Path,
+    *,
+    admin: bool = False,
+    password: str | None = None,
+    largest: bool = True,
+) -> tuple[int, str, int]:
+    """Create a user and enroll their selfie, or neither: (user id, API token, photos matched).
+
+    The token is only ever shown once the whole call succeeds, so a user left behind by a failed
+    enrollment (no face, several faces, an unreadable file) would be an account nobody can use,
+    whose name is taken: it is deleted again, with whatever the engine indexed, before the error
+    goes on to the caller.
+    """
+    user_id, token = add_user(database, name, admin=admin, password=password)
+    try:
+        count = enroll(database, engine, settings, name, selfie, largest=largest)
+    except PhotoctlError:
+        delete_user(database, engine, name)
+        raise
+    return user_id, token, count

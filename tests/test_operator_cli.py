@@ -8,9 +8,11 @@ database gets one from `photoctl ingest` first.
 from __future__ import annotations
 
 import fcntl
+import importlib
 import inspect
 import json
 import os
+import pkgutil
 import pty
 import re
 import select
@@ -377,7 +379,12 @@ def test_text_stats_render_time_to_findable_percentiles() -> None:
 
 
 def test_every_json_flag_is_the_one_shared_option() -> None:
-    source = inspect.getsource(cli_module)
+    # photoctl.cli is a package: every module of it, not only its __init__.
+    modules = [cli_module] + [
+        importlib.import_module(f"{cli_module.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(cli_module.__path__)
+    ]
+    source = "".join(inspect.getsource(module) for module in modules)
     assert source.count('"--json"') == 1  # only inside json_option
 
     def commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:

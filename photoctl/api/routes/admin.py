@@ -44,8 +44,7 @@ def retry_job(job_id: str, _: AdminUser, svc: Svc) -> dict:
     """Queue a failed (or done) job again with fresh attempts."""
     try:
         with db.write(svc.database) as conn:
-            full_id = queue.resolve_job_id(conn, job_id)
-            count = queue.retry_jobs(conn, [full_id])
+            (full_id,), count = queue.retry_named_jobs(conn, [job_id])
     except NotFound:
         raise HTTPException(404, "Job not found") from None
     if count == 0:

@@ -1,0 +1,222 @@
+"""What every photoctl command shares: the App it is handed, the one --json option, error to
+exit-code mapping, the SIGTERM stop request with the watch loop that honours it, progress bars.
+
+Command modules import from here, never from the package itself: `photoctl.cli` imports them
+all to assemble the group, so anything they took from it would close an import circle.
+"""
+
+from __future__ import annotations
+
+import select
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from photoctl import db
+from photoctl.config import Settings
+from photoctl.errors import ConfigError, NoDatabase, NotFound, PhotoctlError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from photoctl.cache import ResponseCache
+
+
+class UsageProblem(click.ClickException):
+    exit_code = 2
+
+
+class Stopped(BaseException):  # noqa: N818 - a request, like KeyboardInterrupt, not a failure
+    """SIGTERM or a closed stdout: end the command quietly with exit code 0.
+
+    A BaseException, so no `except Exception` on the way swallows it, and click (which turns a
+    broken pipe into exit 1) lets it through.
+    """
+
+
+class StopRequest:
+    """SIGTERM as a request. Inside `deferred()` it only sets a flag that the command's loop
+    checks at its next safe point; anywhere else it raises Stopped at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._deferring = 0
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.requested = True
+        if not self._deferring:
+            raise Stopped
+
+    @contextmanager
+    def deferred(self) -> Iterator[StopRequest]:
+        self._deferring += 1
+        try:
+            yield self
+        finally:
+            self._deferring -= 1
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True as soon as a stop was asked (SIGTERM or Ctrl-C)."""
+        deadline = time.monotonic() + seconds
+        try:
+            while not self.requested and time.monotonic() < deadline:
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        except KeyboardInterrupt:
+            self.requested = True
+        return self.requested
+
+
+stop_request = StopRequest()
+
+
+def watch_loop(interval: float | None, one_round: Callable[[int], None]) -> None:
+    """Run ``one_round(0)``, then, with an ``interval``, ``one_round(1)``, ``one_round(2)``, …
+    every ``interval`` seconds until SIGTERM or Ctrl-C asks to stop (the command then exits 0).
+
+    Rounds run with SIGTERM deferred: it only sets ``stop_request.requested``, which a long
+    round polls to cut itself short, so a stop never lands in the middle of a transaction.
+    """
+    with stop_request.deferred():
+        number = 0
+        while True:
+            one_round(number)
+            if interval is None or stop_request.wait(interval):
+                return
+            number += 1
+
+
+class PhotoctlGroup(click.Group):
+    """Turns photoctl's own errors into clean messages and exit codes, for every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            if stdout_is_gone():
+                raise Stopped from None  # the reader went away (`| head`): nothing left to do
+            raise
+        except ConfigError as error:
+            raise UsageProblem(str(error)) from None
+        except NotFound as error:
+            raise click.ClickException(str(error)) from None
+        except PhotoctlError as error:
+            raise click.ClickException(str(error)) from None
+
+
+def stdout_is_gone() -> bool:
+    """Whether stdout's reader went away (and not some socket of the command's)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # POLLERR: a pipe whose reader closed
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@dataclass
+class App:
+    """What every command gets: settings, verbosity, and a database engine made on demand.
+
+    Settings that fail to load are kept as their error and raised on first use, so the commands
+    that can work without them (`config example`, `doctor`) still run with a broken config.ini.
+    """
+
+    loaded: Settings | None
+    verbosity: int
+    config_error: ConfigError | None = None
+    _engine: Any = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self.loaded is None:
+            raise self.config_error or ConfigError("no settings")
+        return self.loaded
+
+    def engine(self, *, create: bool = False) -> Engine:
+        """The engine, with the schema upgraded on first use.
+
+        Only commands that bring data in pass ``create=True``; every other one exits 2 on a
+        database that does not exist, creating nothing.
+        """
+        if self._engine is None:
+            self._engine = db.open_database(self.settings, create=create)
+        return self._engine
+
+    def engine_if_exists(self) -> Engine | None:
+        """The engine if the database exists, else None (and nothing is created)."""
+        try:
+            return self.engine()
+        except NoDatabase:
+            return None
+
+    def engine_unchecked(self) -> Engine:
+        if self._engine is None:
+            self._engine = db.make_engine(self.settings, create=False)
+        return self._engine
+
+    def face_engine(self):  # noqa: ANN201 - FaceEngine | None
+        from photoctl import faces
+
+        return faces.make_engine(self.settings.faces.engine, self.settings, self.engine())
+
+    def show_progress(self) -> bool:
+        return self.verbosity >= 0 and sys.stderr.isatty()
+
+    def say(self, message: str) -> None:
+        """A summary or note for the operator on stderr; -q silences it (not warnings)."""
+        if self.verbosity >= 0:
+            click.echo(message, err=True)
+
+    def warn(self, message: str) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+
+def json_option(help_text: str = "Print the result as JSON on stdout.") -> Callable:
+    """The one --json flag of every command that has one (parameter name: as_json)."""
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def response_cache(app: App, *, scoped: bool = False) -> ResponseCache:
+    """The response cache; ``scoped`` to this database's entries (needs the database)."""
+    from photoctl.cache import ResponseCache
+
+    engine = app.engine()  # the cache belongs to a database: none there, nothing to create
+    return ResponseCache(app.settings, db.database_id(engine) if scoped else None)
+
+
+class progress_bar:  # noqa: N801 - used like a function: `with progress_bar(app, ...) as bar`
+    """A tqdm bar on a terminal, nothing otherwise; used as the core's progress callback."""
+
+    def __init__(self, app: App, description: str, unit: str) -> None:
+        self.enabled = app.show_progress()
+        self.description, self.unit = description, unit
+        self.bar = None
+
+    def __enter__(self):  # noqa: ANN204
+        return self.update if self.enabled else None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, leave=False)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)  # through update(), so tqdm measures the rate
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -4,13 +4,12 @@ The frozen dataclasses below are the one source of truth: ``config.example.ini``
 ``photoctl config show`` are generated from them. Values are layered, lowest first: defaults,
 the ini file, ``PHOTOCTL_<SECTION>_<KEY>`` environment variables, the historic environment names
 the service grew up with, and command-line options. ``validate`` turns a bad value into a
-ConfigError that names the key and where the value came from.
+ConfigError that names the key and where the value came from. Reading the ini file and
+converting text values is config_sources.py's.
 """
 
 from __future__ import annotations
 
-import ast
-import configparser
 import dataclasses
 import os
 import re
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from photoctl.config_sources import absolute, convert, find_config_file, read_ini
 from photoctl.errors import ConfigError
 
 DEFAULT_DATA_DIR = "photoctl-data"
@@ -313,44 +313,6 @@ def iter_keys() -> list[tuple[str, dataclasses.Field]]:
     return [(name, f) for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
-def _convert(raw: str, kind: Any, where: str) -> Any:
-    kind_name = kind if isinstance(kind, str) else kind.__name__
-    text = raw.strip()
-    try:
-        if kind_name == "int":
-            return int(text.replace("_", ""))
-        if kind_name == "float":
-            return float(text)
-        if kind_name == "bool":
-            lowered = text.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-    except ValueError:
-        article = "an" if kind_name == "int" else "a"
-        word = {"int": "integer", "float": "number", "bool": "boolean"}[kind_name]
-        raise ConfigError(f"{where}: expected {article} {word}, got {raw!r}") from None
-    return text
-
-
-def find_config_file(
-    explicit: str | None, data_dir: Path, environ: Mapping[str, str]
-) -> Path | None:
-    """The ini file to read: --config, PHOTOCTL_CONFIG, ./config.ini, <data dir>/config.ini."""
-    chosen = explicit or environ.get("PHOTOCTL_CONFIG")
-    if chosen:
-        path = Path(chosen)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        return path
-    for candidate in (Path("config.ini"), data_dir / "config.ini"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def load(
     *,
     config_file: str | None = None,
@@ -365,15 +327,9 @@ def load(
     env = os.environ if environ is None else environ
     # Absolute from the start: paths built from it (database, storage, cache) then mean the same
     # in every process, whatever directory serve, workers or cron run from.
-    data_path = _absolute(data_dir or env.get("PHOTOCTL_DATA_DIR") or DEFAULT_DATA_DIR)
+    data_path = absolute(data_dir or env.get("PHOTOCTL_DATA_DIR") or DEFAULT_DATA_DIR)
     ini_path = find_config_file(config_file, data_path, env)
-    parser = configparser.ConfigParser(interpolation=None)
-    if ini_path is not None:
-        try:
-            parser.read(ini_path, encoding="utf-8")
-        except configparser.Error as exc:
-            raise ConfigError(_syntax_error(ini_path, exc)) from None
-        _check_unknown_keys(parser, ini_path)
+    parser = read_ini(ini_path, SECTIONS)
 
     sources: dict[str, str] = {}
     sections: dict[str, Any] = {}
@@ -390,12 +346,12 @@ def load(
                 layers.append((env.get(f.metadata["env"]), f"env {f.metadata['env']}"))
             for raw, where in layers:
                 if raw is not None:
-                    value, source = _convert(raw, f.type, f"{dotted} (from {where})"), where
+                    value, source = convert(raw, f.type, f"{dotted} (from {where})"), where
             given = (overrides or {}).get(dotted)
             if given is not None:
                 value, source = given, "command line"
             if dotted in _DIRECTORY_KEYS and value and "://" not in str(value):
-                value = str(_absolute(value))
+                value = str(absolute(value))
             values[f.name] = value
             sources[dotted] = source
         sections[section] = cls(**values)
@@ -406,51 +362,6 @@ def load(
 
 # Directory keys resolved against the working directory at start-up, like the data dir.
 _DIRECTORY_KEYS = frozenset({"storage.root", "cache.dir"})
-
-
-def _absolute(path: str | Path) -> Path:
-    """An absolute, normalised path (symlinks kept: the operator's names stay recognisable)."""
-    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
-
-
-def _syntax_error(ini_path: Path, error: configparser.Error) -> str:
-    """One line naming the file and the line, whatever configparser's own message looks like."""
-    where = str(ini_path.resolve())
-    if isinstance(error, configparser.MissingSectionHeaderError):
-        line = _unquote(error.line)
-        return f"{where}, line {error.lineno}: expected a [section] header, got {line!r}"
-    if isinstance(error, configparser.ParsingError) and error.errors:
-        lineno, line = error.errors[0]
-        return f"{where}, line {lineno}: cannot parse {_unquote(line)!r} (expected key = value)"
-    if isinstance(error, configparser.DuplicateOptionError):
-        return (
-            f"{where}, line {error.lineno}: key {error.option!r} given twice in [{error.section}]"
-        )
-    if isinstance(error, configparser.DuplicateSectionError):
-        return f"{where}, line {error.lineno}: section [{error.section}] given twice"
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return f"{where}: cannot parse: {first}"
-
-
-def _unquote(line: str) -> str:
-    # configparser keeps some offending lines as their repr(): show the line as written.
-    try:
-        value = ast.literal_eval(line)
-    except (ValueError, SyntaxError):
-        value = line
-    return (value if isinstance(value, str) else line).strip()
-
-
-def _check_unknown_keys(parser: configparser.ConfigParser, ini_path: Path) -> None:
-    for section in parser.sections():
-        if section not in SECTIONS:
-            raise ConfigError(
-                f"{ini_path}: unknown section [{section}] (known: {', '.join(SECTIONS)})"
-            )
-        known = {f.name for f in dataclasses.fields(SECTIONS[section])}
-        for key in parser.options(section):
-            if key not in known:
-                raise ConfigError(f"{ini_path}: unknown key {section}.{key}")
 
 
 def validate(settings: Settings) -> None:

@@ -5,23 +5,20 @@ other. A re-run skips files whose path, size and mtime are unchanged without rea
 files modified within ``ingest.settle_seconds`` are still being written: a one-shot ingest waits
 up to ``settle_wait`` seconds for them to settle (a photographer's copy in progress is then
 ingested by the run that saw it), ``--watch`` leaves them for its next scan. Files and folders
-whose name matches an ignore glob (NAS housekeeping such as ``@eaDir``) are never looked at.
-Hashing runs in a few threads: hashlib releases the GIL on large buffers, so reading and hashing
-overlap on both cores. Progress goes through a callback; the CLI draws it.
+whose name matches an ignore glob (NAS housekeeping such as ``@eaDir``) are never looked at
+(the walk and its ignore rules are walk.py's). Hashing runs in a few threads: hashlib releases
+the GIL on large buffers, so reading and hashing overlap on both cores. Progress goes through a
+callback; the CLI draws it.
 """
 
 from __future__ import annotations
 
-import errno
-import fnmatch
 import hashlib
 import logging
 import os
-import re
-import stat
 import time
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,15 +28,22 @@ from photoctl import catalog, db, queue
 from photoctl.catalog import NewFile, display_path
 from photoctl.config import Settings
 from photoctl.errors import ConfigError
-from photoctl.imaging import IMAGE_EXTENSIONS, file_kind, looks_like_image, open_regular
+from photoctl.imaging import looks_like_image, open_regular
 from photoctl.models import JobKind
+from photoctl.walk import (
+    Candidate,
+    ignore_globs,
+    ignore_matcher,
+    ingest_roots,
+    read_error_reason,
+    walk_images,
+)
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]  # (files examined, files to examine)
 StopCheck = Callable[[], bool]  # True once the caller wants the settle wait cut short
 
-_EXTENSIONS = frozenset(ext.encode() for ext in IMAGE_EXTENSIONS)
 _REGISTER_BATCH = 1000
 _HASH_THREADS = 4
 # Files go to the hashing threads in groups of about this many bytes (at most _HASH_TASK_FILES
@@ -102,39 +106,6 @@ def check_roots(roots: Sequence[str | bytes]) -> None:
         raise ConfigError("; ".join(f"no such file or directory: {path}" for path in missing))
 
 
-def ignore_matcher(globs: Sequence[str]) -> Callable[[bytes], bool]:
-    """A test for one path component (a file or folder name) against shell globs.
-
-    Case-insensitive, because NAS and Windows shares spell their housekeeping folders both
-    ways ("$RECYCLE.BIN", "$Recycle.Bin"). Globs are compiled into one regular expression over
-    bytes, so names that are not valid UTF-8 are matched like any other.
-    """
-    patterns = [os.fsencode(glob.strip()).lower() for glob in globs if glob.strip()]
-    if not patterns:
-        return lambda _name: False
-    # fnmatch.translate works on str; latin-1 maps each byte to one character and back.
-    regex = re.compile(
-        b"|".join(
-            fnmatch.translate(pattern.decode("latin-1")).encode("latin-1") for pattern in patterns
-        )
-    )
-    return lambda name: regex.match(name.lower()) is not None
-
-
-def ignore_globs(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
-    """The configured ignore globs (``ingest.ignore``, comma-separated) plus ``extra``."""
-    return [glob.strip() for glob in settings.ingest.ignore.split(",") if glob.strip()] + [
-        glob for glob in extra if glob.strip()
-    ]
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    path: bytes
-    size_bytes: int
-    mtime_ns: int
-
-
 MAX_ALBUM_CHARS = 200
 
 
@@ -150,121 +121,7 @@ def check_album(album: str | None) -> str | None:
     return album
 
 
-def ingest_roots(roots: Sequence[str | bytes]) -> list[bytes]:
-    """The resolved folders of the roots that exist (a file's own folder for a file)."""
-    resolved = []
-    for root in roots:
-        path = os.fsencode(root)
-        if os.path.isdir(path):
-            resolved.append(os.path.realpath(path))
-        elif os.path.isfile(path):
-            resolved.append(os.path.dirname(os.path.realpath(path)))
-    return resolved
-
-
-def _has_image_extension(name: bytes) -> bool:
-    dot = name.rfind(b".")
-    return dot > 0 and name[dot:].lower() in _EXTENSIONS
-
-
-def walk_images(
-    roots: Sequence[str | bytes],
-    report: IngestReport,
-    ignored: Callable[[bytes], bool] = lambda _name: False,
-) -> Iterator[_Candidate]:
-    """Every image file below the roots (following directory symlinks, never in a loop).
-
-    Below a root, a file or folder whose name is ``ignored`` is skipped with all it holds; a
-    root given explicitly is always walked.
-    """
-    visited: set[tuple[int, int]] = set()
-    for root in roots:
-        # Absolute: workers and serve may run from any directory, on the paths stored here.
-        root_bytes = os.path.abspath(os.fsencode(root))
-        try:
-            info = os.stat(root_bytes)
-        except OSError as error:
-            report.errors.append((display_path(root_bytes), _reason(error)))
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            yield from _walk_directory(root_bytes, info, visited, report, ignored)
-        elif stat.S_ISREG(info.st_mode):
-            # Workers open photos without following a final symlink: register the file itself.
-            path = os.path.realpath(root_bytes) if os.path.islink(root_bytes) else root_bytes
-            yield _Candidate(path, info.st_size, info.st_mtime_ns)
-        else:
-            report.errors.append((display_path(root_bytes), _not_regular(info.st_mode)))
-
-
-def _walk_directory(
-    directory: bytes,
-    info: os.stat_result,
-    visited: set[tuple[int, int]],
-    report: IngestReport,
-    ignored: Callable[[bytes], bool],
-) -> Iterator[_Candidate]:
-    stack = [(directory, info)]
-    while stack:
-        current, current_info = stack.pop()
-        identity = (current_info.st_dev, current_info.st_ino)
-        if identity in visited:
-            log.debug("skipping %s: already visited (symlink loop or alias)", display_path(current))
-            continue
-        visited.add(identity)
-        try:
-            entries = sorted(os.scandir(current), key=lambda entry: entry.name)
-        except OSError as error:
-            report.errors.append((display_path(current), _reason(error)))
-            continue
-        subdirectories = []
-        for entry in entries:
-            if entry.name.startswith(b"."):
-                continue  # hidden files, including macOS "._IMG_0001.jpg" resource forks
-            if ignored(entry.name):
-                log.debug("ignoring %s", display_path(entry.path))
-                continue
-            try:
-                entry_info = entry.stat()  # follows symlinks
-            except OSError as error:
-                if _has_image_extension(entry.name) or error.errno == errno.ELOOP:
-                    report.errors.append((display_path(entry.path), _reason(error)))
-                continue
-            if stat.S_ISDIR(entry_info.st_mode):
-                subdirectories.append((entry.path, entry_info))
-            elif _has_image_extension(entry.name):
-                if not stat.S_ISREG(entry_info.st_mode):
-                    # A FIFO would block whoever opens it; a device is not a photo.
-                    report.errors.append(
-                        (display_path(entry.path), _not_regular(entry_info.st_mode))
-                    )
-                elif entry.is_symlink():
-                    # Workers and serve read photos without following a final symlink (a photo
-                    # replaced by a link to another file must not be read through it).
-                    report.errors.append(
-                        (display_path(entry.path), "a symbolic link to a file (not followed)")
-                    )
-                else:
-                    yield _Candidate(entry.path, entry_info.st_size, entry_info.st_mtime_ns)
-        stack.extend(reversed(subdirectories))
-
-
-def _not_regular(mode: int) -> str:
-    return f"{file_kind(mode)}, not a regular file"
-
-
-def _reason(error: OSError) -> str:
-    if "not a regular file" in (error.strerror or ""):
-        return error.strerror  # open_regular: "a FIFO (named pipe), not a regular file"
-    if error.errno == errno.ELOOP:
-        return "symlink loop"
-    if error.errno == errno.ENOENT:
-        return "file is gone (dangling symlink or deleted)"
-    if error.errno == errno.EACCES:
-        return "permission denied"
-    return f"cannot read: {error.strerror or error}"
-
-
-def _hash_file(candidate: _Candidate) -> tuple[_Candidate, str | None, str | None]:
+def _hash_file(candidate: Candidate) -> tuple[Candidate, str | None, str | None]:
     """(candidate as read, sha256 hex or None, error or None); None, None = changed meanwhile."""
     try:
         # Not a plain open: the file may have been replaced by a FIFO since the walk.
@@ -280,15 +137,15 @@ def _hash_file(candidate: _Candidate) -> tuple[_Candidate, str | None, str | Non
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
             after = os.fstat(handle.fileno())
     except OSError as error:
-        return candidate, None, _reason(error)
+        return candidate, None, read_error_reason(error)
     if after.st_size != candidate.size_bytes or after.st_mtime_ns != candidate.mtime_ns:
         return candidate, None, None
     return candidate, digest, None
 
 
-def _hash_tasks(candidates: Sequence[_Candidate]) -> list[list[_Candidate]]:
-    tasks: list[list[_Candidate]] = []
-    task: list[_Candidate] = []
+def _hash_tasks(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
+    tasks: list[list[Candidate]] = []
+    task: list[Candidate] = []
     task_bytes = 0
     for candidate in candidates:
         task.append(candidate)
@@ -301,7 +158,7 @@ def _hash_tasks(candidates: Sequence[_Candidate]) -> list[list[_Candidate]]:
     return tasks
 
 
-def _hash_files(task: Sequence[_Candidate]) -> list[tuple[_Candidate, str | None, str | None]]:
+def _hash_files(task: Sequence[Candidate]) -> list[tuple[Candidate, str | None, str | None]]:
     return [_hash_file(candidate) for candidate in task]
 
 
@@ -331,7 +188,7 @@ def ingest_paths(
         with db.write(engine) as conn:
             catalog.register_roots(conn, engine, ingest_roots(roots), now)
     ignored = ignore_matcher(ignore_globs(settings, ignore))
-    candidates = list(walk_images(roots, report, ignored))
+    candidates = list(walk_images(roots, report.errors, ignored))
     report.found = len(candidates)
     if engine is not None:
         with db.read(engine) as conn:
@@ -339,8 +196,8 @@ def ingest_paths(
     else:
         known = {}
     settle_before_ns = int((now - settings.ingest.settle_seconds) * 1e9)
-    unsettled: list[_Candidate] = []
-    fresh: list[_Candidate] = []
+    unsettled: list[Candidate] = []
+    fresh: list[Candidate] = []
     for candidate in candidates:
         if known.get(candidate.path) == (candidate.size_bytes, candidate.mtime_ns):
             report.unchanged += 1
@@ -383,8 +240,8 @@ def ingest_paths(
 
 
 def _admissible(
-    candidates: Sequence[_Candidate], settings: Settings, report: IngestReport
-) -> list[_Candidate]:
+    candidates: Sequence[Candidate], settings: Settings, report: IngestReport
+) -> list[Candidate]:
     """The candidates worth hashing; empty and oversized files become errors."""
     admissible = []
     for candidate in candidates:
@@ -406,7 +263,7 @@ def _admissible(
 def _hash_and_register(
     engine: Engine | None,
     settings: Settings,
-    to_hash: Sequence[_Candidate],
+    to_hash: Sequence[Candidate],
     album: str | None,
     report: IngestReport,
     now: float,
@@ -414,7 +271,7 @@ def _hash_and_register(
     hashed: list[NewFile],
     progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
-) -> list[_Candidate]:
+) -> list[Candidate]:
     """Hash ``to_hash`` into ``hashed``, registering full batches as they come (when writing).
 
     Returns the candidates that changed while they were read (still being written). A stop
@@ -423,7 +280,7 @@ def _hash_and_register(
     """
     if progress:
         progress(0, len(to_hash))
-    changed: list[_Candidate] = []
+    changed: list[Candidate] = []
     done = 0
     with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:
         for results in pool.map(_hash_files, _hash_tasks(to_hash)):
@@ -452,14 +309,14 @@ def _hash_and_register(
 def _wait_for_settled(
     engine: Engine | None,
     settings: Settings,
-    unsettled: list[_Candidate],
+    unsettled: list[Candidate],
     album: str | None,
     report: IngestReport,
     writing: bool,
     hashed: list[NewFile],
     settle_wait: float,
     should_stop: StopCheck | None,
-) -> list[_Candidate]:
+) -> list[Candidate]:
     """Wait (at most ``settle_wait`` s) for files still being written; hash each once settled.
 
     A file is settled once it has not been modified for ``ingest.settle_seconds``. Returns what
@@ -476,15 +333,15 @@ def _wait_for_settled(
         left = deadline - time.monotonic()
         time.sleep(max(0.0, min(max(pause, 0.01), _SETTLE_POLL_SECONDS, left)))
         settled_before_ns = time.time_ns() - settle_ns
-        ready: list[_Candidate] = []
-        still: list[_Candidate] = []
+        ready: list[Candidate] = []
+        still: list[Candidate] = []
         for candidate in pending:
             try:
                 info = os.stat(candidate.path)
             except OSError as error:
-                report.errors.append((display_path(candidate.path), _reason(error)))
+                report.errors.append((display_path(candidate.path), read_error_reason(error)))
                 continue
-            current = _Candidate(candidate.path, info.st_size, info.st_mtime_ns)
+            current = Candidate(candidate.path, info.st_size, info.st_mtime_ns)
             (ready if current.mtime_ns <= settled_before_ns else still).append(current)
         if ready:
             still += _hash_and_register(

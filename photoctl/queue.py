@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 
 from photoctl.errors import NotFound, PhotoctlError
-from photoctl.models import Job, JobKind, JobState, Photo, Worker
+from photoctl.models import Job, JobKind, JobState, Photo, Worker  # noqa: F401 - re-exported
 
 jobs = Job.__table__
 workers = Worker.__table__
@@ -460,34 +460,6 @@ def next_due_in(conn: Connection, now: float | None = None) -> float | None:
     return max(0.0, min(times) - now) if times else None
 
 
-__all__ = [
-    "ClaimedJob",
-    "JobInfo",
-    "JobKind",
-    "JobState",
-    "LeaseLost",
-    "QueueFull",
-    "RetryPolicy",
-    "claim_jobs",
-    "complete_jobs",
-    "count_by_state",
-    "enqueue_jobs",
-    "extend_leases",
-    "fail_job",
-    "get_job",
-    "list_jobs",
-    "lock_capped_enqueue",
-    "next_due_in",
-    "prune_jobs",
-    "release_jobs",
-    "release_worker_jobs",
-    "resolve_job_id",
-    "retry_jobs",
-    "unfinished_count",
-    "waiting_count",
-]
-
-
 def retry_named_jobs(
     conn: Connection, names: Sequence[str] = (), *, failed: bool = False
 ) -> tuple[list[str], int]:
@@ -500,6 +472,3 @@ def retry_named_jobs(
     """
     full_ids = [resolve_job_id(conn, name) for name in names]
     return full_ids, retry_jobs(conn, full_ids, failed=failed)
-
-
-__all__ += ["retry_named_jobs"]

@@ -1,65 +1,46 @@
-"""The FastAPI application: one object per process holding the database, cache and limits.
+"""The FastAPI application: routes, middleware and error answers around one ``Services``.
 
 Nothing is built at import time. ``create_app(settings)`` is what tests call; ``app_from_env``
 is the factory uvicorn imports in each of its worker processes (``photoctl serve`` passes the
-data dir, database URL and config file through the environment).
+data dir, database URL and config file through the environment). The lifespan opens the
+process's services (services.py) and closes them at shutdown.
+
+Imports point one way: app -> routes -> deps -> services; nothing imports this module back.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from photoctl import config, db
-from photoctl.cache import ResponseCache
+from photoctl import config
+from photoctl.api.guard import DB_RETRY_AFTER_SECONDS, BodyGuard
+from photoctl.api.routes import admin, auth, health, me, photos
+from photoctl.api.services import open_services
 from photoctl.config import Settings
 from photoctl.errors import TransientError
 from photoctl.imaging import return_large_buffers_to_the_system
 from photoctl.logs import setup_logging
-from photoctl.ratelimit import RequestLimits
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Services:
-    settings: Settings
-    database: Engine
-    cache: ResponseCache
-    limits: RequestLimits
-
-
 def create_app(settings: Settings) -> FastAPI:
-    from photoctl.api.routes import admin, auth, health, me, photos
-
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
-        database = db.make_engine(settings)
-        db.ensure_schema(database)
-        cache = ResponseCache(settings, db.database_id(database))
-        limits = RequestLimits(
-            str(settings.cache_dir / "ratelimit"),
-            settings.serve.upload_rate,
-            settings.serve.login_rate,
-            settings.serve.selfie_rate,
-        )
-        app.state.services = Services(settings, database, cache, limits)
-        # Image decodes at once in this process (selfies), and their memory given back after.
-        app.state.decodes = threading.BoundedSemaphore(settings.serve.max_concurrent_decodes)
-        return_large_buffers_to_the_system()
-        yield
-        cache.close()
-        database.dispose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with open_services(settings) as services:
+            app.state.services = services
+            # Large buffers (decoded selfies) are given back to the system when freed.
+            return_large_buffers_to_the_system()
+            yield
 
     # /docs and /redoc with their assets served from the fastapi-offline package: they work on
     # a network without access to a CDN, and the API's pages load nothing from elsewhere.
@@ -75,8 +56,6 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, auth, photos, me, admin):
         app.include_router(module.router)
 
-    from photoctl.api.guard import DB_RETRY_AFTER_SECONDS, BodyGuard
-
     # Authenticates and size-checks a request before anything reads its body. Added first, so
     # it sits inside served_by: its BaseHTTPMiddleware runs the app in a task group, and an
     # error raised from a receive it wrapped would reach FastAPI as an exception group (400).
@@ -84,7 +63,9 @@ def create_app(settings: Settings) -> FastAPI:
     process_id = str(os.getpid())
 
     @app.middleware("http")
-    async def served_by(request: Request, call_next):  # noqa: ANN001, ANN202
+    async def served_by(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         # Which uvicorn worker answered: operators (and tests) can tell processes apart.
         response = await call_next(request)
         response.headers["X-Photoctl-Worker"] = process_id

@@ -1,4 +1,4 @@
-"""Request dependencies: services, the authenticated user, admin checks, file helpers."""
+"""Request dependencies: services, the authenticated user, admin checks, who sees which photos."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from photoctl import users
-from photoctl.api.app import Services
+from photoctl.api.services import Services
+from photoctl.config import Settings
 
 
 def services(request: Request) -> Services:
+    """The process's services, opened by the app's lifespan (services.open_services)."""
     return request.app.state.services
 
 
@@ -44,6 +46,10 @@ BearerToken = Annotated[str, Depends(bearer_token)]
 
 
 def caller(svc: Svc, token: BearerToken) -> Caller:
+    """The user a token belongs to; 401 when it belongs to nobody (or has expired).
+
+    Also called by the body guard middleware (guard.py), before a request's body is read.
+    """
     found = users.user_by_token(svc.database, token, svc.settings.serve.login_token_ttl)
     if found is None:
         raise HTTPException(401, "Invalid token", headers={"WWW-Authenticate": "Bearer"})
@@ -60,6 +66,18 @@ def admin(user: CurrentUser) -> Caller:
 
 
 AdminUser = Annotated[Caller, Depends(admin)]
+
+
+def only_photos_of(user: Caller, settings: Settings) -> int | None:
+    """The one user whose photos ``user`` may see, or None when they may see every photo.
+
+    The gallery rule, in one place for every route that lists or hands out photos: admins see
+    everything, and so does every user where serve.gallery = users; otherwise a user sees the
+    photos they were recognised in.
+    """
+    if user.is_admin or settings.serve.gallery == "users":
+        return None
+    return user.id
 
 
 def too_many(retry_after: float, what: str) -> HTTPException:

@@ -18,6 +18,9 @@ from anyio import to_thread
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from photoctl.api.deps import caller
+from photoctl.api.services import Services
+from photoctl.config import Settings
 from photoctl.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit:,} bytes")
 
 
-def body_limit(path: str, settings: Any) -> int:  # noqa: ANN401 - Settings, imported lazily
+def body_limit(path: str, settings: Settings) -> int:
     """The largest body a route accepts: an image (plus multipart framing) or a small JSON."""
     if path == "/api/photos":
         return settings.ingest.max_bytes + MULTIPART_SLACK_BYTES
@@ -87,7 +90,7 @@ class BodyGuard:
             # Counted all the same: a body the headers did not announce is cut off at once.
             await self.app(scope, _counting(receive, 0), send)
             return
-        services = scope["app"].state.services
+        services: Services = scope["app"].state.services
         path = scope.get("path", "")
         if path not in PUBLIC_BODY_PATHS:
             refusal = await to_thread.run_sync(self._authenticate, services, scope)
@@ -108,9 +111,7 @@ class BodyGuard:
         await self.app(scope, _counting(receive, limit), send)
 
     @staticmethod
-    def _authenticate(services: Any, scope: Scope) -> JSONResponse | None:  # noqa: ANN401
-        from photoctl.api import deps
-
+    def _authenticate(services: Services, scope: Scope) -> JSONResponse | None:
         header = _header(scope, b"authorization") or ""
         scheme, _, token = header.partition(" ")
         try:
@@ -118,7 +119,7 @@ class BodyGuard:
                 raise HTTPException(
                     401, "Missing bearer token", headers={"WWW-Authenticate": "Bearer"}
                 )
-            deps.caller(services, token.strip())
+            caller(services, token.strip())
         except HTTPException as error:
             return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
         except TransientError as error:

@@ -7,12 +7,13 @@ from fastapi import APIRouter, HTTPException
 from photoctl import db, queue
 from photoctl import stats as stats_module
 from photoctl.api.deps import AdminUser, Svc
+from photoctl.api.services import Services
 from photoctl.errors import NotFound
 
 router = APIRouter(tags=["admin"])
 
 
-def full_stats(svc) -> dict:  # noqa: ANN001
+def full_stats(svc: Services) -> dict:
     with db.read(svc.database) as conn:
         return stats_module.collect(conn, svc.settings, cache_stats=svc.cache.stats())
 

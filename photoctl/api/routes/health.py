@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from photoctl import db, matching
 from photoctl import stats as stats_module
-from photoctl.api.app import Services
 from photoctl.api.deps import AdminUser, Svc
+from photoctl.api.services import Services
 
 router = APIRouter(tags=["health"])
 
@@ -32,7 +33,7 @@ class _QueueCollector:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
 
-    def collect(self):  # noqa: ANN201
+    def collect(self) -> Iterator[Metric]:
         now = time.time()
         with db.read(self.svc.database) as conn:
             figures = stats_module.collect(conn, self.svc.settings, now)

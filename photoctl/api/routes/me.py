@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, HTTPException, UploadFile
 from pydantic import BaseModel
 
-from photoctl import faces, users
+from photoctl import users
 from photoctl.api.deps import CurrentUser, Svc, too_many
-from photoctl.errors import ConfigError, PermanentError, TransientError
+from photoctl.errors import PermanentError, TransientError
 from photoctl.imaging import check_decode_size
 
 router = APIRouter(tags=["me"])
@@ -43,17 +43,15 @@ class EnrollAnswer(BaseModel):
         503: {"description": "Face engine unavailable or busy"},
     },
 )
-def enroll_selfie(
-    user: CurrentUser, svc: Svc, request: Request, file: Annotated[UploadFile, File()]
-) -> EnrollAnswer:
+def enroll_selfie(user: CurrentUser, svc: Svc, file: Annotated[UploadFile, File()]) -> EnrollAnswer:
     """Enroll (or replace) the caller's selfie; answers once their existing photos are matched."""
     wait = svc.limits.hit(svc.limits.selfie, "selfie", str(user.id))
     if wait is not None:
         raise too_many(wait, "selfies")
-    try:
-        engine = faces.make_engine(svc.settings.faces.engine, svc.settings, svc.database)
-    except ConfigError as error:
-        raise HTTPException(503, f"face engine unavailable: {error}") from None
+    # Built once per process (services.open_services), with what went wrong if it could not be.
+    if svc.face_engine_error is not None:
+        raise HTTPException(503, f"face engine unavailable: {svc.face_engine_error}")
+    engine = svc.face_engine
     if engine is None:
         raise HTTPException(503, "no face engine is configured (faces.engine = none)")
     limit = svc.settings.serve.selfie_max_bytes
@@ -71,7 +69,7 @@ def enroll_selfie(
             max_decoded_pixels=svc.settings.serve.max_decode_pixels,
             display_name="selfie",
         )
-        decodes = request.app.state.decodes
+        decodes = svc.decodes
         if not decodes.acquire(timeout=_DECODE_WAIT_SECONDS):
             raise HTTPException(
                 503, "busy decoding other selfies, try again", headers={"Retry-After": "5"}

@@ -16,8 +16,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from photoctl import catalog, db, gallery, queue
-from photoctl.api.deps import CurrentUser, Svc, too_many
+from photoctl.api.deps import CurrentUser, Svc, only_photos_of, too_many
 from photoctl.api.files import FileRefused, open_served_file
+from photoctl.api.services import Services
+from photoctl.cache import user_tag
 from photoctl.errors import ConfigError
 from photoctl.imaging import IMAGE_EXTENSIONS, looks_like_image
 from photoctl.ingest import MAX_ALBUM_CHARS, check_album, ingest_upload
@@ -68,7 +70,7 @@ _STORAGE_FULL_RETRY_SECONDS = 60
 _MAX_FILENAME_CHARS = 255
 
 
-def _page(svc, items: list[gallery.PhotoItem], next_cursor: int | None) -> dict:  # noqa: ANN001
+def _page(svc: Services, items: list[gallery.PhotoItem], next_cursor: int | None) -> dict:
     prefix = svc.settings.serve.public_url.rstrip("/")
     return {
         "photos": [
@@ -95,7 +97,7 @@ def my_photos(user: CurrentUser, svc: Svc, limit: Limit = 50, cursor: Cursor = N
         f"my:{user.id}:{limit}:{cursor}",
         svc.settings.cache.ttl_my_photos,
         compute,
-        tag=f"user:{user.id}",
+        tag=user_tag(user.id),
     )
 
 
@@ -105,19 +107,20 @@ def all_photos(
 ) -> dict:
     """The gallery, newest first: every photo where serve.gallery = users (and for admins),
     otherwise the photos the caller appears in."""
-    everyone = user.is_admin or svc.settings.serve.gallery == "users"
-    only_user = None if everyone else user.id
+    only_user = only_photos_of(user, svc.settings)
 
     def compute() -> dict:
         with db.read(svc.database) as conn:
             return _page(svc, *gallery.all_photos(conn, album, limit, cursor, only_user))
 
-    scope = "all" if everyone else f"user{user.id}"
+    # Everyone's gallery is one entry for all callers; a restricted one is the caller's own,
+    # dropped with their other entries when they are found in a new photo.
+    scope = "all" if only_user is None else f"user{only_user}"
     return svc.cache.get_or_compute(
         f"all:{scope}:{album}:{limit}:{cursor}",
         svc.settings.cache.ttl_all_photos,
         compute,
-        tag=None if everyone else f"user:{user.id}",
+        tag=None if only_user is None else user_tag(only_user),
     )
 
 
@@ -131,9 +134,8 @@ def photo_file(
 ) -> StreamingResponse:
     """Image bytes, to a user who appears in the photo (any user where serve.gallery = users,
     and admins). A photo the caller may not see is a 404, as if it did not exist."""
-    everyone = user.is_admin or svc.settings.serve.gallery == "users"
     with db.read(svc.database) as conn:
-        files = gallery.photo_files(conn, photo_id, None if everyone else user.id)
+        files = gallery.photo_files(conn, photo_id, only_photos_of(user, svc.settings))
     if files is None:
         raise HTTPException(404, "Photo not found")
     if variant == "original":
@@ -240,7 +242,7 @@ def _display_filename(name: str | None) -> str | None:
     return name[:_MAX_FILENAME_CHARS] or None
 
 
-def _forget_unregistered(svc, stored: Path, digest: str) -> None:  # noqa: ANN001
+def _forget_unregistered(svc: Services, stored: Path, digest: str) -> None:
     """Remove a file this request stored when no photo refers to it (its job was refused)."""
     with db.read(svc.database) as conn:
         if catalog.existing_hashes(conn, [digest]):
@@ -248,7 +250,7 @@ def _forget_unregistered(svc, stored: Path, digest: str) -> None:  # noqa: ANN00
     stored.unlink(missing_ok=True)
 
 
-def _store_upload(svc, upload: UploadFile) -> tuple[Path, str, bool]:  # noqa: ANN001
+def _store_upload(svc: Services, upload: UploadFile) -> tuple[Path, str, bool]:
     """Stream the upload to the storage root, hashing and size-checking as it goes.
 
     Returns (stored file, sha256, whether this request created the file).

@@ -20,6 +20,9 @@ from photoctl.imaging import DecodedPhoto, decode_photo, make_thumbnail, write_j
 class FaceStep(Protocol):
     """The seam for face detection and matching (engines plug in here)."""
 
+    # Longest side the face step wants the photo decoded at (0: the preview is enough).
+    detail_px: int
+
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary: ...
 
 
@@ -32,6 +35,8 @@ class FaceSummary:
 
 class NoFaces:
     """The `none` engine: thumbnails and metadata only."""
+
+    detail_px = 0
 
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary:
         return FaceSummary()
@@ -62,6 +67,7 @@ def process_photo(settings: Settings, photo: PhotoRecord, faces: FaceStep) -> Ph
         max_bytes=settings.ingest.max_bytes,
         max_pixels=settings.ingest.max_pixels,
         display_name=name,
+        detail_px=faces.detail_px,
     )
     thumb_path, preview_path = storage_paths(settings, photo.content_hash)
     quality = settings.storage.jpeg_quality

@@ -134,8 +134,9 @@ def enroll(
         max_bytes=settings.ingest.max_bytes,
         max_pixels=settings.ingest.max_pixels,
         display_name=shown,
+        detail_px=engine.detail_px,
     )
-    record = engine.index_selfie(user_id, decoded.image)
+    record = engine.index_selfie(user_id, decoded.sharpest)
     if record is None:
         raise PermanentError(f"{shown}: no face found in the selfie")
     selfie_face, replaced = matching.replace_selfie(database, engine.name, user_id, record)

@@ -1,7 +1,11 @@
-"""The `local` engine: dlib on this machine, matching by euclidean distance of embeddings.
+"""The `local` engine: faces found and embedded on this machine, matched by euclidean distance.
 
-Detection runs on the preview scaled to ``faces.detect_px`` (about 1024 px): HOG cost grows with
-the pixel count, and faces small enough to be lost at that size are too small to recognise.
+With the default detector (libfacedetection) the photo is decoded large enough that its smallest
+wanted face (``faces.min_face_percent`` of the longest side) is EMBED_FACE_PX wide, faces are
+searched on a copy scaled so that face is DETECT_FACE_PX wide, and each face found is embedded
+by dlib from a crop of the large decode. The `hog` detector is the engine as it was before: dlib's
+HOG on the preview scaled to ``faces.detect_px``, which misses faces under ~8 % of the width.
+Sizes were chosen with scripts/bench_recall.py.
 """
 
 from __future__ import annotations
@@ -22,22 +26,58 @@ from photoctl.faces.base import (
     largest,
 )
 from photoctl.faces.local import (
+    FoundFace,
     LocalFaceModel,
     embedding_from_bytes,
     embedding_to_bytes,
     find_model_dir,
+    libface_detect,
 )
+
+# libfacedetection finds faces from ~10 px; at 15 px recall at 1.5 % of the width was still
+# complete in bench_recall, and the detection copy (and its cost, ~quadratic) stays small:
+# 2 % -> 960 px.
+DETECT_FACE_PX = 19.2
+# dlib's chip is 150 px; from a 45-60 px face it still lands within ~0.2 of the same person's
+# large face (bench_recall). 2 % -> a decode of >= 2400 px, i.e. 3000 px for a 24 MP JPEG, the
+# same DCT scale the 1600 px preview already needed: no extra decode cost.
+EMBED_FACE_PX = 48.0
+MIN_DETECT_PX = 320
+
+
+def detect_px_for(min_face_percent: float) -> int:
+    """Longest side of the copy libfacedetection searches, for the smallest wanted face."""
+    return max(MIN_DETECT_PX, round(DETECT_FACE_PX * 100 / min_face_percent))
+
+
+def detail_px_for(min_face_percent: float) -> int:
+    """Longest side the photo must be decoded at for its smallest wanted face to be embedded."""
+    return round(EMBED_FACE_PX * 100 / min_face_percent)
 
 
 class LocalEngine(FaceEngine):
     name = "local"
 
     def __init__(
-        self, match_threshold: float = 0.6, detect_px: int = 1024, upsample: int = 0
+        self,
+        match_threshold: float = 0.6,
+        detect_px: int = 1024,
+        upsample: int = 0,
+        *,
+        detector: str = "libfacedetection",
+        min_face_percent: float = 2.0,
     ) -> None:
         self.match_threshold = match_threshold
         self.detect_px = detect_px
         self.upsample = upsample
+        self.detector = detector
+        self.min_face_percent = min_face_percent
+        if detector == "libfacedetection":
+            self.libface_px = detect_px_for(min_face_percent)
+            self.detail_px = detail_px_for(min_face_percent)
+        else:
+            self.libface_px = 0
+            self.detail_px = 0  # HOG searches the preview: a larger decode would be wasted
 
     @classmethod
     def from_settings(
@@ -47,19 +87,40 @@ class LocalEngine(FaceEngine):
             match_threshold=settings.faces.match_threshold,
             detect_px=settings.faces.detect_px,
             upsample=settings.faces.upsample,
+            detector=settings.faces.detector,
+            min_face_percent=settings.faces.min_face_percent,
         )
 
     @property
     def model(self) -> LocalFaceModel:
         return LocalFaceModel.shared()
 
+    def find(self, image: Image.Image) -> tuple[tuple[int, int], list[FoundFace]]:
+        """The faces of an image: (size of the image their boxes refer to, faces)."""
+        image = image.convert("RGB")
+        if self.detector == "hog":
+            if max(image.size) > self.detect_px:
+                image = image.copy()
+                image.thumbnail((self.detect_px, self.detect_px), Image.Resampling.BILINEAR)
+            return image.size, self.model.find_faces(np.asarray(image), upsample=self.upsample)
+        width, height = image.size
+        scale = min(1.0, self.libface_px / max(width, height))
+        small = image
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            # reducing_gap: box-reduce by an integer factor first, then a cheap bilinear pass.
+            small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        sx, sy = width / small.width, height / small.height
+        detections = libface_detect(np.asarray(small))
+        boxes = [
+            (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
+            for (left, top, right, bottom), _ in detections
+        ]
+        scores = [score for _, score in detections]
+        return image.size, self.model.embed_boxes(np.asarray(image), boxes, scores)
+
     def _find(self, image: Image.Image) -> list[FaceRecord]:
-        scaled = image.convert("RGB")
-        if max(scaled.size) > self.detect_px:
-            scaled = scaled.copy()
-            scaled.thumbnail((self.detect_px, self.detect_px), Image.Resampling.BILINEAR)
-        width, height = scaled.size
-        found = self.model.find_faces(np.asarray(scaled), upsample=self.upsample)
+        (width, height), found = self.find(image)
         return [
             FaceRecord(
                 box=(left / width, top / height, (right - left) / width, (bottom - top) / height),

@@ -42,6 +42,11 @@ PERMANENT_CODES = frozenset(
     {"InvalidImageFormatException", "ImageTooLargeException", "InvalidParameterException"}
 )
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
+# Rekognition documents faces down to 40x40 px in a 1920x1080 image, about 2 % of the width.
+# The 1600 px preview shows a 2 % face at 32 px, so photos are sent at this longest side
+# instead (a 2 % face is 41 px), cut from the photo's larger decode; a 24 MP photo's JPEG at
+# 2048 px is about 1 MB, well under the 5 MB limit.
+SEND_PX = 2048
 SELFIE_PREFIX = "user-"
 _SEARCH_MAX_FACES = 4096
 
@@ -62,6 +67,7 @@ def encode_under_limit(image: Image.Image, limit_bytes: int = MAX_IMAGE_BYTES) -
 class RekognitionEngine(FaceEngine):
     name = "rekognition"
     keeps_index = True
+    detail_px = SEND_PX
 
     def __init__(
         self, client: Any, limiter: CallLimiter, collection_id: str, match_threshold: float
@@ -171,6 +177,9 @@ class RekognitionEngine(FaceEngine):
 
     def _index(self, image: Image.Image, external_id: str, max_faces: int) -> list[FaceRecord]:
         self._ensure_collection()
+        if max(image.size) > SEND_PX:
+            image = image.copy()
+            image.thumbnail((SEND_PX, SEND_PX), Image.Resampling.HAMMING)
         answer = self._call(
             "index_faces",
             CollectionId=self.collection_id,

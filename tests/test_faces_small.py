@@ -7,13 +7,17 @@ measures the same thing on many more photos; these are the fast checks that keep
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from photoctl import db, faces, matching, queue, users
-from photoctl.faces.local_engine import LocalEngine
+from photoctl.faces.local_engine import LocalEngine, detail_px_for
+from photoctl.faces.rekognition import SEND_PX, image_to_send
+from photoctl.imaging import decode_photo, draft_box
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
@@ -165,3 +169,32 @@ def test_rerunning_jobs_stores_no_small_face_or_match_twice(settings, engine, ph
         assert queue.retry_jobs(conn, done) == 2
     assert drain_in_process(settings, "local").failed == 0
     assert counts() == before == (sum(len(c) for c in layout.values()), 3)
+
+
+def test_a_24mp_jpeg_is_decoded_at_half_size_for_two_percent_faces(photos) -> None:  # noqa: ANN001
+    folder, _ = photos["two_percent"]
+    decoded = decode_photo(
+        folder / "two_percent.jpg",
+        preview_px=1600,
+        max_bytes=10**9,
+        max_pixels=10**9,
+        display_name="two_percent.jpg",
+        detail_px=detail_px_for(2.0),
+    )
+    # DCT scaling by 2 (not a full decode): a 2 % face is 60 px there; the preview is unchanged.
+    assert decoded.detail.size == (3000, 2000)
+    assert decoded.image.size == (1600, 1067)
+    assert draft_box((6000, 4000), 1600, 2400) == (2400, 1600)
+
+
+def test_rekognition_is_sent_a_2048_px_image_so_a_2_percent_face_is_40_px(photos) -> None:  # noqa: ANN001
+    folder, _ = photos["two_percent"]
+    with Image.open(folder / "two_percent.jpg") as opened:
+        detail = opened.reduce(2)  # as decoded for it: 3000x2000
+    sent = image_to_send(detail)
+    with Image.open(io.BytesIO(sent)) as image:
+        assert max(image.size) == SEND_PX and image.width * 0.02 >= 40
+    assert len(sent) <= 5 * 1024 * 1024
+    small = Image.new("RGB", (800, 600), (10, 20, 30))
+    with Image.open(io.BytesIO(image_to_send(small))) as image:
+        assert image.size == (800, 600)  # smaller images go as they are

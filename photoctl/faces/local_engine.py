@@ -151,6 +151,9 @@ class LocalEngine(FaceEngine):
 
     def warm_up(self) -> None:
         LocalFaceModel.shared()
+        if self.detector == "libfacedetection":
+            # Loads the extension (and OpenMP) before the first job: one tiny detection.
+            libface_detect(np.zeros((32, 32, 3), dtype=np.uint8))
 
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
         return self._find(image)
@@ -194,7 +197,13 @@ class LocalEngine(FaceEngine):
     def check(self) -> str:
         model_dir = find_model_dir()
         LocalFaceModel.shared()
-        return f"dlib models loaded from {model_dir}"
+        if self.detector == "hog":
+            return f"dlib models loaded from {model_dir}; detector hog at {self.detect_px} px"
+        libface_detect(np.zeros((32, 32, 3), dtype=np.uint8))
+        return (
+            f"dlib models loaded from {model_dir}; detector libfacedetection, faces from "
+            f"{self.min_face_percent:g} % of the longest side"
+        )
 
 
 def _similarity(distance: float) -> float:

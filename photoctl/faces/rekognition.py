@@ -51,6 +51,14 @@ SELFIE_PREFIX = "user-"
 _SEARCH_MAX_FACES = 4096
 
 
+def image_to_send(image: Image.Image) -> bytes:
+    """The JPEG sent to IndexFaces: at most SEND_PX on its longest side, under 5 MB."""
+    if max(image.size) > SEND_PX:
+        image = image.copy()
+        image.thumbnail((SEND_PX, SEND_PX), Image.Resampling.HAMMING)
+    return encode_under_limit(image)
+
+
 def encode_under_limit(image: Image.Image, limit_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     """JPEG bytes of the image under Rekognition's 5 MB limit, lowering quality, then size."""
     candidate = image.convert("RGB")
@@ -177,13 +185,10 @@ class RekognitionEngine(FaceEngine):
 
     def _index(self, image: Image.Image, external_id: str, max_faces: int) -> list[FaceRecord]:
         self._ensure_collection()
-        if max(image.size) > SEND_PX:
-            image = image.copy()
-            image.thumbnail((SEND_PX, SEND_PX), Image.Resampling.HAMMING)
         answer = self._call(
             "index_faces",
             CollectionId=self.collection_id,
-            Image={"Bytes": encode_under_limit(image)},
+            Image={"Bytes": image_to_send(image)},
             ExternalImageId=external_id,
             MaxFaces=max_faces,
             QualityFilter="AUTO",

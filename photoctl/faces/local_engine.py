@@ -26,6 +26,9 @@ from photoctl.faces.base import (
     largest,
 )
 from photoctl.faces.local import (
+    LIBFACE_CANDIDATE_SCORE,
+    LIBFACE_MIN_SCORE,
+    Box,
     FoundFace,
     LocalFaceModel,
     embedding_from_bytes,
@@ -43,6 +46,8 @@ DETECT_FACE_PX = 19.2
 # same DCT scale the 1600 px preview already needed: no extra decode cost.
 EMBED_FACE_PX = 48.0
 MIN_DETECT_PX = 320
+# An unsure candidate is detected again on a crop of the large decode where it is this wide.
+VERIFY_FACE_PX = 48
 
 
 def detect_px_for(min_face_percent: float) -> int:
@@ -129,12 +134,27 @@ class LocalEngine(FaceEngine):
             # reducing_gap: box-reduce by an integer factor first, then a cheap bilinear pass.
             small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
         sx, sy = width / small.width, height / small.height
-        detections = libface_detect(np.asarray(small))
-        boxes = [
-            (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
-            for (left, top, right, bottom), _ in detections
-        ]
-        scores = [score for _, score in detections]
+        boxes: list[Box] = []
+        scores: list[float] = []
+        unsure = []
+        for (left, top, right, bottom), score in libface_detect(
+            np.asarray(small), min_score=LIBFACE_CANDIDATE_SCORE
+        ):
+            box = (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
+            if score >= LIBFACE_MIN_SCORE:
+                boxes.append(box)
+                scores.append(score)
+            else:
+                unsure.append(box)
+        for box in unsure:
+            if any(_centre_inside(box, kept) for kept in boxes):
+                continue  # a second, weaker box on a face already found
+            confirmed = _verify(image, box)
+            if confirmed is not None and not any(
+                _centre_inside(confirmed[0], kept) for kept in boxes
+            ):
+                boxes.append(confirmed[0])
+                scores.append(confirmed[1])
         return image.size, self.model.embed_boxes(np.asarray(image), boxes, scores)
 
     def _find(self, image: Image.Image) -> list[FaceRecord]:
@@ -204,6 +224,41 @@ class LocalEngine(FaceEngine):
             f"dlib models loaded from {model_dir}; detector libfacedetection, faces from "
             f"{self.min_face_percent:g} % of the longest side"
         )
+
+
+def _centre_inside(box: Box, other: Box) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return other[0] <= cx <= other[2] and other[1] <= cy <= other[3]
+
+
+def _verify(image: Image.Image, box: Box) -> tuple[Box, float] | None:
+    """Detect again around an unsure candidate, on the large decode scaled so the face is
+    VERIFY_FACE_PX wide; the confirmed box (in `image` pixels) and score, or None."""
+    left, top, right, bottom = box
+    side = max(1, right - left)
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    half = 1.5 * side
+    crop = image.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    scale = VERIFY_FACE_PX / side
+    size = max(8, round(crop.width * scale))
+    crop = crop.resize((size, size), Image.Resampling.BILINEAR)
+    origin_x, origin_y = round(cx - half), round(cy - half)
+    best = None
+    for (l2, t2, r2, b2), score in libface_detect(np.asarray(crop)):
+        # The same face: its centre within half a face of the candidate's, about its size.
+        dx = (l2 + r2) / 2 / scale - half
+        dy = (t2 + b2) / 2 / scale - half
+        if abs(dx) > side / 2 or abs(dy) > side / 2 or not 0.5 <= (r2 - l2) / scale / side <= 2:
+            continue
+        if best is None or score > best[1]:
+            found = (
+                origin_x + round(l2 / scale),
+                origin_y + round(t2 / scale),
+                origin_x + round(r2 / scale),
+                origin_y + round(b2 / scale),
+            )
+            best = (found, score)
+    return best
 
 
 def _similarity(distance: float) -> float:

@@ -10,13 +10,14 @@ Part 1, local engine (dlib), photos/s against the cost of its primitives:
      primitives the SPEC budgets a photo with, per photo:
        decode   Image.open + draft(RGB, box for the preview and the engine's detail_px) + load
                 + exif_transpose, as photoctl.imaging.decode_bytes does (JPEG DCT scaling);
-       detect   libfacedetection on the decode scaled to the engine's detection size (960 px
-                for faces.min_face_percent = 2);
+       detect   LocalEngine.detect: the decode scaled to the detection size (960 px for
+                faces.min_face_percent = 2), libfacedetection, unsure candidates detected again
+                on crops of the decode;
        embed    5-point landmarks + 128-d embedding of every face found, from crops of the
                 decode (LocalFaceModel.embed_boxes);
      and, beside them, what the pipeline does on top, through the project's own functions: file
      read, the rest of imaging.decode_bytes (mostly the resize to the preview), write_jpeg
-     of the preview, make_thumbnail + write_jpeg, scaling to the detection size. CPU time
+     of the preview, make_thumbnail + write_jpeg. CPU time
      (process_time) is the figure used, wall time is shown beside it. The baseline throughput of
      W workers is min(W, cores) / (decode + detect + embed). The engine before issue 8 (HOG on
      the preview at faces.detect_px, embedding on that copy) is timed beside it;
@@ -488,7 +489,7 @@ class StepTimes:
 
 
 PRIMITIVES = ("decode", "detect", "embed")
-EXTRAS = ("read", "rest of decode_bytes", "write preview", "thumbnail", "scale to detect")
+EXTRAS = ("read", "rest of decode_bytes", "write preview", "thumbnail")
 BEFORE = ("hog@1024 before", "hog embed before")  # the engine before issue 8, for comparison
 
 
@@ -501,7 +502,7 @@ def measure_primitives(photos: list[Path], settings: Settings, scratch: Path) ->
     write_jpeg, make_thumbnail), so a change there shows here. The engine before issue 8 (HOG
     on the preview at detect_px, embedding on that copy) is timed beside, not counted.
     """
-    from photoctl.faces.local import LocalFaceModel, libface_detect
+    from photoctl.faces.local import LocalFaceModel
     from photoctl.faces.local_engine import LocalEngine
     from photoctl.imaging import draft_box
 
@@ -542,20 +543,11 @@ def measure_primitives(photos: list[Path], settings: Settings, scratch: Path) ->
         mark()
         write_jpeg(make_thumbnail(preview, settings.storage.thumb_px), scratch / "t.jpg", quality)
         mark()
-        # As LocalEngine.find scales the decode for detection.
-        scale = local.libface_px / max(detail.size)
-        small = detail.resize(
-            (round(detail.width * scale), round(detail.height * scale)),
-            Image.Resampling.BILINEAR,
-            reducing_gap=2.0,
-        )
-        pixels = np.asarray(small)
+        # LocalEngine.detect: scale to the detection size, libfacedetection, unsure candidates
+        # detected again on crops (the scaling is timed inside it, not apart).
+        boxes, scores = local.detect(detail)
         mark()
-        found = libface_detect(pixels)
-        mark()
-        back = detail.width / small.width
-        boxes = [tuple(round(v * back) for v in box) for box, _ in found]
-        model.embed_boxes(np.asarray(detail), boxes, [score for _, score in found])
+        model.embed_boxes(detail, boxes, scores)
         mark()
         # Before: HOG on the preview scaled to detect_px, landmarks + embeddings on that copy.
         scaled = preview.copy()
@@ -575,13 +567,12 @@ def measure_primitives(photos: list[Path], settings: Settings, scratch: Path) ->
         if position <= 3:  # the same faces as the project's own call
             assert len(local.find(detail)[1]) == len(boxes)
         spans = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks[:-1], marks[1:], strict=True)]
-        read, decode, whole, write, thumb, scale_s, detect, embed, _, hog, hog_embed = spans
+        read, decode, whole, write, thumb, detect, embed, _, hog, hog_embed = spans
         times.add("read", *read)
         times.add("decode", *decode)
         times.add("rest of decode_bytes", whole[0] - decode[0], whole[1] - decode[1])
         times.add("write preview", *write)
         times.add("thumbnail", *thumb)
-        times.add("scale to detect", *scale_s)
         times.add("detect", *detect)
         times.add("embed", *embed)
         times.add("hog@1024 before", *hog)

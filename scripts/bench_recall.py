@@ -372,7 +372,7 @@ def scaled_array(
     if scale >= 1 and not upscale:
         return np.asarray(image), 1.0
     size = (round(image.width * scale), round(image.height * scale))
-    resized = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    resized = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
     return np.ascontiguousarray(np.asarray(resized)), image.width / resized.width
 
 
@@ -573,28 +573,14 @@ def cpu_call(function: Callable, *args):  # noqa: ANN002, ANN202
 
 def engine_faces(engine, image: Image.Image):  # noqa: ANN001, ANN201
     """(boxes in `image` pixels, embeddings, detect seconds, embed seconds) from an engine."""
-    from photoctl.faces import local as local_module
-
-    detect_cpu = 0.0
-    original = local_module.LocalFaceModel.embed_boxes
-
-    def timed_embed(self, *a):  # noqa: ANN001, ANN002, ANN202
-        nonlocal detect_cpu
-        detect_cpu = time.process_time() - started  # everything up to the embedding
-        return original(self, *a)
-
-    local_module.LocalFaceModel.embed_boxes = timed_embed
-    try:
-        started = time.process_time()
-        (width, height), found = engine.find(image)
-        total = time.process_time() - started
-    finally:
-        local_module.LocalFaceModel.embed_boxes = original
     if engine.detector == "hog":  # find_faces: detection and embedding in one call
-        detect_cpu = total
-    back = image.width / width
-    boxes = [tuple(v * back for v in f.box) for f in found]
-    return boxes, [f.embedding for f in found], detect_cpu, total - detect_cpu
+        ((width, _), found), seconds = cpu_call(engine.find, image)
+        back = image.width / width
+        boxes = [tuple(v * back for v in f.box) for f in found]
+        return boxes, [f.embedding for f in found], seconds, 0.0
+    (boxes, scores), detect_s = cpu_call(engine.detect, image)
+    found, embed_s = cpu_call(engine.model.embed_boxes, image, boxes, scores)
+    return [f.box for f in found], [f.embedding for f in found], detect_s, embed_s
 
 
 def enroll(engine) -> dict[str, np.ndarray]:  # noqa: ANN001

@@ -126,13 +126,19 @@ class LocalEngine(FaceEngine):
                 image = image.copy()
                 image.thumbnail((self.detect_px, self.detect_px), Image.Resampling.BILINEAR)
             return image.size, self.model.find_faces(np.asarray(image), upsample=self.upsample)
+        boxes, scores = self.detect(image)
+        return image.size, self.model.embed_boxes(image, boxes, scores)
+
+    def detect(self, image: Image.Image) -> tuple[list[Box], list[float]]:
+        """libfacedetection's faces in an RGB image: dlib-style boxes in its pixels, scores."""
         width, height = image.size
         scale = min(1.0, self.libface_px / max(width, height))
         small = image
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            # reducing_gap: box-reduce by an integer factor first, then a cheap bilinear pass.
-            small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            # reducing_gap 1: box-reduce by the integer part of the factor first, then a cheap
+            # bilinear pass: 18 ms from 3000x2000 to 960 px instead of 33 (2.0) or 44 (none).
+            small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
         sx, sy = width / small.width, height / small.height
         boxes: list[Box] = []
         scores: list[float] = []
@@ -155,7 +161,7 @@ class LocalEngine(FaceEngine):
             ):
                 boxes.append(confirmed[0])
                 scores.append(confirmed[1])
-        return image.size, self.model.embed_boxes(np.asarray(image), boxes, scores)
+        return boxes, scores
 
     def _find(self, image: Image.Image) -> list[FaceRecord]:
         (width, height), found = self.find(image)

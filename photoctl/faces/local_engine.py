@@ -37,9 +37,10 @@ from photoctl.faces.local import (
     libface_detect,
 )
 
-# libfacedetection finds faces from ~10 px; at 15 px recall at 1.5 % of the width was still
-# complete in bench_recall, and the detection copy (and its cost, ~quadratic) stays small:
-# 2 % -> 960 px.
+# libfacedetection finds faces from ~10 px and surely from ~18. On the 960 px copy this gives
+# for 2 %, bench_recall found every 2 % face (19 px); 1.5 % faces (14 px) often scored 20-40
+# and are recovered by the re-detection below. The copy's cost grows with its pixels: 1280 px found
+# every 1.5 % face directly but cost twice as much.
 DETECT_FACE_PX = 19.2
 # dlib's chip is 150 px; from a 45-60 px face it still lands within ~0.2 of the same person's
 # large face (bench_recall). 2 % -> a decode of >= 2400 px, i.e. 3000 px for a 24 MP JPEG, the
@@ -120,7 +121,8 @@ class LocalEngine(FaceEngine):
 
     def find(self, image: Image.Image) -> tuple[tuple[int, int], list[FoundFace]]:
         """The faces of an image: (size of the image their boxes refer to, faces)."""
-        image = image.convert("RGB")
+        if image.mode != "RGB":  # convert() would copy a 3000x2000 decode even when RGB
+            image = image.convert("RGB")
         if self.detector == "hog":
             if max(image.size) > self.detect_px:
                 image = image.copy()

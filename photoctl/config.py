@@ -23,6 +23,7 @@ from photoctl.errors import ConfigError
 
 DEFAULT_DATA_DIR = "photoctl-data"
 ENGINE_NAMES = ("local", "rekognition", "none")
+DETECTOR_NAMES = ("libfacedetection", "hog")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -145,14 +146,28 @@ class FacesSettings:
     match_threshold: float = _key(
         0.6, "local engine: a face matches a user at this euclidean distance or less", minimum=0
     )
+    min_face_percent: float = _key(
+        2.0,
+        "local engine: the smallest face to find, as a percentage of the photo's longest side "
+        "(its width, for a landscape photo); sets the detection size and the decode size that "
+        "faces are embedded from",
+        minimum=0.5,
+    )
+    detector: str = _key(
+        "libfacedetection",
+        "local engine: face detector: libfacedetection (finds faces down to min_face_percent) "
+        "or hog (dlib's HOG on the preview scaled to detect_px: faces under ~80 px are missed)",
+        choices=DETECTOR_NAMES,
+    )
     detect_px: int = _key(
         1024,
-        "local engine: faces are searched on the preview scaled to this longest side",
+        "local engine, hog detector: faces are searched on the preview scaled to this longest side",
         minimum=64,
     )
     upsample: int = _key(
         0,
-        "local engine: upsample this many times to find smaller faces (each ~4x slower)",
+        "local engine, hog detector: upsample this many times to find smaller faces "
+        "(each ~4x slower)",
         minimum=0,
     )
 

@@ -64,15 +64,38 @@ class DecodedPhoto:
     height: int
     taken_at: str | None
     camera: str | None
+    # The photo as decoded (JPEG: at the DCT scale chosen by draft), upright, before the resize
+    # to the preview: the local face engine crops small faces from these real pixels instead of
+    # the preview's. Longest side >= the `detail_px` asked for (or the original's, if smaller).
+    detail: Image.Image | None = None
+
+    @property
+    def sharpest(self) -> Image.Image:
+        """The most detailed image decoded: `detail` if kept, else the preview."""
+        return self.detail if self.detail is not None else self.image
 
 
 def decode_photo(
-    path: Path | bytes, *, preview_px: int, max_bytes: int, max_pixels: int, display_name: str
+    path: Path | bytes,
+    *,
+    preview_px: int,
+    max_bytes: int,
+    max_pixels: int,
+    display_name: str,
+    detail_px: int = 0,
 ) -> DecodedPhoto:
-    """Read, check and decode one photo. Raises PermanentError with the reason."""
+    """Read, check and decode one photo. Raises PermanentError with the reason.
+
+    With `detail_px`, the photo is decoded with its longest side at least that large (or whole)
+    and kept as `DecodedPhoto.detail` beside the preview.
+    """
     data = read_source(path, max_bytes=max_bytes, display_name=display_name).data
     return decode_bytes(
-        data, preview_px=preview_px, max_pixels=max_pixels, display_name=display_name
+        data,
+        preview_px=preview_px,
+        max_pixels=max_pixels,
+        display_name=display_name,
+        detail_px=detail_px,
     )
 
 
@@ -193,6 +216,7 @@ def check_decode_size(
     max_pixels: int,
     max_decoded_pixels: int,
     display_name: str,
+    detail_px: int = 0,
 ) -> None:
     """Refuse, from the header alone, an image whose decode would take too much memory.
 
@@ -211,7 +235,8 @@ def check_decode_size(
                         f"{display_name}: decompression bomb refused "
                         f"({width}x{height} pixels, limit {max_pixels:,})"
                     )
-                image.draft("RGB", (preview_px, preview_px))  # JPEG: the scale it will decode at
+                # JPEG: the scale it will really decode at (the engine may want detail).
+                image.draft("RGB", draft_box(image.size, preview_px, detail_px))
                 decoded_width, decoded_height = image.size
     except PermanentError:
         raise
@@ -228,8 +253,24 @@ def check_decode_size(
         )
 
 
+def draft_box(size: tuple[int, int], preview_px: int, detail_px: int = 0) -> tuple[int, int]:
+    """The size to ask `Image.draft` for: a preview_px square, and a longest side >= detail_px.
+
+    draft picks the largest DCT reduction that keeps both sides at least the size asked for,
+    so the detail request keeps the photo's aspect ratio: asking (2400, 2400) of a 6000x4000
+    photo would force a full decode (4000 // 2400 = 1) where 3000x2000 is enough.
+    """
+    width, height = size
+    box_w, box_h = preview_px, preview_px
+    if detail_px > 0 and width > 0 and height > 0:
+        long_side = max(width, height)
+        box_w = max(box_w, -(-detail_px * width // long_side))
+        box_h = max(box_h, -(-detail_px * height // long_side))
+    return box_w, box_h
+
+
 def decode_bytes(
-    data: bytes, *, preview_px: int, max_pixels: int, display_name: str
+    data: bytes, *, preview_px: int, max_pixels: int, display_name: str, detail_px: int = 0
 ) -> DecodedPhoto:
     if not data:
         raise PermanentError(f"{display_name}: empty file")
@@ -245,11 +286,15 @@ def decode_bytes(
                 )
             exif = image.getexif()
             # Decode at the smallest DCT scale that still covers the preview (JPEG only).
-            image.draft("RGB", (preview_px, preview_px))
+            image.draft("RGB", draft_box(image.size, preview_px, detail_px))
             image.load()
             image = ImageOps.exif_transpose(image)
             if image.mode != "RGB":
                 image = _to_rgb(image)
+            detail = None
+            if detail_px > 0:
+                detail = image
+                image = image.copy()
             # HAMMING, not LANCZOS: from a 24 MP JPEG's 3000x2000 draft to 1600 px it costs
             # ~37 ms instead of ~85 ms of CPU (LANCZOS was a fifth of a photo's processing with
             # the local engine; scripts/bench_faces.py), and differs from LANCZOS by ~0.6/255 on
@@ -266,7 +311,12 @@ def decode_bytes(
     if _orientation_swaps_axes(exif):
         width, height = height, width
     return DecodedPhoto(
-        image=image, width=width, height=height, taken_at=_taken_at(exif), camera=_camera(exif)
+        image=image,
+        width=width,
+        height=height,
+        taken_at=_taken_at(exif),
+        camera=_camera(exif),
+        detail=detail,
     )
 
 

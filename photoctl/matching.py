@@ -218,9 +218,10 @@ class FaceStep:
     def __init__(self, database: Engine, engine: FaceEngine) -> None:
         self.database = database
         self.engine = engine
+        self.detail_px = engine.detail_px
 
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary:
-        faces = photo_faces(self.database, self.engine, photo, lambda: decoded.image)
+        faces = photo_faces(self.database, self.engine, photo, lambda: decoded.sharpest)
         if not faces:
             return FaceSummary()
         matches = self.engine.match_faces(faces, enrolled_faces(self.database, self.engine.name))

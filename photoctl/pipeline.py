@@ -20,6 +20,9 @@ from photoctl.imaging import DecodedPhoto, decode_bytes, make_thumbnail, read_so
 class FaceStep(Protocol):
     """The seam for face detection and matching (engines plug in here)."""
 
+    # Longest side the face step wants the photo decoded at (0: the preview is enough).
+    detail_px: int
+
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary: ...
 
 
@@ -32,6 +35,8 @@ class FaceSummary:
 
 class NoFaces:
     """The `none` engine: thumbnails and metadata only."""
+
+    detail_px = 0
 
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary:
         return FaceSummary()
@@ -75,6 +80,7 @@ def process_photo(
         preview_px=settings.storage.preview_px,
         max_pixels=settings.ingest.max_pixels,
         display_name=name,
+        detail_px=faces.detail_px,
     )
     thumb_path, preview_path = storage_paths(settings, photo.content_hash)
     quality = settings.storage.jpeg_quality

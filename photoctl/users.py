@@ -189,9 +189,10 @@ def enroll(
         max_bytes=settings.ingest.max_bytes,
         max_pixels=settings.ingest.max_pixels,
         display_name=shown,
+        detail_px=engine.detail_px,
     )
     try:
-        record = engine.index_selfie(user_id, decoded.image, allow_several=largest)
+        record = engine.index_selfie(user_id, decoded.sharpest, allow_several=largest)
     except SeveralFaces as several:
         raise SeveralFaces(several.count, shown) from None
     if record is None:

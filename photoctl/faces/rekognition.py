@@ -42,8 +42,21 @@ PERMANENT_CODES = frozenset(
     {"InvalidImageFormatException", "ImageTooLargeException", "InvalidParameterException"}
 )
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
+# Rekognition documents faces down to 40x40 px in a 1920x1080 image, about 2 % of the width.
+# The 1600 px preview shows a 2 % face at 32 px, so photos are sent at this longest side
+# instead (a 2 % face is 41 px), cut from the photo's larger decode; a 24 MP photo's JPEG at
+# 2048 px is about 1 MB, well under the 5 MB limit.
+SEND_PX = 2048
 SELFIE_PREFIX = "user-"
 _SEARCH_MAX_FACES = 4096
+
+
+def image_to_send(image: Image.Image) -> bytes:
+    """The JPEG sent to IndexFaces: at most SEND_PX on its longest side, under 5 MB."""
+    if max(image.size) > SEND_PX:
+        image = image.copy()
+        image.thumbnail((SEND_PX, SEND_PX), Image.Resampling.HAMMING)
+    return encode_under_limit(image)
 
 
 def encode_under_limit(image: Image.Image, limit_bytes: int = MAX_IMAGE_BYTES) -> bytes:
@@ -62,6 +75,7 @@ def encode_under_limit(image: Image.Image, limit_bytes: int = MAX_IMAGE_BYTES) -
 class RekognitionEngine(FaceEngine):
     name = "rekognition"
     keeps_index = True
+    detail_px = SEND_PX
 
     def __init__(
         self, client: Any, limiter: CallLimiter, collection_id: str, match_threshold: float
@@ -177,7 +191,7 @@ class RekognitionEngine(FaceEngine):
         return self._call(
             "index_faces",
             CollectionId=self.collection_id,
-            Image={"Bytes": encode_under_limit(image)},
+            Image={"Bytes": image_to_send(image)},
             ExternalImageId=external_id,
             MaxFaces=max_faces,
             QualityFilter="AUTO",

@@ -68,6 +68,7 @@ def enroll_selfie(user: CurrentUser, svc: Svc, file: Annotated[UploadFile, File(
             max_pixels=svc.settings.ingest.max_pixels,
             max_decoded_pixels=svc.settings.serve.max_decode_pixels,
             display_name="selfie",
+            detail_px=engine.detail_px,
         )
         decodes = svc.decodes
         if not decodes.acquire(timeout=_DECODE_WAIT_SECONDS):

@@ -10,9 +10,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, func, select, update
 
-from photoctl.db import insert_ignoring_conflicts, is_postgresql
+from photoctl.db import dialect_insert, insert_ignoring_conflicts
 from photoctl.models import IngestRoot, Job, JobKind, Photo, SourceFile
 from photoctl.models import display_path as display_path
 
@@ -90,7 +90,6 @@ def existing_hashes(conn: Connection, hashes: Sequence[str]) -> set[str]:
 
 def register_files(
     conn: Connection,
-    engine: Engine,
     files: Sequence[NewFile],
     album: str | None,
     now: float | None = None,
@@ -121,7 +120,7 @@ def register_files(
     ]
     for chunk in _chunks(rows):
         inserted = conn.execute(
-            insert_ignoring_conflicts(engine, photos).returning(photos.c.id, photos.c.content_hash),
+            insert_ignoring_conflicts(conn, photos).returning(photos.c.id, photos.c.content_hash),
             list(chunk),
         )
         new_ids.update({digest: photo_id for photo_id, digest in inserted})
@@ -142,7 +141,6 @@ def register_files(
                 )
     _remember_files(
         conn,
-        engine,
         [
             {
                 "path": f.path,
@@ -161,14 +159,10 @@ def register_files(
     return Registration(new_photo_ids=list(new_ids.values()), duplicate_paths=duplicates)
 
 
-def _remember_files(conn: Connection, engine: Engine, rows: list[dict]) -> None:
+def _remember_files(conn: Connection, rows: list[dict]) -> None:
     if not rows:
         return
-    if is_postgresql(engine):
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(source_files)
+    statement = dialect_insert(conn, source_files)
     statement = statement.on_conflict_do_update(
         index_elements=[source_files.c.path],
         set_={
@@ -181,14 +175,12 @@ def _remember_files(conn: Connection, engine: Engine, rows: list[dict]) -> None:
         conn.execute(statement, list(chunk))
 
 
-def register_roots(
-    conn: Connection, engine: Engine, paths: Iterable[bytes], now: float | None = None
-) -> None:
+def register_roots(conn: Connection, paths: Iterable[bytes], now: float | None = None) -> None:
     """Remember resolved folders given to ingest (see ``models.IngestRoot``)."""
     now = time.time() if now is None else now
     rows = [{"path": path, "added_at": now} for path in sorted(set(paths))]
     if rows:
-        conn.execute(insert_ignoring_conflicts(engine, ingest_roots), rows)
+        conn.execute(insert_ignoring_conflicts(conn, ingest_roots), rows)
 
 
 def inside_ingest_root(conn: Connection, real_path: bytes) -> bool:

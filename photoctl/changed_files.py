@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy import Engine
 
-from photoctl import catalog, db, matching
+from photoctl import catalog, db, face_store
 from photoctl.config import Settings
 from photoctl.errors import PermanentError, TransientError
 from photoctl.imaging import read_source
@@ -75,7 +75,7 @@ def current_source(
             with db.write(engine) as conn:
                 change = catalog.record_changed_content(conn, current, size, mtime_ns, digest)
                 if change.content_changed:
-                    matching.forget_photo_faces(conn, current.id)
+                    face_store.forget_photo_faces(conn, current.id)
                 return change
 
         change = run_db(record)

@@ -5,6 +5,21 @@ SQLite runs in WAL mode with a busy timeout, and every write transaction starts 
 lock (SQLite answers "database is locked" at once instead), so taking the lock up front is what
 lets many processes share one file. PostgreSQL gets a pool sized by configuration. Driver errors
 are translated here into photoctl's own errors; nothing above this layer sees ``sqlalchemy.exc``.
+
+The transaction rule, which a function's first parameter tells:
+
+- **Query modules take a Connection and never commit** (catalog, queue, face_store, gallery,
+  workers_registry, stats.collect): the caller decides what one transaction holds, so queries
+  from several modules can share it (a job's result, its matches and its completion).
+- **Services take an Engine and own their transactions** (ingest, users, face_step, worker,
+  supervisor, changed_files, the limiter, the API routes through ``Services``): each opens
+  ``write`` or ``read`` below, keeps it short, and holds none across a slow call (a face engine,
+  a file read).
+
+Where SQLite and PostgreSQL differ, the difference is read from the connection
+(``conn.dialect.name``), in the helpers here (``is_postgresql``, ``dialect_insert``,
+``insert_ignoring_conflicts``) or beside the one statement that needs it (queue.py's claim): no
+function takes an Engine beside its Connection to learn the dialect.
 """
 
 from __future__ import annotations
@@ -16,7 +31,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -148,14 +163,21 @@ def open_database(settings: Settings, *, create: bool = False) -> Engine:
     return engine
 
 
-def is_postgresql(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
+def is_postgresql(bind: Connection | Engine) -> bool:
+    """True on PostgreSQL. In a transaction, pass its Connection (see the module docstring)."""
+    return bind.dialect.name == "postgresql"
 
 
-def insert_ignoring_conflicts(engine: Engine, table):  # noqa: ANN001, ANN201
-    """INSERT … ON CONFLICT DO NOTHING for either database (both dialects spell it alike)."""
-    dialect = postgresql if is_postgresql(engine) else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """The connection's own INSERT, which has ``on_conflict_do_nothing`` and
+    ``on_conflict_do_update`` (both dialects spell them alike)."""
+    dialect = postgresql if is_postgresql(conn) else sqlite
+    return dialect.insert(table)
+
+
+def insert_ignoring_conflicts(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """INSERT … ON CONFLICT DO NOTHING, for the database of ``conn``."""
+    return dialect_insert(conn, table).on_conflict_do_nothing()
 
 
 @contextlib.contextmanager

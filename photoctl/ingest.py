@@ -186,7 +186,7 @@ def ingest_paths(
     report = IngestReport()
     if engine is not None and not dry_run:
         with db.write(engine) as conn:
-            catalog.register_roots(conn, engine, ingest_roots(roots), now)
+            catalog.register_roots(conn, ingest_roots(roots), now)
     ignored = ignore_matcher(ignore_globs(settings, ignore))
     candidates = list(walk_images(roots, report.errors, ignored))
     report.found = len(candidates)
@@ -387,9 +387,7 @@ def _register(
     with db.write(engine) as conn:
         if max_waiting is not None:
             queue.lock_capped_enqueue(conn)
-        registration = catalog.register_files(
-            conn, engine, files, album, now, uploaded_by=uploaded_by
-        )
+        registration = catalog.register_files(conn, files, album, now, uploaded_by=uploaded_by)
         if (
             max_waiting is not None
             and registration.new_photo_ids

@@ -1,9 +1,16 @@
 """What one job does to one photo: decode once, write thumbnail and preview, run the face step.
 
-``process_photo`` does the slow part and writes nothing to the database, so the worker can
-record its result and complete the job in one short transaction. Outputs are named by content
-hash and written atomically: running a job twice rewrites the same files and stores nothing
-twice.
+``process_photo`` does the slow part; the worker then records its result and completes the job
+in one short transaction, the job's final one. ``process_photo`` does write to the database,
+but only through the face step (face_step.py): the photo's faces, its face checkpoint and its
+matches, each committed in a short transaction of the step's own. That is safe because those
+writes can be repeated and are shown to no user before the final transaction, which records the
+photo as processed (the gallery lists only processed photos) and publishes its matches
+(``face_store.mark_findable``) together with the job's completion. face_step.py says why each
+write can be repeated; a step that writes must keep both properties.
+
+Outputs are named by content hash and written atomically: running a job twice rewrites the same
+files and stores nothing twice.
 """
 
 from __future__ import annotations
@@ -18,10 +25,17 @@ from photoctl.imaging import DecodedPhoto, decode_bytes, make_thumbnail, read_so
 
 
 class FaceStep(Protocol):
-    """The seam for face detection and matching (engines plug in here)."""
+    """The seam for face detection and matching: NoFaces, or face_step.EngineFaceStep.
+
+    ``run`` may commit what it finds, in its own transactions, as long as each write can be
+    repeated and stays hidden until the job's final transaction (see this module's docstring).
+    """
 
     # Longest side the face step wants the photo decoded at (0: the preview is enough).
     detail_px: int
+
+    def warm_up(self) -> None:
+        """Load what the first job would otherwise load (models), before any job is leased."""
 
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary: ...
 
@@ -37,6 +51,9 @@ class NoFaces:
     """The `none` engine: thumbnails and metadata only."""
 
     detail_px = 0
+
+    def warm_up(self) -> None:
+        pass
 
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary:
         return FaceSummary()
@@ -61,7 +78,10 @@ def storage_paths(settings: Settings, content_hash: str) -> tuple[Path, Path]:
 def process_photo(
     settings: Settings, photo: PhotoRecord, faces: FaceStep, data: bytes | None = None
 ) -> PhotoOutcome:
-    """Decode, write thumbnail and preview, find faces. Raises PermanentError for bad input.
+    """Decode, write thumbnail and preview, run the face step. PermanentError for bad input.
+
+    Commits only what the face step commits (see the module docstring); the caller records the
+    outcome and publishes the photo's matches in the job's final transaction.
 
     ``data`` is the photo file's content when the caller already read it (the worker does, to
     check it against what ingest saw); otherwise the file is read here. StorageFull when the

@@ -10,7 +10,7 @@ import time
 
 from sqlalchemy import Connection, func, select
 
-from photoctl import catalog, matching, queue, workers_registry
+from photoctl import catalog, face_store, queue, workers_registry
 from photoctl.config import Settings
 from photoctl.models import Job, JobState
 
@@ -33,7 +33,7 @@ def collect(
     oldest_created = conn.execute(
         select(func.min(jobs.c.created_at)).where(jobs.c.state.in_(queue.WAITING_STATES))
     ).scalar_one()
-    findable = matching.findable_seconds(conn, now - 3600)
+    findable = face_store.findable_seconds(conn, now - 3600)
     processed_last_minute = conn.execute(
         select(func.count())
         .select_from(jobs)

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, delete, func, select, update
 
-from photoctl import db, matching
+from photoctl import db, face_store
 from photoctl.config import Settings
 from photoctl.errors import ConfigError, NotFound, PermanentError, PhotoctlError, SeveralFaces
+from photoctl.face_step import StoredFaces
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
 from photoctl.models import LoginToken, Match, Photo, SelfieFace, User, display_path
@@ -197,7 +198,8 @@ def enroll(
         raise SeveralFaces(several.count, shown) from None
     if record is None:
         raise PermanentError(f"{shown}: no face found in the selfie")
-    selfie_face, replaced = matching.replace_selfie(database, engine.name, user_id, record)
+    with db.write(database) as conn:
+        selfie_face, replaced = face_store.replace_selfie(conn, engine.name, user_id, record)
     if replaced:
         engine.forget(replaced)
     with db.write(database) as conn:
@@ -206,10 +208,13 @@ def enroll(
         conn.execute(
             update(users_table).where(users_table.c.id == user_id).values(enrolled_at=time.time())
         )
-    found = engine.match_selfie(selfie_face, matching.FaceStore(database))
+    # After the selfie's commit: a photo whose faces commit later matches it in its own job.
+    found = engine.match_selfie(selfie_face, StoredFaces(database))
     if found:
-        matching.store_matches(database, found, source="selfie")
-    return len(matching.photos_of_user(database, user_id))
+        with db.write(database) as conn:
+            face_store.store_matches(conn, found, source="selfie")
+    with db.read(database) as conn:
+        return len(face_store.photos_of_user(conn, user_id))
 
 
 def delete_user(
@@ -221,7 +226,8 @@ def delete_user(
     """Delete a user, their selfie (in the engine's index too), matches and login tokens, and
     drop their cached lists from ``cache`` (which must be scoped to this database)."""
     user_id = user_id_by_name(database, name)
-    external_ids = matching.selfie_external_ids(database, user_id)
+    with db.read(database) as conn:
+        external_ids = face_store.selfie_external_ids(conn, user_id)
     if external_ids:
         if engine is None:
             raise ConfigError("this user's selfie is held by a face engine; give --engine")

@@ -28,18 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
-
-from photoctl import catalog, db, faces, matching, processes, queue, workers_registry
+from photoctl import catalog, db, face_store, processes, queue, workers_registry
 from photoctl.cache import ResponseCache
 from photoctl.changed_files import current_source
 from photoctl.config import Settings
 from photoctl.errors import PermanentError, StorageFull, TransientError
+from photoctl.face_step import make_face_step
 from photoctl.logs import setup_logging
-from photoctl.matching import FaceStep
 from photoctl.models import JobKind
 from photoctl.outages import DatabaseOutage, FullDisk
-from photoctl.pipeline import NoFaces, process_photo
+from photoctl.pipeline import PhotoOutcome, process_photo
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +72,6 @@ class ChildSpec:
     failed: Any
     budget: Any  # multiprocessing.Value: jobs left to claim under --max-jobs, -1 = unlimited
     storage_full: Any  # multiprocessing.Value: time claiming paused for lack of space, 0 = not
-
-
-def make_face_step(
-    engine_name: str, settings: Settings, database: Engine, holder: str | None = None
-) -> FaceStep:
-    """The pipeline's face step for an engine name (`none`: thumbnails and metadata only)."""
-    face_engine = faces.make_engine(engine_name, settings, database, holder)
-    if face_engine is None:
-        return NoFaces()
-    return FaceStep(database, face_engine)
 
 
 def new_worker_id(index: int) -> str:
@@ -153,9 +141,7 @@ class _Child:
         if not self._register_when_possible():
             self.engine.dispose()
             return
-        face_engine = getattr(self.faces, "engine", None)
-        if face_engine is not None:
-            face_engine.warm_up()  # ~0.9 s for dlib: better before the first claim than in it
+        self.faces.warm_up()  # ~0.9 s for dlib: better before the first claim than in it
         heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         heartbeat.start()
         try:
@@ -348,12 +334,14 @@ class _Child:
             return catalog.get_photo(conn, photo_id) if photo_id else None
 
     def _record_result(
-        self, job: queue.ClaimedJob, photo: catalog.PhotoRecord, outcome: Any
+        self, job: queue.ClaimedJob, photo: catalog.PhotoRecord, outcome: PhotoOutcome
     ) -> None:
+        # The job's final transaction, all or nothing: it shows the photo (processed) and the
+        # matches the face step stored (findable), which is what lets that step commit early.
         with db.write(self.engine) as conn:
             now = time.time()
             catalog.record_processed(conn, outcome.processed, now)
-            matching.mark_findable(conn, photo.id, now)
+            face_store.mark_findable(conn, photo.id, now)
             if queue.complete_jobs(conn, self.worker_id, [job.id], now) == 0:
                 raise queue.LeaseLost(f"job {job.id} was reclaimed by another worker")
 

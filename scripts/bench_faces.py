@@ -443,7 +443,7 @@ def make_photo(job: tuple[str, int, dict[str, tuple[int, int, int, int]], int, i
 
 def source_face_boxes() -> dict[str, tuple[int, int, int, int]]:
     """The face box dlib finds in each source photo (each holds exactly one face)."""
-    from photoctl.faces.local import LocalFaceModel
+    from photoctl.faces.local_model import LocalFaceModel
 
     model = LocalFaceModel.shared()
     boxes = {}
@@ -502,8 +502,8 @@ def measure_primitives(photos: list[Path], settings: Settings, scratch: Path) ->
     write_jpeg, make_thumbnail), so a change there shows here. The engine before issue 8 (HOG
     on the preview at detect_px, embedding on that copy) is timed beside, not counted.
     """
-    from photoctl.faces.local import LocalFaceModel
-    from photoctl.faces.local_engine import LocalEngine
+    from photoctl.faces.local import LocalEngine
+    from photoctl.faces.local_model import LocalFaceModel
     from photoctl.imaging import draft_box
 
     model = LocalFaceModel.shared()
@@ -621,15 +621,15 @@ PROFILE_STEPS = (
     ("    preview resize (Image.thumbnail)", "PIL/Image.py", "thumbnail", "decode_bytes"),
     ("  write_jpeg (preview + thumbnail)", "photoctl/imaging.py", "write_jpeg", None),
     ("  make_thumbnail", "photoctl/imaging.py", "make_thumbnail", None),
-    ("  face step (matching.FaceStep.run)", "photoctl/matching.py", "run", None),
-    ("    LocalEngine.find", "photoctl/faces/local_engine.py", "find", None),
+    ("  face step (face_step.EngineFaceStep.run)", "photoctl/face_step.py", "run", None),
+    ("    LocalEngine.find", "photoctl/faces/local.py", "find", None),
     ("      scale to the detection size", "PIL/Image.py", "resize", "find"),
-    ("      libfacedetection", "photoctl/faces/local.py", "libface_detect", None),
+    ("      libfacedetection", "photoctl/faces/local_model.py", "libface_detect", None),
     ("      dlib embeddings", "~", "compute_face_descriptor", None),
-    ("      landmarks + crops (embed_boxes own)", "photoctl/faces/local.py", "embed_boxes", OWN),
-    ("    photo_faces (+ DB around _find)", "photoctl/matching.py", "photo_faces", None),
-    ("    enrolled_faces (DB)", "photoctl/matching.py", "enrolled_faces", None),
-    ("    store_matches (DB)", "photoctl/matching.py", "store_matches", None),
+    ("      landmarks + crops (own)", "photoctl/faces/local_model.py", "embed_boxes", OWN),
+    ("    photo_faces (+ DB around _find)", "photoctl/face_step.py", "photo_faces", None),
+    ("    enrolled_faces (DB)", "photoctl/face_store.py", "enrolled_faces", None),
+    ("    store_matches (DB)", "photoctl/face_store.py", "store_matches", None),
     ("  record_processed (DB)", "photoctl/catalog.py", "record_processed", None),
     ("  complete_jobs (DB)", "photoctl/queue.py", "complete_jobs", None),
     ("claim_jobs (DB, outside jobs)", "photoctl/queue.py", "claim_jobs", None),
@@ -657,7 +657,7 @@ def _cumulative(stats: pstats.Stats, suffix: str, name: str, caller: str | None)
 def profile_local_inline(photos: Path, data_dir: Path, lines: int) -> None:
     """Drain a fresh queue of the same photos in this process under cProfile; print a breakdown."""
     from photoctl import faces, users
-    from photoctl.faces.local import LocalFaceModel
+    from photoctl.faces.local_model import LocalFaceModel
     from photoctl.ingest import ingest_paths
     from photoctl.worker import drain_in_process
 

@@ -107,7 +107,7 @@ class PhotoSpec:
 
 def source_face_boxes() -> dict[str, tuple[int, int, int, int]]:
     """The face box dlib's HOG finds in each source photo (each shows one face)."""
-    from photoctl.faces.local import LocalFaceModel
+    from photoctl.faces.local_model import LocalFaceModel
 
     model = LocalFaceModel.shared()
     boxes = {}
@@ -380,7 +380,7 @@ Detector = Callable[[Image.Image], list[tuple[float, float, float, float]]]
 
 
 def libface_candidate(px: int) -> Detector:
-    from photoctl.faces.local import libface_detect
+    from photoctl.faces.local_model import libface_detect
 
     def detect(image: Image.Image) -> list:
         pixels, back = scaled_array(image, px)
@@ -390,7 +390,7 @@ def libface_candidate(px: int) -> Detector:
 
 
 def hog_candidate(px: int, upsample: int) -> Detector:
-    from photoctl.faces.local import LocalFaceModel
+    from photoctl.faces.local_model import LocalFaceModel
 
     detector = LocalFaceModel.shared()._detector  # the dlib object find_faces uses
 
@@ -408,7 +408,7 @@ def hog_candidate(px: int, upsample: int) -> Detector:
 def mmod_candidate(px: int) -> Detector:
     import dlib
 
-    from photoctl.faces.local import find_model_dir
+    from photoctl.faces.local_model import find_model_dir
 
     cnn = dlib.cnn_face_detection_model_v1(str(find_model_dir() / "mmod_human_face_detector.dat"))
 
@@ -585,7 +585,7 @@ def engine_faces(engine, image: Image.Image):  # noqa: ANN001, ANN201
 
 def enroll(engine) -> dict[str, np.ndarray]:  # noqa: ANN001
     """Each person's selfie embedding, through the engine as `users enroll` does."""
-    from photoctl.faces.local import embedding_from_bytes
+    from photoctl.faces.local_model import embedding_from_bytes
 
     settings = Settings()
     selfies = {}
@@ -611,7 +611,7 @@ def measure(
     mmod_photos: int,
     progress: bool,
 ) -> tuple[dict[str, Tally], dict[str, np.ndarray]]:
-    from photoctl.faces.local_engine import LocalEngine
+    from photoctl.faces.local import LocalEngine
 
     settings = Settings()
     engines = {

@@ -39,7 +39,7 @@ class Face:
 
 @functools.cache
 def source_box(name: str) -> tuple[int, int, int, int]:
-    from photoctl.faces.local import LocalFaceModel
+    from photoctl.faces.local_model import LocalFaceModel
 
     with Image.open(DATA / name) as opened:
         found = LocalFaceModel.shared().find_faces(np.asarray(opened.convert("RGB")))

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from photoctl import db, faces, matching, queue, users
+from photoctl import db, face_store, faces, queue, users
 from photoctl.cli import cli
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo, SelfieFace
@@ -32,8 +32,8 @@ def event(tmp_path: Path) -> Path:
 
 
 def photo_names(engine, user_id: int) -> set[str]:  # noqa: ANN001
-    ids = {photo_id for photo_id, _ in matching.photos_of_user(engine, user_id)}
     with db.read(engine) as conn:
+        ids = {photo_id for photo_id, _ in face_store.photos_of_user(conn, user_id)}
         rows = conn.execute(select(Photo.filename).where(Photo.id.in_(ids))).scalars()
         return set(rows)
 
@@ -55,7 +55,8 @@ def test_enrolled_user_is_matched_to_their_other_photos_only(settings, engine, e
     users.enroll(engine, local, settings, "obama", DATA / "obama_1.jpg")
     process(settings, engine, event)
     assert photo_names(engine, obama) == {"obama_2.jpg", "obama_3.jpg"}
-    similarities = [s for _, s in matching.photos_of_user(engine, obama)]
+    with db.read(engine) as conn:
+        similarities = [s for _, s in face_store.photos_of_user(conn, obama)]
     assert all(40 <= s <= 100 for s in similarities)
 
 

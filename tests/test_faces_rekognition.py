@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from photoctl import db, faces, matching, queue, users
+from photoctl import db, face_store, faces, queue, users
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
@@ -69,8 +69,8 @@ def write_face_photo(path: Path, colours: list[tuple[int, int, int]]) -> Path:
 
 
 def matched_files(engine, user_id: int) -> set[str]:  # noqa: ANN001
-    ids = [photo_id for photo_id, _ in matching.photos_of_user(engine, user_id)]
     with db.read(engine) as conn:
+        ids = [photo_id for photo_id, _ in face_store.photos_of_user(conn, user_id)]
         return set(conn.execute(select(Photo.filename).where(Photo.id.in_(ids))).scalars())
 
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from photoctl import db, faces, matching, queue, users
-from photoctl.faces.local_engine import LocalEngine, detail_px_for
+from photoctl import db, face_store, faces, queue, users
+from photoctl.faces.local import LocalEngine, detail_px_for
 from photoctl.faces.rekognition import SEND_PX, image_to_send
 from photoctl.imaging import decode_photo, draft_box
 from photoctl.ingest import ingest_paths
@@ -118,11 +118,11 @@ def test_every_enrolled_user_in_a_group_of_mixed_face_sizes_is_found_and_nobody_
     # Each pasted face is stored once, and nothing else is: every stored face lies on a pasted
     # one, and each is matched to that face's person.
     local = faces.make_engine("local", settings, engine)
-    enrolled = matching.enrolled_faces(engine, "local")
+    with db.read(engine) as conn:
+        enrolled = face_store.enrolled_faces(conn, "local")
+        all_stored = {f.id: f for f in face_store.all_faces(conn, "local")}
     person_of_user = {v: k for k, v in ids.items()}
     by_photo = stored_faces(engine)
-    store = matching.FaceStore(engine)
-    all_stored = {f.id: f for f in store.all_faces("local")}
     for name, centres in layout.items():
         rows = by_photo.get(name, [])
         assert len(rows) == len(centres), f"{name}: {len(rows)} faces stored, {len(centres)} pasted"

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 
-from photoctl import config, db, faces, matching, users
+from photoctl import config, db, face_store, faces, users
 from photoctl.cli import cli
 from photoctl.errors import SeveralFaces
 from photoctl.faces.base import FaceRecord
@@ -341,10 +341,13 @@ def test_a_deleted_users_selfie_embedding_is_not_left_in_the_sqlite_files(tmp_pa
     embedding = bytes(range(256)) * 2  # 512 bytes, like a dlib embedding
     user_id, _ = users.add_user(engine, "alice")
     record = FaceRecord(box=(0.1, 0.1, 0.5, 0.5), score=1.0, embedding=embedding)
-    matching.replace_selfie(engine, "local", user_id, record)
+    with db.write(engine) as conn:
+        face_store.replace_selfie(conn, "local", user_id, record)
     for index in range(3):  # other users' rows stay on the same pages
         other, _ = users.add_user(engine, f"other{index}")
-        matching.replace_selfie(engine, "local", other, FaceRecord((0, 0, 1, 1), 1.0, b"\0" * 512))
+        with db.write(engine) as conn:
+            blank = FaceRecord((0, 0, 1, 1), 1.0, b"\0" * 512)
+            face_store.replace_selfie(conn, "local", other, blank)
     users.delete_user(engine, None, "alice")
     engine.dispose()
     database = tmp_path / "data" / "photoctl.db"

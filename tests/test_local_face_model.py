@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from photoctl.errors import ConfigError
-from photoctl.faces.local import (
+from photoctl.faces.local_model import (
     EMBEDDING_BYTES,
     EMBEDDING_SIZE,
     FoundFace,

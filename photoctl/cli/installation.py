@@ -48,7 +48,7 @@ def config() -> None:
 @pass_app
 def config_show(app: App, as_json: bool) -> None:
     """Every key with its effective value and where that value came from."""
-    from photoctl.faces.local_engine import explain_sizes
+    from photoctl.faces.local import explain_sizes
 
     rows = config_module.describe(app.settings)
     faces = app.settings.faces

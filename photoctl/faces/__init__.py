@@ -1,4 +1,5 @@
-"""Face engines: the interface (base.py), local dlib (local_engine.py), AWS Rekognition.
+"""Face engines: the interface (base.py), `local` (local.py, on the dlib model of
+local_model.py), `rekognition` (AWS Rekognition, rekognition.py), and the shared call limiter.
 
 ``make_engine`` picks one by name; engine modules are imported only when chosen, so dlib and
 boto3 load only in processes that use them.
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 import importlib
 
+from sqlalchemy import Engine
+
 from photoctl.config import Settings
 from photoctl.errors import ConfigError
 from photoctl.faces.base import FaceEngine
 
 # name -> "module:class"; `none` has no engine (thumbnails and metadata only).
 ENGINES: dict[str, str | None] = {
-    "local": "photoctl.faces.local_engine:LocalEngine",
+    "local": "photoctl.faces.local:LocalEngine",
     "rekognition": "photoctl.faces.rekognition:RekognitionEngine",
     "none": None,
 }
@@ -23,7 +26,7 @@ ENGINES: dict[str, str | None] = {
 def make_engine(
     name: str,
     settings: Settings,
-    database=None,  # noqa: ANN001
+    database: Engine | None = None,
     holder: str | None = None,
 ) -> FaceEngine | None:
     """The engine called ``name``, configured from settings; None for `none`.

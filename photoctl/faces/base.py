@@ -2,8 +2,9 @@
 
 An engine finds faces and decides which stored faces belong to which enrolled user. The local
 engine compares embeddings itself; Rekognition keeps its own index and answers searches. Both
-are driven by matching.py, which owns the database side, through this one interface; engines
-never touch the database.
+are driven through this one interface by face_step.py (photos) and users.py (enrollment,
+deletion), which own the database side (face_store.py); engines never touch the database, except
+Rekognition's call limiter, which shares its state across processes there.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from photoctl.config import Settings
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class FaceMatch:
 
 
 class FaceLookup(Protocol):
-    """Read access to stored faces, which matching.py provides to engines during enrollment."""
+    """Read access to stored faces, which enrollment gives engines (face_step.StoredFaces)."""
 
     def all_faces(self, engine: str) -> Sequence[StoredFace]: ...
 
@@ -64,6 +70,17 @@ class FaceEngine(ABC):
     # Longest side the photo should be decoded at for this engine (0: the preview is enough).
     # The engine then gets that larger decode (DecodedPhoto.detail), not the preview.
     detail_px: int = 0
+
+    @classmethod
+    @abstractmethod
+    def from_settings(
+        cls, settings: Settings, database: Engine | None = None, holder: str | None = None
+    ) -> Self:
+        """The engine as configured; what faces.make_engine calls.
+
+        ``database`` is for state an engine shares across processes (Rekognition's call
+        limiter); ``holder`` names this process there (see faces.make_engine).
+        """
 
     @abstractmethod
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:

@@ -63,7 +63,7 @@ class CallLimiter:
         now = time.time()
         with db.write(self.database) as conn:
             conn.execute(
-                db.insert_ignoring_conflicts(self.database, limiters_table),
+                db.insert_ignoring_conflicts(conn, limiters_table),
                 [
                     {
                         "name": self.limits.name,
@@ -74,7 +74,7 @@ class CallLimiter:
                 ],
             )
             conn.execute(
-                db.insert_ignoring_conflicts(self.database, slots_table),
+                db.insert_ignoring_conflicts(conn, slots_table),
                 [
                     {"name": self.limits.name, "slot": index, "holder": None, "expires_at": 0.0}
                     for index in range(self.limits.max_concurrency)
@@ -116,7 +116,7 @@ class CallLimiter:
                     .order_by(slots_table.c.slot)
                     .limit(1)
                 )
-                if db.is_postgresql(self.database):
+                if db.is_postgresql(conn):
                     candidates = candidates.with_for_update(skip_locked=True)
                 slot = conn.execute(candidates).scalar()
                 if slot is not None:
@@ -139,7 +139,7 @@ class CallLimiter:
         query = select(
             limiters_table.c.next_slot_at, limiters_table.c.rate, limiters_table.c.slowed_at
         ).where(limiters_table.c.name == self.limits.name)
-        if db.is_postgresql(self.database):
+        if db.is_postgresql(conn):
             query = query.with_for_update()
         return tuple(conn.execute(query).one())
 

@@ -88,7 +88,7 @@ class RekognitionEngine(FaceEngine):
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, database: Any, holder: str | None = None
+        cls, settings: Settings, database: Any = None, holder: str | None = None
     ) -> RekognitionEngine:
         if database is None:
             raise ConfigError("the rekognition engine needs the database (for its limiter)")

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from photoctl import db, matching
+from photoctl import db, face_store
 from photoctl import stats as stats_module
 from photoctl.api.deps import AdminUser, Svc
 from photoctl.api.services import Services
@@ -37,7 +37,7 @@ class _QueueCollector:
         now = time.time()
         with db.read(self.svc.database) as conn:
             figures = stats_module.collect(conn, self.svc.settings, now)
-            findable = matching.findable_seconds(conn, now - 3600)
+            findable = face_store.findable_seconds(conn, now - 3600)
         for key, value in figures["queue"].items():
             yield GaugeMetricFamily(f"photoctl_queue_{key}", f"queue figure {key}", value=value)
         for key, value in figures["photos"].items():

@@ -1,0 +1,113 @@
+"""The pipeline's face step: find a photo's faces, store them, match them with enrolled users.
+
+A service (see db.py): it takes an Engine and owns its transactions, each one short and none
+held open across a call to the face engine (which may be a network call). It commits, before
+the job's final transaction and each in its own transaction:
+
+1. for an engine that keeps its own index (Rekognition), the pending checkpoint, before the
+   engine is asked (``face_store.pending_checkpoint``);
+2. the photo's faces, with the checkpoint set to the engine's name;
+3. the matches of those faces, not yet findable (``findable_at`` NULL).
+
+This is correct because each write can be repeated and none is shown to users before the job's
+final transaction, whatever happens in between (crash, lease lost, retry). Repeated: a rerun
+reuses the stored faces instead of asking the engine again, a pending checkpoint makes the
+engine discard what an interrupted attempt indexed, and a match stored already is kept.
+Not shown: the gallery lists only processed photos, and the worker's final transaction is the
+one that records the photo as processed (``catalog.record_processed``), publishes its matches
+(``face_store.mark_findable``) and completes the job, all or nothing. (A photo processed before,
+whose done job is retried or whose file changed, stays listed meanwhile: its new faces and
+matches show as they are committed.)
+
+The order of writes closes the race between a photo and an enrollment processed at the same
+time: a photo's faces are committed before enrolled users are read, and a selfie is committed
+before stored faces are read (users.enroll), so whichever commits second sees the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from PIL import Image
+from sqlalchemy import Engine
+
+from photoctl import db, face_store, faces
+from photoctl.catalog import PhotoRecord
+from photoctl.config import Settings
+from photoctl.faces.base import FaceEngine, StoredFace
+from photoctl.imaging import DecodedPhoto
+from photoctl.pipeline import FaceStep, FaceSummary, NoFaces
+
+
+def make_face_step(
+    engine_name: str, settings: Settings, database: Engine, holder: str | None = None
+) -> FaceStep:
+    """The pipeline's face step for an engine name (`none`: thumbnails and metadata only)."""
+    face_engine = faces.make_engine(engine_name, settings, database, holder)
+    if face_engine is None:
+        return NoFaces()
+    return EngineFaceStep(database, face_engine)
+
+
+class EngineFaceStep:
+    """The face step of one face engine (a pipeline.FaceStep)."""
+
+    def __init__(self, database: Engine, engine: FaceEngine) -> None:
+        self.database = database
+        self.engine = engine
+        self.detail_px = engine.detail_px
+
+    def warm_up(self) -> None:
+        self.engine.warm_up()
+
+    def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary:
+        found = self.photo_faces(photo, lambda: decoded.sharpest)
+        if not found:
+            return FaceSummary()
+        with db.read(self.database) as conn:
+            enrolled = face_store.enrolled_faces(conn, self.engine.name)
+        matches = self.engine.match_faces(found, enrolled)
+        if matches:
+            with db.write(self.database) as conn:
+                face_store.store_matches(conn, matches)
+        users = tuple(sorted({m.user_id for m in matches}))
+        return FaceSummary(faces=len(found), matches=len(users), user_ids=users)
+
+    def photo_faces(
+        self, photo: PhotoRecord, image_of: Callable[[], Image.Image]
+    ) -> list[StoredFace]:
+        """The photo's faces for this engine: stored ones if checkpointed, else found and stored."""
+        name = self.engine.name
+        with db.read(self.database) as conn:
+            checkpoint = face_store.faces_checkpoint(conn, photo.id)
+            if checkpoint == name:
+                return face_store.photo_faces(conn, photo.id, name)
+        if checkpoint == face_store.pending_checkpoint(name):
+            # An earlier attempt may have indexed the photo and died before storing the answer.
+            self.engine.discard_photo_faces(photo.id)
+        elif self.engine.keeps_index:
+            with db.write(self.database) as conn:
+                face_store.set_faces_checkpoint(conn, photo.id, face_store.pending_checkpoint(name))
+        records = self.engine.index_photo(photo.id, image_of())
+        with db.write(self.database) as conn:
+            face_store.store_faces(conn, photo.id, name, records)
+            face_store.set_faces_checkpoint(conn, photo.id, name)
+            return face_store.photo_faces(conn, photo.id, name)
+
+
+class StoredFaces:
+    """Stored faces for an engine matching a new selfie (a faces.base.FaceLookup).
+
+    Each call is one short read: no transaction stays open across the engine's own calls.
+    """
+
+    def __init__(self, database: Engine) -> None:
+        self.database = database
+
+    def all_faces(self, engine: str) -> list[StoredFace]:
+        with db.read(self.database) as conn:
+            return face_store.all_faces(conn, engine)
+
+    def faces_by_external_id(self, external_ids: Sequence[str]) -> list[StoredFace]:
+        with db.read(self.database) as conn:
+            return face_store.faces_by_external_id(conn, external_ids)

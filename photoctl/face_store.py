@@ -1,0 +1,252 @@
+"""Faces, selfies and matches in the database: the queries, and nothing else.
+
+A query module (see db.py): every function takes the caller's Connection and never commits, so
+the caller decides what one transaction holds. face_step.py runs the pipeline's face step on
+these queries, users.py enrollment and deletion, changed_files.py forgets the faces of a photo
+whose content changed, and the worker publishes a photo's matches with ``mark_findable``.
+
+``photos.faces_engine`` is the face checkpoint: the name of the engine whose faces of the photo
+are stored, or ``<engine>:pending`` while an engine that keeps its own index (Rekognition) may
+hold faces of the photo that are not stored here yet. face_step.py decides when it changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, select, update
+
+from photoctl import db
+from photoctl.faces.base import EnrolledFace, FaceMatch, FaceRecord, StoredFace
+from photoctl.models import Face, Match, Photo, SelfieFace
+
+faces_table = Face.__table__
+matches_table = Match.__table__
+photos_table = Photo.__table__
+selfies_table = SelfieFace.__table__
+
+_IN_CHUNK = 500  # bound parameters per IN (...) list
+_PENDING = ":pending"
+
+
+def pending_checkpoint(engine_name: str) -> str:
+    """The checkpoint of a photo the engine may have indexed without its faces being stored."""
+    return f"{engine_name}{_PENDING}"
+
+
+def faces_checkpoint(conn: Connection, photo_id: int) -> str | None:
+    return conn.execute(
+        select(photos_table.c.faces_engine).where(photos_table.c.id == photo_id)
+    ).scalar()
+
+
+def set_faces_checkpoint(conn: Connection, photo_id: int, checkpoint: str | None) -> None:
+    conn.execute(
+        update(photos_table).where(photos_table.c.id == photo_id).values(faces_engine=checkpoint)
+    )
+
+
+def _stored_faces(conn: Connection, *conditions: Any) -> list[StoredFace]:
+    rows = conn.execute(
+        select(
+            faces_table.c.id,
+            faces_table.c.photo_id,
+            faces_table.c.embedding,
+            faces_table.c.external_id,
+        )
+        .where(*conditions)
+        .order_by(faces_table.c.face_index)
+    )
+    return [StoredFace(r.id, r.photo_id, _bytes(r.embedding), r.external_id) for r in rows]
+
+
+def _bytes(value: bytes | memoryview | None) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def all_faces(conn: Connection, engine_name: str) -> list[StoredFace]:
+    """Every stored face an engine found."""
+    return _stored_faces(conn, faces_table.c.engine == engine_name)
+
+
+def faces_by_external_id(conn: Connection, external_ids: Sequence[str]) -> list[StoredFace]:
+    """The stored faces with these engine face ids (Rekognition FaceIds)."""
+    found: list[StoredFace] = []
+    for start in range(0, len(external_ids), _IN_CHUNK):
+        chunk = list(external_ids[start : start + _IN_CHUNK])
+        found.extend(_stored_faces(conn, faces_table.c.external_id.in_(chunk)))
+    return found
+
+
+def photo_faces(conn: Connection, photo_id: int, engine_name: str) -> list[StoredFace]:
+    """The stored faces of one photo found by one engine."""
+    return _stored_faces(
+        conn, faces_table.c.photo_id == photo_id, faces_table.c.engine == engine_name
+    )
+
+
+def store_faces(
+    conn: Connection, photo_id: int, engine_name: str, records: Sequence[FaceRecord]
+) -> None:
+    """Store what an engine found in a photo; faces stored already (a rerun) are kept."""
+    rows = [
+        {
+            "photo_id": photo_id,
+            "engine": engine_name,
+            "face_index": index,
+            "box_left": r.box[0],
+            "box_top": r.box[1],
+            "box_width": r.box[2],
+            "box_height": r.box[3],
+            "score": r.score,
+            "embedding": r.embedding,
+            "external_id": r.external_id,
+        }
+        for index, r in enumerate(records)
+    ]
+    if rows:
+        conn.execute(db.insert_ignoring_conflicts(conn, faces_table), rows)
+
+
+def forget_photo_faces(conn: Connection, photo_id: int) -> None:
+    """Drop a photo's stored faces and matches: its file now holds other content.
+
+    A pending checkpoint is kept, so that an engine with an index (Rekognition) still discards
+    what an interrupted attempt indexed before indexing the new content.
+    """
+    checkpoint = faces_checkpoint(conn, photo_id)
+    conn.execute(delete(matches_table).where(matches_table.c.photo_id == photo_id))
+    conn.execute(delete(faces_table).where(faces_table.c.photo_id == photo_id))
+    if checkpoint is not None and not checkpoint.endswith(_PENDING):
+        set_faces_checkpoint(conn, photo_id, None)
+
+
+def enrolled_faces(conn: Connection, engine_name: str) -> list[EnrolledFace]:
+    """Every user's selfie face, as the engine stored it."""
+    rows = conn.execute(
+        select(
+            selfies_table.c.user_id, selfies_table.c.embedding, selfies_table.c.external_id
+        ).where(selfies_table.c.engine == engine_name)
+    )
+    return [EnrolledFace(r.user_id, _bytes(r.embedding), r.external_id) for r in rows]
+
+
+def store_matches(
+    conn: Connection,
+    matches: Sequence[FaceMatch],
+    now: float | None = None,
+    *,
+    source: str = "photo",
+) -> list[int]:
+    """Record matches once per (photo, user); returns the users that gained a photo.
+
+    Matches from a photo are stored not yet findable (``findable_at`` NULL): the job's final
+    transaction publishes them (``mark_findable``). Matches from an enrollment are findable at
+    once. A match stored already (a rerun) is kept as it is.
+    """
+    now = time.time() if now is None else now
+    best: dict[tuple[int, int], FaceMatch] = {}
+    photo_of: dict[int, int] = {}
+    face_ids = sorted({m.face_id for m in matches})
+    for start in range(0, len(face_ids), _IN_CHUNK):
+        chunk = face_ids[start : start + _IN_CHUNK]
+        photo_of.update(
+            conn.execute(
+                select(faces_table.c.id, faces_table.c.photo_id).where(faces_table.c.id.in_(chunk))
+            ).all()
+        )
+    for match in matches:
+        key = (photo_of[match.face_id], match.user_id)
+        if key not in best or match.similarity > best[key].similarity:
+            best[key] = match
+    rows = [
+        {
+            "photo_id": photo_id,
+            "user_id": user_id,
+            "face_id": m.face_id,
+            "similarity": m.similarity,
+            "matched_at": now,
+            "source": source,
+            "findable_at": now if source == "selfie" else None,
+        }
+        for (photo_id, user_id), m in best.items()
+    ]
+    gained: list[int] = []
+    for start in range(0, len(rows), _IN_CHUNK):
+        inserted = conn.execute(
+            db.insert_ignoring_conflicts(conn, matches_table).returning(matches_table.c.user_id),
+            rows[start : start + _IN_CHUNK],
+        )
+        gained.extend(inserted.scalars())
+    return sorted(set(gained))
+
+
+def mark_findable(conn: Connection, photo_id: int, now: float) -> None:
+    """Publish a photo's matches: called in the job's final transaction, and only there."""
+    conn.execute(
+        update(matches_table)
+        .where(matches_table.c.photo_id == photo_id, matches_table.c.findable_at.is_(None))
+        .values(findable_at=now)
+    )
+
+
+def findable_seconds(conn: Connection, since: float, limit: int = 10000) -> list[float]:
+    """Seconds from ingest to findable, for photo matches that became findable since ``since``."""
+    rows = conn.execute(
+        select(matches_table.c.findable_at - photos_table.c.ingested_at)
+        .select_from(
+            matches_table.join(photos_table, photos_table.c.id == matches_table.c.photo_id)
+        )
+        .where(matches_table.c.source == "photo", matches_table.c.findable_at >= since)
+        .order_by(matches_table.c.findable_at.desc())
+        .limit(limit)
+    ).scalars()
+    return [max(0.0, float(value)) for value in rows]
+
+
+def replace_selfie(
+    conn: Connection,
+    engine_name: str,
+    user_id: int,
+    record: FaceRecord,
+    now: float | None = None,
+) -> tuple[EnrolledFace, list[str]]:
+    """Store a user's new selfie face; returns it and the engine ids of the faces it replaced."""
+    now = time.time() if now is None else now
+    old = selfie_external_ids(conn, user_id)
+    conn.execute(delete(selfies_table).where(selfies_table.c.user_id == user_id))
+    conn.execute(
+        selfies_table.insert().values(
+            user_id=user_id,
+            engine=engine_name,
+            embedding=record.embedding,
+            external_id=record.external_id,
+            created_at=now,
+        )
+    )
+    return EnrolledFace(user_id, record.embedding, record.external_id), old
+
+
+def selfie_external_ids(conn: Connection, user_id: int) -> list[str]:
+    """The engine ids of a user's selfie faces (those an engine with an index holds)."""
+    return list(
+        conn.execute(
+            select(selfies_table.c.external_id).where(
+                selfies_table.c.user_id == user_id, selfies_table.c.external_id.is_not(None)
+            )
+        ).scalars()
+    )
+
+
+def photos_of_user(conn: Connection, user_id: int) -> list[tuple[int, float]]:
+    """(photo id, similarity) of every photo the user was matched in."""
+    return [
+        (row.photo_id, row.similarity)
+        for row in conn.execute(
+            select(matches_table.c.photo_id, matches_table.c.similarity)
+            .where(matches_table.c.user_id == user_id)
+            .order_by(matches_table.c.photo_id)
+        )
+    ]

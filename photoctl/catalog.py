@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from photoctl.db import insert_ignoring_conflicts, is_postgresql
 from photoctl.models import IngestRoot, Job, JobKind, Photo, SourceFile
@@ -164,11 +165,8 @@ def register_files(
 def _remember_files(conn: Connection, engine: Engine, rows: list[dict]) -> None:
     if not rows:
         return
-    if is_postgresql(engine):
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(source_files)
+    dialect = postgresql if is_postgresql(engine) else sqlite  # both spell the upsert alike
+    statement = dialect.insert(source_files)
     statement = statement.on_conflict_do_update(
         index_elements=[source_files.c.path],
         set_={
@@ -323,7 +321,7 @@ def photo_counts(conn: Connection) -> dict[str, int]:
         .where(jobs.c.kind == JobKind.PROCESS_PHOTO)
         .group_by(jobs.c.state)
     ).all()
-    by_state = dict(rows)
+    by_state: dict[str, int] = dict(rows)
     done = by_state.get("done", 0)
     failed = by_state.get("failed", 0)
     return {

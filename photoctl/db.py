@@ -13,10 +13,12 @@ import contextlib
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -29,6 +31,9 @@ from photoctl.errors import (
     TransientError,
 )
 from photoctl.migrations import SCHEMA_REVISION
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,7 @@ def _sqlite_engine(url: str, settings: Settings, *, create: bool = True) -> Engi
     engine = create_engine(url, connect_args={"timeout": settings.database.busy_timeout_seconds})
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record) -> None:  # noqa: ANN001
+    def _configure(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         # Take transaction control from the sqlite3 module so that "begin" below decides.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -152,7 +157,7 @@ def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def insert_ignoring_conflicts(engine: Engine, table):  # noqa: ANN001, ANN201
+def insert_ignoring_conflicts(engine: Engine, table: Table) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING for either database (both dialects spell it alike)."""
     dialect = postgresql if is_postgresql(engine) else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
@@ -226,7 +231,7 @@ def read(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
-def _alembic_config():  # noqa: ANN202
+def _alembic_config() -> AlembicConfig:
     # Alembic is imported only when the schema must change: it costs every command ~0.15 s.
     from alembic.config import Config as AlembicConfig
 
@@ -268,7 +273,7 @@ def ensure_schema(engine: Engine) -> None:
     sqlite_file = not is_postgresql(engine)
     with translate_errors(), engine.connect() as connection:
         if sqlite_file:
-            connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+            _on_driver(connection, "PRAGMA foreign_keys = OFF")
         try:
             with connection.begin():
                 if is_postgresql(engine):
@@ -288,8 +293,15 @@ def ensure_schema(engine: Engine) -> None:
                         raise ConfigError(f"schema upgrade broke a foreign key: {tuple(broken)}")
         finally:
             if sqlite_file:
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
+                _on_driver(connection, "PRAGMA foreign_keys = ON")
         log.info("[Startup] Database schema upgraded to revision %s", SCHEMA_REVISION)
+
+
+def _on_driver(connection: Connection, statement: str) -> None:
+    """Run ``statement`` on the driver's own connection: SQLAlchemy's would begin a transaction."""
+    driver = connection.connection.driver_connection
+    assert driver is not None, "None only after invalidate(), which nothing here calls"
+    driver.execute(statement)
 
 
 def database_id(engine: Engine) -> str:

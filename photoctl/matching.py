@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Engine, delete, select, update
+from PIL import Image
+from sqlalchemy import ColumnElement, Connection, Engine, delete, select, update
 
 from photoctl import db
 from photoctl.catalog import PhotoRecord
@@ -46,7 +47,7 @@ class FaceStore:
         return found
 
 
-def _stored_faces(conn, *conditions) -> list[StoredFace]:  # noqa: ANN001
+def _stored_faces(conn: Connection, *conditions: ColumnElement[bool]) -> list[StoredFace]:
     rows = conn.execute(
         select(
             faces_table.c.id,
@@ -69,7 +70,7 @@ def _pending(engine_name: str) -> str:
 
 
 def photo_faces(
-    database: Engine, engine: FaceEngine, photo: PhotoRecord, image_of: Callable[[], object]
+    database: Engine, engine: FaceEngine, photo: PhotoRecord, image_of: Callable[[], Image.Image]
 ) -> list[StoredFace]:
     """The photo's faces for this engine: stored ones if checkpointed, else found and stored."""
     with db.read(database) as conn:
@@ -99,7 +100,7 @@ def photo_faces(
         return _load_photo_faces(conn, photo.id, engine.name)
 
 
-def forget_photo_faces(conn, photo_id: int) -> None:  # noqa: ANN001
+def forget_photo_faces(conn: Connection, photo_id: int) -> None:
     """Drop a photo's stored faces and matches: its file now holds other content.
 
     A pending checkpoint is kept, so that an engine with an index (Rekognition) still discards
@@ -117,10 +118,10 @@ def forget_photo_faces(conn, photo_id: int) -> None:  # noqa: ANN001
 
 
 def _store_faces(
-    conn,
+    conn: Connection,
     database: Engine,
     photo_id: int,
-    engine_name: str,  # noqa: ANN001
+    engine_name: str,
     records: Sequence[FaceRecord],
 ) -> None:
     rows = [
@@ -142,7 +143,7 @@ def _store_faces(
         conn.execute(db.insert_ignoring_conflicts(database, faces_table), rows)
 
 
-def _load_photo_faces(conn, photo_id: int, engine_name: str) -> list[StoredFace]:  # noqa: ANN001
+def _load_photo_faces(conn: Connection, photo_id: int, engine_name: str) -> list[StoredFace]:
     return _stored_faces(
         conn, faces_table.c.photo_id == photo_id, faces_table.c.engine == engine_name
     )
@@ -173,7 +174,7 @@ def store_matches(
     now = time.time() if now is None else now
     best: dict[tuple[int, int], FaceMatch] = {}
     with db.write(database) as conn:
-        photo_of = {}
+        photo_of: dict[int, int] = {}
         face_ids = sorted({m.face_id for m in matches})
         for start in range(0, len(face_ids), 500):
             chunk = face_ids[start : start + 500]
@@ -231,7 +232,7 @@ class FaceStep:
         return FaceSummary(faces=len(faces), matches=len(users), user_ids=users)
 
 
-def mark_findable(conn, photo_id: int, now: float) -> None:  # noqa: ANN001
+def mark_findable(conn: Connection, photo_id: int, now: float) -> None:
     """In the job's final transaction: the photo's matches are visible from now on."""
     conn.execute(
         update(matches_table)
@@ -240,7 +241,7 @@ def mark_findable(conn, photo_id: int, now: float) -> None:  # noqa: ANN001
     )
 
 
-def findable_seconds(conn, since: float, limit: int = 10000) -> list[float]:  # noqa: ANN001
+def findable_seconds(conn: Connection, since: float, limit: int = 10000) -> list[float]:
     """Seconds from ingest to findable, for photo matches that became findable since ``since``."""
     rows = conn.execute(
         select(matches_table.c.findable_at - photos_table.c.ingested_at)

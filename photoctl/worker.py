@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from photoctl import catalog, db, faces, matching, processes, queue, workers_registry
+from photoctl import catalog, db, faces, matching, pipeline, processes, queue, workers_registry
 from photoctl.cache import ResponseCache
 from photoctl.changed_files import current_source
 from photoctl.config import Settings
@@ -78,7 +78,7 @@ class ChildSpec:
 
 def make_face_step(
     engine_name: str, settings: Settings, database: Engine, holder: str | None = None
-) -> FaceStep:
+) -> pipeline.FaceStep:
     """The pipeline's face step for an engine name (`none`: thumbnails and metadata only)."""
     face_engine = faces.make_engine(engine_name, settings, database, holder)
     if face_engine is None:
@@ -291,7 +291,7 @@ class _Child:
             except TransientError as error:
                 self.outage.down(error)  # logged once per outage, with the main loop's
                 continue
-            except Exception as error:  # noqa: BLE001 - the heartbeat must outlive hiccups
+            except Exception as error:  # the heartbeat must outlive hiccups
                 log.warning("[%s] heartbeat failed: %s", self.name, error)
                 continue
             self.outage.up()
@@ -380,7 +380,7 @@ class _Child:
         except PermanentError as error:
             self._fail(job, str(error), permanent=True)
             return
-        except Exception as error:  # noqa: BLE001 - anything else may pass: retry with backoff
+        except Exception as error:  # anything else may pass: retry with backoff
             log.debug("[%s] job %s raised:\n%s", self.name, job.id, traceback.format_exc())
             if isinstance(error, TransientError) and self._database_down():
                 # The face step lost the database: wait for it, then run the job again with
@@ -421,7 +421,7 @@ class _Child:
             if self._cache is None:
                 self._cache = ResponseCache(self.settings, db.database_id(self.engine))
             self._cache.drop_users(user_ids)
-        except Exception as error:  # noqa: BLE001 - a stale cache must not fail a done job
+        except Exception as error:  # a stale cache must not fail a done job
             log.warning("[%s] could not drop cached photo lists: %s", self.name, error)
 
     def _fail(self, job: queue.ClaimedJob, error: str, *, permanent: bool) -> None:

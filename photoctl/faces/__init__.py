@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+from sqlalchemy import Engine
+
 from photoctl.config import Settings
 from photoctl.errors import ConfigError
 from photoctl.faces.base import FaceEngine
@@ -23,7 +25,7 @@ ENGINES: dict[str, str | None] = {
 def make_engine(
     name: str,
     settings: Settings,
-    database=None,  # noqa: ANN001
+    database: Engine | None = None,
     holder: str | None = None,
 ) -> FaceEngine | None:
     """The engine called ``name``, configured from settings; None for `none`.

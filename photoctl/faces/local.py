@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,7 +283,7 @@ def libface_detect(
 
 
 @functools.cache
-def _libface():  # noqa: ANN202 - the extension's function
+def _libface() -> Callable[..., Any]:  # the extension's untyped detectRGB
     # libfacedetection parallelises with OpenMP; a worker is one process per core, and OpenMP's
     # spinning threads made a call 2-3x slower on a busy 2-core machine. libgomp reads this when
     # it is loaded, so it must be set before the import.

@@ -97,7 +97,7 @@ class ResponseCache:
             if delta:
                 try:
                     self.cache.incr(key, delta, default=0, retry=True)
-                except Exception as error:  # noqa: BLE001 - a lost count must not stop counting
+                except Exception as error:  # a lost count must not stop counting
                     log.warning("could not count cache %s: %s", key.split(":")[1], error)
 
     def drop_users(self, user_ids: Iterable[int]) -> None:

@@ -315,7 +315,7 @@ def photo_counts(conn: Connection) -> dict[str, int]:
         .where(jobs.c.kind == JobKind.PROCESS_PHOTO)
         .group_by(jobs.c.state)
     ).all()
-    by_state = dict(rows)
+    by_state: dict[str, int] = dict(rows)
     done = by_state.get("done", 0)
     failed = by_state.get("failed", 0)
     return {

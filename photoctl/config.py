@@ -352,7 +352,8 @@ def load(
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             dotted = f"{section}.{f.name}"
-            value, source = f.default, "default"
+            value: Any = f.default  # every section field has a plain default, never a factory
+            source = "default"
             layers: list[tuple[str | None, str]] = []
             if parser.has_option(section, f.name):
                 layers.append((parser.get(section, f.name), f"file {ini_path} [{section}]"))

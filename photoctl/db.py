@@ -90,7 +90,7 @@ def _sqlite_engine(url: str, settings: Settings, *, create: bool = True) -> Engi
     engine = create_engine(url, connect_args={"timeout": settings.database.busy_timeout_seconds})
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record) -> None:  # noqa: ANN001
+    def _configure(dbapi_connection, _record) -> None:
         # Take transaction control from the sqlite3 module so that "begin" below decides.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -248,7 +248,7 @@ def read(engine: Engine) -> Iterator[Connection]:
             yield connection
 
 
-def _alembic_config():  # noqa: ANN202
+def _alembic_config():
     # Alembic is imported only when the schema must change: it costs every command ~0.15 s.
     from alembic.config import Config as AlembicConfig
 
@@ -290,7 +290,7 @@ def ensure_schema(engine: Engine) -> None:
     sqlite_file = not is_postgresql(engine)
     with translate_errors(), engine.connect() as connection:
         if sqlite_file:
-            connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+            _on_driver(connection, "PRAGMA foreign_keys = OFF")
         try:
             with connection.begin():
                 if is_postgresql(engine):
@@ -310,8 +310,15 @@ def ensure_schema(engine: Engine) -> None:
                         raise ConfigError(f"schema upgrade broke a foreign key: {tuple(broken)}")
         finally:
             if sqlite_file:
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
+                _on_driver(connection, "PRAGMA foreign_keys = ON")
         log.info("[Startup] Database schema upgraded to revision %s", SCHEMA_REVISION)
+
+
+def _on_driver(connection: Connection, statement: str) -> None:
+    """Run ``statement`` on the driver's own connection: SQLAlchemy's would begin a transaction."""
+    driver = connection.connection.driver_connection
+    assert driver is not None, "None only after invalidate(), which nothing here calls"
+    driver.execute(statement)
 
 
 def database_id(engine: Engine) -> str:

@@ -8,8 +8,9 @@ photos are listed: their thumbnail and preview exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, exists, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, exists, null, select
 
 from photoctl.models import Match, Photo
 
@@ -35,14 +36,14 @@ class PhotoFiles:
     preview_path: str | None
 
 
-def _page(conn: Connection, query, limit: int) -> tuple[list[PhotoItem], int | None]:  # noqa: ANN001
+def _page(conn: Connection, query: Select[Any], limit: int) -> tuple[list[PhotoItem], int | None]:
     rows = conn.execute(query.order_by(photos.c.id.desc()).limit(limit + 1)).all()
     items = [PhotoItem(*row) for row in rows[:limit]]
     next_cursor = items[-1].id if len(rows) > limit else None
     return items, next_cursor
 
 
-def _columns(similarity):  # noqa: ANN001, ANN202
+def _columns(similarity: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
     return (
         photos.c.id,
         photos.c.filename,
@@ -75,7 +76,7 @@ def all_photos(
     only_user: int | None = None,
 ) -> tuple[list[PhotoItem], int | None]:
     """The gallery; ``only_user`` restricts it to the photos that user appears in."""
-    query = select(*_columns(None)).where(photos.c.processed_at.is_not(None))
+    query = select(*_columns(null())).where(photos.c.processed_at.is_not(None))
     if album is not None:
         query = query.where(photos.c.album == album)
     if only_user is not None:

@@ -220,7 +220,7 @@ def ingest_paths(
         should_stop,
     )
     if settle_wait > 0 and unsettled:
-        if writing and hashed:
+        if writing and engine is not None and hashed:
             # Workers can start on these while the rest settles.
             _register_batch(engine, hashed, album, report, now)
             hashed.clear()
@@ -229,7 +229,7 @@ def ingest_paths(
         )
     if not writing:
         _count_without_writing(engine, hashed, report)
-    elif hashed:
+    elif hashed and engine is not None:
         _register_batch(engine, hashed, album, report, now)
     report.unsettled = len(unsettled)
     report.skipped = report.unchanged + report.unsettled
@@ -296,7 +296,7 @@ def _hash_and_register(
             done += len(results)
             if progress:
                 progress(done, len(to_hash))
-            if writing and len(hashed) >= _REGISTER_BATCH:
+            if writing and engine is not None and len(hashed) >= _REGISTER_BATCH:
                 # Registered while the threads hash the rest.
                 _register_batch(engine, hashed, album, report, now)
                 hashed.clear()
@@ -411,7 +411,7 @@ class UploadResult:
 def ingest_upload(
     engine: Engine,
     settings: Settings,
-    path: str | bytes,
+    path: str | bytes | os.PathLike[str],
     content_hash: str,
     *,
     album: str | None = None,

@@ -8,6 +8,7 @@ because file names on Linux need not be valid UTF-8; ``display_path`` makes them
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -34,6 +36,9 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    # Every model here maps one Table (no joined or polymorphic mapping), so the query modules
+    # may use ``Model.__table__`` as the Table it is; DeclarativeBase declares a FromClause.
+    __table__: ClassVar[Table]
 
 
 class JobState(enum.StrEnum):

@@ -18,11 +18,14 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Float,
     Integer,
+    Select,
     String,
     Update,
     and_,
@@ -37,7 +40,7 @@ from sqlalchemy import (
 )
 
 from photoctl.errors import NotFound, PhotoctlError
-from photoctl.models import Job, JobKind, JobState, Photo, Worker  # noqa: F401 - re-exported
+from photoctl.models import Job, JobKind, JobState, Photo, Worker
 
 jobs = Job.__table__
 workers = Worker.__table__
@@ -104,7 +107,7 @@ def enqueue_jobs(
 ) -> list[str]:
     """Insert one queued job per photo id; returns the new job ids."""
     now = time.time() if now is None else now
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": new_job_id(),
             "kind": kind,
@@ -197,7 +200,7 @@ def extend_leases(
     return result.rowcount
 
 
-def _held_by(worker_id: str, job_ids: Iterable[str]):  # noqa: ANN202
+def _held_by(worker_id: str, job_ids: Iterable[str]) -> ColumnElement[bool]:
     return and_(
         jobs.c.id.in_(list(job_ids)),
         jobs.c.worker_id == worker_id,
@@ -232,17 +235,17 @@ def fail_job(
     now = time.time() if now is None else now
     run_at = None if permanent else policy.next_run_at(job.attempts, now)
     if run_at is None:
-        values = {"state": JobState.FAILED, "finished_at": now}
+        state, values = JobState.FAILED, {"finished_at": now}
     else:
-        values = {"state": JobState.RETRYING, "run_at": run_at}
+        state, values = JobState.RETRYING, {"run_at": run_at}
     result = conn.execute(
         update(jobs)
         .where(_held_by(worker_id, [job.id]))
-        .values(last_error=error[:4000], lease_expires_at=None, **values)
+        .values(state=state, last_error=error[:4000], lease_expires_at=None, **values)
     )
     if result.rowcount == 0:
         raise LeaseLost(f"job {job.id} is no longer held by {worker_id}")
-    return values["state"]
+    return state
 
 
 def release_jobs(conn: Connection, worker_id: str, job_ids: Sequence[str]) -> int:
@@ -349,7 +352,7 @@ def resolve_job_id(conn: Connection, id_or_prefix: str) -> str:
     return matches[0]
 
 
-def _info_query():  # noqa: ANN202
+def _info_query() -> Select[Any]:
     return select(
         jobs.c.id,
         jobs.c.kind,

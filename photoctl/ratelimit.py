@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import diskcache
-from limits import parse
+from limits import RateLimitItem, parse
 from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 
@@ -69,7 +69,7 @@ class RequestLimits:
         # A selfie is decoded and searched for faces at once: the costliest request serve has.
         self.selfie = parse(selfie_rate)
 
-    def hit(self, item, *identifiers: str) -> float | None:  # noqa: ANN001
+    def hit(self, item: RateLimitItem, *identifiers: str) -> float | None:
         """Count one request; None if allowed, else seconds until it would be."""
         if self.limiter.hit(item, *identifiers):
             return None

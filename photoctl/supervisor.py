@@ -119,7 +119,7 @@ class ProgressReporter:
         try:
             with db.read(self.engine) as conn:
                 done, failed, remaining = queue.progress_counts(conn, self.started_at)
-        except Exception as error:  # noqa: BLE001 - an outage is the workers' to report
+        except Exception as error:  # an outage is the workers' to report
             log.debug("progress: could not count jobs: %s", error)
             return
         progress = WorkProgress(

@@ -19,9 +19,9 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, Select, delete, func, select, update
 
 from photoctl import db, face_store
 from photoctl.config import Settings
@@ -122,7 +122,7 @@ def rotate_token(database: Engine, name: str) -> str:
     return token
 
 
-def _user_infos():  # noqa: ANN202 - a Select of UserInfo columns
+def _user_infos() -> Select[Any]:  # the columns of UserInfo
     selfies, matches = SelfieFace.__table__, Match.__table__
     enrolled = select(func.count()).where(selfies.c.user_id == users_table.c.id).scalar_subquery()
     photos = select(func.count()).where(matches.c.user_id == users_table.c.id).scalar_subquery()
@@ -272,9 +272,10 @@ def login(database: Engine, name: str, password: str, login_ttl_seconds: float) 
         row = conn.execute(
             select(users_table.c.id, users_table.c.password_hash).where(users_table.c.name == name)
         ).first()
-    known = row is not None and bool(row[1])
+    user_id, password_hash = (row[0], row[1]) if row is not None else (None, None)
+    known = user_id is not None and bool(password_hash)
     # The dummy hash is verified too (and always fails) so that this costs one scrypt either way.
-    matches = verify_password(password, row[1] if known else _DUMMY_HASH)
+    matches = verify_password(password, password_hash if known else _DUMMY_HASH)
     if not (known and matches):
         return None
     token = new_token()
@@ -286,7 +287,7 @@ def login(database: Engine, name: str, password: str, login_ttl_seconds: float) 
         )
         conn.execute(
             login_tokens.insert().values(
-                token_hash=hash_token(token), user_id=row[0], created_at=now
+                token_hash=hash_token(token), user_id=user_id, created_at=now
             )
         )
     return token

@@ -167,7 +167,7 @@ def _not_regular(mode: int) -> str:
 
 def read_error_reason(error: OSError) -> str:
     """Why a file could not be read, in the words the ingest report shows."""
-    if "not a regular file" in (error.strerror or ""):
+    if error.strerror and "not a regular file" in error.strerror:
         return error.strerror  # open_regular: "a FIFO (named pipe), not a regular file"
     if error.errno == errno.ELOOP:
         return "symlink loop"

@@ -277,7 +277,7 @@ class _Child:
             except TransientError as error:
                 self.outage.down(error)  # logged once per outage, with the main loop's
                 continue
-            except Exception as error:  # noqa: BLE001 - the heartbeat must outlive hiccups
+            except Exception as error:
                 log.warning("[%s] heartbeat failed: %s", self.name, error)
                 continue
             self.outage.up()
@@ -368,7 +368,7 @@ class _Child:
         except PermanentError as error:
             self._fail(job, str(error), permanent=True)
             return
-        except Exception as error:  # noqa: BLE001 - anything else may pass: retry with backoff
+        except Exception as error:
             log.debug("[%s] job %s raised:\n%s", self.name, job.id, traceback.format_exc())
             if isinstance(error, TransientError) and self._database_down():
                 # The face step lost the database: wait for it, then run the job again with
@@ -409,7 +409,7 @@ class _Child:
             if self._cache is None:
                 self._cache = ResponseCache(self.settings, db.database_id(self.engine))
             self._cache.drop_users(user_ids)
-        except Exception as error:  # noqa: BLE001 - a stale cache must not fail a done job
+        except Exception as error:
             log.warning("[%s] could not drop cached photo lists: %s", self.name, error)
 
     def _fail(self, job: queue.ClaimedJob, error: str, *, permanent: bool) -> None:

@@ -65,15 +65,15 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # as in a worker: one thread per process
 
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps  # noqa: E402
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from photoctl.config import Settings  # noqa: E402
-from photoctl.imaging import decode_bytes  # noqa: E402
+from photoctl.config import Settings
+from photoctl.imaging import decode_bytes
 
 DATA = REPO / "tests" / "data"
 PHOTO_SIZE = (6000, 4000)
@@ -565,13 +565,13 @@ def candidates(names: str) -> dict[str, Detector]:
 # -- the run --------------------------------------------------------------------------------
 
 
-def cpu_call(function: Callable, *args):  # noqa: ANN002, ANN202
+def cpu_call(function: Callable, *args):
     started = time.process_time()
     result = function(*args)
     return result, time.process_time() - started
 
 
-def engine_faces(engine, image: Image.Image):  # noqa: ANN001, ANN201
+def engine_faces(engine, image: Image.Image):
     """(boxes in `image` pixels, embeddings, detect seconds, embed seconds) from an engine."""
     if engine.detector == "hog":  # find_faces: detection and embedding in one call
         ((width, _), found), seconds = cpu_call(engine.find, image)
@@ -583,7 +583,7 @@ def engine_faces(engine, image: Image.Image):  # noqa: ANN001, ANN201
     return [f.box for f in found], [f.embedding for f in found], detect_s, embed_s
 
 
-def enroll(engine) -> dict[str, np.ndarray]:  # noqa: ANN001
+def enroll(engine) -> dict[str, np.ndarray]:
     """Each person's selfie embedding, through the engine as `users enroll` does."""
     from photoctl.faces.local_model import embedding_from_bytes
 

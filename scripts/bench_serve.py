@@ -130,7 +130,7 @@ class Processes:
         self.lock = threading.Lock()
 
     def start(self, args: list[str], log_name: str, **extra_env: str) -> subprocess.Popen:
-        log = open(self.workdir / log_name, "ab")  # noqa: SIM115 - closed by the child's exit
+        log = open(self.workdir / log_name, "ab")  # closed by the child's exit
         process = subprocess.Popen(
             args,
             cwd=self.workdir,
@@ -212,7 +212,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def parallel(function, items, threads: int) -> list:  # noqa: ANN001
+def parallel(function, items, threads: int) -> list:
     """map() over a few threads; on an error or Ctrl-C the items not started yet are dropped
     (only the running ones, each short, are waited for) instead of all being run first."""
     pool = ThreadPoolExecutor(threads)
@@ -507,7 +507,7 @@ async def _fire(
     connections: int,
     timeout: float,
     server_pid: int,
-    on_tick=None,  # noqa: ANN001 - called every PROGRESS_EVERY_SECONDS with the elapsed time
+    on_tick=None,  # called every PROGRESS_EVERY_SECONDS with the elapsed time
     workers_pid: int | None = None,
 ) -> None:
     """Open loop over CONNECTIONS lanes, each a coroutine holding one keep-alive connection.

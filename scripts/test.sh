@@ -10,6 +10,8 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet -e '.[test]'
 .venv/bin/ruff check photoctl tests scripts
 .venv/bin/ruff format --check photoctl tests scripts
+# Types: the [tool.mypy] section of pyproject.toml says what is checked, and how strictly.
+.venv/bin/mypy
 # Tests talk to this machine only: no EC2 instance-metadata lookups by boto3.
 export AWS_EC2_METADATA_DISABLED=true
 .venv/bin/python -m pytest "$@"

@@ -88,7 +88,7 @@ def settings(tmp_path: Path, db_url: str) -> config.Settings:
 
 
 @pytest.fixture
-def engine(settings: config.Settings):  # noqa: ANN201
+def engine(settings: config.Settings):
     engine = db.make_engine(settings)
     db.ensure_schema(engine)
     yield engine

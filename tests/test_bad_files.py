@@ -63,7 +63,7 @@ def make_bad_tree(root: Path) -> dict[str, bytes]:
     return good
 
 
-def test_each_bad_file_fails_with_a_reason_naming_it_and_good_files_are_done(tmp_path) -> None:  # noqa: ANN001
+def test_each_bad_file_fails_with_a_reason_naming_it_and_good_files_are_done(tmp_path) -> None:
     tree = tmp_path / "photos"
     good = make_bad_tree(tree)
     env = photoctl_env(tmp_path)
@@ -105,7 +105,7 @@ def test_each_bad_file_fails_with_a_reason_naming_it_and_good_files_are_done(tmp
     assert stats["photos"] == {"total": 7, "done": 5, "failed": 2, "pending": 0}
 
 
-def test_a_photo_deleted_after_ingest_fails_as_gone(tmp_path) -> None:  # noqa: ANN001
+def test_a_photo_deleted_after_ingest_fails_as_gone(tmp_path) -> None:
     photo = write_photo(tmp_path / "photos" / "gone.jpg", seed=1)
     env = photoctl_env(tmp_path)
     assert run_photoctl(["ingest", str(photo.parent)], env).returncode == 0
@@ -117,7 +117,7 @@ def test_a_photo_deleted_after_ingest_fails_as_gone(tmp_path) -> None:  # noqa: 
     assert f"{photo}: file is gone" in failed
 
 
-def test_an_unreadable_file_is_reported_and_the_rest_ingested(tmp_path) -> None:  # noqa: ANN001
+def test_an_unreadable_file_is_reported_and_the_rest_ingested(tmp_path) -> None:
     write_photo(tmp_path / "photos" / "ok.jpg", seed=1)
     secret = write_photo(tmp_path / "photos" / "secret.jpg", seed=2)
     secret.chmod(0)

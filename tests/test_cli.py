@@ -29,24 +29,24 @@ def test_every_command_has_help_with_a_description(path: tuple[str, ...]) -> Non
     assert command.help and len(command.help.strip()) > 20
 
 
-def test_python_dash_m_runs_the_cli(tmp_path) -> None:  # noqa: ANN001
+def test_python_dash_m_runs_the_cli(tmp_path) -> None:
     result = run_photoctl(["--version"], photoctl_env(tmp_path))
     assert result.returncode == 0 and "version" in result.stdout
 
 
-def test_unknown_job_is_reported_with_exit_1(tmp_path) -> None:  # noqa: ANN001
+def test_unknown_job_is_reported_with_exit_1(tmp_path) -> None:
     # Read-only commands need an existing database (issue 7 item 11): create it first.
     assert CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "init"]).exit_code == 0
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "jobs", "show", "abc"])
     assert result.exit_code == 1 and "no job abc" in result.stderr
 
 
-def test_bad_usage_exits_2(tmp_path) -> None:  # noqa: ANN001
+def test_bad_usage_exits_2(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "work", "-n", "0"])
     assert result.exit_code == 2
 
 
-def test_doctor_reports_database_schema_and_storage(tmp_path) -> None:  # noqa: ANN001
+def test_doctor_reports_database_schema_and_storage(tmp_path) -> None:
     assert CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "init"]).exit_code == 0
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "doctor"])
     assert "[ok  ] database" in result.stdout and "[ok  ] storage" in result.stdout

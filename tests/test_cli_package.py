@@ -122,20 +122,20 @@ def test_the_names_tests_and_scripts_import_stay_importable() -> None:
 
 
 @pytest.fixture
-def fresh_stop_request():  # noqa: ANN201
+def fresh_stop_request():
     """The process-wide stop request, as a command finds it, and as it was afterwards."""
     stop_request.requested = False
     yield stop_request
     stop_request.requested = False
 
 
-def test_watch_loop_without_an_interval_runs_one_round(fresh_stop_request) -> None:  # noqa: ANN001
+def test_watch_loop_without_an_interval_runs_one_round(fresh_stop_request) -> None:
     rounds: list[int] = []
     watch_loop(None, rounds.append)
     assert rounds == [0]
 
 
-def test_watch_loop_repeats_until_a_stop_is_asked(fresh_stop_request) -> None:  # noqa: ANN001
+def test_watch_loop_repeats_until_a_stop_is_asked(fresh_stop_request) -> None:
     rounds: list[int] = []
 
     def one_round(number: int) -> None:
@@ -148,7 +148,7 @@ def test_watch_loop_repeats_until_a_stop_is_asked(fresh_stop_request) -> None:  
 
 
 def test_sigterm_during_a_watch_round_ends_the_loop_after_that_round(
-    fresh_stop_request,  # noqa: ANN001
+    fresh_stop_request,
 ) -> None:
     rounds: list[int] = []
 
@@ -188,8 +188,8 @@ def test_run_server_without_a_database_creates_nothing(tmp_path: Path) -> None:
 
 
 def test_a_failed_enrollment_leaves_no_user_and_frees_the_name(
-    settings,  # noqa: ANN001
-    engine,  # noqa: ANN001
+    settings,
+    engine,
     tmp_path: Path,
 ) -> None:
     selfie = tmp_path / "selfie.jpg"
@@ -203,8 +203,8 @@ def test_a_failed_enrollment_leaves_no_user_and_frees_the_name(
 
 
 def test_adding_a_user_that_exists_with_a_selfie_changes_nothing(
-    settings,  # noqa: ANN001
-    engine,  # noqa: ANN001
+    settings,
+    engine,
     tmp_path: Path,
 ) -> None:
     _, token = users.add_user(engine, "alice")
@@ -220,7 +220,7 @@ def test_adding_a_user_that_exists_with_a_selfie_changes_nothing(
 # -- queue: retrying jobs named by id prefix ----------------------------------------------------
 
 
-def jobs_in_states(engine, *states: JobState) -> list[str]:  # noqa: ANN001
+def jobs_in_states(engine, *states: JobState) -> list[str]:
     """One no-op job per state, in that state; their ids in the same order."""
     with db.write(engine) as conn:
         ids = queue.enqueue_jobs(conn, JobKind.NOOP, [None] * len(states))
@@ -229,12 +229,12 @@ def jobs_in_states(engine, *states: JobState) -> list[str]:  # noqa: ANN001
     return ids
 
 
-def state_of(engine, job_id: str) -> str:  # noqa: ANN001
+def state_of(engine, job_id: str) -> str:
     with db.read(engine) as conn:
         return queue.get_job(conn, job_id).state
 
 
-def test_retry_named_jobs_resolves_prefixes_and_requeues_only_finished_ones(engine) -> None:  # noqa: ANN001
+def test_retry_named_jobs_resolves_prefixes_and_requeues_only_finished_ones(engine) -> None:
     failed, done, running = jobs_in_states(engine, JobState.FAILED, JobState.DONE, JobState.RUNNING)
     with db.write(engine) as conn:
         full_ids, count = queue.retry_named_jobs(conn, [failed[:12], done, running])
@@ -246,14 +246,14 @@ def test_retry_named_jobs_resolves_prefixes_and_requeues_only_finished_ones(engi
     ]
 
 
-def test_retry_named_jobs_with_an_unknown_name_retries_nothing(engine) -> None:  # noqa: ANN001
+def test_retry_named_jobs_with_an_unknown_name_retries_nothing(engine) -> None:
     (failed,) = jobs_in_states(engine, JobState.FAILED)
     with pytest.raises(NotFound, match="no job zzzz"), db.write(engine) as conn:
         queue.retry_named_jobs(conn, [failed, "zzzz"])
     assert state_of(engine, failed) == JobState.FAILED
 
 
-def test_retry_named_jobs_with_failed_retries_every_failed_job(engine) -> None:  # noqa: ANN001
+def test_retry_named_jobs_with_failed_retries_every_failed_job(engine) -> None:
     first, second, done = jobs_in_states(engine, JobState.FAILED, JobState.FAILED, JobState.DONE)
     with db.write(engine) as conn:
         assert queue.retry_named_jobs(conn, failed=True) == ([], 2)

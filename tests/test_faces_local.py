@@ -31,25 +31,25 @@ def event(tmp_path: Path) -> Path:
     return folder
 
 
-def photo_names(engine, user_id: int) -> set[str]:  # noqa: ANN001
+def photo_names(engine, user_id: int) -> set[str]:
     with db.read(engine) as conn:
         ids = {photo_id for photo_id, _ in face_store.photos_of_user(conn, user_id)}
         rows = conn.execute(select(Photo.filename).where(Photo.id.in_(ids))).scalars()
         return set(rows)
 
 
-def count(engine, model) -> int:  # noqa: ANN001
+def count(engine, model) -> int:
     with db.read(engine) as conn:
         return conn.execute(select(func.count()).select_from(model)).scalar_one()
 
 
-def process(settings, engine, folder: Path) -> None:  # noqa: ANN001
+def process(settings, engine, folder: Path) -> None:
     ingest_paths(engine, settings, [str(folder)])
     report = drain_in_process(settings, "local")
     assert report.failed == 0
 
 
-def test_enrolled_user_is_matched_to_their_other_photos_only(settings, engine, event) -> None:  # noqa: ANN001
+def test_enrolled_user_is_matched_to_their_other_photos_only(settings, engine, event) -> None:
     local = faces.make_engine("local", settings, engine)
     obama, _ = users.add_user(engine, "obama")
     users.enroll(engine, local, settings, "obama", DATA / "obama_1.jpg")
@@ -60,7 +60,7 @@ def test_enrolled_user_is_matched_to_their_other_photos_only(settings, engine, e
     assert all(40 <= s <= 100 for s in similarities)
 
 
-def test_enrolling_after_ingest_finds_the_earlier_photos(settings, engine, event) -> None:  # noqa: ANN001
+def test_enrolling_after_ingest_finds_the_earlier_photos(settings, engine, event) -> None:
     process(settings, engine, event)
     local = faces.make_engine("local", settings, engine)
     biden, _ = users.add_user(engine, "biden")
@@ -68,7 +68,7 @@ def test_enrolling_after_ingest_finds_the_earlier_photos(settings, engine, event
     assert photo_names(engine, biden) == {"biden.jpg"}
 
 
-def test_a_photo_without_a_face_has_no_faces(settings, engine, event) -> None:  # noqa: ANN001
+def test_a_photo_without_a_face_has_no_faces(settings, engine, event) -> None:
     process(settings, engine, event)
     with db.read(engine) as conn:
         per_photo = dict(
@@ -81,7 +81,7 @@ def test_a_photo_without_a_face_has_no_faces(settings, engine, event) -> None:  
     assert per_photo == {"obama_2.jpg": 1, "obama_3.jpg": 1, "biden.jpg": 1, "scenery.jpg": 0}
 
 
-def test_running_jobs_again_stores_no_face_or_match_twice(settings, engine, event) -> None:  # noqa: ANN001
+def test_running_jobs_again_stores_no_face_or_match_twice(settings, engine, event) -> None:
     local = faces.make_engine("local", settings, engine)
     users.add_user(engine, "obama")
     users.enroll(engine, local, settings, "obama", DATA / "obama_1.jpg")
@@ -94,7 +94,7 @@ def test_running_jobs_again_stores_no_face_or_match_twice(settings, engine, even
     assert (count(engine, Face), count(engine, Match)) == before == (3, 2)
 
 
-def test_deleting_a_user_removes_their_selfie_and_matches(settings, engine, event) -> None:  # noqa: ANN001
+def test_deleting_a_user_removes_their_selfie_and_matches(settings, engine, event) -> None:
     local = faces.make_engine("local", settings, engine)
     users.add_user(engine, "obama")
     users.enroll(engine, local, settings, "obama", DATA / "obama_1.jpg")
@@ -105,7 +105,7 @@ def test_deleting_a_user_removes_their_selfie_and_matches(settings, engine, even
     assert users.list_users(engine) == []
 
 
-def test_re_enrolling_replaces_the_selfie_and_its_matches(settings, engine, event) -> None:  # noqa: ANN001
+def test_re_enrolling_replaces_the_selfie_and_its_matches(settings, engine, event) -> None:
     process(settings, engine, event)
     local = faces.make_engine("local", settings, engine)
     user, _ = users.add_user(engine, "someone")
@@ -115,7 +115,7 @@ def test_re_enrolling_replaces_the_selfie_and_its_matches(settings, engine, even
     assert photo_names(engine, user) == {"obama_2.jpg", "obama_3.jpg"}
 
 
-def test_users_add_prints_the_token_alone_on_stdout(settings, engine) -> None:  # noqa: ANN001
+def test_users_add_prints_the_token_alone_on_stdout(settings, engine) -> None:
     args = ["--data-dir", str(settings.data_dir), "--database-url", settings.database_url]
     result = CliRunner().invoke(
         cli, [*args, "users", "add", "alice", "--selfie", str(DATA / "obama_1.jpg")]
@@ -127,7 +127,7 @@ def test_users_add_prints_the_token_alone_on_stdout(settings, engine) -> None:  
     assert rotated != token
 
 
-def test_a_selfie_without_a_face_is_refused_and_creates_no_user(settings, engine, tmp_path) -> None:  # noqa: ANN001
+def test_a_selfie_without_a_face_is_refused_and_creates_no_user(settings, engine, tmp_path) -> None:
     selfie = write_photo(tmp_path / "wall.jpg", seed=1)
     args = ["--data-dir", str(settings.data_dir), "--database-url", settings.database_url]
     result = CliRunner().invoke(cli, [*args, "users", "add", "x", "--selfie", str(selfie)])

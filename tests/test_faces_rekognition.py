@@ -55,7 +55,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def rk_settings(settings, fake):  # noqa: ANN001, ANN201
+def rk_settings(settings, fake):
     return settings.replace(
         "rekognition", endpoint_url=fake.endpoint_url, region="eu-west-1", max_tps=50.0
     )
@@ -68,7 +68,7 @@ def write_face_photo(path: Path, colours: list[tuple[int, int, int]]) -> Path:
     return path
 
 
-def matched_files(engine, user_id: int) -> set[str]:  # noqa: ANN001
+def matched_files(engine, user_id: int) -> set[str]:
     with db.read(engine) as conn:
         ids = [photo_id for photo_id, _ in face_store.photos_of_user(conn, user_id)]
         return set(conn.execute(select(Photo.filename).where(Photo.id.in_(ids))).scalars())
@@ -76,7 +76,7 @@ def matched_files(engine, user_id: int) -> set[str]:  # noqa: ANN001
 
 def test_photos_are_matched_to_enrolled_users_both_ways_and_deletion_reaches_the_collection(
     rk_settings, engine, fake, aws, tmp_path
-) -> None:  # noqa: ANN001
+) -> None:
     folder = tmp_path / "event"
     write_face_photo(folder / "red-and-blue.jpg", [RED, BLUE])
     write_face_photo(folder / "red.jpg", [RED])
@@ -109,7 +109,7 @@ def test_photos_are_matched_to_enrolled_users_both_ways_and_deletion_reaches_the
 
 def test_no_search_calls_are_spent_while_nobody_is_enrolled(
     rk_settings, engine, fake, aws, tmp_path
-) -> None:  # noqa: ANN001
+) -> None:
     write_face_photo(tmp_path / "event" / "a.jpg", [RED, BLUE])
     ingest_paths(engine, rk_settings, [str(tmp_path / "event")])
     drain_in_process(rk_settings, "rekognition")
@@ -119,7 +119,7 @@ def test_no_search_calls_are_spent_while_nobody_is_enrolled(
 @pytest.mark.slow  # botocore's own adaptive backoff sleeps for several seconds
 def test_throttling_bursts_slow_down_but_fail_no_job(
     rk_settings, engine, fake, aws, tmp_path
-) -> None:  # noqa: ANN001
+) -> None:
     for index in range(6):
         write_face_photo(tmp_path / "event" / f"{index}.jpg", [PALETTE[index]])
     ingest_paths(engine, rk_settings, [str(tmp_path / "event")])
@@ -134,7 +134,7 @@ def test_throttling_bursts_slow_down_but_fail_no_job(
 
 def test_other_aws_errors_retry_with_the_error_code_in_the_job(
     rk_settings, engine, fake, aws, tmp_path
-) -> None:  # noqa: ANN001
+) -> None:
     write_face_photo(tmp_path / "event" / "a.jpg", [RED])
     ingest_paths(engine, rk_settings, [str(tmp_path / "event")])
     fake.fail_next(1, "InternalServerError", status=500)
@@ -191,7 +191,7 @@ def _job_states(db_url: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_four_workers_stay_within_the_quota_of_five_calls_a_second(tmp_path, db_url, fake) -> None:  # noqa: ANN001
+def test_four_workers_stay_within_the_quota_of_five_calls_a_second(tmp_path, db_url, fake) -> None:
     env = _rekognition_env(tmp_path, db_url, fake, PHOTOCTL_REKOGNITION_MAX_TPS="5")
     _prepare_event(tmp_path, env, 16)
     fake.reset_stats()
@@ -206,7 +206,7 @@ def test_four_workers_stay_within_the_quota_of_five_calls_a_second(tmp_path, db_
 
 
 @pytest.mark.slow
-def test_concurrency_limit_holds_across_worker_processes(tmp_path, db_url, fake) -> None:  # noqa: ANN001
+def test_concurrency_limit_holds_across_worker_processes(tmp_path, db_url, fake) -> None:
     env = _rekognition_env(
         tmp_path, db_url, fake, PHOTOCTL_REKOGNITION_MAX_TPS="100", AWS_CONCURRENT_REQUESTS="3"
     )
@@ -225,7 +225,7 @@ def test_concurrency_limit_holds_across_worker_processes(tmp_path, db_url, fake)
 @pytest.mark.postgres
 def test_two_supervisors_on_one_postgresql_database_share_the_limits(
     tmp_path, postgres_url, fake
-) -> None:  # noqa: ANN001
+) -> None:
     env = _rekognition_env(
         tmp_path, postgres_url, fake, PHOTOCTL_REKOGNITION_MAX_TPS="5", AWS_CONCURRENT_REQUESTS="2"
     )
@@ -259,7 +259,7 @@ def test_two_supervisors_on_one_postgresql_database_share_the_limits(
 
 
 @pytest.mark.slow
-def test_worker_killed_right_after_index_faces_leaves_one_face_set(tmp_path, db_url, fake) -> None:  # noqa: ANN001
+def test_worker_killed_right_after_index_faces_leaves_one_face_set(tmp_path, db_url, fake) -> None:
     env = _rekognition_env(tmp_path, db_url, fake, PHOTOCTL_QUEUE_LEASE_SECONDS="2")
     write_face_photo(tmp_path / "event" / "two-people.jpg", [RED, BLUE])
     assert run_photoctl(["ingest", str(tmp_path / "event")], env).returncode == 0

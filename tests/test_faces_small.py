@@ -54,7 +54,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, di
     return made
 
 
-def enroll_both(settings, engine) -> dict[str, int]:  # noqa: ANN001
+def enroll_both(settings, engine) -> dict[str, int]:
     local = faces.make_engine("local", settings, engine)
     ids = {}
     for name, selfie in (("obama", "obama_1.jpg"), ("biden", "biden.jpg")):
@@ -63,12 +63,12 @@ def enroll_both(settings, engine) -> dict[str, int]:  # noqa: ANN001
     return ids
 
 
-def process(settings, engine, folder: Path) -> None:  # noqa: ANN001
+def process(settings, engine, folder: Path) -> None:
     ingest_paths(engine, settings, [str(folder)])
     assert drain_in_process(settings, "local").failed == 0
 
 
-def stored_faces(engine) -> dict[str, list]:  # noqa: ANN001
+def stored_faces(engine) -> dict[str, list]:
     with db.read(engine) as conn:
         rows = conn.execute(
             select(
@@ -86,7 +86,7 @@ def stored_faces(engine) -> dict[str, list]:  # noqa: ANN001
     return found
 
 
-def users_in(engine, user_ids: dict[str, int]) -> dict[str, set[str]]:  # noqa: ANN001
+def users_in(engine, user_ids: dict[str, int]) -> dict[str, set[str]]:
     names = {v: k for k, v in user_ids.items()}
     with db.read(engine) as conn:
         rows = conn.execute(
@@ -98,7 +98,7 @@ def users_in(engine, user_ids: dict[str, int]) -> dict[str, set[str]]:  # noqa: 
     return found
 
 
-def test_default_engine_decodes_larger_for_two_percent_faces(settings) -> None:  # noqa: ANN001
+def test_default_engine_decodes_larger_for_two_percent_faces(settings) -> None:
     local = LocalEngine.from_settings(settings)
     assert settings.faces.min_face_percent == 2.0
     assert local.detector == "libfacedetection"
@@ -109,7 +109,7 @@ def test_default_engine_decodes_larger_for_two_percent_faces(settings) -> None: 
 def test_every_enrolled_user_in_a_group_of_mixed_face_sizes_is_found_and_nobody_else(
     settings,
     engine,
-    photos,  # noqa: ANN001
+    photos,
 ) -> None:
     folder, layout = photos["group"]
     ids = enroll_both(settings, engine)
@@ -141,7 +141,7 @@ def test_every_enrolled_user_in_a_group_of_mixed_face_sizes_is_found_and_nobody_
 def test_a_face_two_percent_of_the_photo_width_is_found_and_matched(
     settings,
     engine,
-    photos,  # noqa: ANN001
+    photos,
 ) -> None:
     folder, _ = photos["two_percent"]
     ids = enroll_both(settings, engine)
@@ -151,7 +151,7 @@ def test_a_face_two_percent_of_the_photo_width_is_found_and_matched(
     assert users_in(engine, ids) == {"two_percent.jpg": {"obama"}}
 
 
-def test_rerunning_jobs_stores_no_small_face_or_match_twice(settings, engine, photos) -> None:  # noqa: ANN001
+def test_rerunning_jobs_stores_no_small_face_or_match_twice(settings, engine, photos) -> None:
     folder, layout = photos["group"]
     enroll_both(settings, engine)
     process(settings, engine, folder)
@@ -171,7 +171,7 @@ def test_rerunning_jobs_stores_no_small_face_or_match_twice(settings, engine, ph
     assert counts() == before == (sum(len(c) for c in layout.values()), 3)
 
 
-def test_a_24mp_jpeg_is_decoded_at_half_size_for_two_percent_faces(photos) -> None:  # noqa: ANN001
+def test_a_24mp_jpeg_is_decoded_at_half_size_for_two_percent_faces(photos) -> None:
     folder, _ = photos["two_percent"]
     decoded = decode_photo(
         folder / "two_percent.jpg",
@@ -187,7 +187,7 @@ def test_a_24mp_jpeg_is_decoded_at_half_size_for_two_percent_faces(photos) -> No
     assert draft_box((6000, 4000), 1600, 2400) == (2400, 1600)
 
 
-def test_rekognition_is_sent_a_2048_px_image_so_a_2_percent_face_is_40_px(photos) -> None:  # noqa: ANN001
+def test_rekognition_is_sent_a_2048_px_image_so_a_2_percent_face_is_40_px(photos) -> None:
     folder, _ = photos["two_percent"]
     with Image.open(folder / "two_percent.jpg") as opened:
         detail = opened.reduce(2)  # as decoded for it: 3000x2000

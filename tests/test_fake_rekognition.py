@@ -248,7 +248,7 @@ def test_max_in_flight_with_latency(fake: FakeRekognition) -> None:
         try:
             barrier.wait()
             client.list_collections()
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+        except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=call) for _ in range(workers)]

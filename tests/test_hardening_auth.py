@@ -29,7 +29,7 @@ from tests.photos import settle
 from tests.test_serve import DATA, Server, start_server, stop_server
 
 
-def enroll_with_photos(settings: config.Settings, engine, name: str) -> str:  # noqa: ANN001
+def enroll_with_photos(settings: config.Settings, engine, name: str) -> str:
     """`name` is Obama, found in two processed photos; returns the API token."""
     folder = settings.data_dir.parent / f"photos-{name}"
     folder.mkdir()
@@ -80,7 +80,7 @@ def test_deleted_users_cache_entries_are_dropped_and_the_next_user_sees_none(
     tmp_path: Path,
     db_url: str,
     settings,
-    engine,  # noqa: ANN001
+    engine,
 ) -> None:
     eve = enroll_with_photos(settings, engine, "eve")
     server = start_server(tmp_path, db_url)
@@ -182,12 +182,12 @@ def test_upgrade_to_autoincrement_keeps_every_row_and_foreign_key(tmp_path: Path
 
 
 @pytest.fixture
-def dave(engine) -> str:  # noqa: ANN001
+def dave(engine) -> str:
     """A user with a password; returns the API token."""
     return users.add_user(engine, "dave", password="correct horse")[1]
 
 
-def test_login_tokens_expire_after_serve_login_token_ttl(tmp_path, db_url, dave) -> None:  # noqa: ANN001
+def test_login_tokens_expire_after_serve_login_token_ttl(tmp_path, db_url, dave) -> None:
     server = start_server(tmp_path, db_url, PHOTOCTL_SERVE_LOGIN_TOKEN_TTL="3")
     try:
         started = time.monotonic()
@@ -203,7 +203,7 @@ def test_login_tokens_expire_after_serve_login_token_ttl(tmp_path, db_url, dave)
         stop_server(server)
 
 
-def test_logout_revokes_only_the_presented_login_token(tmp_path, db_url, dave) -> None:  # noqa: ANN001
+def test_logout_revokes_only_the_presented_login_token(tmp_path, db_url, dave) -> None:
     server = start_server(tmp_path, db_url)
     try:
         first = login(server, "dave", "correct horse").json()["token"]
@@ -225,7 +225,7 @@ def test_logout_revokes_only_the_presented_login_token(tmp_path, db_url, dave) -
         stop_server(server)
 
 
-def test_users_token_and_users_delete_revoke_every_login_token(tmp_path, db_url, dave) -> None:  # noqa: ANN001
+def test_users_token_and_users_delete_revoke_every_login_token(tmp_path, db_url, dave) -> None:
     server = start_server(tmp_path, db_url)
     try:
         tokens = [login(server, "dave", "correct horse").json()["token"] for _ in range(2)]
@@ -251,7 +251,7 @@ def test_users_token_and_users_delete_revoke_every_login_token(tmp_path, db_url,
 def test_login_takes_as_long_for_unknown_names_and_users_without_password(
     tmp_path,
     db_url,
-    engine,  # noqa: ANN001
+    engine,
 ) -> None:
     """50 tries of each case, interleaved so that load on the machine hits all of them alike.
 

@@ -35,7 +35,7 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def tokens(engine) -> dict[str, str]:  # noqa: ANN001
+def tokens(engine) -> dict[str, str]:
     """Two accounts: ann (a user) and root (an admin)."""
     _, ann = users.add_user(engine, "ann")
     _, root = users.add_user(engine, "root", admin=True)
@@ -43,18 +43,18 @@ def tokens(engine) -> dict[str, str]:  # noqa: ANN001
 
 
 @pytest.fixture
-def running(tmp_path: Path, db_url: str, tokens) -> Iterator[Server]:  # noqa: ANN001
+def running(tmp_path: Path, db_url: str, tokens) -> Iterator[Server]:
     server = start_server(tmp_path, db_url)
     yield server
     stop_server(server)
 
 
-def stored_files(settings) -> list[Path]:  # noqa: ANN001
+def stored_files(settings) -> list[Path]:
     uploads = settings.storage_root / "uploads"
     return [path for path in uploads.rglob("*") if path.is_file()] if uploads.exists() else []
 
 
-def photo_rows(engine) -> list[tuple[str, str | None]]:  # noqa: ANN001
+def photo_rows(engine) -> list[tuple[str, str | None]]:
     with db.read(engine) as conn:
         return [tuple(row) for row in conn.execute(select(Photo.filename, Photo.album)).all()]
 
@@ -114,7 +114,7 @@ def test_bodies_are_refused_before_they_are_read_without_a_token_or_over_the_lim
     tmp_path: Path,
     db_url: str,
     settings,
-    tokens,  # noqa: ANN001
+    tokens,
 ) -> None:
     spool = tmp_path / "serve-tmp"
     spool.mkdir()
@@ -182,7 +182,7 @@ def test_parallel_selfie_bombs_keep_serve_small_and_get_clean_refusals(
     tmp_path: Path,
     db_url: str,
     tokens,
-    png_bomb: bytes,  # noqa: ANN001
+    png_bomb: bytes,
 ) -> None:
     server = start_server(tmp_path, db_url, PHOTOCTL_SERVE_SELFIE_RATE="5/minute")
     try:
@@ -206,7 +206,7 @@ def test_parallel_selfie_bombs_keep_serve_small_and_get_clean_refusals(
 
 
 @pytest.fixture
-def processed_photo(tmp_path: Path, settings, engine) -> Path:  # noqa: ANN001
+def processed_photo(tmp_path: Path, settings, engine) -> Path:
     folder = tmp_path / "event"
     photo = write_photo(folder / "IMG_1.jpg", seed=11)
     ingest_paths(engine, settings, [str(folder)])
@@ -293,7 +293,7 @@ def test_an_upload_after_asking_for_a_linked_database_reaches_the_database(
 
 def test_album_names_are_checked_before_anything_is_stored(
     running: Server, settings, engine, tokens
-) -> None:  # noqa: ANN001
+) -> None:
     photo = jpeg_bytes(seed=21)
     with running.client(tokens["ann"]) as client:
         for album in ("a\x00b", "tab\there", "esc\x1b[31m", "x" * 201):
@@ -325,7 +325,7 @@ def test_album_names_are_checked_before_anything_is_stored(
 
 def test_uploads_keep_their_file_name_and_take_the_album_as_a_form_field(
     running: Server, engine, tokens
-) -> None:  # noqa: ANN001
+) -> None:
     with running.client(tokens["ann"]) as client:
         first = client.post(
             "/api/photos",
@@ -344,7 +344,7 @@ def test_uploads_keep_their_file_name_and_take_the_album_as_a_form_field(
 
 def test_the_queue_cap_holds_exactly_under_concurrent_uploads(
     tmp_path: Path, db_url: str, settings, engine, tokens
-) -> None:  # noqa: ANN001
+) -> None:
     cap = 5
     server = start_server(tmp_path, db_url, PHOTO_QUEUE_MAX_SIZE=str(cap))
     try:
@@ -395,7 +395,7 @@ def tiny_storage(tmp_path: Path) -> Iterator[Path]:
 
 def test_an_upload_into_full_storage_answers_507_with_retry_after(
     tmp_path: Path, settings, engine, tokens, tiny_storage: Path
-) -> None:  # noqa: ANN001
+) -> None:
     server = start_server(tmp_path, settings.database_url, PHOTOCTL_STORAGE_ROOT=str(tiny_storage))
     try:
         with server.client(tokens["ann"]) as client:

@@ -209,7 +209,7 @@ def test_the_data_dir_is_absolute_from_start_up(tmp_path: Path) -> None:
 
 def start_server_in(cwd: Path, env: dict[str, str], log_path: Path) -> tuple[str, subprocess.Popen]:
     port = free_port()
-    log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
+    log = open(log_path, "w")  # lives as long as the server
     process = subprocess.Popen(
         [sys.executable, "-m", "photoctl", "serve", "--port", str(port)],
         env=env,
@@ -266,7 +266,7 @@ def test_thumb_and_preview_answer_200_when_serve_runs_from_another_directory(
             process.kill()
 
 
-def test_storage_paths_are_stored_relative_to_the_storage_root(settings, engine) -> None:  # noqa: ANN001
+def test_storage_paths_are_stored_relative_to_the_storage_root(settings, engine) -> None:
     write_photo(settings.data_dir.parent / "photos" / "a.jpg", seed=3)
     ingest_paths(engine, settings, [str(settings.data_dir.parent / "photos")])
     assert drain_in_process(settings, "none").failed == 0
@@ -277,7 +277,7 @@ def test_storage_paths_are_stored_relative_to_the_storage_root(settings, engine)
     assert settings.storage_file("/abs/x.jpg") == Path("/abs/x.jpg")
 
 
-def test_migration_0005_makes_recognisable_storage_paths_relative(settings) -> None:  # noqa: ANN001
+def test_migration_0005_makes_recognisable_storage_paths_relative(settings) -> None:
     from alembic import command
 
     engine = db.make_engine(settings)
@@ -333,7 +333,7 @@ def test_a_deleted_users_selfie_embedding_is_not_left_in_the_sqlite_files(tmp_pa
     # This machine's SQLite is built with SECURE_DELETE on; upstream's default (python.org,
     # macOS, most pip wheels) is off. Start each connection from upstream's default, so the
     # test shows what photoctl itself guarantees.
-    def upstream_default(dbapi_connection, _record) -> None:  # noqa: ANN001
+    def upstream_default(dbapi_connection, _record) -> None:
         dbapi_connection.execute("PRAGMA secure_delete = OFF")
 
     event.listen(engine, "connect", upstream_default, insert=True)
@@ -373,7 +373,7 @@ def test_users_delete_on_postgresql_says_space_is_reclaimed_at_the_next_vacuum(
 
 def test_a_selfie_with_several_faces_is_refused_unless_largest(
     settings, engine, tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     selfie = two_face_selfie(tmp_path / "pair.jpg")
     args = cli_args(settings)
     refused = CliRunner().invoke(cli, [*args, "users", "add", "duo", "--selfie", str(selfie)])
@@ -403,7 +403,7 @@ def fake() -> Iterator[FakeRekognition]:
 
 def test_rekognition_refuses_a_selfie_with_several_faces_and_keeps_nothing_indexed(
     settings, engine, fake: FakeRekognition, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:  # noqa: ANN001
+) -> None:
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -474,7 +474,7 @@ def test_users_delete_off_a_terminal_deletes_without_asking(tmp_path: Path, db_u
     assert run_photoctl(["users", "list"], env).stdout == ""
 
 
-def test_users_show_lists_the_users_photos(settings, engine, tmp_path: Path) -> None:  # noqa: ANN001
+def test_users_show_lists_the_users_photos(settings, engine, tmp_path: Path) -> None:
     folder = tmp_path / "event"
     folder.mkdir()
     for name in ("obama_2.jpg", "biden.jpg"):
@@ -558,7 +558,7 @@ def test_doctor_reports_a_good_config_file_and_checks_on(tmp_path: Path) -> None
 def test_reingesting_repairs_a_photo_stored_with_a_path_relative_to_an_old_cwd(
     tmp_path: Path,
     settings,
-    engine,  # noqa: ANN001
+    engine,
 ) -> None:
     """Photos ingested before source paths were made absolute heal when seen again."""
     photo = write_photo(tmp_path / "event" / "a.jpg", seed=11)

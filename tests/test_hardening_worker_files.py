@@ -77,14 +77,14 @@ def test_photo_replaced_by_a_fifo_or_a_symlink_after_ingest_fails_at_once_naming
         assert job["last_error"] == f"{root / name}: is {kind}, not a regular file", job
 
 
-def _photo_row(engine, name: str):  # noqa: ANN001, ANN202
+def _photo_row(engine, name: str):
     with engine.connect() as conn:
         return conn.execute(select(photos).where(photos.c.filename == name)).one()
 
 
 def test_photo_changed_after_ingest_is_processed_under_its_new_content(
     tmp_path: Path, db_url: str, engine
-) -> None:  # noqa: ANN001
+) -> None:
     env = photoctl_env(tmp_path, db_url)
     root = tmp_path / "photos"
     write_photo(root / "changed.jpg", seed=1, size=(640, 480))

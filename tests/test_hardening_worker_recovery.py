@@ -220,7 +220,7 @@ def test_restart_after_kill_9_resumes_the_dead_workers_jobs_at_once(
         assert jobs[job["id"]]["attempts"] == 2, jobs[job["id"]]
 
 
-def test_only_workers_whose_process_is_gone_lose_their_jobs(engine, settings) -> None:  # noqa: ANN001
+def test_only_workers_whose_process_is_gone_lose_their_jobs(engine, settings) -> None:
     """A live worker keeps its jobs; a dead one, or one whose pid a newer process reuses, not."""
     from photoctl.supervisor import requeue_jobs_of_gone_workers
 

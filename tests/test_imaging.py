@@ -12,7 +12,7 @@ from photoctl.imaging import decode_bytes, looks_like_image
 from tests.photos import jpeg_bytes
 
 
-def decode(data: bytes, preview_px: int = 1600, max_pixels: int = 200_000_000):  # noqa: ANN201
+def decode(data: bytes, preview_px: int = 1600, max_pixels: int = 200_000_000):
     return decode_bytes(data, preview_px=preview_px, max_pixels=max_pixels, display_name="x.jpg")
 
 
@@ -21,7 +21,7 @@ def test_large_jpeg_is_decoded_at_reduced_size(monkeypatch: pytest.MonkeyPatch) 
     loaded_sizes = []
     real_load = Image.Image.load
 
-    def spying_load(self):  # noqa: ANN001, ANN202
+    def spying_load(self):
         loaded_sizes.append(self.size)
         return real_load(self)
 

@@ -15,12 +15,12 @@ from photoctl.ingest import ingest_paths
 from tests.photos import settle, write_photo, write_tree
 
 
-def job_states(engine) -> dict[str, int]:  # noqa: ANN001
+def job_states(engine) -> dict[str, int]:
     with db.read(engine) as conn:
         return {k: v for k, v in queue.count_by_state(conn).items() if v}
 
 
-def test_ingest_registers_each_image_and_enqueues_one_job(engine, settings, tmp_path) -> None:  # noqa: ANN001
+def test_ingest_registers_each_image_and_enqueues_one_job(engine, settings, tmp_path) -> None:
     write_tree(tmp_path / "photos", 30)
     (tmp_path / "photos" / "notes.txt").write_text("not a photo, not an image extension")
     report = ingest_paths(engine, settings, [str(tmp_path / "photos")])
@@ -28,7 +28,7 @@ def test_ingest_registers_each_image_and_enqueues_one_job(engine, settings, tmp_
     assert job_states(engine) == {"queued": 30}
 
 
-def test_ingesting_the_same_tree_twice_adds_nothing(engine, settings, tmp_path) -> None:  # noqa: ANN001
+def test_ingesting_the_same_tree_twice_adds_nothing(engine, settings, tmp_path) -> None:
     write_tree(tmp_path / "photos", 20)
     ingest_paths(engine, settings, [str(tmp_path / "photos")])
     again = ingest_paths(engine, settings, [str(tmp_path / "photos")])
@@ -36,7 +36,7 @@ def test_ingesting_the_same_tree_twice_adds_nothing(engine, settings, tmp_path) 
     assert job_states(engine) == {"queued": 20}
 
 
-def test_same_bytes_under_two_names_are_one_photo(engine, settings, tmp_path) -> None:  # noqa: ANN001
+def test_same_bytes_under_two_names_are_one_photo(engine, settings, tmp_path) -> None:
     original = write_photo(tmp_path / "photos" / "a.jpg", seed=7)
     shutil.copy2(original, tmp_path / "photos" / "copy-of-a.jpg")
     report = ingest_paths(engine, settings, [str(tmp_path / "photos")])
@@ -48,7 +48,7 @@ def test_same_bytes_under_two_names_are_one_photo(engine, settings, tmp_path) ->
     assert job_states(engine) == {"queued": 1}
 
 
-def test_files_still_being_written_are_left_for_the_next_run(engine, settings, tmp_path) -> None:  # noqa: ANN001
+def test_files_still_being_written_are_left_for_the_next_run(engine, settings, tmp_path) -> None:
     fresh = write_photo(tmp_path / "photos" / "fresh.jpg", seed=1, settled=False)
     write_photo(tmp_path / "photos" / "old.jpg", seed=2)
     report = ingest_paths(engine, settings, [str(tmp_path / "photos")])
@@ -58,7 +58,7 @@ def test_files_still_being_written_are_left_for_the_next_run(engine, settings, t
     assert (later.new, later.skipped) == (1, 1)
 
 
-def test_a_changed_file_is_read_again(engine, settings, tmp_path) -> None:  # noqa: ANN001
+def test_a_changed_file_is_read_again(engine, settings, tmp_path) -> None:
     path = write_photo(tmp_path / "photos" / "a.jpg", seed=1)
     ingest_paths(engine, settings, [str(tmp_path / "photos")])
     write_photo(path, seed=2)
@@ -66,21 +66,21 @@ def test_a_changed_file_is_read_again(engine, settings, tmp_path) -> None:  # no
     assert report.new == 1
 
 
-def test_dry_run_counts_but_registers_nothing(engine, settings, tmp_path) -> None:  # noqa: ANN001
+def test_dry_run_counts_but_registers_nothing(engine, settings, tmp_path) -> None:
     write_tree(tmp_path / "photos", 5)
     report = ingest_paths(engine, settings, [str(tmp_path / "photos")], dry_run=True)
     assert report.new == 5
     assert job_states(engine) == {}
 
 
-def test_directory_symlink_loops_are_not_followed_forever(engine, settings, tmp_path) -> None:  # noqa: ANN001
+def test_directory_symlink_loops_are_not_followed_forever(engine, settings, tmp_path) -> None:
     write_photo(tmp_path / "photos" / "a" / "x.jpg", seed=1)
     os.symlink(tmp_path / "photos", tmp_path / "photos" / "a" / "back-to-top")
     report = ingest_paths(engine, settings, [str(tmp_path / "photos")])
     assert (report.new, report.errors) == (1, [])
 
 
-def test_ingest_cli_prints_one_summary_and_json(tmp_path: Path, settings) -> None:  # noqa: ANN001
+def test_ingest_cli_prints_one_summary_and_json(tmp_path: Path, settings) -> None:
     write_tree(tmp_path / "photos", 3)
     runner = CliRunner()
     args = ["--data-dir", str(settings.data_dir), "--database-url", settings.database_url]
@@ -99,7 +99,7 @@ def test_ingest_cli_prints_one_summary_and_json(tmp_path: Path, settings) -> Non
     assert "0 new, 0 duplicates, 3 skipped, 0 errors" in human.stderr
 
 
-def test_rerun_on_unchanged_tree_reads_no_file(engine, settings, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_rerun_on_unchanged_tree_reads_no_file(engine, settings, tmp_path, monkeypatch) -> None:
     write_tree(tmp_path / "photos", 50)
     ingest_paths(engine, settings, [str(tmp_path / "photos")])
     opened = []

@@ -64,7 +64,7 @@ class Background:
             reader.start()
 
     @staticmethod
-    def _collect(stream, lines: list[str]) -> None:  # noqa: ANN001
+    def _collect(stream, lines: list[str]) -> None:
         for line in stream:
             lines.append(line.rstrip("\n"))
 

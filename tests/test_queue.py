@@ -15,22 +15,22 @@ LEASE = 30.0
 POLICY = RetryPolicy(max_attempts=3, base_seconds=2.0, max_seconds=60.0)
 
 
-def enqueue(engine, count: int, now: float = 1000.0) -> list[str]:  # noqa: ANN001
+def enqueue(engine, count: int, now: float = 1000.0) -> list[str]:
     with db.write(engine) as conn:
         return queue.enqueue_jobs(conn, JobKind.NOOP, [None] * count, now=now)
 
 
-def claim(engine, worker: str, limit: int = 10, now: float = 1000.0):  # noqa: ANN001, ANN201
+def claim(engine, worker: str, limit: int = 10, now: float = 1000.0):
     with db.write(engine) as conn:
         return queue.claim_jobs(conn, worker, limit, LEASE, now=now)
 
 
-def states(engine) -> dict[str, int]:  # noqa: ANN001
+def states(engine) -> dict[str, int]:
     with db.read(engine) as conn:
         return {k: v for k, v in queue.count_by_state(conn).items() if v}
 
 
-def test_enqueued_jobs_are_claimed_once_and_completed(engine) -> None:  # noqa: ANN001
+def test_enqueued_jobs_are_claimed_once_and_completed(engine) -> None:
     ids = enqueue(engine, 5)
     first = claim(engine, "w1", limit=3)
     second = claim(engine, "w2", limit=10)
@@ -45,7 +45,7 @@ def test_enqueued_jobs_are_claimed_once_and_completed(engine) -> None:  # noqa: 
     assert states(engine) == {"done": 3, "running": 2}
 
 
-def test_concurrent_claimers_never_get_the_same_job(engine) -> None:  # noqa: ANN001
+def test_concurrent_claimers_never_get_the_same_job(engine) -> None:
     ids = enqueue(engine, 200)
     claimed: list[str] = []
     lock = threading.Lock()
@@ -69,7 +69,7 @@ def test_concurrent_claimers_never_get_the_same_job(engine) -> None:  # noqa: AN
     assert states(engine) == {"done": 200}
 
 
-def test_transient_failure_retries_with_growing_backoff_then_fails(engine) -> None:  # noqa: ANN001
+def test_transient_failure_retries_with_growing_backoff_then_fails(engine) -> None:
     [job_id] = enqueue(engine, 1)
     now = 1000.0
     delays = []
@@ -99,7 +99,7 @@ def test_transient_failure_retries_with_growing_backoff_then_fails(engine) -> No
     assert (info.state, info.attempts, info.last_error) == ("failed", 3, "database busy")
 
 
-def test_permanent_failure_fails_at_once_with_reason(engine) -> None:  # noqa: ANN001
+def test_permanent_failure_fails_at_once_with_reason(engine) -> None:
     [job_id] = enqueue(engine, 1)
     [job] = claim(engine, "w1")
     with db.write(engine) as conn:
@@ -112,7 +112,7 @@ def test_permanent_failure_fails_at_once_with_reason(engine) -> None:  # noqa: A
     assert (info.state, info.attempts, info.last_error) == ("failed", 1, "x.jpg: not an image")
 
 
-def test_expired_lease_is_reclaimed_by_another_worker(engine) -> None:  # noqa: ANN001
+def test_expired_lease_is_reclaimed_by_another_worker(engine) -> None:
     [job_id] = enqueue(engine, 1)
     [job] = claim(engine, "dead-worker", now=1000.0)
     assert claim(engine, "w2", now=1000.0 + LEASE - 1) == [], "lease still valid"
@@ -128,7 +128,7 @@ def test_expired_lease_is_reclaimed_by_another_worker(engine) -> None:  # noqa: 
     assert states(engine) == {"done": 1}
 
 
-def test_heartbeat_keeps_a_long_job_from_being_reclaimed(engine) -> None:  # noqa: ANN001
+def test_heartbeat_keeps_a_long_job_from_being_reclaimed(engine) -> None:
     enqueue(engine, 1)
     claim(engine, "w1", now=1000.0)
     with db.write(engine) as conn:
@@ -137,7 +137,7 @@ def test_heartbeat_keeps_a_long_job_from_being_reclaimed(engine) -> None:  # noq
     assert claim(engine, "w2", now=1000.0 + LEASE + 1) == []
 
 
-def test_released_jobs_return_without_spending_an_attempt(engine) -> None:  # noqa: ANN001
+def test_released_jobs_return_without_spending_an_attempt(engine) -> None:
     enqueue(engine, 3)
     jobs = claim(engine, "w1")
     with db.write(engine) as conn:
@@ -146,7 +146,7 @@ def test_released_jobs_return_without_spending_an_attempt(engine) -> None:  # no
     assert len(again) == 2 and all(j.attempts == 1 for j in again)
 
 
-def test_dead_workers_jobs_are_requeued_at_once_and_bounded_by_max_attempts(engine) -> None:  # noqa: ANN001
+def test_dead_workers_jobs_are_requeued_at_once_and_bounded_by_max_attempts(engine) -> None:
     [job_id] = enqueue(engine, 1)
     for attempt in range(1, 4):
         [job] = claim(engine, f"w{attempt}", now=1000.0 + attempt)
@@ -162,7 +162,7 @@ def test_dead_workers_jobs_are_requeued_at_once_and_bounded_by_max_attempts(engi
     assert job.last_error == "worker died"
 
 
-def test_retry_failed_jobs_gives_fresh_attempts(engine) -> None:  # noqa: ANN001
+def test_retry_failed_jobs_gives_fresh_attempts(engine) -> None:
     enqueue(engine, 2)
     for job in claim(engine, "w1"):
         with db.write(engine) as conn:
@@ -173,7 +173,7 @@ def test_retry_failed_jobs_gives_fresh_attempts(engine) -> None:  # noqa: ANN001
     assert len(jobs) == 2 and all(j.attempts == 1 for j in jobs)
 
 
-def test_prune_deletes_old_done_jobs_and_keeps_failed_ones(engine) -> None:  # noqa: ANN001
+def test_prune_deletes_old_done_jobs_and_keeps_failed_ones(engine) -> None:
     enqueue(engine, 3)
     jobs = claim(engine, "w1")
     with db.write(engine) as conn:
@@ -184,7 +184,7 @@ def test_prune_deletes_old_done_jobs_and_keeps_failed_ones(engine) -> None:  # n
     assert states(engine) == {}
 
 
-def test_job_ids_resolve_from_unambiguous_prefixes(engine) -> None:  # noqa: ANN001
+def test_job_ids_resolve_from_unambiguous_prefixes(engine) -> None:
     [job_id] = enqueue(engine, 1)
     with db.read(engine) as conn:
         assert queue.resolve_job_id(conn, job_id[:8]) == job_id

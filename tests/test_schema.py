@@ -16,13 +16,13 @@ def test_schema_revision_constant_is_alembics_head() -> None:
     assert script.get_current_head() == SCHEMA_REVISION
 
 
-def test_migrated_schema_matches_the_models(engine) -> None:  # noqa: ANN001
+def test_migrated_schema_matches_the_models(engine) -> None:
     assert db.current_revision(engine) == SCHEMA_REVISION
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
 
 
-def test_ensure_schema_twice_is_a_no_op(engine) -> None:  # noqa: ANN001
+def test_ensure_schema_twice_is_a_no_op(engine) -> None:
     db.ensure_schema(engine)
     assert db.current_revision(engine) == SCHEMA_REVISION

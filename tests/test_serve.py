@@ -43,7 +43,7 @@ class Server:
 def start_server(tmp_path: Path, db_url: str, *args: str, **env_extra: str) -> Server:
     port = free_port()
     env = photoctl_env(tmp_path, db_url, **env_extra)
-    log = open(tmp_path / f"serve-{port}.log", "w")  # noqa: SIM115 - lives as long as the server
+    log = open(tmp_path / f"serve-{port}.log", "w")  # lives as long as the server
     process = subprocess.Popen(
         [sys.executable, "-m", "photoctl", "serve", "--port", str(port), *args],
         env=env,
@@ -80,7 +80,7 @@ class Event:
 
 
 @pytest.fixture
-def event(tmp_path: Path, settings, engine) -> Event:  # noqa: ANN001
+def event(tmp_path: Path, settings, engine) -> Event:
     """Obama twice, Biden once, five photos without faces; users obama, biden, boss (admin)."""
     folder = tmp_path / "event"
     folder.mkdir()
@@ -114,7 +114,7 @@ def server(tmp_path: Path, db_url: str, event: Event) -> Iterator[Server]:
     stop_server(running)
 
 
-def test_users_get_their_own_photos_newest_first_with_pagination(server, event) -> None:  # noqa: ANN001
+def test_users_get_their_own_photos_newest_first_with_pagination(server, event) -> None:
     with server.client(event.tokens["obama"]) as client:
         first = client.get("/api/my-photos", params={"limit": 1})
         assert first.status_code == 200
@@ -145,7 +145,7 @@ def test_users_get_their_own_photos_newest_first_with_pagination(server, event) 
         assert original.content == (DATA / "obama_3.jpg").read_bytes()
 
 
-def test_a_user_never_sees_another_users_photos(server, event) -> None:  # noqa: ANN001
+def test_a_user_never_sees_another_users_photos(server, event) -> None:
     biden_photo = event.photo_ids["biden.jpg"]
     with server.client(event.tokens["obama"]) as client:
         for variant in ("thumb", "preview", "original"):
@@ -161,7 +161,7 @@ def test_a_user_never_sees_another_users_photos(server, event) -> None:  # noqa:
         assert admin.get("/api/all-photos", params={"album": "nope"}).json()["photos"] == []
 
 
-def test_authentication_and_admin_routes_answer_the_right_status(server, event) -> None:  # noqa: ANN001
+def test_authentication_and_admin_routes_answer_the_right_status(server, event) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     anonymous = httpx.get(f"{server.url}/api/my-photos")
     assert anonymous.status_code == 401 and anonymous.json() == {"detail": "Missing bearer token"}
@@ -208,7 +208,7 @@ def test_authentication_and_admin_routes_answer_the_right_status(server, event) 
         assert "photoctl_queue_current_queue_size 1.0" in metrics.text
 
 
-def test_login_gives_a_working_token_and_is_rate_limited(server, event) -> None:  # noqa: ANN001
+def test_login_gives_a_working_token_and_is_rate_limited(server, event) -> None:
     answer = httpx.post(f"{server.url}/api/login", json={"name": "boss", "password": "s3cret"})
     assert answer.status_code == 200
     with server.client(answer.json()["token"]) as client:
@@ -225,7 +225,7 @@ def test_login_gives_a_working_token_and_is_rate_limited(server, event) -> None:
     assert httpx.post(f"{server.url}/api/login", json={"name": ""}).status_code == 422
 
 
-def test_uploads_are_accepted_at_once_and_enqueued(server, event, tmp_path) -> None:  # noqa: ANN001
+def test_uploads_are_accepted_at_once_and_enqueued(server, event, tmp_path) -> None:
     photo = write_photo(tmp_path / "new.jpg", seed=77, size=(1200, 800))
     with server.client(event.tokens["obama"]) as client:
         started = time.monotonic()
@@ -244,7 +244,7 @@ def test_uploads_are_accepted_at_once_and_enqueued(server, event, tmp_path) -> N
     assert "queued" in job
 
 
-def test_enrolling_through_the_api_finds_existing_photos(server, event) -> None:  # noqa: ANN001
+def test_enrolling_through_the_api_finds_existing_photos(server, event) -> None:
     with server.client(event.tokens["nobody"]) as client:
         answer = client.post(
             "/api/me/selfie", files={"file": ("me.jpg", (DATA / "biden.jpg").read_bytes())}
@@ -260,7 +260,7 @@ def test_enrolling_through_the_api_finds_existing_photos(server, event) -> None:
         assert no_face.status_code == 422 and "no face" in no_face.json()["detail"]
 
 
-def test_cache_hits_drops_on_a_new_match_and_clears_from_the_cli(server, event, tmp_path) -> None:  # noqa: ANN001
+def test_cache_hits_drops_on_a_new_match_and_clears_from_the_cli(server, event, tmp_path) -> None:
     def cache_figures() -> dict:
         import json
 
@@ -288,7 +288,7 @@ def test_cache_hits_drops_on_a_new_match_and_clears_from_the_cli(server, event, 
         assert cache_figures()["misses"] == 1
 
 
-def test_a_full_queue_refuses_uploads_with_retry_after(tmp_path, db_url, event) -> None:  # noqa: ANN001
+def test_a_full_queue_refuses_uploads_with_retry_after(tmp_path, db_url, event) -> None:
     full = start_server(tmp_path, db_url, PHOTO_QUEUE_MAX_SIZE="1")
     try:
         with full.client(event.tokens["obama"]) as client:
@@ -309,7 +309,7 @@ def test_a_full_queue_refuses_uploads_with_retry_after(tmp_path, db_url, event) 
 
 
 @pytest.mark.slow
-def test_two_workers_share_the_cache_and_the_rate_limits(tmp_path, db_url, event) -> None:  # noqa: ANN001
+def test_two_workers_share_the_cache_and_the_rate_limits(tmp_path, db_url, event) -> None:
     pair = start_server(tmp_path, db_url, "--workers", "2", PHOTOCTL_SERVE_UPLOAD_RATE="6/minute")
     try:
         run_photoctl(["cache", "clear"], pair.env)
@@ -341,7 +341,7 @@ def test_two_workers_share_the_cache_and_the_rate_limits(tmp_path, db_url, event
 
 
 @pytest.mark.slow
-def test_generated_requests_never_get_a_server_error(server, event) -> None:  # noqa: ANN001
+def test_generated_requests_never_get_a_server_error(server, event) -> None:
     """schemathesis explores the OpenAPI document of the running server."""
     schemathesis = Path(sys.executable).parent / "schemathesis"
     result = subprocess.run(

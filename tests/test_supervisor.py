@@ -20,8 +20,8 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_run_workers_from_code_finds_faces_with_the_configured_engine(
-    settings,  # noqa: ANN001
-    engine,  # noqa: ANN001
+    settings,
+    engine,
     tmp_path: Path,
 ) -> None:
     """faces.engine defaults to `local`: a run started from code (not the CLI) uses it too.

@@ -155,7 +155,7 @@ def _run() -> int | str | None:
         return error.exit_code
     except click.exceptions.Exit as done:
         return done.exit_code
-    except Exception as error:  # noqa: BLE001 - the last line of defence: no traceback by default
+    except Exception as error:  # the last line of defence: no traceback by default
         log = logging.getLogger("photoctl")
         log.debug("unexpected error", exc_info=True)
         click.echo(

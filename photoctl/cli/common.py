@@ -23,15 +23,17 @@ from photoctl.errors import ConfigError, NoDatabase, NotFound, PhotoctlError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from tqdm import tqdm
 
     from photoctl.cache import ResponseCache
+    from photoctl.faces.base import FaceEngine
 
 
 class UsageProblem(click.ClickException):
     exit_code = 2
 
 
-class Stopped(BaseException):  # noqa: N818 - a request, like KeyboardInterrupt, not a failure
+class Stopped(BaseException):  # not ...Error: a request, like KeyboardInterrupt, not a failure
     """SIGTERM or a closed stdout: end the command quietly with exit code 0.
 
     A BaseException, so no `except Exception` on the way swallows it, and click (which turns a
@@ -165,7 +167,7 @@ class App:
             self._engine = db.make_engine(self.settings, create=False)
         return self._engine
 
-    def face_engine(self):  # noqa: ANN201 - FaceEngine | None
+    def face_engine(self) -> FaceEngine | None:
         from photoctl import faces
 
         return faces.make_engine(self.settings.faces.engine, self.settings, self.engine())
@@ -198,15 +200,15 @@ def response_cache(app: App, *, scoped: bool = False) -> ResponseCache:
     return ResponseCache(app.settings, db.database_id(engine) if scoped else None)
 
 
-class progress_bar:  # noqa: N801 - used like a function: `with progress_bar(app, ...) as bar`
+class progress_bar:  # lower case: used like a function, `with progress_bar(app, ...) as bar`
     """A tqdm bar on a terminal, nothing otherwise; used as the core's progress callback."""
 
     def __init__(self, app: App, description: str, unit: str) -> None:
         self.enabled = app.show_progress()
         self.description, self.unit = description, unit
-        self.bar = None
+        self.bar: tqdm | None = None
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self) -> Callable[[int, int], None] | None:
         return self.update if self.enabled else None
 
     def update(self, done: int, total: int) -> None:

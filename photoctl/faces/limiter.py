@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from photoctl import db
 from photoctl.errors import TransientError
@@ -134,7 +134,7 @@ class CallLimiter:
             time.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(0.1, backoff * 2)
 
-    def _locked_state(self, conn) -> tuple[float, float, float]:  # noqa: ANN001
+    def _locked_state(self, conn: Connection) -> tuple[float, float, float]:
         """(next_slot_at, rate, slowed_at), locked until the transaction ends."""
         query = select(
             limiters_table.c.next_slot_at, limiters_table.c.rate, limiters_table.c.slowed_at
@@ -143,7 +143,7 @@ class CallLimiter:
             query = query.with_for_update()
         return tuple(conn.execute(query).one())
 
-    def _reserve_start(self, conn, now: float) -> float:  # noqa: ANN001
+    def _reserve_start(self, conn: Connection, now: float) -> float:
         next_slot_at, rate, slowed_at = self._locked_state(conn)
         start_at = max(now, next_slot_at)
         spacing = (1.0 + _JITTER_MARGIN) / self.effective_rate(rate, slowed_at, start_at)

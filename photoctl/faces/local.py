@@ -201,7 +201,7 @@ class LocalEngine(FaceEngine):
         usable = [e for e in enrolled if e.embedding]
         if not usable or not faces:
             return []
-        known = np.stack([embedding_from_bytes(e.embedding) for e in usable])
+        known = np.stack([embedding_from_bytes(e.embedding) for e in usable if e.embedding])
         matches = []
         for face in faces:
             if not face.embedding:
@@ -221,7 +221,9 @@ class LocalEngine(FaceEngine):
         if not faces:
             return []
         # One matrix operation over every stored face: ~100k faces is 50 MB and milliseconds.
-        matrix = np.frombuffer(b"".join(f.embedding for f in faces), dtype="<f4").reshape(-1, 128)
+        matrix = np.frombuffer(
+            b"".join(f.embedding for f in faces if f.embedding), dtype="<f4"
+        ).reshape(-1, 128)
         distances = np.linalg.norm(matrix - embedding_from_bytes(selfie.embedding), axis=1)
         return [
             FaceMatch(faces[i].id, selfie.user_id, _similarity(float(distances[i])))

@@ -283,7 +283,7 @@ def libface_detect(
 
 
 @functools.cache
-def _libface():  # noqa: ANN202 - the extension's function
+def _libface():
     # libfacedetection parallelises with OpenMP; a worker is one process per core, and OpenMP's
     # spinning threads made a call 2-3x slower on a busy 2-core machine. libgomp reads this when
     # it is loaded, so it must be set before the import.

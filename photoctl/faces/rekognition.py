@@ -243,7 +243,7 @@ class RekognitionEngine(FaceEngine):
         selfie_users = {e.external_id: e.user_id for e in enrolled if e.external_id}
         if not selfie_users:
             return []  # nobody to find: spend no calls
-        matches = []
+        matches: list[FaceMatch] = []
         for face in faces:
             if not face.external_id:
                 continue

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 
 from photoctl.errors import NotFound, PhotoctlError
-from photoctl.models import Job, JobKind, JobState, Photo, Worker
+from photoctl.models import Job, JobKind, JobState, Photo, Worker  # noqa: F401
 
 jobs = Job.__table__
 workers = Worker.__table__

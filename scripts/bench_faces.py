@@ -92,12 +92,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # for tests.fake_rekognition
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select  # noqa: E402
 
-from photoctl import db
-from photoctl.config import Settings
-from photoctl.imaging import decode_bytes, make_thumbnail, write_jpeg
-from photoctl.models import Face, Job, Match
+from photoctl import db  # noqa: E402
+from photoctl.config import Settings  # noqa: E402
+from photoctl.imaging import decode_bytes, make_thumbnail, write_jpeg  # noqa: E402
+from photoctl.models import Face, Job, Match  # noqa: E402
 
 DATA = REPO / "tests" / "data"
 FACE_SOURCES = ("obama_1.jpg", "obama_2.jpg", "obama_3.jpg", "biden.jpg")
@@ -519,7 +519,7 @@ def measure_primitives(photos: list[Path], settings: Settings, scratch: Path) ->
 
         # B023: mark() is called only within the iteration whose `marks` it appends to.
         def mark() -> None:
-            marks.append((time.perf_counter(), time.process_time()))
+            marks.append((time.perf_counter(), time.process_time()))  # noqa: B023
 
         data = path.read_bytes()
         mark()

@@ -46,9 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # for tests.photos, the project's photo generator
 
-from photoctl import db
-from photoctl.config import Settings
-from photoctl.ingest import IngestReport, ingest_paths
+from photoctl import db  # noqa: E402
+from photoctl.config import Settings  # noqa: E402
+from photoctl.ingest import IngestReport, ingest_paths  # noqa: E402
 
 PER_FOLDER = 100
 SETTLED_AGE_SECONDS = 120

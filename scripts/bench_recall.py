@@ -72,8 +72,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from photoctl.config import Settings
-from photoctl.imaging import decode_bytes
+from photoctl.config import Settings  # noqa: E402
+from photoctl.imaging import decode_bytes  # noqa: E402
 
 DATA = REPO / "tests" / "data"
 PHOTO_SIZE = (6000, 4000)

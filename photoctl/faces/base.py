@@ -110,13 +110,13 @@ class FaceEngine(ABC):
     def match_selfie(self, selfie: EnrolledFace, lookup: FaceLookup) -> list[FaceMatch]:
         """For a new enrollment: every stored face that belongs to this user."""
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> None:  # noqa: B027
         """Load what the first job would otherwise load (models), before any job is leased."""
 
-    def forget(self, external_ids: Sequence[str]) -> None:
+    def forget(self, external_ids: Sequence[str]) -> None:  # noqa: B027
         """Delete these faces from the engine's own index (if it keeps one)."""
 
-    def discard_photo_faces(self, photo_id: int) -> None:
+    def discard_photo_faces(self, photo_id: int) -> None:  # noqa: B027
         """Remove what an interrupted index_photo may have stored for this photo."""
 
     @abstractmethod

@@ -24,9 +24,11 @@ from sqlalchemy import text
 from photoctl import config, db, faces, users
 from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
-from tests.conftest import run_photoctl
-from tests.photos import settle
-from tests.test_serve import DATA, Server, start_server, stop_server
+from tests.support.cli import run_photoctl
+from tests.support.photos import settle
+from tests.support.serve import Server, start_server, stop_server
+
+DATA = Path(__file__).parent / "data"
 
 
 def enroll_with_photos(settings: config.Settings, engine, name: str) -> str:  # noqa: ANN001

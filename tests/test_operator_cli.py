@@ -31,8 +31,8 @@ import click
 from photoctl import cli as cli_module
 from photoctl import config, db, queue, stats
 from photoctl.models import JobKind
-from tests.conftest import photoctl_env, run_photoctl
-from tests.photos import settle, write_photo, write_tree
+from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.photos import settle, write_photo, write_tree
 
 # -- helpers --------------------------------------------------------------------------------
 

@@ -65,6 +65,16 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres_pool(
+    postgres_admin_url: str, postgres_template: str
+) -> Iterator[databases.PostgresPool]:
+    """Migrated databases emptied between tests: cheaper than a drop (see PostgresPool)."""
+    pool = databases.PostgresPool(postgres_admin_url, postgres_template)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
 def empty_postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
@@ -74,11 +84,11 @@ def empty_postgres_url(postgres_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def postgres_url(postgres_admin_url: str, postgres_template: str) -> Iterator[str]:
-    """A PostgreSQL database at the latest schema for one test, dropped afterwards."""
-    name, url = databases.clone_postgres(postgres_admin_url, postgres_template)
+def postgres_url(postgres_pool: databases.PostgresPool) -> Iterator[str]:
+    """A PostgreSQL database at the latest schema, with no rows, for this test alone."""
+    name, url = postgres_pool.take()
     yield url
-    databases.drop_postgres(postgres_admin_url, name)
+    postgres_pool.give_back(name)
 
 
 @pytest.fixture(params=DATABASES)

@@ -75,12 +75,20 @@ def postgres_pool(
     pool.close()
 
 
+@pytest.fixture(scope="session")
+def empty_postgres_pool(postgres_admin_url: str) -> Iterator[databases.PostgresPool]:
+    """Empty databases, their public schema made anew between tests (see PostgresPool)."""
+    pool = databases.PostgresPool(postgres_admin_url, None)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def empty_postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    name = databases.unique_name()
-    yield databases.create_postgres(postgres_admin_url, name)
-    databases.drop_postgres(postgres_admin_url, name)
+def empty_postgres_url(empty_postgres_pool: databases.PostgresPool) -> Iterator[str]:
+    """An empty PostgreSQL database (no table) for this test alone."""
+    name, url = empty_postgres_pool.take()
+    yield url
+    empty_postgres_pool.give_back(name)
 
 
 @pytest.fixture

@@ -58,21 +58,24 @@ def drop_postgres(admin_url: str, name: str) -> None:
 
 
 class PostgresPool:
-    """Copies of a migrated template, each emptied after its test and handed to the next one.
+    """Copies of a migrated template (or empty databases, without one), each reset after its
+    test and handed to the next one.
 
     DROP DATABASE took 1-4 s per database on the shared test server (measured), longer than
     many tests; emptying one takes ~0.3 s. ``give_back`` makes the database what a fresh copy
     would be: every table but alembic_version truncated, identities restarted, photoctl_meta as
-    in the template with a new ``database_id``. A database that cannot be brought back so (it
-    refuses connections, its tables or revision changed) is dropped instead. ``close`` drops
-    them all.
+    in the template with a new ``database_id``; an empty database loses its public schema,
+    made anew. A database that cannot be brought back so (it refuses connections, its tables or
+    revision changed) is dropped instead. ``close`` drops them all.
     """
 
-    def __init__(self, admin_url: str, template: str) -> None:
+    def __init__(self, admin_url: str, template: str | None) -> None:
         self._admin_url = admin_url
         self._template = template
         self._free: list[str] = []
         self._made: list[str] = []
+        if template is None:
+            return
         with psycopg.connect(postgres_url_of(admin_url, template)) as conn:
             self._tables = self._table_names(conn)
             self._revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -91,11 +94,15 @@ class PostgresPool:
         return {name for (name,) in rows}
 
     def take(self) -> tuple[str, str]:
-        """A database at the latest schema with no rows of its own: (name, URL)."""
+        """A database as a fresh copy of the template (or a fresh empty one): (name, URL)."""
         if self._free:
             name = self._free.pop()
             return name, postgres_url_of(self._admin_url, name)
-        name, url = clone_postgres(self._admin_url, self._template)
+        if self._template is None:
+            name = unique_name()
+            url = create_postgres(self._admin_url, name)
+        else:
+            name, url = clone_postgres(self._admin_url, self._template)
         self._made.append(name)
         return name, url
 
@@ -117,6 +124,10 @@ class PostgresPool:
                 (name,),
             )
         with psycopg.connect(postgres_url_of(self._admin_url, name), connect_timeout=5) as conn:
+            if self._template is None:
+                conn.execute("DROP SCHEMA public CASCADE")
+                conn.execute("CREATE SCHEMA public")
+                return
             if self._table_names(conn) != self._tables:
                 raise ValueError(f"{name}: its tables changed")
             if conn.execute("SELECT version_num FROM alembic_version").fetchone() != self._revision:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # for tests.photos, the project's photo generator
+    sys.path.insert(0, str(REPO))  # for tests.support.photos, the project's photo generator
 
 from photoctl import db  # noqa: E402
 from photoctl.config import Settings  # noqa: E402
@@ -71,7 +71,7 @@ class Series:
 
 
 def _write_one(job: tuple[str, int, int, tuple[int, int]]) -> int:
-    from tests.photos import jpeg_bytes
+    from tests.support.photos import jpeg_bytes
 
     path, seed, quality, size = job
     data = jpeg_bytes(size, seed, quality=quality)

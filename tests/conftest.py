@@ -1,35 +1,33 @@
-"""Shared fixtures: a clean environment, one database per test (SQLite file or PostgreSQL)."""
+"""Shared fixtures: a clean environment, one database per test (SQLite file or PostgreSQL).
+
+``db_url``, ``settings`` and ``engine`` give a database at the latest schema, copied from a
+template migrated once per session; ``empty_db_url`` and ``empty_postgres_url`` give an empty one,
+for the tests of what creates or migrates a database. Helpers live in tests/support/.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from photoctl import config, db
+from tests.support import databases
+from tests.support.cli import is_photoctl_variable
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PHOTOCTL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-_HISTORIC = (
-    "PHOTO_QUEUE_WORKERS",
-    "PHOTO_QUEUE_MAX_SIZE",
-    "AWS_CONCURRENT_REQUESTS",
-    "DB_POOL_SIZE",
-    "DB_MAX_OVERFLOW",
-)
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No PHOTOCTL_* or historic variable from the developer's shell leaks into a test."""
     for name in list(os.environ):
-        if name.startswith("PHOTOCTL_") or name in _HISTORIC:
+        if is_photoctl_variable(name):
             monkeypatch.delenv(name)
     # boto3 would otherwise look for an instance role at the EC2 metadata address: tests
     # talk to this machine only.
@@ -37,19 +35,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def _postgres_available() -> str | None:
-    import psycopg
-
-    try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
-            return None
-    except psycopg.Error as error:
-        return str(error).strip()
-
-
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
-    problem = _postgres_available()
+    problem = databases.postgres_problem(POSTGRES_ADMIN_URL)
     if problem:
         message = f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {problem}"
         if os.environ.get("CI"):
@@ -58,25 +46,73 @@ def postgres_admin_url() -> str:
     return POSTGRES_ADMIN_URL
 
 
+@pytest.fixture(scope="session")
+def postgres_template(postgres_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database (its name) migrated once a session; ``postgres_url`` copies it."""
+    name = databases.unique_name()
+    try:
+        databases.migrate(databases.create_postgres(postgres_admin_url, name))
+        yield name
+    finally:
+        databases.drop_postgres(postgres_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once for the session; ``db_url`` copies it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "photoctl.db"
+    databases.migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_pool(
+    postgres_admin_url: str, postgres_template: str
+) -> Iterator[databases.PostgresPool]:
+    """Migrated databases emptied between tests: cheaper than a drop (see PostgresPool)."""
+    pool = databases.PostgresPool(postgres_admin_url, postgres_template)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def empty_postgres_pool(postgres_admin_url: str) -> Iterator[databases.PostgresPool]:
+    """Empty databases, their public schema made anew between tests (see PostgresPool)."""
+    pool = databases.PostgresPool(postgres_admin_url, None)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"photoctl_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def empty_postgres_url(empty_postgres_pool: databases.PostgresPool) -> Iterator[str]:
+    """An empty PostgreSQL database (no table) for this test alone."""
+    name, url = empty_postgres_pool.take()
+    yield url
+    empty_postgres_pool.give_back(name)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same test against a SQLite file and against a PostgreSQL database."""
+@pytest.fixture
+def postgres_url(postgres_pool: databases.PostgresPool) -> Iterator[str]:
+    """A PostgreSQL database at the latest schema, with no rows, for this test alone."""
+    name, url = postgres_pool.take()
+    yield url
+    postgres_pool.give_back(name)
+
+
+@pytest.fixture(params=DATABASES)
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """No database yet: a SQLite file that does not exist, or an empty PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'data' / 'photoctl.db'}"
+    return request.getfixturevalue("empty_postgres_url")
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test against a SQLite file and a PostgreSQL database, both at the latest schema."""
+    if request.param == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        return databases.clone_sqlite(template, tmp_path / "data" / "photoctl.db")
     return request.getfixturevalue("postgres_url")
 
 
@@ -90,33 +126,6 @@ def settings(tmp_path: Path, db_url: str) -> config.Settings:
 @pytest.fixture
 def engine(settings: config.Settings):
     engine = db.make_engine(settings)
-    db.ensure_schema(engine)
+    db.ensure_schema(engine)  # one SELECT on a copy of the template: it is at the latest
     yield engine
     engine.dispose()
-
-
-def photoctl_env(tmp_path: Path, db_url: str | None = None, **extra: str) -> dict[str, str]:
-    """Environment for a photoctl subprocess: its own data dir and database."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("PHOTOCTL_") and k not in _HISTORIC
-    }
-    env["PHOTOCTL_DATA_DIR"] = str(tmp_path / "data")
-    env["AWS_EC2_METADATA_DISABLED"] = "true"
-    if db_url:
-        env["PHOTOCTL_DATABASE_URL"] = db_url
-    env.update(extra)
-    return env
-
-
-def run_photoctl(
-    args: list[str], env: dict[str, str], timeout: float = 120, cwd: Path | None = None
-) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess and capture what it prints."""
-    return subprocess.run(
-        [sys.executable, "-m", "photoctl", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from photoctl.cli import cli
-from tests.conftest import photoctl_env, run_photoctl
+from tests.support.cli import photoctl_env, run_photoctl
 
 
 def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple]:

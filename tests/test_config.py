@@ -88,7 +88,7 @@ def test_config_show_prints_each_value_and_its_source(monkeypatch: pytest.Monkey
 
 
 def test_dotenv_fills_unset_variables_without_overriding(tmp_path: Path) -> None:
-    from tests.conftest import photoctl_env, run_photoctl
+    from tests.support.cli import photoctl_env, run_photoctl
 
     (tmp_path / ".env").write_text("PHOTO_QUEUE_WORKERS=5\nPHOTOCTL_QUEUE_MAX_SIZE=77\n")
     env = photoctl_env(tmp_path, PHOTOCTL_QUEUE_MAX_SIZE="88")

@@ -1,6 +1,6 @@
 """Small faces with the default local engine: group photos of mixed face sizes down to 2 %.
 
-The photos are 24 MP composites of the real faces in tests/data (see tests/support_faces.py),
+The photos are 24 MP composites of the real faces in tests/data (see tests/support/faces.py),
 processed by the real worker loop against SQLite and PostgreSQL. scripts/bench_recall.py
 measures the same thing on many more photos; these are the fast checks that keep it true.
 """
@@ -21,9 +21,9 @@ from photoctl.imaging import decode_photo, draft_box
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
-from tests.photos import settle
-from tests.support_faces import DATA, group_photo
-from tests.support_faces import Face as Pasted
+from tests.support.photos import settle
+from tests.support.faces import DATA, group_photo
+from tests.support.faces import Face as Pasted
 
 GROUP = [
     Pasted("obama_2.jpg", 2.0),

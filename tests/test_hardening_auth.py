@@ -24,9 +24,12 @@ from sqlalchemy import text
 from photoctl import config, db, faces, users
 from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
-from tests.conftest import run_photoctl
-from tests.photos import settle
-from tests.test_serve import DATA, Server, start_server, stop_server
+from tests.support import databases
+from tests.support.cli import run_photoctl
+from tests.support.photos import settle
+from tests.support.serve import Server, start_server, stop_server
+
+DATA = Path(__file__).parent / "data"
 
 
 def enroll_with_photos(settings: config.Settings, engine, name: str) -> str:
@@ -323,9 +326,11 @@ def test_databases_sharing_a_data_dir_never_see_each_others_cached_lists(
 
 
 def test_docs_load_nothing_from_another_host_and_declare_the_bearer_scheme(
-    tmp_path: Path,
+    tmp_path: Path, sqlite_template: Path
 ) -> None:
-    server = start_server(tmp_path, f"sqlite:///{tmp_path / 'data' / 'photoctl.db'}")
+    # serve refuses a missing database (issue 7 item 11): give it one.
+    url = databases.clone_sqlite(sqlite_template, tmp_path / "data" / "photoctl.db")
+    server = start_server(tmp_path, url)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             for page in ("/docs", "/redoc"):

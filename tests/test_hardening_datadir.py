@@ -35,10 +35,10 @@ from photoctl.faces.base import FaceRecord
 from photoctl.ingest import ingest_paths
 from photoctl.models import Photo
 from photoctl.worker import drain_in_process
-from tests.conftest import photoctl_env, run_photoctl
 from tests.fake_rekognition import FakeRekognition, make_face_image
-from tests.photos import settle, write_photo
-from tests.test_serve import free_port
+from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.photos import settle, write_photo
+from tests.support.serve import free_port
 
 DATA = Path(__file__).parent / "data"
 MISSING = "no photoctl database at "
@@ -97,14 +97,14 @@ READ_ONLY_COMMANDS = [
 
 
 def test_read_only_commands_on_a_missing_database_exit_2_and_create_nothing(
-    tmp_path: Path, db_url: str
+    tmp_path: Path, empty_db_url: str
 ) -> None:
-    env = photoctl_env(tmp_path, db_url)
+    env = photoctl_env(tmp_path, empty_db_url)
     data_dir = tmp_path / "data"
     expected = (
         str(data_dir / "photoctl.db")
-        if db_url.startswith("sqlite")
-        else make_url(db_url).render_as_string(hide_password=True)
+        if empty_db_url.startswith("sqlite")
+        else make_url(empty_db_url).render_as_string(hide_password=True)
     )
     for args in [*READ_ONLY_COMMANDS, ["serve", "--port", str(free_port())]]:
         result = run_photoctl(args, env, timeout=60)
@@ -115,7 +115,7 @@ def test_read_only_commands_on_a_missing_database_exit_2_and_create_nothing(
             assert MISSING + expected in result.stderr and HINT in result.stderr, result.stderr
             assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not data_dir.exists(), f"{args} created {data_dir}"
-        assert public_tables(db_url) == [], f"{args} created tables"
+        assert public_tables(empty_db_url) == [], f"{args} created tables"
 
 
 def test_a_cron_line_without_cd_creates_no_data_dir(tmp_path: Path) -> None:
@@ -160,34 +160,38 @@ def test_config_show_and_example_need_no_database_and_create_none(tmp_path: Path
     assert not (tmp_path / "data").exists()
 
 
-def test_init_creates_the_database_once_and_names_it(tmp_path: Path, db_url: str) -> None:
-    env = photoctl_env(tmp_path, db_url)
+def test_init_creates_the_database_once_and_names_it(tmp_path: Path, empty_db_url: str) -> None:
+    env = photoctl_env(tmp_path, empty_db_url)
     first = run_photoctl(["init"], env)
     assert first.returncode == 0, first.stderr
-    location = str(tmp_path / "data" / "photoctl.db") if db_url.startswith("sqlite") else "postgres"
+    location = (
+        str(tmp_path / "data" / "photoctl.db") if empty_db_url.startswith("sqlite") else "postgres"
+    )
     assert "database created at " in first.stderr and location in first.stderr
     assert (tmp_path / "data").is_dir()
     again = run_photoctl(["init"], env)
     assert again.returncode == 0 and "database already there at " in again.stderr
     stats = run_photoctl(["stats", "--json"], env)
     assert stats.returncode == 0, stats.stderr
-    assert "alembic_version" in public_tables(db_url)
+    assert "alembic_version" in public_tables(empty_db_url)
 
 
 def test_ingest_and_users_add_create_the_database_and_ingest_names_it(
-    tmp_path: Path, db_url: str
+    tmp_path: Path, empty_db_url: str
 ) -> None:
-    env = photoctl_env(tmp_path, db_url)
+    env = photoctl_env(tmp_path, empty_db_url)
     write_photo(tmp_path / "photos" / "a.jpg", seed=1)
     ingest = run_photoctl(["ingest", str(tmp_path / "photos")], env)
     assert ingest.returncode == 0, ingest.stderr
-    if db_url.startswith("sqlite"):
+    if empty_db_url.startswith("sqlite"):
         assert f"(database {tmp_path / 'data' / 'photoctl.db'})" in ingest.stderr
     else:
         assert "(database postgresql" in ingest.stderr and "photoctl_test_" in ingest.stderr
 
-    other = photoctl_env(tmp_path / "other", db_url if db_url.startswith("sqlite") else None)
-    if db_url.startswith("sqlite"):
+    other = photoctl_env(
+        tmp_path / "other", empty_db_url if empty_db_url.startswith("sqlite") else None
+    )
+    if empty_db_url.startswith("sqlite"):
         other["PHOTOCTL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'other' / 'data' / 'p.db'}"
     added = run_photoctl(["users", "add", "alice"], other)
     assert added.returncode == 0, added.stderr
@@ -277,9 +281,14 @@ def test_storage_paths_are_stored_relative_to_the_storage_root(settings, engine)
     assert settings.storage_file("/abs/x.jpg") == Path("/abs/x.jpg")
 
 
-def test_migration_0005_makes_recognisable_storage_paths_relative(settings) -> None:
+def test_migration_0005_makes_recognisable_storage_paths_relative(
+    tmp_path: Path, empty_db_url: str
+) -> None:
     from alembic import command
 
+    settings = config.load(
+        data_dir=str(tmp_path / "data"), environ={}, overrides={"database.url": empty_db_url}
+    )
     engine = db.make_engine(settings)
     with db.write(engine) as conn:
         alembic_config = db._alembic_config()

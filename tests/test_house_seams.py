@@ -22,7 +22,7 @@ from photoctl import users
 from photoctl.api.deps import Caller, only_photos_of
 from photoctl.config import Settings
 from tests.fake_rekognition import FakeRekognition, make_face_image
-from tests.test_serve import start_server, stop_server
+from tests.support.serve import start_server, stop_server
 
 PACKAGE = Path(__file__).resolve().parent.parent / "photoctl"
 MAX_MODULE_LINES = 500

@@ -33,8 +33,8 @@ import click
 from photoctl import cli as cli_module
 from photoctl import config, db, queue, stats
 from photoctl.models import JobKind
-from tests.conftest import photoctl_env, run_photoctl
-from tests.photos import settle, write_photo, write_tree
+from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.photos import settle, write_photo, write_tree
 
 # -- helpers --------------------------------------------------------------------------------
 
@@ -163,9 +163,10 @@ def free_port() -> int:
 
 
 def test_quiet_leaves_warnings_errors_and_stdout_but_no_summaries(
-    tmp_path: Path, db_url: str
+    tmp_path: Path, empty_db_url: str
 ) -> None:
-    env = photoctl_env(tmp_path, db_url)
+    # An empty database: the first -q ingest creates it, and must say nothing doing so.
+    env = photoctl_env(tmp_path, empty_db_url)
     write_tree(tmp_path / "photos", 3)
     first = run_photoctl(["-q", "ingest", str(tmp_path / "photos")], env)
     assert (first.returncode, first.stdout, first.stderr) == (0, "", "")
@@ -194,8 +195,9 @@ def test_quiet_leaves_warnings_errors_and_stdout_but_no_summaries(
     assert "ingest:" not in broken.stderr
 
 
-def test_quiet_keeps_the_shared_log_file_at_its_level(tmp_path: Path, db_url: str) -> None:
-    env = photoctl_env(tmp_path, db_url, PHOTOCTL_LOG_FILE=str(tmp_path / "photoctl.log"))
+def test_quiet_keeps_the_shared_log_file_at_its_level(tmp_path: Path, empty_db_url: str) -> None:
+    # An empty database, as above: creating it is part of what -q keeps off the terminal.
+    env = photoctl_env(tmp_path, empty_db_url, PHOTOCTL_LOG_FILE=str(tmp_path / "photoctl.log"))
     write_tree(tmp_path / "photos", 2)
     result = run_photoctl(["-q", "ingest", str(tmp_path / "photos")], env)
     assert (result.returncode, result.stderr) == (0, "")

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from photoctl import db
+from photoctl import config, db
 from photoctl.migrations import SCHEMA_REVISION
 from photoctl.models import Base
+
+
+@pytest.fixture
+def engine(tmp_path: Path, empty_db_url: str):  # noqa: ANN201
+    """An engine on an empty database, migrated on first use (not a copy of the template)."""
+    settings = config.load(
+        data_dir=str(tmp_path / "data"), environ={}, overrides={"database.url": empty_db_url}
+    )
+    engine = db.make_engine(settings)
+    assert db.current_revision(engine) is None
+    db.ensure_schema(engine)
+    yield engine
+    engine.dispose()
 
 
 def test_schema_revision_constant_is_alembics_head() -> None:

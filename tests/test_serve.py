@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,58 +16,11 @@ import pytest
 from photoctl import config, db, faces, users
 from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
-from tests.conftest import photoctl_env, run_photoctl
-from tests.photos import settle, write_photo
+from tests.support.cli import run_photoctl
+from tests.support.photos import settle, write_photo
+from tests.support.serve import Server, start_server, stop_server
 
 DATA = Path(__file__).parent / "data"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    env: dict
-
-    def client(self, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
-
-
-def start_server(tmp_path: Path, db_url: str, *args: str, **env_extra: str) -> Server:
-    port = free_port()
-    env = photoctl_env(tmp_path, db_url, **env_extra)
-    log = open(tmp_path / f"serve-{port}.log", "w")  # lives as long as the server
-    process = subprocess.Popen(
-        [sys.executable, "-m", "photoctl", "serve", "--port", str(port), *args],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Server(url, process, env)
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError((tmp_path / f"serve-{port}.log").read_text())
-        time.sleep(0.1)
-
-
-def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
 
 
 @dataclass

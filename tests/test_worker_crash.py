@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.conftest import photoctl_env, run_photoctl
-from tests.photos import write_tree
+from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.photos import write_tree
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +52,6 @@ _DIED = re.compile(
     r"requeued"
 )
 _SHUTDOWN = re.compile(r"\[Shutdown\] Stopping \d+ workers")
-_SUMMARY = re.compile(
-    r"work: (?P<done>\d+) jobs done, (?P<failed>\d+) failed, (?P<restarted>\d+) workers restarted"
-)
 
 T = TypeVar("T")
 
@@ -256,9 +253,11 @@ def list_jobs(env: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def summary(started: Started) -> dict[str, int]:
-    match = _SUMMARY.search(started.stderr())
-    assert match, f"no 'work: ... jobs done' summary\n{started.tail()}"
-    return {key: int(value) for key, value in match.groupdict().items()}
+    """The report `work --json` printed on stdout: done, failed, restarted."""
+    lines = started.stdout_path.read_text("utf-8", "replace").splitlines()
+    assert lines, f"no `work --json` report on stdout\n{started.tail()}"
+    report = json.loads(lines[-1])
+    return {key: report[key] for key in ("done", "failed", "restarted")}
 
 
 def wait_exit(started: Started, timeout: float) -> tuple[int, float]:
@@ -386,7 +385,7 @@ def test_killed_worker_and_stopped_supervisor_lose_no_photo(
     log = SharedLog(tmp_path / "logs" / "photoctl.log")
     ingest(env, big_photos)
 
-    supervisor = processes(env).start("supervisor", "work", "-n", "3", "--engine", "none")
+    supervisor = processes(env).start("supervisor", "work", "-n", "3", "--engine", "none", "--json")
     wait_for(lambda: sum(log.completions().values()) >= 6, 60, "6 jobs completed")
 
     before_kill = child_pids(supervisor.pid)
@@ -434,13 +433,14 @@ def test_killed_worker_and_stopped_supervisor_lose_no_photo(
         f"nothing left to rescue: {after_stop}"
     )
 
-    rescue = run_photoctl(["work", "-n", "3", "--until-empty", "--engine", "none"], env, 120)
+    rescue = run_photoctl(
+        ["work", "-n", "3", "--until-empty", "--engine", "none", "--json"], env, 120
+    )
     assert rescue.returncode == 0, rescue.stderr[-3000:]
-    second = _SUMMARY.search(rescue.stderr)
-    assert second, rescue.stderr[-3000:]
+    second = json.loads(rescue.stdout)
 
     assert_every_job_completed_exactly_once(env, log, kills)
-    assert first["done"] + int(second["done"]) == PHOTO_COUNT, (first, second.group(0))
+    assert first["done"] + second["done"] == PHOTO_COUNT, (first, second)
 
 
 @pytest.mark.postgres
@@ -456,7 +456,7 @@ def test_two_supervisors_share_a_postgresql_queue_without_double_processing(
 
     # Two "machines" started at once on one database, each draining until nothing is left.
     machines = processes(env)
-    command = ("work", "-n", "2", "--until-empty", "--engine", "none")
+    command = ("work", "-n", "2", "--until-empty", "--engine", "none", "--json")
     machine_a = machines.start("machine-a", *command)
     machine_b = machines.start("machine-b", *command)
     wait_for(lambda: sum(log.completions().values()) >= 8, 60, "8 jobs completed")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.conftest import run_photoctl
+from tests.support.cli import run_photoctl
 
 T = TypeVar("T")
 

@@ -12,16 +12,10 @@ from pathlib import Path
 import pytest
 
 from photoctl import config, db
+from photoctl.config import HISTORIC_ENV_NAMES as _HISTORIC
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PHOTOCTL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-_HISTORIC = (
-    "PHOTO_QUEUE_WORKERS",
-    "PHOTO_QUEUE_MAX_SIZE",
-    "AWS_CONCURRENT_REQUESTS",
-    "DB_POOL_SIZE",
-    "DB_MAX_OVERFLOW",
 )
 
 

@@ -12,13 +12,13 @@ import errno
 import io
 import os
 import stat
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from photoctl import storage
 from photoctl.errors import PermanentError, StorageFull
 
 try:  # HEIC support is optional: without pillow-heif those files fail with a clear reason.
@@ -356,19 +356,10 @@ def _camera(exif: Image.Exif) -> str | None:
 def write_jpeg(image: Image.Image, destination: Path, quality: int) -> None:
     """Write atomically, so a crash never leaves a half-written file that looks done."""
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".tmp")
+        with storage.atomic_write(destination) as stream:
+            image.save(stream, "JPEG", quality=quality, optimize=False)
     except OSError as error:
         _raise_if_full(error, destination)
-        raise
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, "JPEG", quality=quality, optimize=False)
-        os.replace(temporary, destination)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            _raise_if_full(error, destination)
         raise
 
 

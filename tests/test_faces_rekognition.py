@@ -22,9 +22,9 @@ from photoctl import db, faces, matching, queue, users
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
+from testkit.fake_rekognition import FakeRekognition, make_face_image
+from testkit.photos import settle
 from tests.conftest import photoctl_env, run_photoctl
-from tests.fake_rekognition import FakeRekognition, make_face_image
-from tests.photos import settle
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 153, 0)
 AWS_ENV = {

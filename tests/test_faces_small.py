@@ -21,7 +21,7 @@ from photoctl.imaging import decode_photo, draft_box
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
-from tests.photos import settle
+from testkit.photos import settle
 from tests.support_faces import DATA, group_photo
 from tests.support_faces import Face as Pasted
 

@@ -24,8 +24,8 @@ from sqlalchemy import text
 from photoctl import config, db, faces, users
 from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
+from testkit.photos import settle
 from tests.conftest import run_photoctl
-from tests.photos import settle
 from tests.test_serve import DATA, Server, start_server, stop_server
 
 

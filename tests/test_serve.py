@@ -17,8 +17,8 @@ import pytest
 from photoctl import config, db, faces, users
 from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
+from testkit.photos import settle, write_photo
 from tests.conftest import photoctl_env, run_photoctl
-from tests.photos import settle, write_photo
 
 DATA = Path(__file__).parent / "data"
 

@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from testkit.photos import write_tree
 from tests.conftest import photoctl_env, run_photoctl
-from tests.photos import write_tree
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ person and match with Similarity 99.5, different colours never match.  Test knob
 (``records``, ``max_in_flight``, ``calls``, ``max_calls_in_any_window``) let tests
 assert on request rates and concurrency; times are ``time.monotonic()``, which is
 system-wide on Linux and so comparable with other local processes.  The module also
-runs as a process (``python tests/fake_rekognition.py --port 0 --tps 5 --latency 0.15``
+runs as a process (``python testkit/fake_rekognition.py --port 0 --tps 5 --latency 0.15``
 prints the endpoint URL as its first stdout line) and then also answers
 ``GET /_fake/stats``, ``POST /_fake/config`` and ``POST /_fake/reset`` for harnesses that
 cannot reach the object.

@@ -31,16 +31,6 @@ _jobs = Job.__table__
 DATA = REPO / "tests" / "data"  # the face photos (tests/data/ORIGIN.md)
 BUSY_CORES = 0.25  # a run during which other processes used more is run again (--busy-retries)
 
-# Credentials for the fake Rekognition endpoint: boto3 insists on some, and must never find
-# real ones or an instance role.
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "eu-west-1",
-    "AWS_DEFAULT_REGION": "eu-west-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
 
 def cli_command() -> list[str]:
     """The photoctl command of this interpreter's environment."""

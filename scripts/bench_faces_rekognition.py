@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _bench import (
-    AWS_ENV,
     BUSY_CORES,
     REPO,
     JobFigures,
@@ -49,17 +48,9 @@ from _bench import (
     wait_for_quiet,
 )
 
-from testkit.fake_rekognition import make_face_image
+from testkit.fake_rekognition import AWS_ENV, PALETTE, make_face_image
 
 TARGET_CALLS_PER_SECOND = 19.0
-# Colours that stay distinct identities at the fake endpoint (not white, not near-white).
-PALETTE = [
-    (r, g, b)
-    for r in (0, 102, 204)
-    for g in (0, 102, 204)
-    for b in (0, 102, 204)
-    if (r, g, b) != (204, 204, 204)
-]
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select, update
 
-from photoctl.db import dialect_insert, insert_ignoring_conflicts
+from photoctl.db import dialect_insert, in_chunks, insert_ignoring_conflicts
 from photoctl.models import IngestRoot, Job, JobKind, Photo, SourceFile
 from photoctl.models import display_path as display_path
 
@@ -20,8 +20,6 @@ photos = Photo.__table__
 source_files = SourceFile.__table__
 ingest_roots = IngestRoot.__table__
 jobs = Job.__table__
-
-_IN_CHUNK = 500  # bound parameters per IN (...) list; SQLite allows 32k, keep statements small
 
 
 @dataclass(frozen=True)
@@ -59,15 +57,10 @@ class ProcessedPhoto:
     preview_path: str
 
 
-def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def known_files(conn: Connection, paths: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
     """For the paths already seen by ingest: (size_bytes, mtime_ns) when they were registered."""
     known: dict[bytes, tuple[int, int]] = {}
-    for chunk in _chunks(paths):
+    for chunk in in_chunks(paths):
         rows = conn.execute(
             select(source_files.c.path, source_files.c.size_bytes, source_files.c.mtime_ns).where(
                 source_files.c.path.in_(chunk)
@@ -79,7 +72,7 @@ def known_files(conn: Connection, paths: Sequence[bytes]) -> dict[bytes, tuple[i
 
 def existing_hashes(conn: Connection, hashes: Sequence[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(hashes):
+    for chunk in in_chunks(hashes):
         found.update(
             conn.execute(
                 select(photos.c.content_hash).where(photos.c.content_hash.in_(chunk))
@@ -118,17 +111,17 @@ def register_files(
         }
         for digest, file in first_by_hash.items()
     ]
-    for chunk in _chunks(rows):
+    for chunk in in_chunks(rows):
         inserted = conn.execute(
             insert_ignoring_conflicts(conn, photos).returning(photos.c.id, photos.c.content_hash),
             list(chunk),
         )
         new_ids.update({digest: photo_id for photo_id, digest in inserted})
     photo_ids = dict(new_ids)
-    for chunk in _chunks([d for d in first_by_hash if d not in new_ids]):
+    for hashes in in_chunks([d for d in first_by_hash if d not in new_ids]):
         for photo_id, digest, source_path in conn.execute(
             select(photos.c.id, photos.c.content_hash, photos.c.source_path).where(
-                photos.c.content_hash.in_(chunk)
+                photos.c.content_hash.in_(hashes)
             )
         ):
             photo_ids[digest] = photo_id
@@ -171,7 +164,7 @@ def _remember_files(conn: Connection, rows: list[dict]) -> None:
             "photo_id": statement.excluded.photo_id,
         },
     )
-    for chunk in _chunks(rows):
+    for chunk in in_chunks(rows):
         conn.execute(statement, list(chunk))
 
 

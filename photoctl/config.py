@@ -328,6 +328,14 @@ def iter_keys() -> list[tuple[str, dataclasses.Field]]:
     return [(name, f) for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
+# The historic environment names the service grew up with (DB_POOL_SIZE, PHOTO_QUEUE_WORKERS,
+# ...), read from the keys' metadata so that tests and benchmarks scrubbing the environment
+# cannot miss one added later.
+HISTORIC_ENV_NAMES: tuple[str, ...] = tuple(
+    f.metadata["env"] for _section, f in iter_keys() if f.metadata.get("env")
+)
+
+
 def load(
     *,
     config_file: str | None = None,

@@ -28,8 +28,9 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -161,6 +162,21 @@ def open_database(settings: Settings, *, create: bool = False) -> Engine:
         engine.dispose()
         raise
     return engine
+
+
+IN_CHUNK = 500  # bound parameters per IN (...) list; SQLite allows 32k, keep statements small
+
+_Item = TypeVar("_Item")
+
+
+def in_chunks(items: Sequence[_Item], size: int = IN_CHUNK) -> Iterator[Sequence[_Item]]:
+    """Slices of at most ``size`` items, for IN (...) lists and executemany batches.
+
+    One helper so every query module bounds its statements the same way: a list of thousands
+    of paths or hashes in one IN (...) would hit driver limits on one database and not the other.
+    """
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def is_postgresql(bind: Connection | Engine) -> bool:

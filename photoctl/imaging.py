@@ -8,17 +8,19 @@ becomes a PermanentError naming the file; a missing file is permanent too.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import stat
-import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from photoctl import storage
 from photoctl.errors import PermanentError, StorageFull
 
 try:  # HEIC support is optional: without pillow-heif those files fail with a clear reason.
@@ -209,6 +211,35 @@ def return_large_buffers_to_the_system(threshold_bytes: int = 4 * 1024 * 1024) -
         return False
 
 
+@contextlib.contextmanager
+def _decoding(display_name: str) -> Iterator[None]:
+    """Pillow's many ways of saying "bad input" as one PermanentError that names the file.
+
+    One place for both the header check and the decode, so they cannot disagree on what is
+    refused; a decompression-bomb warning counts as an error.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except PermanentError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise PermanentError(f"{display_name}: decompression bomb refused ({error})") from None
+    except UnidentifiedImageError:
+        raise PermanentError(f"{display_name}: not an image Pillow can decode") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise PermanentError(f"{display_name}: corrupt or truncated image ({error})") from None
+
+
+def _refuse_bomb(width: int, height: int, max_pixels: int, display_name: str) -> None:
+    if width * height > max_pixels:
+        raise PermanentError(
+            f"{display_name}: decompression bomb refused "
+            f"({width}x{height} pixels, limit {max_pixels:,})"
+        )
+
+
 def check_decode_size(
     path: Path | bytes,
     *,
@@ -225,27 +256,13 @@ def check_decode_size(
     9,400x9,400 is 265 MB of RGB. A process that decodes next to other requests (serve) also
     bounds the size the decode really has, after JPEG's DCT scaling. Raises PermanentError.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise PermanentError(
-                        f"{display_name}: decompression bomb refused "
-                        f"({width}x{height} pixels, limit {max_pixels:,})"
-                    )
-                # JPEG: the scale it will really decode at (the engine may want detail).
-                image.draft("RGB", draft_box(image.size, preview_px, detail_px))
-                decoded_width, decoded_height = image.size
-    except PermanentError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise PermanentError(f"{display_name}: decompression bomb refused ({error})") from None
-    except UnidentifiedImageError:
-        raise PermanentError(f"{display_name}: not an image Pillow can decode") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise PermanentError(f"{display_name}: corrupt or truncated image ({error})") from None
+    with _decoding(display_name):
+        with Image.open(path) as image:
+            width, height = image.size
+            _refuse_bomb(width, height, max_pixels, display_name)
+            # JPEG: the scale it will really decode at (the engine may want detail).
+            image.draft("RGB", draft_box(image.size, preview_px, detail_px))
+            decoded_width, decoded_height = image.size
     if decoded_width * decoded_height > max_decoded_pixels:
         raise PermanentError(
             f"{display_name}: image too large to decode here ({width}x{height} pixels, "
@@ -274,40 +291,26 @@ def decode_bytes(
 ) -> DecodedPhoto:
     if not data:
         raise PermanentError(f"{display_name}: empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PermanentError(
-                    f"{display_name}: decompression bomb refused "
-                    f"({width}x{height} pixels, limit {max_pixels:,})"
-                )
-            exif = image.getexif()
-            # Decode at the smallest DCT scale that still covers the preview (JPEG only).
-            image.draft("RGB", draft_box(image.size, preview_px, detail_px))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            if image.mode != "RGB":
-                image = _to_rgb(image)
-            detail = None
-            if detail_px > 0:
-                detail = image
-                image = image.copy()
-            # HAMMING, not LANCZOS: from a 24 MP JPEG's 3000x2000 draft to 1600 px it costs
-            # ~37 ms instead of ~85 ms of CPU (LANCZOS was a fifth of a photo's processing with
-            # the local engine; scripts/bench_faces.py), and differs from LANCZOS by ~0.6/255 on
-            # average (PSNR ~46 dB), less than re-encoding the preview as JPEG does.
-            image.thumbnail((preview_px, preview_px), Image.Resampling.HAMMING)
-    except PermanentError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise PermanentError(f"{display_name}: decompression bomb refused ({error})") from None
-    except UnidentifiedImageError:
-        raise PermanentError(f"{display_name}: not an image Pillow can decode") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise PermanentError(f"{display_name}: corrupt or truncated image ({error})") from None
+    with _decoding(display_name):
+        image: Image.Image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        _refuse_bomb(width, height, max_pixels, display_name)
+        exif = image.getexif()
+        # Decode at the smallest DCT scale that still covers the preview (JPEG only).
+        image.draft("RGB", draft_box(image.size, preview_px, detail_px))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        if image.mode != "RGB":
+            image = _to_rgb(image)
+        detail = None
+        if detail_px > 0:
+            detail = image
+            image = image.copy()
+        # HAMMING, not LANCZOS: from a 24 MP JPEG's 3000x2000 draft to 1600 px it costs
+        # ~37 ms instead of ~85 ms of CPU (LANCZOS was a fifth of a photo's processing with
+        # the local engine; scripts/bench_faces.py), and differs from LANCZOS by ~0.6/255 on
+        # average (PSNR ~46 dB), less than re-encoding the preview as JPEG does.
+        image.thumbnail((preview_px, preview_px), Image.Resampling.HAMMING)
     if _orientation_swaps_axes(exif):
         width, height = height, width
     return DecodedPhoto(
@@ -356,19 +359,10 @@ def _camera(exif: Image.Exif) -> str | None:
 def write_jpeg(image: Image.Image, destination: Path, quality: int) -> None:
     """Write atomically, so a crash never leaves a half-written file that looks done."""
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=destination.parent, suffix=".tmp")
+        with storage.atomic_write(destination) as stream:
+            image.save(stream, "JPEG", quality=quality, optimize=False)
     except OSError as error:
         _raise_if_full(error, destination)
-        raise
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, "JPEG", quality=quality, optimize=False)
-        os.replace(temporary, destination)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            _raise_if_full(error, destination)
         raise
 
 

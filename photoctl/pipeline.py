@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from photoctl import storage
 from photoctl.catalog import PhotoRecord, ProcessedPhoto, display_path
 from photoctl.config import Settings
 from photoctl.imaging import DecodedPhoto, decode_bytes, make_thumbnail, read_source, write_jpeg
@@ -68,10 +69,9 @@ class PhotoOutcome:
 def storage_paths(settings: Settings, content_hash: str) -> tuple[Path, Path]:
     """Where a photo's thumbnail and preview live, fanned out so no directory grows huge."""
     root = settings.storage_root
-    shard = content_hash[:2]
     return (
-        root / "thumbs" / shard / f"{content_hash}.jpg",
-        root / "previews" / shard / f"{content_hash}.jpg",
+        storage.path(root, storage.key(storage.THUMBS, content_hash)),
+        storage.path(root, storage.key(storage.PREVIEWS, content_hash)),
     )
 
 
@@ -115,7 +115,7 @@ def process_photo(
         camera=decoded.camera,
         # Relative to the storage root, not to this worker's working directory: serve resolves
         # them with settings.storage_file wherever it runs.
-        thumb_path=thumb_path.relative_to(settings.storage_root).as_posix(),
-        preview_path=preview_path.relative_to(settings.storage_root).as_posix(),
+        thumb_path=storage.relative_key(settings.storage_root, thumb_path),
+        preview_path=storage.relative_key(settings.storage_root, preview_path),
     )
     return PhotoOutcome(processed=processed, faces=summary)

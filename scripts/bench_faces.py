@@ -32,19 +32,8 @@ Part 1, local engine (dlib), photos/s against the cost of its primitives:
      (photoctl.worker.drain_in_process: the workers' own loop) and the time per photo is broken
      down by step.
 
-Part 2, Rekognition limiter, calls/s accepted by an endpoint with a quota:
-
-  1. start tests/fake_rekognition.py as a subprocess (--tps RK_TPS --latency RK_LATENCY);
-  2. enroll one user with a colour-square selfie, ingest RK_COUNT colour-square photos (one face
-     each, colours from a palette, so each photo costs IndexFaces + SearchFaces), reset the
-     endpoint's records;
-  3. run `photoctl -q --engine rekognition work -n RK_WORKERS --until-empty` with
-     PHOTOCTL_REKOGNITION_MAX_TPS=RK_TPS, AWS_CONCURRENT_REQUESTS=RK_CONCURRENCY and fake AWS
-     credentials; then read the endpoint's records (GET /_fake/stats) and the job table:
-     accepted calls/s over the photo phase (first IndexFaces to last accepted call, i.e. without
-     the supervisor's check and the workers' start-up), throttled answers, the limiter's own
-     slow-downs (its warnings on stderr: throttles botocore's retries did not absorb), gaps
-     between arrivals, calls per second, and failed jobs (must be 0). Target >= 19 calls/s.
+Part 2, Rekognition limiter, calls/s accepted by an endpoint with a quota: see
+scripts/bench_faces_rekognition.py (this command line runs it with --part rekognition|both).
 
 Machine load: wall-clock figures mean little when other processes share the cores (workers run
 at nice 10, so they yield to any normal-priority process). Each measurement therefore waits up
@@ -63,7 +52,6 @@ historic) variables of this environment.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import json
@@ -71,289 +59,46 @@ import multiprocessing
 import os
 import pstats
 import random
-import resource
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _bench import (  # also puts the checkout on sys.path
+    BUSY_CORES,
+    DATA,
+    JobFigures,
+    LoadMeter,
+    bench_settings,
+    clean_env,
+    job_figures,
+    ms,
+    require,
+    run_photoctl,
+    settle_tree,
+    wait_for_quiet,
+)
+from bench_faces_rekognition import part_rekognition
 from PIL import Image, ImageDraw, ImageOps
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # for tests.fake_rekognition
+from photoctl import db
+from photoctl.config import Settings
+from photoctl.imaging import decode_bytes, make_thumbnail, write_jpeg
 
-from sqlalchemy import func, select  # noqa: E402
-
-from photoctl import db  # noqa: E402
-from photoctl.config import Settings  # noqa: E402
-from photoctl.imaging import decode_bytes, make_thumbnail, write_jpeg  # noqa: E402
-from photoctl.models import Face, Job, Match  # noqa: E402
-
-DATA = REPO / "tests" / "data"
 FACE_SOURCES = ("obama_1.jpg", "obama_2.jpg", "obama_3.jpg", "biden.jpg")
 SELFIE = DATA / "obama_1.jpg"
 PHOTO_SIZE = (6000, 4000)
-SETTLED_AGE_SECONDS = 120
 TARGET_PHOTOS_PER_SECOND = 3.0
 TARGET_BASELINE_RATIO = 1.3
-TARGET_CALLS_PER_SECOND = 19.0
-BUSY_CORES = 0.25  # a run during which other processes used more is run again (--busy-retries)
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "eu-west-1",
-    "AWS_DEFAULT_REGION": "eu-west-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-# Colours that stay distinct identities at the fake endpoint (not white, not near-white).
-PALETTE = [
-    (r, g, b)
-    for r in (0, 102, 204)
-    for g in (0, 102, 204)
-    for b in (0, 102, 204)
-    if (r, g, b) != (204, 204, 204)
-]
-HISTORIC_ENV = {
-    "PHOTO_QUEUE_WORKERS",
-    "PHOTO_QUEUE_MAX_SIZE",
-    "AWS_CONCURRENT_REQUESTS",
-    "DB_POOL_SIZE",
-    "DB_MAX_OVERFLOW",
-}
-jobs_table = Job.__table__
-
-
-# -- common ---------------------------------------------------------------------------------
-
-
-def cli_command() -> list[str]:
-    script = Path(sys.executable).with_name("photoctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "photoctl"]
-
-
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without anything that would point photoctl elsewhere, plus extra."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PHOTOCTL_", "AWS_")) and key not in HISTORIC_ENV
-    }
-    env.update(extra or {})
-    return env
-
-
-def sqlite_url(data_dir: Path) -> str:
-    return f"sqlite:///{(data_dir / 'photoctl.db').resolve()}"
-
-
-def bench_settings(data_dir: Path) -> Settings:
-    """Defaults only (no config.ini, no environment), SQLite in data_dir."""
-    return Settings(data_dir=data_dir).replace("database", url=sqlite_url(data_dir))
-
-
-def photoctl(
-    data_dir: Path, args: Sequence[str], env: dict[str, str], *, engine: str | None = None
-) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Run `photoctl -q --data-dir D --database-url U [--engine E] ARGS`: (wall s, result)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        *cli_command(),
-        "-q",
-        "--data-dir",
-        str(data_dir),
-        "--database-url",
-        sqlite_url(data_dir),
-        *(["--engine", engine] if engine else []),
-        *args,
-    ]
-    started = time.perf_counter()
-    done = subprocess.run(
-        command, cwd=data_dir.parent, env=env, capture_output=True, text=True, check=False
-    )
-    return time.perf_counter() - started, done
-
-
-def require(done: subprocess.CompletedProcess[str], what: str) -> None:
-    if done.returncode != 0:
-        sys.exit(f"{what} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-
-
-def settle_tree(root: Path) -> None:
-    past = time.time() - SETTLED_AGE_SECONDS
-    for path in root.rglob("*"):
-        if path.is_file():
-            os.utime(path, (past, past))
 
 
 def warm_cache(root: Path) -> int:
     return sum(len(path.read_bytes()) for path in sorted(root.rglob("*.jpg")))
-
-
-def machine_cpu_seconds() -> float | None:
-    """Busy CPU seconds of the whole machine since boot (Linux /proc/stat), None elsewhere."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(value) for value in handle.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a running process (Linux), 0 if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def own_cpu_seconds(pids: Sequence[int] = ()) -> float:
-    """CPU of this process, of its waited-for children, and of the running processes pids."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (
-        me.ru_utime
-        + me.ru_stime
-        + children.ru_utime
-        + children.ru_stime
-        + sum(process_cpu_seconds(pid) for pid in pids)
-    )
-
-
-class LoadMeter:
-    """CPU used during a measurement: by this benchmark (and its children), and by the rest
-    of the machine (other users' tests...), in cores on average."""
-
-    def __init__(self, pids: Sequence[int] = ()) -> None:
-        self.pids = list(pids)
-        self.wall = self.own = self.others = 0.0
-
-    def __enter__(self) -> LoadMeter:
-        self._start = (time.perf_counter(), own_cpu_seconds(self.pids), machine_cpu_seconds())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall0, own0, machine0 = self._start
-        machine1 = machine_cpu_seconds()
-        self.wall = time.perf_counter() - wall0
-        self.own = own_cpu_seconds(self.pids) - own0
-        if machine0 is not None and machine1 is not None:
-            self.others = max(0.0, (machine1 - machine0) - self.own)
-
-    def describe(self) -> str:
-        wall = max(self.wall, 1e-9)
-        return (
-            f"CPU during it: this benchmark {self.own:.1f} s ({self.own / wall:.2f} cores), "
-            f"other processes {self.others:.1f} s ({self.others / wall:.2f} cores)"
-        )
-
-
-def wait_for_quiet(limit_seconds: float, what: str) -> None:
-    """Wait (up to limit_seconds) until other processes use under 0.2 cores for 3 s running."""
-    if limit_seconds <= 0 or machine_cpu_seconds() is None:
-        return
-    deadline = time.monotonic() + limit_seconds
-    quiet, waited, busy = 0, False, 0.0
-    while time.monotonic() < deadline:
-        with LoadMeter() as meter:
-            time.sleep(1.0)
-        busy = meter.others / meter.wall
-        quiet = quiet + 1 if busy < 0.2 else 0
-        if quiet >= 3:
-            if waited:
-                print(f"  (machine quiet again before {what})", flush=True)
-            return
-        if not waited and busy >= 0.2:
-            print(
-                f"  (other processes use {busy:.2f} cores: waiting up to {limit_seconds:.0f} s "
-                f"for a quiet machine before {what})",
-                flush=True,
-            )
-            waited = True
-    print(f"  (machine still busy before {what}: {busy:.2f} cores used by others)", flush=True)
-
-
-@dataclass(frozen=True)
-class JobFigures:
-    """What the job table says about one drained queue."""
-
-    done: int
-    failed: int
-    retried: int  # jobs that needed more than one attempt
-    span_seconds: float  # first started_at to last finished_at
-    job_seconds: list[float]  # finished_at - started_at of each done job
-    first_job_seconds: list[float]  # the first job of each worker (includes its warm-up)
-    later_job_seconds: list[float]  # every other done job
-    errors: list[str]
-    faces: int
-    matches: int
-
-    def rate(self) -> float:
-        return self.done / self.span_seconds if self.span_seconds > 0 else float("nan")
-
-
-def job_figures(data_dir: Path) -> JobFigures:
-    settings = bench_settings(data_dir)
-    engine = db.make_engine(settings)
-    try:
-        with db.read(engine) as conn:
-            rows = conn.execute(
-                select(
-                    jobs_table.c.state,
-                    jobs_table.c.attempts,
-                    jobs_table.c.started_at,
-                    jobs_table.c.finished_at,
-                    jobs_table.c.worker_id,
-                    jobs_table.c.last_error,
-                )
-            ).all()
-            faces = conn.execute(select(func.count()).select_from(Face)).scalar_one()
-            matches = conn.execute(select(func.count()).select_from(Match)).scalar_one()
-    finally:
-        engine.dispose()
-    done = [r for r in rows if r.state == "done"]
-    finished = [r for r in rows if r.finished_at is not None and r.started_at is not None]
-    span = (
-        max(r.finished_at for r in finished) - min(r.started_at for r in finished)
-        if finished
-        else 0.0
-    )
-    first_of: dict[str, float] = {}
-    later: list[float] = []
-    for r in sorted(done, key=lambda r: r.started_at):
-        if (r.worker_id or "?") in first_of:
-            later.append(r.finished_at - r.started_at)
-        else:
-            first_of[r.worker_id or "?"] = r.finished_at - r.started_at
-    return JobFigures(
-        done=len(done),
-        failed=sum(1 for r in rows if r.state == "failed"),
-        retried=sum(1 for r in rows if r.attempts > 1),
-        span_seconds=span,
-        job_seconds=[r.finished_at - r.started_at for r in done],
-        first_job_seconds=list(first_of.values()),
-        later_job_seconds=later,
-        errors=sorted({r.last_error for r in rows if r.last_error})[:5],
-        faces=faces,
-        matches=matches,
-    )
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:7.1f} ms"
 
 
 # -- part 1: local engine -------------------------------------------------------------------
@@ -593,20 +338,20 @@ class LocalRun:
 
 
 def run_local_cli(photos: Path, data_dir: Path, workers: int, quiet_wait: float) -> LocalRun:
-    env = clean_env()
-    _, done = photoctl(data_dir, ["users", "add", "obama", "--selfie", str(SELFIE)], env)
+    env = clean_env(drop_aws=True)
+    _, done = run_photoctl(data_dir, ["users", "add", "obama", "--selfie", str(SELFIE)], env)
     require(done, "photoctl users add")
-    _, done = photoctl(data_dir, ["ingest", "--json", str(photos)], env)
+    _, done = run_photoctl(data_dir, ["ingest", "--json", str(photos)], env)
     require(done, "photoctl ingest")
     # The fixed cost of a run: the same command on an empty queue of another data dir.
     empty = data_dir.with_name(data_dir.name + "-empty")
-    require(photoctl(empty, ["users", "add", "obama"], env)[1], "photoctl users add")
+    require(run_photoctl(empty, ["users", "add", "obama"], env)[1], "photoctl users add")
     wait_for_quiet(quiet_wait, "photoctl work")
     with LoadMeter() as idle:
-        idle_wall, done = photoctl(empty, ["work", "-n", str(workers), "--until-empty"], env)
+        idle_wall, done = run_photoctl(empty, ["work", "-n", str(workers), "--until-empty"], env)
     require(done, "photoctl work (empty queue)")
     with LoadMeter() as load:
-        wall, done = photoctl(data_dir, ["work", "-n", str(workers), "--until-empty"], env)
+        wall, done = run_photoctl(data_dir, ["work", "-n", str(workers), "--until-empty"], env)
     if done.returncode not in (0, 1):
         require(done, "photoctl work")
     return LocalRun(wall, job_figures(data_dir), load, idle, idle_wall, done.stderr)
@@ -839,8 +584,7 @@ def part_local(args: argparse.Namespace, work: Path) -> dict:
 def recall_beside(args: argparse.Namespace, local: dict) -> dict:
     """The recall of the same engine (scripts/bench_recall.py, fewer photos), printed beside
     the speed: a faster engine that finds fewer faces is no improvement."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import bench_recall
+    import bench_recall  # scripts/ is on sys.path: this script runs from there
 
     print(
         f"\n== recall of the same engine (bench_recall.py --per-size {args.recall_per_size} "
@@ -862,240 +606,6 @@ def recall_beside(args: argparse.Namespace, local: dict) -> dict:
         flush=True,
     )
     return {"matched": matched, "false_matches": false}
-
-
-# -- part 2: rekognition limiter ------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def fake_endpoint(tps: float, latency: float) -> Iterator[tuple[str, subprocess.Popen]]:
-    """tests/fake_rekognition.py as a subprocess; yields (its URL, the process)."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "tests" / "fake_rekognition.py"),
-            "--port",
-            "0",
-            "--tps",
-            str(tps),
-            "--latency",
-            str(latency),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = process.stdout.readline().strip() if process.stdout else ""
-        if not url.startswith("http"):
-            sys.exit(f"the fake endpoint did not start (printed {url!r})")
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout:
-            process.stdout.close()
-
-
-def fake_request(url: str, path: str, body: dict | None = None) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url + path, data=data, method="GET" if data is None else "POST"
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read())
-
-
-def write_face_photos(root: Path, count: int) -> None:
-    from tests.fake_rekognition import make_face_image
-
-    root.mkdir(parents=True)
-    for index in range(count):
-        colour = PALETTE[index % len(PALETTE)]
-        size = (800 + 8 * (index // len(PALETTE)), 600)  # distinct bytes for a repeated colour
-        (root / f"face_{index:04d}.jpg").write_bytes(make_face_image([colour], size))
-    settle_tree(root)
-
-
-def quantiles(values: Sequence[float], points: Sequence[float]) -> list[float]:
-    ordered = sorted(values)
-    return [ordered[min(len(ordered) - 1, int(p * len(ordered)))] for p in points]
-
-
-@dataclass(frozen=True)
-class RekognitionRun:
-    stats: dict  # GET /_fake/stats after the run
-    jobs: JobFigures
-    load: LoadMeter
-    done: subprocess.CompletedProcess[str]
-    wall_seconds: float
-    started: float  # time.monotonic(), the fake's clock too (system-wide on Linux)
-    ended: float
-
-
-def run_rekognition_cli(
-    photos: Path,
-    selfie: Path,
-    data_dir: Path,
-    env: dict[str, str],
-    url: str,
-    fake_pid: int,
-    args: argparse.Namespace,
-) -> RekognitionRun:
-    _, done = photoctl(
-        data_dir, ["users", "add", "user0", "--selfie", str(selfie)], env, engine="rekognition"
-    )
-    require(done, "photoctl users add (rekognition)")
-    _, done = photoctl(data_dir, ["ingest", "--json", str(photos)], env)
-    require(done, "photoctl ingest")
-    # Let the quota window of the enrollment calls pass, then count only the work's calls.
-    time.sleep(1.1)
-    wait_for_quiet(args.quiet_wait, "photoctl work")
-    fake_request(url, "/_fake/reset", {})
-    started = time.monotonic()
-    with LoadMeter([fake_pid]) as load:
-        wall, done = photoctl(
-            data_dir,
-            ["work", "-n", str(args.rk_workers), "--until-empty"],
-            env,
-            engine="rekognition",
-        )
-    ended = time.monotonic()
-    if done.returncode not in (0, 1):
-        require(done, "photoctl work (rekognition)")
-    stats = fake_request(url, "/_fake/stats")
-    return RekognitionRun(stats, job_figures(data_dir), load, done, wall, started, ended)
-
-
-def rekognition_figures(records: Sequence[Sequence]) -> dict:
-    """Accepted calls/s over the photo phase (first IndexFaces to the last accepted call, i.e.
-    without the supervisor's check and the workers' start-up) and throttled answers."""
-    accepted = sorted(r[0] for r in records if not r[3])
-    first_index = min((r[0] for r in records if r[2] == "IndexFaces"), default=None)
-    phase = [start for start in accepted if first_index is not None and start >= first_index]
-    span = phase[-1] - phase[0] if len(phase) > 1 else 0.0
-    return {
-        "phase_calls": len(phase),
-        "phase_seconds": span,
-        "calls_per_s": (len(phase) - 1) / span if span > 0 else float("nan"),
-        "throttled": sum(1 for r in records if r[3]),
-    }
-
-
-def part_rekognition(args: argparse.Namespace, work: Path) -> dict:
-    from tests.fake_rekognition import make_face_image
-
-    print(
-        f"\n== rekognition: fake endpoint quota {args.rk_tps:g} TPS, latency "
-        f"{args.rk_latency:g} s; {args.rk_count} photos, 1 face each; work -n {args.rk_workers}, "
-        f"max_tps {args.rk_max_tps:g}, concurrency {args.rk_concurrency}",
-        flush=True,
-    )
-    photos = work / "faces"
-    write_face_photos(photos, args.rk_count)
-    selfie = work / "selfie.jpg"
-    selfie.write_bytes(make_face_image([PALETTE[0]], (640, 640)))
-    attempts: list[RekognitionRun] = []
-    with fake_endpoint(args.rk_tps, args.rk_latency) as (url, process):
-        env = clean_env(
-            {
-                **AWS_ENV,
-                "PHOTOCTL_REKOGNITION_ENDPOINT_URL": url,
-                "PHOTOCTL_REKOGNITION_MAX_TPS": f"{args.rk_max_tps:g}",
-                "AWS_CONCURRENT_REQUESTS": str(args.rk_concurrency),
-            }
-        )
-        for attempt in range(1, args.busy_retries + 2):
-            fake_request(url, "/_fake/reset", {"all": True})  # no collection left from before
-            run = run_rekognition_cli(
-                photos, selfie, work / f"data-rekognition-{attempt}", env, url, process.pid, args
-            )
-            attempts.append(run)
-            busy = run.load.others / max(run.load.wall, 1e-9)
-            headline = rekognition_figures(run.stats["records"])
-            print(
-                f"  run {attempt}: {headline['calls_per_s']:.2f} calls/s, "
-                f"{headline['throttled']} throttled, {run.jobs.failed} failed jobs; other "
-                f"processes used {busy:.2f} cores meanwhile",
-                flush=True,
-            )
-            if busy < BUSY_CORES:
-                break
-            if attempt <= args.busy_retries:
-                print(f"  (over {BUSY_CORES} cores: the machine was shared; running it again)")
-    chosen = min(attempts, key=lambda r: r.load.others / max(r.load.wall, 1e-9))
-    if len(attempts) > 1:
-        print(f"  figures below: run {attempts.index(chosen) + 1}, the one least disturbed")
-    stats, jobs, load, done = chosen.stats, chosen.jobs, chosen.load, chosen.done
-    wall, started, ended = chosen.wall_seconds, chosen.started, chosen.ended
-    records = [tuple(r) for r in stats["records"]]  # (start, end, operation, throttled)
-    accepted = sorted(r[0] for r in records if not r[3])
-    throttled = [r for r in records if r[3]]
-    arrivals = sorted(r[0] for r in records)
-    operations = Counter(r[2] for r in records if not r[3])
-    limiter_warnings = done.stderr.count("throttled: shared rate lowered")
-    span = accepted[-1] - accepted[0] if len(accepted) > 1 else 0.0
-    figures = rekognition_figures(records)
-    rate, phase_span = figures["calls_per_s"], figures["phase_seconds"]
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    durations = [r[1] - r[0] for r in records if not r[3]]
-    print(f"  {load.describe()} (the endpoint's CPU counted as this benchmark's)")
-    print(
-        f"  jobs: {jobs.done} done, {jobs.failed} failed, {jobs.retried} retried; "
-        f"{jobs.faces} faces, {jobs.matches} matches; job table {jobs.span_seconds:.2f} s = "
-        f"{jobs.rate():.2f} photos/s; wall {wall:.2f} s"
-    )
-    if jobs.errors:
-        print(f"  errors: {jobs.errors}")
-    print(f"  accepted calls by operation: {dict(sorted(operations.items()))}")
-    print(
-        f"  accepted {len(accepted)} calls: photo phase (first IndexFaces to last call) "
-        f"{figures['phase_calls']} in {phase_span:.2f} s = {rate:.2f} calls/s; first to last call "
-        f"{span:.2f} s = {(len(accepted) - 1) / span if span else 0:.2f} calls/s; over the work "
-        f"wall time {len(accepted) / (ended - started):.2f} calls/s"
-    )
-    print(
-        f"  throttled answers at the endpoint: {len(throttled)}; limiter slow-downs logged by "
-        f"workers: {limiter_warnings}; max accepted in any 1 s window: "
-        f"{stats['max_calls_in_any_window']}; max in flight: {stats['max_in_flight']}"
-    )
-    if gaps:
-        p1, p10, p50, p90 = quantiles(gaps, (0.01, 0.10, 0.50, 0.90))
-        print(
-            f"  gaps between arrivals (limiter spacing {1000 / args.rk_max_tps:.1f} ms): "
-            f"p1 {p1 * 1000:.1f}, p10 {p10 * 1000:.1f}, p50 {p50 * 1000:.1f}, "
-            f"p90 {p90 * 1000:.1f} ms; call time at the endpoint p50 "
-            f"{statistics.median(durations) * 1000:.0f} ms"
-        )
-    if accepted:
-        # Calls/s in each whole second of the run: shows dips after throttles.
-        seconds = Counter(int(start - accepted[0]) for start in accepted)
-        last = max(seconds)
-        per_second = [seconds.get(s, 0) for s in range(last)]  # the last second is partial
-        print(f"  accepted per second: {per_second}")
-        if throttled:
-            when = sorted(round(r[0] - accepted[0], 2) for r in throttled)
-            print(f"  throttled at (s from first call): {when[:40]}")
-    meets = rate >= TARGET_CALLS_PER_SECOND and jobs.failed == 0
-    print(
-        f"  {'meets' if meets else 'MISSES'} >= {TARGET_CALLS_PER_SECOND:g} calls/s with 0 failed "
-        f"jobs ({rate:.2f} calls/s, {jobs.failed} failed)",
-        flush=True,
-    )
-    return {
-        "accepted": len(accepted),
-        "calls_per_s": rate,
-        "throttled": len(throttled),
-        "limiter_slowdowns": limiter_warnings,
-        "failed": jobs.failed,
-        "retried": jobs.retried,
-        "wall_seconds": wall,
-        "other_cores_during_work": load.others / max(load.wall, 1e-9),
-    }
 
 
 # -- main -----------------------------------------------------------------------------------

@@ -44,7 +44,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # for tests.support.photos, the project's photo generator
+    sys.path.insert(0, str(REPO))  # for testkit.photos, also in multiprocessing children
+
+from _bench import clean_env, cli_command, load_average  # noqa: E402
 
 from photoctl import db  # noqa: E402
 from photoctl.config import Settings  # noqa: E402
@@ -71,7 +73,7 @@ class Series:
 
 
 def _write_one(job: tuple[str, int, int, tuple[int, int]]) -> int:
-    from tests.support.photos import jpeg_bytes
+    from testkit.photos import jpeg_bytes
 
     path, seed, quality, size = job
     data = jpeg_bytes(size, seed, quality=quality)
@@ -160,27 +162,6 @@ def ingest_in_process(
     finally:
         engine.dispose()
     return first_s, first, again_s, again  # type: ignore[return-value]
-
-
-def cli_command() -> list[str]:
-    script = Path(sys.executable).with_name("photoctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "photoctl"]
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without anything that would point photoctl elsewhere."""
-    historic = {
-        "PHOTO_QUEUE_WORKERS",
-        "PHOTO_QUEUE_MAX_SIZE",
-        "AWS_CONCURRENT_REQUESTS",
-        "DB_POOL_SIZE",
-        "DB_MAX_OVERFLOW",
-    }
-    return {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("PHOTOCTL_") and key not in historic
-    }
 
 
 def ingest_cli(root: Path, data_dir: Path) -> tuple[float, dict]:
@@ -274,14 +255,6 @@ def run(args: argparse.Namespace) -> None:
             if profile:
                 print_profile(profile, args.profile_lines)
         report(series, args, cpus)
-
-
-def load_average() -> str:
-    """The 1-minute load average: other work on this 2-core machine skews every figure."""
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "?"
 
 
 def print_profile(path: Path, lines: int) -> None:

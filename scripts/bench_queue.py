@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from _bench import clean_env, cli_command, load_average
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -73,27 +74,6 @@ class Result:
 def bench_settings(data_dir: Path, url: str) -> Settings:
     """Defaults only (no config.ini, no environment), with the given database."""
     return Settings(data_dir=data_dir).replace("database", url=url)
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without anything that would point photoctl elsewhere."""
-    historic = {
-        "PHOTO_QUEUE_WORKERS",
-        "PHOTO_QUEUE_MAX_SIZE",
-        "AWS_CONCURRENT_REQUESTS",
-        "DB_POOL_SIZE",
-        "DB_MAX_OVERFLOW",
-    }
-    return {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("PHOTOCTL_") and key not in historic
-    }
-
-
-def cli_command() -> list[str]:
-    script = Path(sys.executable).with_name("photoctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "photoctl"]
 
 
 # -- databases ----------------------------------------------------------------------------------
@@ -393,14 +373,6 @@ def summarize(
         "CPU us/job counts photoctl's processes only (not the PostgreSQL server); with other "
         "work on the machine, niced workers wait for a core, so compare CPU figures as well."
     )
-
-
-def load_average() -> str:
-    """The 1-minute load average: other work on this 2-core machine skews every figure."""
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "?"
 
 
 def parse_batches(text: str) -> list[int]:

@@ -90,6 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from _bench import clean_env, load_average
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,13 +98,6 @@ FACES = ROOT / "tests" / "data"
 SELFIES = ("obama_1.jpg", "biden.jpg")
 FACE_FILES = ("obama_1.jpg", "obama_2.jpg", "obama_3.jpg", "biden.jpg")
 PHOTO_SIZE = (1600, 1067)
-HISTORIC_VARIABLES = (
-    "PHOTO_QUEUE_WORKERS",
-    "PHOTO_QUEUE_MAX_SIZE",
-    "AWS_CONCURRENT_REQUESTS",
-    "DB_POOL_SIZE",
-    "DB_MAX_OVERFLOW",
-)
 SETTLED_AGE_SECONDS = 3600
 TARGET_P99_MS = 50.0
 TARGET_P99_RATIO = 2.0
@@ -488,13 +482,6 @@ def _machine_cpu() -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
-def _load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -557,7 +544,7 @@ async def _fire(
         await asyncio.gather(
             *(client.get("/healthz") for _ in range(connections)), return_exceptions=True
         )
-        window.load_before = _load_average()
+        window.load_before = load_average(all_three=True)
         cpu_before, server_before = _cpu_seconds(), _group_cpu_seconds(server_pid)
         busy_before, steal_before = _machine_cpu()
         workers_before = _group_cpu_seconds(workers_pid) if workers_pid else 0.0
@@ -582,7 +569,7 @@ async def _fire(
         window.machine_steal = steal_after - steal_before
         if workers_pid:
             window.workers_cpu = _group_cpu_seconds(workers_pid) - workers_before
-        window.load_after = _load_average()
+        window.load_after = load_average(all_three=True)
         if ticker is not None:
             await ticker
 
@@ -842,15 +829,12 @@ def uploads(url: str, tokens: list[str], args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("PHOTOCTL_") and key not in HISTORIC_VARIABLES
-    }
-    env.update(
-        PHOTOCTL_DATA_DIR=str(tmp / "data"),
-        PHOTOCTL_DATABASE_URL=f"sqlite:///{tmp / 'data' / 'photoctl.db'}",
-        AWS_EC2_METADATA_DISABLED="true",
+    env = clean_env(
+        {
+            "PHOTOCTL_DATA_DIR": str(tmp / "data"),
+            "PHOTOCTL_DATABASE_URL": f"sqlite:///{tmp / 'data' / 'photoctl.db'}",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
     )
     processes = Processes(tmp, env)
     try:

@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[test]'
-.venv/bin/ruff check photoctl tests scripts
-.venv/bin/ruff format --check photoctl tests scripts
+.venv/bin/ruff check photoctl tests testkit scripts
+.venv/bin/ruff format --check photoctl tests testkit scripts
 # Types: the [tool.mypy] section of pyproject.toml says what is checked, and how strictly.
 .venv/bin/mypy
 # Tests talk to this machine only: no EC2 instance-metadata lookups by boto3.

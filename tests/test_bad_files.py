@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.photos import jpeg_bytes, settle, write_photo
 from tests.support.cli import photoctl_env, run_photoctl
-from tests.support.photos import jpeg_bytes, settle, write_photo
 
 
 def png_bomb(side: int = 20_000) -> bytes:

@@ -14,7 +14,7 @@ from photoctl.cli import cli
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo, SelfieFace
 from photoctl.worker import drain_in_process
-from tests.support.photos import settle, write_photo
+from testkit.photos import settle, write_photo
 
 DATA = Path(__file__).parent / "data"
 

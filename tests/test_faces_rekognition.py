@@ -22,9 +22,9 @@ from photoctl import db, face_store, faces, queue, users
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
-from tests.fake_rekognition import FakeRekognition, make_face_image
+from testkit.fake_rekognition import FakeRekognition, make_face_image
+from testkit.photos import settle
 from tests.support.cli import photoctl_env, run_photoctl
-from tests.support.photos import settle
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 153, 0)
 AWS_ENV = {

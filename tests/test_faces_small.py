@@ -21,9 +21,9 @@ from photoctl.imaging import decode_photo, draft_box
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
+from testkit.photos import settle
 from tests.support.faces import DATA, group_photo
 from tests.support.faces import Face as Pasted
-from tests.support.photos import settle
 
 GROUP = [
     Pasted("obama_2.jpg", 2.0),

@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from tests.fake_rekognition import FakeRekognition, detect_faces, make_face_image
+from testkit.fake_rekognition import FakeRekognition, detect_faces, make_face_image
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -263,7 +263,7 @@ def test_max_in_flight_with_latency(fake: FakeRekognition) -> None:
 
 
 def test_runs_as_a_process() -> None:
-    script = Path(__file__).with_name("fake_rekognition.py")
+    script = Path(__file__).parent.parent / "testkit" / "fake_rekognition.py"
     proc = subprocess.Popen(
         [sys.executable, str(script), "--port", "0", "--tps", "5", "--latency", "0.0"],
         stdout=subprocess.PIPE,

@@ -24,9 +24,9 @@ from sqlalchemy import text
 from photoctl import config, db, faces, users
 from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
+from testkit.photos import settle
 from tests.support import databases
 from tests.support.cli import run_photoctl
-from tests.support.photos import settle
 from tests.support.serve import Server, start_server, stop_server
 
 DATA = Path(__file__).parent / "data"

@@ -27,8 +27,8 @@ from photoctl import db, queue, users
 from photoctl.ingest import ingest_paths
 from photoctl.models import Photo
 from photoctl.worker import drain_in_process
+from testkit.photos import jpeg_bytes, write_photo
 from tests.support.cli import run_photoctl
-from tests.support.photos import jpeg_bytes, write_photo
 from tests.support.serve import Server, start_server, stop_server
 
 MiB = 1024 * 1024

@@ -35,9 +35,9 @@ from photoctl.faces.base import FaceRecord
 from photoctl.ingest import ingest_paths
 from photoctl.models import Photo
 from photoctl.worker import drain_in_process
-from tests.fake_rekognition import FakeRekognition, make_face_image
+from testkit.fake_rekognition import FakeRekognition, make_face_image
+from testkit.photos import settle, write_photo
 from tests.support.cli import photoctl_env, run_photoctl
-from tests.support.photos import settle, write_photo
 from tests.support.serve import free_port
 
 DATA = Path(__file__).parent / "data"

@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from photoctl.models import Photo, SourceFile
+from testkit.photos import jpeg_bytes, settle, write_photo
 from tests.support.cli import photoctl_env
-from tests.support.photos import jpeg_bytes, settle, write_photo
 from tests.support.worker import ingest_json, list_jobs, start_photoctl
 
 WORK_TIMEOUT_SECONDS = 90

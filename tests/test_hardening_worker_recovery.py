@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from photoctl import db, queue, workers_registry
 from photoctl.models import Job
+from testkit.photos import write_tree
 from tests.support.cli import photoctl_env
-from tests.support.photos import write_tree
 from tests.support.worker import ingest_json, list_jobs, start_photoctl, wait_for
 
 _COMPLETED = re.compile(r"\[PhotoWorker-\d+\] Job [0-9a-f]{32} completed")

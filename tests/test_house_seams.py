@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from photoctl import users
 from photoctl.api.deps import Caller, only_photos_of
 from photoctl.config import Settings
-from tests.fake_rekognition import FakeRekognition, make_face_image
+from testkit.fake_rekognition import FakeRekognition, make_face_image
 from tests.support.serve import start_server, stop_server
 
 PACKAGE = Path(__file__).resolve().parent.parent / "photoctl"

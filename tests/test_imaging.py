@@ -9,7 +9,7 @@ from PIL import Image
 
 from photoctl.errors import PermanentError
 from photoctl.imaging import decode_bytes, looks_like_image
-from tests.support.photos import jpeg_bytes
+from testkit.photos import jpeg_bytes
 
 
 def decode(data: bytes, preview_px: int = 1600, max_pixels: int = 200_000_000):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from photoctl import db, queue
 from photoctl.cli import cli
 from photoctl.ingest import ingest_paths
-from tests.support.photos import settle, write_photo, write_tree
+from testkit.photos import settle, write_photo, write_tree
 
 
 def job_states(engine) -> dict[str, int]:

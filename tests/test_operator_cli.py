@@ -33,8 +33,8 @@ import click
 from photoctl import cli as cli_module
 from photoctl import config, db, queue, stats
 from photoctl.models import JobKind
+from testkit.photos import settle, write_photo, write_tree
 from tests.support.cli import photoctl_env, run_photoctl
-from tests.support.photos import settle, write_photo, write_tree
 
 # -- helpers --------------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ import pytest
 from photoctl import config, db, faces, users
 from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
+from testkit.photos import settle, write_photo
 from tests.support.cli import run_photoctl
-from tests.support.photos import settle, write_photo
 from tests.support.serve import Server, start_server, stop_server
 
 DATA = Path(__file__).parent / "data"

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.photos import write_photo
 from tests.support.cli import photoctl_env, run_photoctl
-from tests.support.photos import write_photo
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from photoctl import db
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face
 from photoctl.supervisor import WorkOptions, run_workers, stop_signals_handled
-from tests.support.photos import settle
+from testkit.photos import settle
 
 DATA = Path(__file__).parent / "data"
 

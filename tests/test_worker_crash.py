@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from testkit.photos import write_tree
 from tests.support.cli import photoctl_env, run_photoctl
-from tests.support.photos import write_tree
 
 pytestmark = pytest.mark.slow
 

@@ -7,15 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from photoctl.config import HISTORIC_ENV_NAMES
+
 # Variables photoctl still reads under their historic names (see config.py): a developer's
 # shell must not leak them into a test any more than PHOTOCTL_* ones.
-HISTORIC_VARIABLES = (
-    "PHOTO_QUEUE_WORKERS",
-    "PHOTO_QUEUE_MAX_SIZE",
-    "AWS_CONCURRENT_REQUESTS",
-    "DB_POOL_SIZE",
-    "DB_MAX_OVERFLOW",
-)
+HISTORIC_VARIABLES = HISTORIC_ENV_NAMES
 
 
 def is_photoctl_variable(name: str) -> bool:

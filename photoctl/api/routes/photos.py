@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,7 +14,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from photoctl import catalog, db, gallery, queue
+from photoctl import catalog, db, gallery, queue, storage
 from photoctl.api.deps import CurrentUser, Svc, only_photos_of, too_many
 from photoctl.api.files import FileRefused, open_served_file
 from photoctl.api.services import Services
@@ -256,40 +255,27 @@ def _store_upload(svc: Services, upload: UploadFile) -> tuple[Path, str, bool]:
     Returns (stored file, sha256, whether this request created the file).
     """
     limit = svc.settings.ingest.max_bytes
-    uploads = svc.settings.storage_root / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
+    root = svc.settings.storage_root
     digest = hashlib.sha256()
     size = 0
-    handle, temporary = tempfile.mkstemp(dir=uploads, suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            head = upload.file.read(_CHUNK_BYTES)
-            if not head:
-                raise HTTPException(422, "file: empty upload")
-            if not looks_like_image(head[:16]):
-                raise HTTPException(415, "file: not an image (JPEG, PNG, WebP, TIFF, HEIC, GIF)")
-            chunk = head
-            while chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise HTTPException(413, f"file: larger than {limit:,} bytes")
-                digest.update(chunk)
-                out.write(chunk)
-                chunk = upload.file.read(_CHUNK_BYTES)
+    with storage.staging(root, storage.UPLOADS) as (out, temporary):
+        head = upload.file.read(_CHUNK_BYTES)
+        if not head:
+            raise HTTPException(422, "file: empty upload")
+        if not looks_like_image(head[:16]):
+            raise HTTPException(415, "file: not an image (JPEG, PNG, WebP, TIFF, HEIC, GIF)")
+        chunk = head
+        while chunk:
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"file: larger than {limit:,} bytes")
+            digest.update(chunk)
+            out.write(chunk)
+            chunk = upload.file.read(_CHUNK_BYTES)
+        out.close()  # everything on disk before the link makes it visible
         hexdigest = digest.hexdigest()
         suffix = Path(upload.filename or "").suffix.lower()
         suffix = suffix if suffix in IMAGE_EXTENSIONS else ".upload"
-        final = uploads / hexdigest[:2] / f"{hexdigest}{suffix}"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # A link, not a rename: it fails if the same content is there already, so only the
-            # request that created the file may remove it again.
-            os.link(temporary, final)
-            created = True
-        except FileExistsError:
-            created = False
-        Path(temporary).unlink()
-        return final, hexdigest, created
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        final = storage.path(root, storage.key(storage.UPLOADS, hexdigest, suffix))
+        created = storage.publish_once(temporary, final)
+    return final, hexdigest, created

@@ -19,7 +19,7 @@ person and match with Similarity 99.5, different colours never match.  Test knob
 (``records``, ``max_in_flight``, ``calls``, ``max_calls_in_any_window``) let tests
 assert on request rates and concurrency; times are ``time.monotonic()``, which is
 system-wide on Linux and so comparable with other local processes.  The module also
-runs as a process (``python tests/fake_rekognition.py --port 0 --tps 5 --latency 0.15``
+runs as a process (``python testkit/fake_rekognition.py --port 0 --tps 5 --latency 0.15``
 prints the endpoint URL as its first stdout line) and then also answers
 ``GET /_fake/stats``, ``POST /_fake/config`` and ``POST /_fake/reset`` for harnesses that
 cannot reach the object.
@@ -49,6 +49,24 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+# Credentials and region for a boto3 client of this fake: boto3 insists on some, and must never
+# find real ones or ask the EC2 metadata address for an instance role.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "eu-west-1",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+# Colours that stay distinct identities here (not white, not near-white): make_face_image
+# paints one square face per colour.
+PALETTE = [
+    (r, g, b)
+    for r in (0, 102, 204)
+    for g in (0, 102, 204)
+    for b in (0, 102, 204)
+    if (r, g, b) != (204, 204, 204)
+]
 TARGET_PREFIX = "RekognitionService."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # AWS limit for Image.Bytes (after base64 decoding)

@@ -22,24 +22,11 @@ from photoctl import db, face_store, faces, queue, users
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
-from testkit.fake_rekognition import FakeRekognition, make_face_image
+from testkit.fake_rekognition import AWS_ENV, PALETTE, FakeRekognition, make_face_image
 from testkit.photos import settle
 from tests.support.cli import photoctl_env, run_photoctl
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 153, 0)
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "eu-west-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-PALETTE = [
-    (r, g, b)
-    for r in (0, 102, 204)
-    for g in (0, 102, 204)
-    for b in (0, 102, 204)
-    if (r, g, b) != (204, 204, 204)
-]
 
 
 @pytest.fixture

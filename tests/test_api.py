@@ -123,7 +123,10 @@ def event(tmp_path: Path, settings: config.Settings, engine: Engine) -> Seeded:
 
 
 class Api:
-    """A TestClient per token over one in-process app (its lifespan open)."""
+    """One TestClient over one in-process app (its lifespan open), re-pointed per caller.
+
+    ``as_(token)`` sets the client's bearer token and returns the client: every call re-points
+    the same client, so use the one returned last (one lifespan per test, as one server was)."""
 
     def __init__(self, client: TestClient) -> None:
         self.raw = client

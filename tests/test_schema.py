@@ -15,7 +15,7 @@ from photoctl.models import Base
 
 
 @pytest.fixture
-def engine(tmp_path: Path, empty_db_url: str):  # noqa: ANN201
+def engine(tmp_path: Path, empty_db_url: str):
     """An engine on an empty database, migrated on first use (not a copy of the template)."""
     settings = config.load(
         data_dir=str(tmp_path / "data"), environ={}, overrides={"database.url": empty_db_url}

@@ -1,4 +1,11 @@
-"""The HTTP API, over real HTTP to a real `photoctl serve`, on SQLite and on PostgreSQL."""
+"""The HTTP API over real HTTP to a real `photoctl serve`, on SQLite and on PostgreSQL.
+
+Only what needs separate processes or a real socket is tested here: serve started by the CLI,
+enrollment through a real selfie (dlib in the serve process), a worker process dropping the list
+a serve process cached, the CLI clearing it, `--workers 2` sharing the cache and the rate limits,
+and schemathesis over the network. What a route answers is tested in-process, without dlib, in
+tests/test_api.py. Other test files import ``start_server`` and ``Server`` from here.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from photoctl import config, db, faces, users
@@ -19,6 +25,7 @@ from photoctl.worker import drain_in_process
 from testkit.photos import settle, write_photo
 from tests.support.cli import run_photoctl
 from tests.support.serve import Server, start_server, stop_server
+from tests.test_api import Seeded, seed_event
 
 DATA = Path(__file__).parent / "data"
 
@@ -66,134 +73,18 @@ def server(tmp_path: Path, db_url: str, event: Event) -> Iterator[Server]:
     stop_server(running)
 
 
-def test_users_get_their_own_photos_newest_first_with_pagination(server, event) -> None:
-    with server.client(event.tokens["obama"]) as client:
-        first = client.get("/api/my-photos", params={"limit": 1})
-        assert first.status_code == 200
-        page = first.json()
-        assert [p["filename"] for p in page["photos"]] == ["obama_3.jpg"]
-        item = page["photos"][0]
-        assert set(item) == {
-            "id",
-            "filename",
-            "album",
-            "taken_at",
-            "width",
-            "height",
-            "similarity",
-            "thumb_url",
-            "preview_url",
-        }
-        assert item["album"] == "Gala" and 40 <= item["similarity"] <= 100
-        second = client.get(
-            "/api/my-photos", params={"limit": 1, "cursor": page["next_cursor"]}
-        ).json()
-        assert [p["filename"] for p in second["photos"]] == ["obama_2.jpg"]
-        assert second["next_cursor"] is None
-        thumb = client.get(item["thumb_url"])
-        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
-        assert client.get(item["preview_url"]).status_code == 200
-        original = client.get(f"/api/photos/{item['id']}/original")
-        assert original.content == (DATA / "obama_3.jpg").read_bytes()
+@pytest.fixture
+def seeded(tmp_path: Path, settings, engine) -> Seeded:
+    """The same event with its matches written directly (no dlib), for tests that need
+    processes but not a face engine."""
+    return seed_event(tmp_path, settings, engine)
 
 
-def test_a_user_never_sees_another_users_photos(server, event) -> None:
-    biden_photo = event.photo_ids["biden.jpg"]
-    with server.client(event.tokens["obama"]) as client:
-        for variant in ("thumb", "preview", "original"):
-            answer = client.get(f"/api/photos/{biden_photo}/{variant}")
-            assert answer.status_code == 404 and answer.json() == {"detail": "Photo not found"}
-        gallery = client.get("/api/all-photos").json()
-        assert {p["filename"] for p in gallery["photos"]} == {"obama_2.jpg", "obama_3.jpg"}
-        assert client.get("/api/photos/999999/thumb").status_code == 404
-    with server.client(event.tokens["boss"]) as admin:
-        everything = admin.get("/api/all-photos", params={"limit": 200}).json()
-        assert len(everything["photos"]) == 8
-        assert admin.get(f"/api/photos/{biden_photo}/thumb").status_code == 200
-        assert admin.get("/api/all-photos", params={"album": "nope"}).json()["photos"] == []
-
-
-def test_authentication_and_admin_routes_answer_the_right_status(server, event) -> None:
-    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
-    anonymous = httpx.get(f"{server.url}/api/my-photos")
-    assert anonymous.status_code == 401 and anonymous.json() == {"detail": "Missing bearer token"}
-    with server.client("not-a-token") as client:
-        assert client.get("/api/my-photos").status_code == 401
-    with server.client(event.tokens["obama"]) as user:
-        for method, path in [
-            ("GET", "/api/admin/queue/stats"),
-            ("POST", "/api/admin/cache/clear"),
-            ("GET", "/metrics"),
-            ("GET", "/api/admin/queue/jobs/abc"),
-            ("POST", "/api/admin/jobs/abc/retry"),
-        ]:
-            answer = user.request(method, path)
-            assert answer.status_code == 403 and answer.json() == {"detail": "Admins only"}
-        bad = user.get("/api/my-photos", params={"limit": "many"})
-        assert bad.status_code == 422 and "limit" in bad.json()["detail"]
-        assert user.get("/api/my-photos", params={"limit": 0}).status_code == 422
-    with server.client(event.tokens["boss"]) as admin:
-        stats = admin.get("/api/admin/queue/stats").json()
-        assert set(stats["queue"]) >= {
-            "total_enqueued",
-            "total_processed",
-            "total_failed",
-            "current_queue_size",
-            "running",
-            "workers_active",
-            "oldest_queued_seconds",
-            "processed_last_minute",
-        }
-        assert set(stats["cache"]["user_photos_cache"]) == {"size", "hits", "misses", "hit_rate"}
-        assert stats["photos"]["done"] == 8
-        assert stats["time_to_findable"]["count"] == 3
-        jobs = run_photoctl(["jobs", "list", "--json", "--limit", "1"], server.env).stdout
-        job_id = jobs.split('"id": "')[1].split('"')[0]
-        job = admin.get(f"/api/admin/queue/jobs/{job_id}").json()
-        assert job["state"] == "done" and job["attempts"] == 1
-        assert admin.get("/api/admin/queue/jobs/ffffffff").status_code == 404
-        assert admin.post(f"/api/admin/jobs/{job_id}/retry").json()["retried"] == 1
-        assert admin.post(f"/api/admin/jobs/{job_id}/retry").status_code == 409
-        metrics = admin.get("/metrics")
-        assert metrics.status_code == 200
-        assert "photoctl_time_to_findable_seconds_bucket" in metrics.text
-        assert "photoctl_queue_current_queue_size 1.0" in metrics.text
-
-
-def test_login_gives_a_working_token_and_is_rate_limited(server, event) -> None:
-    answer = httpx.post(f"{server.url}/api/login", json={"name": "boss", "password": "s3cret"})
-    assert answer.status_code == 200
-    with server.client(answer.json()["token"]) as client:
-        assert client.get("/api/admin/queue/stats").status_code == 200
-    wrong = httpx.post(f"{server.url}/api/login", json={"name": "boss", "password": "nope"})
-    assert wrong.status_code == 401 and wrong.json() == {"detail": "Invalid name or password"}
-    statuses = [
-        httpx.post(f"{server.url}/api/login", json={"name": "boss", "password": "nope"}).status_code
-        for _ in range(10)
-    ]
-    assert statuses[-1] == 429 and statuses.count(401) == 8
-    limited = httpx.post(f"{server.url}/api/login", json={"name": "boss", "password": "s3cret"})
-    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
-    assert httpx.post(f"{server.url}/api/login", json={"name": ""}).status_code == 422
-
-
-def test_uploads_are_accepted_at_once_and_enqueued(server, event, tmp_path) -> None:
-    photo = write_photo(tmp_path / "new.jpg", seed=77, size=(1200, 800))
-    with server.client(event.tokens["obama"]) as client:
-        started = time.monotonic()
-        answer = client.post("/api/photos", files={"file": ("new.jpg", photo.read_bytes())})
-        assert answer.status_code == 202
-        assert time.monotonic() - started < 5  # generous; the benchmark measures properly
-        body = answer.json()
-        assert body["photo_id"] > 0 and len(body["job_id"]) == 32 and not body["duplicate"]
-        again = client.post("/api/photos", files={"file": ("again.jpg", photo.read_bytes())})
-        assert again.json()["duplicate"] and again.json()["photo_id"] == body["photo_id"]
-        text = client.post("/api/photos", files={"file": ("x.jpg", b"hello, not a photo")})
-        assert text.status_code == 415 and "not an image" in text.json()["detail"]
-        missing = client.post("/api/photos")
-        assert missing.status_code == 422
-    job = run_photoctl(["jobs", "show", body["job_id"]], server.env).stdout
-    assert "queued" in job
+@pytest.fixture
+def seeded_server(tmp_path: Path, db_url: str, seeded: Seeded) -> Iterator[Server]:
+    running = start_server(tmp_path, db_url, PHOTOCTL_SERVE_LOGIN_RATE="10/minute")
+    yield running
+    stop_server(running)
 
 
 def test_enrolling_through_the_api_finds_existing_photos(server, event) -> None:
@@ -240,35 +131,15 @@ def test_cache_hits_drops_on_a_new_match_and_clears_from_the_cli(server, event, 
         assert cache_figures()["misses"] == 1
 
 
-def test_a_full_queue_refuses_uploads_with_retry_after(tmp_path, db_url, event) -> None:
-    full = start_server(tmp_path, db_url, PHOTO_QUEUE_MAX_SIZE="1")
-    try:
-        with full.client(event.tokens["obama"]) as client:
-            first = client.post(
-                "/api/photos",
-                files={"file": ("a.jpg", write_photo(tmp_path / "a.jpg", seed=901).read_bytes())},
-            )
-            assert first.status_code == 202
-            refused = client.post(
-                "/api/photos",
-                files={"file": ("b.jpg", write_photo(tmp_path / "b.jpg", seed=902).read_bytes())},
-            )
-            assert refused.status_code == 503
-            assert refused.json() == {"detail": "Queue is full, try again later"}
-            assert int(refused.headers["Retry-After"]) > 0
-    finally:
-        stop_server(full)
-
-
 @pytest.mark.slow
-def test_two_workers_share_the_cache_and_the_rate_limits(tmp_path, db_url, event) -> None:
+def test_two_workers_share_the_cache_and_the_rate_limits(tmp_path, db_url, seeded) -> None:
     pair = start_server(tmp_path, db_url, "--workers", "2", PHOTOCTL_SERVE_UPLOAD_RATE="6/minute")
     try:
         run_photoctl(["cache", "clear"], pair.env)
         seen: set[str] = set()
         deadline = time.monotonic() + 30
         while len(seen) < 2 and time.monotonic() < deadline:
-            with pair.client(event.tokens["obama"]) as client:  # new connection each time
+            with pair.client(seeded.tokens["obama"]) as client:  # new connection each time
                 answer = client.get("/api/my-photos")
                 assert answer.status_code == 200
                 seen.add(answer.headers["X-Photoctl-Worker"])
@@ -280,7 +151,7 @@ def test_two_workers_share_the_cache_and_the_rate_limits(tmp_path, db_url, event
 
         answered_by: dict[str, list[int]] = {}
         for seed in range(10):
-            with pair.client(event.tokens["biden"]) as client:
+            with pair.client(seeded.tokens["biden"]) as client:
                 data = write_photo(tmp_path / f"up{seed}.jpg", seed=100 + seed).read_bytes()
                 answer = client.post("/api/photos", files={"file": ("x.jpg", data)})
                 answered_by.setdefault(answer.headers["X-Photoctl-Worker"], []).append(
@@ -293,14 +164,14 @@ def test_two_workers_share_the_cache_and_the_rate_limits(tmp_path, db_url, event
 
 
 @pytest.mark.slow
-def test_generated_requests_never_get_a_server_error(server, event) -> None:
+def test_generated_requests_never_get_a_server_error(seeded_server, seeded) -> None:
     """schemathesis explores the OpenAPI document of the running server."""
     schemathesis = Path(sys.executable).parent / "schemathesis"
     result = subprocess.run(
         [
             str(schemathesis),
             "run",
-            f"{server.url}/openapi.json",
+            f"{seeded_server.url}/openapi.json",
             "--checks",
             "not_a_server_error",
             "--max-examples",
@@ -308,7 +179,7 @@ def test_generated_requests_never_get_a_server_error(server, event) -> None:
             "--phases",
             "examples,coverage,fuzzing",
             "--header",
-            f"Authorization: Bearer {event.tokens['boss']}",
+            f"Authorization: Bearer {seeded.tokens['boss']}",
             "--workers",
             "1",
             "--suppress-health-check",
@@ -317,6 +188,6 @@ def test_generated_requests_never_get_a_server_error(server, event) -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        cwd=server.env["PHOTOCTL_DATA_DIR"],
+        cwd=seeded_server.env["PHOTOCTL_DATA_DIR"],
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

@@ -34,7 +34,7 @@ class Server:
 def start_server(tmp_path: Path, db_url: str, *args: str, **env_extra: str) -> Server:
     port = free_port()
     env = photoctl_env(tmp_path, db_url, **env_extra)
-    log = open(tmp_path / f"serve-{port}.log", "w")  # noqa: SIM115 - lives as long as the server
+    log = open(tmp_path / f"serve-{port}.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "photoctl", "serve", "--port", str(port), *args],
         env=env,

@@ -16,11 +16,9 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -38,7 +36,7 @@ from photoctl.worker import drain_in_process
 from testkit.fake_rekognition import FakeRekognition, make_face_image
 from testkit.photos import settle, write_photo
 from tests.support.cli import photoctl_env, run_photoctl
-from tests.support.serve import free_port
+from tests.support.serve import free_port, launch_server, stop_server
 
 DATA = Path(__file__).parent / "data"
 MISSING = "no photoctl database at "
@@ -211,29 +209,6 @@ def test_the_data_dir_is_absolute_from_start_up(tmp_path: Path) -> None:
 # -- item 9: storage paths relative to the storage root ------------------------------------
 
 
-def start_server_in(cwd: Path, env: dict[str, str], log_path: Path) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    log = open(log_path, "w")  # lives as long as the server
-    process = subprocess.Popen(
-        [sys.executable, "-m", "photoctl", "serve", "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return url, process
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(log_path.read_text())
-        time.sleep(0.1)
-
-
 def test_thumb_and_preview_answer_200_when_serve_runs_from_another_directory(
     tmp_path: Path, db_url: str
 ) -> None:
@@ -252,9 +227,9 @@ def test_thumb_and_preview_answer_200_when_serve_runs_from_another_directory(
     assert work.returncode == 0, work.stderr
 
     serve_env = {**env, "PHOTOCTL_DATA_DIR": str(workdir / "photoctl-data")}
-    url, process = start_server_in(elsewhere, serve_env, tmp_path / "serve.log")
+    server = launch_server(serve_env, tmp_path / "serve.log", cwd=elsewhere)
     try:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+        with server.client(token) as client:
             listed = client.get("/api/all-photos").json()["photos"]
             assert len(listed) == 2
             for photo in listed:
@@ -263,11 +238,7 @@ def test_thumb_and_preview_answer_200_when_serve_runs_from_another_directory(
                     assert answer.status_code == 200, (variant, answer.text)
                     assert answer.content[:2] == b"\xff\xd8"
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(server)
 
 
 def test_storage_paths_are_stored_relative_to_the_storage_root(settings, engine) -> None:

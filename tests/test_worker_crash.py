@@ -27,12 +27,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from testkit.photos import write_tree
 from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +53,6 @@ _DIED = re.compile(
     r"requeued"
 )
 _SHUTDOWN = re.compile(r"\[Shutdown\] Stopping \d+ workers")
-
-T = TypeVar("T")
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -105,18 +104,6 @@ class SharedLog:
 
     def completions(self) -> Counter[str]:
         return Counter(match["job"] for _, match in self.matching(_COMPLETED))
-
-
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def _live_processes() -> Iterator[tuple[int, int, int]]:

@@ -9,13 +9,11 @@ from pathlib import Path
 
 from photoctl.config import HISTORIC_ENV_NAMES
 
-# Variables photoctl still reads under their historic names (see config.py): a developer's
-# shell must not leak them into a test any more than PHOTOCTL_* ones.
-HISTORIC_VARIABLES = HISTORIC_ENV_NAMES
-
 
 def is_photoctl_variable(name: str) -> bool:
-    return name.startswith("PHOTOCTL_") or name in HISTORIC_VARIABLES
+    """PHOTOCTL_* and the historic names photoctl still reads (config.py): a developer's shell
+    must not leak either into a test."""
+    return name.startswith("PHOTOCTL_") or name in HISTORIC_ENV_NAMES
 
 
 def photoctl_env(tmp_path: Path, db_url: str | None = None, **extra: str) -> dict[str, str]:

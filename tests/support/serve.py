@@ -34,10 +34,24 @@ class Server:
 def start_server(tmp_path: Path, db_url: str, *args: str, **env_extra: str) -> Server:
     port = free_port()
     env = photoctl_env(tmp_path, db_url, **env_extra)
-    log = open(tmp_path / f"serve-{port}.log", "w")
+    return launch_server(env, tmp_path / f"serve-{port}.log", "--port", str(port), *args)
+
+
+def launch_server(
+    env: dict[str, str], log_path: Path, *args: str, cwd: Path | None = None
+) -> Server:
+    """`photoctl serve ARGS` with this environment, once /healthz answers; its output to log_path.
+
+    Without --port among ARGS a free port is chosen.
+    """
+    if "--port" not in args:
+        args = ("--port", str(free_port()), *args)
+    port = args[args.index("--port") + 1]
+    log = open(log_path, "w")  # lives as long as the server
     process = subprocess.Popen(
-        [sys.executable, "-m", "photoctl", "serve", "--port", str(port), *args],
+        [sys.executable, "-m", "photoctl", "serve", *args],
         env=env,
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -50,7 +64,7 @@ def start_server(tmp_path: Path, db_url: str, *args: str, **env_extra: str) -> S
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError((tmp_path / f"serve-{port}.log").read_text())
+            raise AssertionError(log_path.read_text())
         time.sleep(0.1)
 
 

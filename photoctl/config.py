@@ -24,6 +24,7 @@ from photoctl.errors import ConfigError
 DEFAULT_DATA_DIR = "photoctl-data"
 ENGINE_NAMES = ("local", "rekognition", "none")
 DETECTOR_NAMES = ("libfacedetection", "hog")
+LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -255,6 +256,12 @@ class LogSettings:
     file: str = _key("", "Rotating log file shared by every process; empty means stderr only")
     max_bytes: int = _key(10 * 1024 * 1024, "Rotate the log file at this size", minimum=1024)
     backup_count: int = _key(5, "Rotated log files kept", minimum=0)
+    format: str = _key(
+        "text",
+        "The log file's format: text lines, or json (one object per line with the fields "
+        "time, pid, level, logger, message, and event, worker, job, photo where they apply)",
+        choices=LOG_FORMATS,
+    )
     progress_seconds: float = _key(
         30.0,
         "`photoctl work` without a terminal logs a progress line this often (a bar otherwise)",

@@ -4,6 +4,13 @@ The file handler is concurrent-log-handler's, which locks around each write and 
 every worker process and every serve process can append to the same file safely. Operator-facing
 lines keep the shapes the service always had ("[PhotoWorker-0] Processing job …").
 
+With ``log.format = json`` the file holds one JSON object per line instead (python-json-logger):
+the time, pid, level, logger and message, plus the fields a line was logged with
+(``extra=``): ``event`` names what happened (job_started, job_completed, job_failed,
+job_retrying, worker_died, shutdown) and ``worker``, ``worker_id``, ``job``, ``photo`` say to
+what. Programs
+(and the crash tests) read those fields rather than parse the human text, which may change.
+
 -q and -v are about the terminal: -q leaves warnings and errors on stderr, while the shared file
 keeps ``log.level`` (a quiet cron job still leaves its record); -v makes both debug.
 """
@@ -33,6 +40,23 @@ def file_level_for(settings: Settings, verbosity: int) -> int:
     return level_for(settings, max(verbosity, 0))
 
 
+def _file_formatter(log_format: str) -> logging.Formatter:
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter(
+            "{asctime}{process}{levelname}{name}{message}",
+            style="{",
+            rename_fields={
+                "asctime": "time",
+                "process": "pid",
+                "levelname": "level",
+                "name": "logger",
+            },
+        )
+    return logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s")
+
+
 def setup_logging(settings: Settings, verbosity: int = 0) -> None:
     """Configure the root logger for this process (call once per process, children too)."""
     root = logging.getLogger()
@@ -57,7 +81,7 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> None:
             encoding="utf-8",
         )
         shared.setLevel(file_level_for(settings, verbosity))
-        shared.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+        shared.setFormatter(_file_formatter(settings.log.format))
         root.addHandler(shared)
     root.setLevel(level)
     # Library chatter is only interesting when debugging.

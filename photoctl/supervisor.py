@@ -292,14 +292,25 @@ class Supervisor:
                 error,
             )
             return
-        log.warning("[%s] died (%s); %d of its jobs requeued", name, how, released)
+        log.warning(
+            "[%s] died (%s); %d of its jobs requeued",
+            name,
+            how,
+            released,
+            extra={"event": "worker_died", "worker": name, "how": how, "requeued": released},
+        )
 
     def shutdown(self) -> None:
         """Ask every child to stop; kill and bury whoever is still busy after the grace."""
         if not self.children:
             return
         grace_seconds = self.settings.queue.shutdown_grace
-        log.info("[Shutdown] Stopping %d workers (grace %.0f s)", len(self.children), grace_seconds)
+        log.info(
+            "[Shutdown] Stopping %d workers (grace %.0f s)",
+            len(self.children),
+            grace_seconds,
+            extra={"event": "shutdown", "workers": len(self.children)},
+        )
         self.stop.set()
         for process, _ in self.children.values():
             if process.is_alive():

@@ -350,7 +350,13 @@ class _Child:
             photo = self._db(lambda: self._get_photo(job.photo_id))
             if photo is None:
                 raise PermanentError(f"photo {job.photo_id} no longer exists")
-            log.info("[%s] Processing job %s: %s", self.name, job.id, photo.filename)
+            log.info(
+                "[%s] Processing job %s: %s",
+                self.name,
+                job.id,
+                photo.filename,
+                extra=self._fields("job_started", job, photo.id),
+            )
             photo, data = current_source(self.engine, self.settings, photo, self._db, self.name)
             outcome = process_photo(self.settings, photo, self.faces, data)
             # The result is computed: wait for the database rather than throw it away.
@@ -393,6 +399,7 @@ class _Child:
             "face" if faces.faces == 1 else "faces",
             faces.matches,
             "match" if faces.matches == 1 else "matches",
+            extra=self._fields("job_completed", job, photo.id),
         )
 
     def _database_down(self) -> bool:
@@ -435,7 +442,13 @@ class _Child:
             self.jobs_failed += 1
             with self.spec.failed.get_lock():
                 self.spec.failed.value += 1
-            log.error("[%s] Job %s failed: %s", self.name, job.id, error)
+            log.error(
+                "[%s] Job %s failed: %s",
+                self.name,
+                job.id,
+                error,
+                extra=self._fields("job_failed", job, job.photo_id),
+            )
         else:
             log.warning(
                 "[%s] Job %s will be retried (attempt %d of %d): %s",
@@ -444,7 +457,18 @@ class _Child:
                 job.attempts,
                 self.policy.max_attempts,
                 error,
+                extra=self._fields("job_retrying", job, job.photo_id),
             )
+
+    def _fields(self, event: str, job: queue.ClaimedJob, photo_id: int | None) -> dict[str, Any]:
+        """The structured fields of a job's log line (logs.py: the JSON log file keeps them)."""
+        return {
+            "event": event,
+            "worker": self.name,
+            "worker_id": self.worker_id,  # host:supervisor pid:index:random, as in the jobs table
+            "job": job.id,
+            "photo": photo_id,
+        }
 
     def _count_done(self, count: int) -> None:
         self.jobs_done += count

@@ -2,11 +2,13 @@
 two supervisors ("machines") sharing one PostgreSQL queue.
 
 Everything runs as real `photoctl` subprocesses writing to one shared log file
-(PHOTOCTL_LOG_FILE). A worker logs "[PhotoWorker-N] Job <id> completed" once, after the
-transaction that marks the job done succeeded (completion is fenced by the worker id), so
-counting those lines across every process shows that no job was lost and none was recorded
-twice. The photos are 12 MP JPEGs that take ~0.2-0.3 s each to process, long enough to kill a
-worker in the middle of one.
+(PHOTOCTL_LOG_FILE) as JSON lines (PHOTOCTL_LOG_FORMAT=json). A worker logs a line with
+``event: job_completed`` once per job, after the transaction that marks the job done succeeded
+(completion is fenced by the worker id), so counting those lines across every process shows
+that no job was lost and none was recorded twice. The tests read the lines' fields (event,
+worker, job, how, requeued), never their human text, which is free to change. The photos are
+12 MP JPEGs that take ~0.2-0.3 s each to process, long enough to kill a worker in the middle of
+one.
 
 Signals: each supervisor gets its own session (``start_new_session``) so that teardown can kill
 whatever is left of it by process group, and so that a signal sent to the supervisor reaches the
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -43,17 +44,6 @@ SHUTDOWN_GRACE_SECONDS = 10
 # Replacing a worker that lived less than 5 s waits 5 s (supervisor._CRASH_BACKOFF_SECONDS).
 RESPAWN_TIMEOUT_SECONDS = 30
 
-_ENTRY = re.compile(r"^\S+ \S+ (?P<pid>\d+) (?P<level>[A-Z]+) (?P<message>.*)$")
-_PROCESSING = re.compile(r"\[PhotoWorker-(?P<index>\d+)\] Processing job (?P<job>[0-9a-f]{32}):")
-_COMPLETED = re.compile(
-    r"\[PhotoWorker-(?P<index>\d+)\] Job (?P<job>[0-9a-f]{32}) completed: photo (?P<photo>\d+) "
-)
-_DIED = re.compile(
-    r"\[PhotoWorker-(?P<index>\d+)\] died \((?P<how>[^)]*)\); (?P<requeued>\d+) of its jobs "
-    r"requeued"
-)
-_SHUTDOWN = re.compile(r"\[Shutdown\] Stopping \d+ workers")
-
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -62,8 +52,10 @@ _SHUTDOWN = re.compile(r"\[Shutdown\] Stopping \d+ workers")
 class LogEntry:
     position: int
     pid: int
-    level: str
-    message: str
+    fields: dict[str, Any]  # the JSON object of the line
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
 
 
 class SharedLog:
@@ -86,24 +78,15 @@ class SharedLog:
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()  # a line still being written
         for raw in lines:
-            match = _ENTRY.match(raw.decode("utf-8", "replace"))
-            if match:  # continuation lines (tracebacks) carry no pid; they are not entries
-                self.entries.append(
-                    LogEntry(len(self.entries), int(match["pid"]), match["level"], match["message"])
-                )
+            fields = json.loads(raw)  # a malformed line fails the test: the file must be JSON
+            self.entries.append(LogEntry(len(self.entries), int(fields["pid"]), fields))
         return self.entries
 
-    def matching(self, pattern: re.Pattern[str]) -> list[tuple[LogEntry, re.Match[str]]]:
-        self.refresh()
-        found = []
-        for entry in self.entries:
-            match = pattern.search(entry.message)
-            if match:
-                found.append((entry, match))
-        return found
+    def events(self, event: str) -> list[LogEntry]:
+        return [entry for entry in self.refresh() if entry.fields.get("event") == event]
 
     def completions(self) -> Counter[str]:
-        return Counter(match["job"] for _, match in self.matching(_COMPLETED))
+        return Counter(entry["job"] for entry in self.events("job_completed"))
 
 
 def _live_processes() -> Iterator[tuple[int, int, int]]:
@@ -197,6 +180,7 @@ def crash_env(tmp_path: Path, db_url: str | None = None) -> dict[str, str]:
         tmp_path,
         db_url,
         PHOTOCTL_LOG_FILE=str(tmp_path / "logs" / "photoctl.log"),
+        PHOTOCTL_LOG_FORMAT="json",
         # Never rotate during a test: every line stays in the one file we read.
         PHOTOCTL_LOG_MAX_BYTES=str(1 << 30),
         PHOTOCTL_QUEUE_LEASE_SECONDS="3",
@@ -261,73 +245,71 @@ def wait_exit(started: Started, timeout: float) -> tuple[int, float]:
 @dataclass(frozen=True)
 class Kill:
     pid: int
-    index: int
-    job: str  # the job the worker had announced ("Processing job ...") when it was killed
+    worker: str  # its name, e.g. PhotoWorker-1
+    job: str  # the job the worker had announced (job_started) when it was killed
     requeued: int  # how many jobs its supervisor reported requeueing
 
 
 def kill_a_busy_worker(log: SharedLog, supervisor: Started, attempts: int = 3) -> list[Kill]:
     """SIGKILL a child of ``supervisor`` in the middle of a job; wait until it is buried.
 
-    The victim is the child that most recently logged "Processing job" without completing it,
+    The victim is the child that most recently logged job_started without completing it,
     killed at once. Should a kill still miss (the job finished first, on a starved test
     process), another busy child is tried, until one kill really interrupts a job. Returns
     every kill made, the last one being that one.
     """
     kills: list[Kill] = []
 
-    def busy_child() -> tuple[int, re.Match[str]] | None:
+    def busy_child() -> LogEntry | None:
         children = child_pids(supervisor.pid)
-        latest: dict[int, tuple[int, re.Match[str]]] = {}  # pid -> (position, Processing)
+        latest: dict[int, LogEntry] = {}  # pid -> its job_started line
         for entry in log.refresh():
             if entry.pid not in children:
                 continue
-            processing = _PROCESSING.search(entry.message)
-            if processing:
-                latest[entry.pid] = (entry.position, processing)
-            elif _COMPLETED.search(entry.message):
+            event = entry.fields.get("event")
+            if event == "job_started":
+                latest[entry.pid] = entry
+            elif event == "job_completed":
                 latest.pop(entry.pid, None)
         if not latest:
             return None
-        pid, (_, processing) = max(latest.items(), key=lambda item: item[1][0])
-        return pid, processing
+        return max(latest.values(), key=lambda entry: entry.position)
 
     for _ in range(attempts):
-        pid, processing = wait_for(
-            busy_child, 60, f"a busy child of {supervisor.name}", interval=0.005
-        )
+        started = wait_for(busy_child, 60, f"a busy child of {supervisor.name}", interval=0.005)
         killed_at = len(log.entries)
-        os.kill(pid, signal.SIGKILL)
-        index = int(processing["index"])
+        os.kill(started.pid, signal.SIGKILL)
+        worker = started["worker"]
 
-        def buried(index: int = index, killed_at: int = killed_at) -> re.Match[str] | None:
-            for entry, died in log.matching(_DIED):
+        def buried(worker: str = worker, killed_at: int = killed_at) -> LogEntry | None:
+            for died in log.events("worker_died"):
                 if (
-                    entry.position >= killed_at
-                    and entry.pid == supervisor.pid
-                    and int(died["index"]) == index
+                    died.position >= killed_at
+                    and died.pid == supervisor.pid
+                    and died["worker"] == worker
                 ):
                     return died
             return None
 
-        died = wait_for(buried, 30, f"{supervisor.name} to report PhotoWorker-{index} died")
-        assert died["how"] == "killed by signal 9", died.group(0)
-        kills.append(Kill(pid, index, processing["job"], int(died["requeued"])))
+        died = wait_for(buried, 30, f"{supervisor.name} to report {worker} died")
+        assert died["how"] == "killed by signal 9", died.fields
+        kills.append(Kill(started.pid, worker, started["job"], died["requeued"]))
         if kills[-1].requeued >= 1:
             return kills
     raise AssertionError(f"{attempts} SIGKILLs in a row missed every job in progress: {kills}")
 
 
-def death_lines(log: SharedLog, supervisor: Started) -> list[str]:
-    return [match.group(0) for entry, match in log.matching(_DIED) if entry.pid == supervisor.pid]
-
-
-def expected_deaths(kills: list[Kill]) -> list[str]:
+def deaths(log: SharedLog, supervisor: Started) -> list[tuple[str, str, int]]:
+    """(worker, how, requeued) of every worker_died line the supervisor logged."""
     return [
-        f"[PhotoWorker-{kill.index}] died (killed by signal 9); {kill.requeued} of its jobs "
-        "requeued"
-        for kill in kills
+        (died["worker"], died["how"], died["requeued"])
+        for died in log.events("worker_died")
+        if died.pid == supervisor.pid
     ]
+
+
+def expected_deaths(kills: list[Kill]) -> list[tuple[str, str, int]]:
+    return [(kill.worker, "killed by signal 9", kill.requeued) for kill in kills]
 
 
 def assert_every_job_completed_exactly_once(
@@ -355,7 +337,7 @@ def assert_every_job_completed_exactly_once(
     }
     assert len(interrupted) == sum(kill.requeued for kill in kills), interrupted
     victims = {kill.pid for kill in kills}
-    completed_by = {match["job"]: entry.pid for entry, match in log.matching(_COMPLETED)}
+    completed_by = {entry["job"]: entry.pid for entry in log.events("job_completed")}
     for job_id, job in interrupted.items():
         assert job["attempts"] >= 2, job
         assert completed_by[job_id] not in victims, f"{job_id} completed by a killed worker"
@@ -384,7 +366,7 @@ def test_killed_worker_and_stopped_supervisor_lose_no_photo(
         children = child_pids(supervisor.pid)
         return any(
             entry.pid in children and entry.pid not in before_kill
-            for entry, _ in log.matching(_PROCESSING)
+            for entry in log.events("job_started")
         )
 
     wait_for(replacement_working, RESPAWN_TIMEOUT_SECONDS, "a replacement worker to take a job")
@@ -403,15 +385,15 @@ def test_killed_worker_and_stopped_supervisor_lose_no_photo(
     assert seconds < SHUTDOWN_GRACE_SECONDS, f"stopping took {seconds:.1f} s\n{supervisor.tail()}"
     wait_for(lambda: not group_pids(supervisor.pid), 10, "every worker to have exited")
     # Only the SIGKILLed worker died; the others stopped cleanly on SIGTERM.
-    assert death_lines(log, supervisor) == expected_deaths(kills), supervisor.tail()
+    assert deaths(log, supervisor) == expected_deaths(kills), supervisor.tail()
     first = summary(supervisor)
     assert (first["failed"], first["restarted"]) == (0, len(kills)), first
 
     # The workers finished the jobs they were processing when asked to stop (or gave back the
     # ones they had not started): nothing is left running, and the rest waits in the queue.
-    stopping = [e.position for e, _ in log.matching(_SHUTDOWN) if e.pid == supervisor.pid]
+    stopping = [e.position for e in log.events("shutdown") if e.pid == supervisor.pid]
     assert len(stopping) == 1, supervisor.tail()
-    finished_in_hand = [e for e, _ in log.matching(_COMPLETED) if e.position > stopping[0]]
+    finished_in_hand = [e for e in log.events("job_completed") if e.position > stopping[0]]
     assert finished_in_hand, "no worker finished its job in hand after SIGTERM"
     after_stop = Counter(job["state"] for job in list_jobs(env).values())
     assert after_stop["running"] == 0, f"jobs left running after a clean stop: {after_stop}"
@@ -455,12 +437,17 @@ def test_two_supervisors_share_a_postgresql_queue_without_double_processing(
         wait_for(lambda m=machine: not group_pids(m.pid), 10, f"{machine.name}'s workers to exit")
 
     assert_every_job_completed_exactly_once(env, log, kills)
-    assert death_lines(log, machine_a) == expected_deaths(kills), machine_a.tail()
-    assert death_lines(log, machine_b) == [], machine_b.tail()
+    assert deaths(log, machine_a) == expected_deaths(kills), machine_a.tail()
+    assert deaths(log, machine_b) == [], machine_b.tail()
 
-    # Both machines did part of the work, and each one's own output agrees with the shared file.
+    # Both machines did part of the work, and each one's summary agrees with the shared file,
+    # where a worker id names its supervisor's pid (host:pid:index:random).
     per_machine = {
-        machine.name: Counter(match["job"] for match in _COMPLETED.finditer(machine.stderr()))
+        machine.name: Counter(
+            entry["job"]
+            for entry in log.events("job_completed")
+            if entry["worker_id"].split(":")[1] == str(machine.pid)
+        )
         for machine in (machine_a, machine_b)
     }
     for name, completed in per_machine.items():

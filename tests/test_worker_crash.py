@@ -36,7 +36,8 @@ from testkit.photos import write_tree
 from tests.support.cli import photoctl_env, run_photoctl
 from tests.support.worker import wait_for
 
-pytestmark = pytest.mark.slow
+# One xdist process for the module: its 100 big photos are made once (scripts/test.sh).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("worker_crash")]
 
 PHOTO_COUNT = 100
 PHOTO_SIZE = (4000, 3000)  # ~0.2 s of one core each with --engine none

@@ -125,6 +125,8 @@ def test_matching_never_crosses_events_in_either_direction(
     ingest_event(engine, rk_settings, tmp_path / "run2", "run")
     assert "run-late-red.jpg" in photo_names(engine, red_runner.participant.id)
     assert "run-late-red.jpg" not in photo_names(engine, red_swimmer.participant.id)
+    photo_side = [e.detail for e in events.event_audit(engine, "run") if e.action == "matches"]
+    assert {"source": "photo", "users": 1} in photo_side, "matches made by a worker, counted"
     # One collection per event; the default event keeps the configured one.
     assert {"photoctl-run", "photoctl-swim"} <= collections(rekognition)
     # The gallery token finds its participant; it is stored only as a hash.
@@ -308,3 +310,79 @@ def test_expired_events_are_those_past_retention_and_not_purged(engine) -> None:
     assert [e.slug for e in events.expired_events(engine, now=later)] == ["undated"]
     # The default event has no date and is open: it never expires by itself.
     assert "default" not in [e.slug for e in events.expired_events(engine, now=later * 2)]
+
+
+def _seed_photo_with_face(engine, event_id: int, name: str, embedding: bytes) -> int:
+    with db.write(engine) as conn:
+        photo_id = conn.execute(
+            Photo.__table__.insert()
+            .values(
+                content_hash=name.ljust(64, "0"),
+                source_path=f"/nowhere/{name}".encode(),
+                filename=name,
+                size_bytes=1,
+                ingested_at=0.0,
+                processed_at=1.0,
+                faces_engine="local",  # checkpointed: the step reuses the stored face
+                event_id=event_id,
+            )
+            .returning(Photo.__table__.c.id)
+        ).scalar_one()
+        conn.execute(
+            Face.__table__.insert().values(
+                photo_id=photo_id, engine="local", face_index=0, box_left=0.1, box_top=0.1,
+                box_width=0.2, box_height=0.2, score=0.99, embedding=embedding,
+            )
+        )  # fmt: skip
+    return photo_id
+
+
+def test_local_engine_matching_never_crosses_events_with_seeded_embeddings(engine) -> None:
+    """The same face in two events' photos and two events' selfies: each side finds only its
+    own event, whether the photo is processed after the enrollment or the other way round."""
+    import numpy as np
+
+    from photoctl import users
+    from photoctl.catalog import get_photo
+    from photoctl.face_step import EngineFaceStep, StoredFaces
+    from photoctl.faces.base import EnrolledFace
+    from photoctl.faces.local import LocalEngine
+
+    face = np.full(128, 0.05, dtype="<f4").tobytes()
+    first = events.create_event(engine, "first", title="First", date=None, retention_days=9)
+    second = events.create_event(engine, "second", title="Second", date=None, retention_days=9)
+    photo_ids = {
+        event.slug: _seed_photo_with_face(engine, event.id, f"{event.slug}.jpg", face)
+        for event in (first, second)
+    }
+    user_ids = {}
+    for event in (first, second):
+        user_id, _ = users.add_user(engine, f"user-of-{event.slug}")
+        with db.write(engine) as conn:
+            conn.execute(
+                User.__table__.update().where(User.id == user_id).values(event_id=event.id)
+            )
+            conn.execute(
+                SelfieFace.__table__.insert().values(
+                    user_id=user_id, engine="local", embedding=face, created_at=0.0
+                )
+            )
+        user_ids[event.slug] = user_id
+    local = LocalEngine()
+    step = EngineFaceStep(engine, local)
+    for slug, photo_id in photo_ids.items():
+        with db.read(engine) as conn:
+            record = get_photo(conn, photo_id)
+        assert record is not None
+        summary = step.run(record, None)  # type: ignore[arg-type]  # checkpointed: no decode
+        assert summary.user_ids == (user_ids[slug],)
+    for event in (first, second):
+        selfie = EnrolledFace(user_ids[event.slug], face, None)
+        found = local.match_selfie(selfie, StoredFaces(engine, event.id))
+        assert [m.face_id for m in found] == [
+            f.id for f in StoredFaces(engine, event.id).all_faces("local")
+        ]
+        assert len(found) == 1
+    with db.read(engine) as conn:
+        pairs = set(conn.execute(select(Match.photo_id, Match.user_id)).all())
+    assert pairs == {(photo_ids[s], user_ids[s]) for s in ("first", "second")}

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from photoctl import audit, db, events, faces, participants, users
-from photoctl.errors import SeveralFaces
+from photoctl.errors import PermanentError, SeveralFaces
 from photoctl.ingest import ingest_paths
 from photoctl.models import AuditAction, AuditEntry, Face, Match, Photo, Rejection, SelfieFace, User
 from photoctl.worker import drain_in_process
@@ -284,6 +284,10 @@ def test_purge_removes_every_face_of_the_event_and_its_collection_leaves_photos_
     assert tombstone is not None and tombstone.erased_by == "purge"
     with pytest.raises(participants.EventClosed):
         enroll(engine, rekognition, rk_settings, "run", selfies / "blue.jpg")
+    with pytest.raises(PermanentError, match="purged"):  # the path `users enroll` takes too
+        users.enroll_selfie(
+            engine, rekognition, rk_settings, runner.participant.id, selfies / "blue.jpg"
+        )
 
     again = events.purge_event(engine, rekognition, "run")
     assert not again.first_purge

@@ -216,7 +216,9 @@ def events_purge(
 ) -> None:
     """Delete an event's face data: every face, embedding, selfie, match and "not me" of it,
     and its Rekognition collection (DeleteCollection). Photos stay; participants' gallery
-    links then say when their face data was deleted. Running it again is harmless.
+    links then say when their face data was deleted. Running it again is harmless. A purged
+    event takes no face data any more: no enrollment, and photos still ingested for it (or, for
+    the default event, uploaded) get thumbnails but no faces.
 
     Exit codes: 0 done (or nothing to do), 1 some purge failed (run it again), 2 bad usage.
 

@@ -331,7 +331,9 @@ def audit(app: App, slug: str | None, limit: int | None, as_json: bool) -> None:
             click.echo(json.dumps({**entry.as_json(), "event": slugs.get(entry.event_id)}))
             continue
         who = f"participant {entry.participant_id}" if entry.participant_id else "operator"
-        detail = " ".join(f"{key}={value}" for key, value in entry.detail.items())
+        # Versions are 64 hex digits: their first 12 tell them apart on a terminal (--json has
+        # them whole).
+        detail = " ".join(f"{key}={str(value)[:12]}" for key, value in entry.detail.items())
         click.echo(
             f"{_moment(entry.at)}  {slugs.get(entry.event_id, entry.event_id)}  "
             f"{entry.action}  {who}  {detail}".rstrip()

@@ -10,7 +10,7 @@ import datetime
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -182,6 +182,81 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
     click.echo("  consent text:")
     for line in event.consent_text.splitlines():
         click.echo(f"    {line}")
+
+
+@events.command("edit")
+@click.argument("slug")
+@click.option("--title", help="A new name for the event.")
+@click.option(
+    "--date", "date", type=click.DateTime(formats=["%Y-%m-%d"]), help="A new day (YYYY-MM-DD)."
+)
+@click.option("--no-date", is_flag=True, help="Remove the date (retention then counts from close).")
+@click.option("--retention-days", type=click.IntRange(min=1), help="A new retention.")
+@click.option(
+    "--consent-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A new consent text (a new version: earlier participants keep theirs).",
+)
+@click.option(
+    "--access-code",
+    is_flag=False,
+    flag_value=_GENERATE,
+    default=None,
+    metavar="[CODE]",
+    help="Ask for a new code: alone, a random one printed once on stdout; or CODE.",
+)
+@click.option("--no-access-code", is_flag=True, help="Enroll without a code from now on.")
+@json_option("Print the event (and a generated access code) as JSON on stdout.")
+@pass_app
+def events_edit(
+    app: App,
+    slug: str,
+    title: str | None,
+    date: datetime.datetime | None,
+    no_date: bool,
+    retention_days: int | None,
+    consent_file: Path | None,
+    access_code: str | None,
+    no_access_code: bool,
+    as_json: bool,
+) -> None:
+    """Change an event's title, date, retention, consent text or access code.
+
+    Shortening the retention takes effect at the next `events purge --expired`.
+
+    \b
+    Example:
+      photoctl events edit marathon-2026 --retention-days 30 --no-access-code
+    """
+    from photoctl import events as events_module
+
+    if date and no_date or access_code and no_access_code:
+        raise UsageProblem("--date/--no-date and --access-code/--no-access-code exclude each other")
+    changes: dict[str, Any] = {}
+    if date or no_date:
+        changes["date"] = date.date().isoformat() if date else None
+    generated = access_code == _GENERATE
+    code = events_module.new_access_code() if generated else access_code
+    if code or no_access_code:
+        changes["access_code"] = code
+    event = events_module.edit_event(
+        app.engine(),
+        slug,
+        title=title,
+        retention_days=retention_days,
+        consent_text=consent_file.read_text(encoding="utf-8") if consent_file else None,
+        **changes,
+    )
+    if as_json:
+        answer = event.as_json()
+        if generated:
+            answer["access_code"] = code
+        click.echo(json.dumps(answer))
+    elif generated:
+        click.echo(code)
+    if generated:
+        app.say("the access code above is shown only this once: note it now")
+    app.say(f"event {event.slug}: {event.title}; {_retention(event)}")
 
 
 @events.command("close")

@@ -139,7 +139,7 @@ def _user_infos() -> Select[Any]:  # the columns of UserInfo
 
 
 def list_users(database: Engine) -> list[UserInfo]:
-    """The accounts operators made (participants of events are listed by `events show`)."""
+    """The accounts operators made (participants of events are counted by `events list`)."""
     with db.read(database) as conn:
         rows = conn.execute(
             _user_infos()

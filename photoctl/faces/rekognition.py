@@ -80,6 +80,9 @@ class RekognitionEngine(FaceEngine):
     def __init__(
         self, client: Any, limiter: CallLimiter, collection_id: str, match_threshold: float
     ) -> None:
+        # The configured collection id, which names the other events' collections (for_event).
+        self.base_collection_id = collection_id
+        self._event_engines: dict[str, RekognitionEngine] = {}
         self.client = client
         self.limiter = limiter
         self.collection_id = collection_id
@@ -323,6 +326,43 @@ class RekognitionEngine(FaceEngine):
                 len(orphans),
             )
             self.forget(orphans)
+
+    # -- one collection per event ---------------------------------------------------------
+    # "Every face" of the module docstring is every face of one event: the default event keeps
+    # the configured collection id, any other uses ``<collection id>-<event slug>``. Each is
+    # created on first use (_ensure_collection) and deleted with its event's purge (drop_event).
+
+    def collection_for(self, slug: str) -> str:
+        from photoctl.models import DEFAULT_EVENT_SLUG  # here: keeps the import block as it was
+
+        base = self.base_collection_id
+        return base if slug == DEFAULT_EVENT_SLUG else f"{base}-{slug}"
+
+    def for_event(self, slug: str) -> RekognitionEngine:
+        collection_id = self.collection_for(slug)
+        if collection_id == self.collection_id:
+            return self
+        engine = self._event_engines.get(collection_id)
+        if engine is None:
+            # Same client and limiter: every collection counts against the one account quota.
+            engine = RekognitionEngine(
+                self.client, self.limiter, collection_id, self.match_threshold
+            )
+            engine.base_collection_id = self.base_collection_id
+            self._event_engines[collection_id] = engine
+        return engine
+
+    def drop_event(self, slug: str) -> None:
+        collection_id = self.collection_for(slug)
+        self._call(
+            "delete_collection",
+            CollectionId=collection_id,
+            tolerate=frozenset({"ResourceNotFoundException"}),
+        )
+        for engine in (self, self._event_engines.get(collection_id)):
+            if engine is not None and engine.collection_id == collection_id:
+                engine._collection_ready = False
+        log.info("[FaceRecognition][AWS] Deleted collection %s", collection_id)
 
     def check(self) -> str:
         import boto3

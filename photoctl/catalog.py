@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, func, select, update
 
 from photoctl.db import dialect_insert, in_chunks, insert_ignoring_conflicts
-from photoctl.models import IngestRoot, Job, JobKind, Photo, SourceFile
+from photoctl.models import DEFAULT_EVENT_ID, IngestRoot, Job, JobKind, Photo, SourceFile
 from photoctl.models import display_path as display_path
 
 photos = Photo.__table__
@@ -88,6 +88,7 @@ def register_files(
     now: float | None = None,
     *,
     uploaded_by: int | None = None,
+    event_id: int = DEFAULT_EVENT_ID,
 ) -> Registration:
     """Create a photo for each new content hash and remember every file's path, size and mtime.
 
@@ -108,6 +109,7 @@ def register_files(
             "size_bytes": file.size_bytes,
             "ingested_at": now,
             "uploaded_by": uploaded_by,
+            "event_id": event_id,
         }
         for digest, file in first_by_hash.items()
     ]

@@ -250,6 +250,16 @@ class ServeSettings:
 
 
 @dataclass(frozen=True)
+class EventsSettings:
+    default_retention_days: int = _key(
+        365,
+        "Days face data of an event is kept after its date (or after it is closed, for an "
+        "event without a date) when `events create` is given no --retention-days",
+        minimum=1,
+    )
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = _key("info", "Log level: debug, info, warning, error", choices=LOG_LEVELS)
     file: str = _key("", "Rotating log file shared by every process; empty means stderr only")
@@ -271,6 +281,7 @@ SECTIONS: dict[str, type] = {
     "storage": StorageSettings,
     "cache": CacheSettings,
     "serve": ServeSettings,
+    "events": EventsSettings,
     "log": LogSettings,
 }
 
@@ -287,6 +298,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     # "section.key" -> where the effective value came from, for `config show`.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)

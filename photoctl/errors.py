@@ -53,6 +53,10 @@ class NoDatabase(ConfigError):
         self.location = location
 
 
+class NoFace(PermanentError):
+    """A selfie in which the face engine found no face."""
+
+
 class SeveralFaces(PermanentError):
     """A selfie shows more than one face and the caller did not ask for the largest."""
 

@@ -22,6 +22,11 @@ matches show as they are committed.)
 The order of writes closes the race between a photo and an enrollment processed at the same
 time: a photo's faces are committed before enrolled users are read, and a selfie is committed
 before stored faces are read (users.enroll), so whichever commits second sees the other.
+
+Matching is scoped by the photo's event: its faces go to the event's index (Rekognition: the
+event's collection) and are matched against the selfies of that event's users only. A photo of
+a purged event gets no faces at all: nobody can enroll there any more, and its face data was
+deleted on purpose.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from collections.abc import Callable, Sequence
 from PIL import Image
 from sqlalchemy import Engine
 
-from photoctl import db, face_store, faces
+from photoctl import db, event_store, face_store, faces
 from photoctl.catalog import PhotoRecord
 from photoctl.config import Settings
 from photoctl.faces.base import FaceEngine, StoredFace
@@ -61,12 +66,17 @@ class EngineFaceStep:
         self.engine.warm_up()
 
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary:
-        found = self.photo_faces(photo, lambda: decoded.sharpest)
+        with db.read(self.database) as conn:
+            event = event_store.event_of_photo(conn, photo.id)
+        if event is None or event.purged_at is not None:
+            return FaceSummary()
+        engine = self.engine.for_event(event.slug)
+        found = self.photo_faces(photo, lambda: decoded.sharpest, engine)
         if not found:
             return FaceSummary()
         with db.read(self.database) as conn:
-            enrolled = face_store.enrolled_faces(conn, self.engine.name)
-        matches = self.engine.match_faces(found, enrolled)
+            enrolled = face_store.enrolled_faces(conn, engine.name, event.id)
+        matches = engine.match_faces(found, enrolled)
         if matches:
             with db.write(self.database) as conn:
                 face_store.store_matches(conn, matches)
@@ -74,21 +84,28 @@ class EngineFaceStep:
         return FaceSummary(faces=len(found), matches=len(users), user_ids=users)
 
     def photo_faces(
-        self, photo: PhotoRecord, image_of: Callable[[], Image.Image]
+        self,
+        photo: PhotoRecord,
+        image_of: Callable[[], Image.Image],
+        engine: FaceEngine | None = None,
     ) -> list[StoredFace]:
-        """The photo's faces for this engine: stored ones if checkpointed, else found and stored."""
-        name = self.engine.name
+        """The photo's faces for this engine: stored ones if checkpointed, else found and stored.
+
+        ``engine`` is this step's engine for the photo's event (``FaceEngine.for_event``).
+        """
+        engine = engine or self.engine
+        name = engine.name
         with db.read(self.database) as conn:
             checkpoint = face_store.faces_checkpoint(conn, photo.id)
             if checkpoint == name:
                 return face_store.photo_faces(conn, photo.id, name)
         if checkpoint == face_store.pending_checkpoint(name):
             # An earlier attempt may have indexed the photo and died before storing the answer.
-            self.engine.discard_photo_faces(photo.id)
-        elif self.engine.keeps_index:
+            engine.discard_photo_faces(photo.id)
+        elif engine.keeps_index:
             with db.write(self.database) as conn:
                 face_store.set_faces_checkpoint(conn, photo.id, face_store.pending_checkpoint(name))
-        records = self.engine.index_photo(photo.id, image_of())
+        records = engine.index_photo(photo.id, image_of())
         with db.write(self.database) as conn:
             face_store.store_faces(conn, photo.id, name, records)
             face_store.set_faces_checkpoint(conn, photo.id, name)
@@ -96,18 +113,19 @@ class EngineFaceStep:
 
 
 class StoredFaces:
-    """Stored faces for an engine matching a new selfie (a faces.base.FaceLookup).
+    """One event's stored faces, for an engine matching a new selfie (a faces.base.FaceLookup).
 
     Each call is one short read: no transaction stays open across the engine's own calls.
     """
 
-    def __init__(self, database: Engine) -> None:
+    def __init__(self, database: Engine, event_id: int) -> None:
         self.database = database
+        self.event_id = event_id
 
     def all_faces(self, engine: str) -> list[StoredFace]:
         with db.read(self.database) as conn:
-            return face_store.all_faces(conn, engine)
+            return face_store.all_faces(conn, engine, self.event_id)
 
     def faces_by_external_id(self, external_ids: Sequence[str]) -> list[StoredFace]:
         with db.read(self.database) as conn:
-            return face_store.faces_by_external_id(conn, external_ids)
+            return face_store.faces_by_external_id(conn, external_ids, self.event_id)

@@ -8,6 +8,10 @@ whose content changed, and the worker publishes a photo's matches with ``mark_fi
 ``photos.faces_engine`` is the face checkpoint: the name of the engine whose faces of the photo
 are stored, or ``<engine>:pending`` while an engine that keeps its own index (Rekognition) may
 hold faces of the photo that are not stored here yet. face_step.py decides when it changes.
+
+Matching is scoped by event: the enrolled faces a photo is matched against, and the stored
+faces a selfie is matched against, are those of one event. A rejection ("not me") keeps a
+(user, photo) pair from ever being stored as a match again, whichever side matched it.
 """
 
 from __future__ import annotations
@@ -16,16 +20,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, select, tuple_, update
 
 from photoctl import db
 from photoctl.faces.base import EnrolledFace, FaceMatch, FaceRecord, StoredFace
-from photoctl.models import Face, Match, Photo, SelfieFace
+from photoctl.models import Face, Match, Photo, Rejection, SelfieFace, User
 
 faces_table = Face.__table__
 matches_table = Match.__table__
 photos_table = Photo.__table__
 selfies_table = SelfieFace.__table__
+rejections_table = Rejection.__table__
+users_table = User.__table__
 
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 _PENDING = ":pending"
@@ -66,17 +72,26 @@ def _bytes(value: bytes | memoryview | None) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-def all_faces(conn: Connection, engine_name: str) -> list[StoredFace]:
-    """Every stored face an engine found."""
-    return _stored_faces(conn, faces_table.c.engine == engine_name)
+def _in_event(event_id: int) -> Any:
+    """The condition "the face's photo belongs to this event"."""
+    return exists().where(
+        and_(photos_table.c.id == faces_table.c.photo_id, photos_table.c.event_id == event_id)
+    )
 
 
-def faces_by_external_id(conn: Connection, external_ids: Sequence[str]) -> list[StoredFace]:
-    """The stored faces with these engine face ids (Rekognition FaceIds)."""
+def all_faces(conn: Connection, engine_name: str, event_id: int) -> list[StoredFace]:
+    """Every stored face an engine found in the photos of one event."""
+    return _stored_faces(conn, faces_table.c.engine == engine_name, _in_event(event_id))
+
+
+def faces_by_external_id(
+    conn: Connection, external_ids: Sequence[str], event_id: int
+) -> list[StoredFace]:
+    """The stored faces of one event's photos with these engine face ids (Rekognition)."""
     found: list[StoredFace] = []
     for start in range(0, len(external_ids), _IN_CHUNK):
         chunk = list(external_ids[start : start + _IN_CHUNK])
-        found.extend(_stored_faces(conn, faces_table.c.external_id.in_(chunk)))
+        found.extend(_stored_faces(conn, faces_table.c.external_id.in_(chunk), _in_event(event_id)))
     return found
 
 
@@ -123,12 +138,16 @@ def forget_photo_faces(conn: Connection, photo_id: int) -> None:
         set_faces_checkpoint(conn, photo_id, None)
 
 
-def enrolled_faces(conn: Connection, engine_name: str) -> list[EnrolledFace]:
-    """Every user's selfie face, as the engine stored it."""
+def enrolled_faces(conn: Connection, engine_name: str, event_id: int) -> list[EnrolledFace]:
+    """The selfie faces of one event's users, as the engine stored them."""
     rows = conn.execute(
-        select(
-            selfies_table.c.user_id, selfies_table.c.embedding, selfies_table.c.external_id
-        ).where(selfies_table.c.engine == engine_name)
+        select(selfies_table.c.user_id, selfies_table.c.embedding, selfies_table.c.external_id)
+        .select_from(selfies_table.join(users_table, users_table.c.id == selfies_table.c.user_id))
+        .where(
+            selfies_table.c.engine == engine_name,
+            users_table.c.event_id == event_id,
+            users_table.c.erased_at.is_(None),
+        )
     )
     return [EnrolledFace(r.user_id, _bytes(r.embedding), r.external_id) for r in rows]
 
@@ -144,7 +163,7 @@ def store_matches(
 
     Matches from a photo are stored not yet findable (``findable_at`` NULL): the job's final
     transaction publishes them (``mark_findable``). Matches from an enrollment are findable at
-    once. A match stored already (a rerun) is kept as it is.
+    once. A match stored already (a rerun) is kept as it is; a rejected pair is never stored.
     """
     now = time.time() if now is None else now
     best: dict[tuple[int, int], FaceMatch] = {}
@@ -161,6 +180,7 @@ def store_matches(
         key = (photo_of[match.face_id], match.user_id)
         if key not in best or match.similarity > best[key].similarity:
             best[key] = match
+    rejected = rejected_pairs(conn, list(best))
     rows = [
         {
             "photo_id": photo_id,
@@ -172,6 +192,7 @@ def store_matches(
             "findable_at": now if source == "selfie" else None,
         }
         for (photo_id, user_id), m in best.items()
+        if (photo_id, user_id) not in rejected
     ]
     gained: list[int] = []
     for start in range(0, len(rows), _IN_CHUNK):
@@ -181,6 +202,38 @@ def store_matches(
         )
         gained.extend(inserted.scalars())
     return sorted(set(gained))
+
+
+def rejected_pairs(conn: Connection, pairs: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The (photo id, user id) pairs among ``pairs`` that the user rejected ("not me")."""
+    found: set[tuple[int, int]] = set()
+    for chunk in db.in_chunks(pairs, _IN_CHUNK // 2):
+        found.update(
+            (photo_id, user_id)
+            for photo_id, user_id in conn.execute(
+                select(rejections_table.c.photo_id, rejections_table.c.user_id).where(
+                    tuple_(rejections_table.c.photo_id, rejections_table.c.user_id).in_(list(chunk))
+                )
+            )
+        )
+    return found
+
+
+def reject_match(conn: Connection, user_id: int, photo_id: int, now: float) -> bool:
+    """ "Not me": drop the user's match in the photo and remember the pair; False if there was
+    no such match (then nothing is written)."""
+    removed = conn.execute(
+        delete(matches_table).where(
+            matches_table.c.user_id == user_id, matches_table.c.photo_id == photo_id
+        )
+    ).rowcount
+    if not removed:
+        return False
+    conn.execute(
+        db.insert_ignoring_conflicts(conn, rejections_table),
+        [{"user_id": user_id, "photo_id": photo_id, "created_at": now}],
+    )
+    return True
 
 
 def mark_findable(conn: Connection, photo_id: int, now: float) -> None:
@@ -214,9 +267,20 @@ def replace_selfie(
     now: float | None = None,
 ) -> tuple[EnrolledFace, list[str]]:
     """Store a user's new selfie face; returns it and the engine ids of the faces it replaced."""
-    now = time.time() if now is None else now
     old = selfie_external_ids(conn, user_id)
     conn.execute(delete(selfies_table).where(selfies_table.c.user_id == user_id))
+    return add_selfie(conn, engine_name, user_id, record, now), old
+
+
+def add_selfie(
+    conn: Connection,
+    engine_name: str,
+    user_id: int,
+    record: FaceRecord,
+    now: float | None = None,
+) -> EnrolledFace:
+    """Store one more selfie face of a user (each is matched on its own: better recall)."""
+    now = time.time() if now is None else now
     conn.execute(
         selfies_table.insert().values(
             user_id=user_id,
@@ -226,7 +290,7 @@ def replace_selfie(
             created_at=now,
         )
     )
-    return EnrolledFace(user_id, record.embedding, record.external_id), old
+    return EnrolledFace(user_id, record.embedding, record.external_id)
 
 
 def selfie_external_ids(conn: Connection, user_id: int) -> list[str]:
@@ -250,3 +314,89 @@ def photos_of_user(conn: Connection, user_id: int) -> list[tuple[int, float]]:
             .order_by(matches_table.c.photo_id)
         )
     ]
+
+
+def delete_user_face_data(conn: Connection, user_id: int) -> dict[str, int]:
+    """Delete a user's selfie faces, matches and rejections; returns how many of each."""
+    return {
+        "selfies": conn.execute(
+            delete(selfies_table).where(selfies_table.c.user_id == user_id)
+        ).rowcount,
+        "matches": conn.execute(
+            delete(matches_table).where(matches_table.c.user_id == user_id)
+        ).rowcount,
+        "rejections": conn.execute(
+            delete(rejections_table).where(rejections_table.c.user_id == user_id)
+        ).rowcount,
+    }
+
+
+def _event_users(event_id: int) -> Any:
+    return select(users_table.c.id).where(users_table.c.event_id == event_id)
+
+
+def _event_photos(event_id: int) -> Any:
+    return select(photos_table.c.id).where(photos_table.c.event_id == event_id)
+
+
+def event_indexed_count(conn: Connection, event_id: int) -> int:
+    """How many faces and selfie faces of one event an engine with an index holds."""
+    photo_faces = conn.execute(
+        select(func.count()).where(
+            faces_table.c.external_id.is_not(None),
+            faces_table.c.photo_id.in_(_event_photos(event_id)),
+        )
+    ).scalar_one()
+    selfies = conn.execute(
+        select(func.count()).where(
+            selfies_table.c.external_id.is_not(None),
+            selfies_table.c.user_id.in_(_event_users(event_id)),
+        )
+    ).scalar_one()
+    return int(photo_faces) + int(selfies)
+
+
+def delete_event_face_data(conn: Connection, event_id: int) -> dict[str, int]:
+    """Delete every face, embedding, selfie face, match and rejection of one event.
+
+    Photos stay; their face checkpoints are cleared, so nothing claims their faces are stored.
+    Returns how many rows of each kind went.
+    """
+    users, photos = _event_users(event_id), _event_photos(event_id)
+    counts = {
+        "matches": conn.execute(
+            delete(matches_table).where(
+                matches_table.c.user_id.in_(users) | matches_table.c.photo_id.in_(photos)
+            )
+        ).rowcount,
+        "rejections": conn.execute(
+            delete(rejections_table).where(
+                rejections_table.c.user_id.in_(users) | rejections_table.c.photo_id.in_(photos)
+            )
+        ).rowcount,
+        "selfies": conn.execute(
+            delete(selfies_table).where(selfies_table.c.user_id.in_(users))
+        ).rowcount,
+        "faces": conn.execute(
+            delete(faces_table).where(faces_table.c.photo_id.in_(photos))
+        ).rowcount,
+    }
+    conn.execute(
+        update(photos_table)
+        .where(photos_table.c.event_id == event_id, photos_table.c.faces_engine.is_not(None))
+        .values(faces_engine=None)
+    )
+    return counts
+
+
+def event_has_face_data(conn: Connection, event_id: int) -> bool:
+    """Whether any face, selfie face or match of the event is stored."""
+    users, photos = _event_users(event_id), _event_photos(event_id)
+    for statement in (
+        select(faces_table.c.id).where(faces_table.c.photo_id.in_(photos)).limit(1),
+        select(selfies_table.c.id).where(selfies_table.c.user_id.in_(users)).limit(1),
+        select(matches_table.c.photo_id).where(matches_table.c.user_id.in_(users)).limit(1),
+    ):
+        if conn.execute(statement).first() is not None:
+            return True
+    return False

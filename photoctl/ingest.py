@@ -29,7 +29,7 @@ from photoctl.catalog import NewFile, display_path
 from photoctl.config import Settings
 from photoctl.errors import ConfigError
 from photoctl.imaging import looks_like_image, open_regular
-from photoctl.models import JobKind
+from photoctl.models import DEFAULT_EVENT_ID, JobKind
 from photoctl.walk import (
     Candidate,
     ignore_globs,
@@ -168,6 +168,7 @@ def ingest_paths(
     roots: Sequence[str | bytes],
     *,
     album: str | None = None,
+    event_id: int = DEFAULT_EVENT_ID,
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
     now: float | None = None,
@@ -177,6 +178,7 @@ def ingest_paths(
 ) -> IngestReport:
     """Register every image below ``roots``; enqueue a job for each new photo.
 
+    New photos belong to the event ``event_id`` (content ingested before stays in its event).
     ``ignore`` adds globs to ``ingest.ignore``. Files still being written are waited for up to
     ``settle_wait`` seconds (0: left for the next run); ``should_stop`` cuts that wait short.
     """
@@ -212,6 +214,7 @@ def ingest_paths(
         settings,
         _admissible(fresh, settings, report),
         album,
+        event_id,
         report,
         now,
         writing,
@@ -222,15 +225,24 @@ def ingest_paths(
     if settle_wait > 0 and unsettled:
         if writing and engine is not None and hashed:
             # Workers can start on these while the rest settles.
-            _register_batch(engine, hashed, album, report, now)
+            _register_batch(engine, hashed, album, event_id, report, now)
             hashed.clear()
         unsettled = _wait_for_settled(
-            engine, settings, unsettled, album, report, writing, hashed, settle_wait, should_stop
+            engine,
+            settings,
+            unsettled,
+            album,
+            event_id,
+            report,
+            writing,
+            hashed,
+            settle_wait,
+            should_stop,
         )
     if not writing:
         _count_without_writing(engine, hashed, report)
     elif hashed and engine is not None:
-        _register_batch(engine, hashed, album, report, now)
+        _register_batch(engine, hashed, album, event_id, report, now)
     report.unsettled = len(unsettled)
     report.skipped = report.unchanged + report.unsettled
     if report.unsettled:
@@ -265,6 +277,7 @@ def _hash_and_register(
     settings: Settings,
     to_hash: Sequence[Candidate],
     album: str | None,
+    event_id: int,
     report: IngestReport,
     now: float,
     writing: bool,
@@ -298,7 +311,7 @@ def _hash_and_register(
                 progress(done, len(to_hash))
             if writing and engine is not None and len(hashed) >= _REGISTER_BATCH:
                 # Registered while the threads hash the rest.
-                _register_batch(engine, hashed, album, report, now)
+                _register_batch(engine, hashed, album, event_id, report, now)
                 hashed.clear()
             if should_stop and should_stop():
                 log.info("stopping: %d of %d files hashed", done, len(to_hash))
@@ -311,6 +324,7 @@ def _wait_for_settled(
     settings: Settings,
     unsettled: list[Candidate],
     album: str | None,
+    event_id: int,
     report: IngestReport,
     writing: bool,
     hashed: list[NewFile],
@@ -349,6 +363,7 @@ def _wait_for_settled(
                 settings,
                 _admissible(ready, settings, report),
                 album,
+                event_id,
                 report,
                 time.time(),
                 writing,
@@ -360,9 +375,16 @@ def _wait_for_settled(
 
 
 def _register_batch(
-    engine: Engine, batch: Sequence[NewFile], album: str | None, report: IngestReport, now: float
+    engine: Engine,
+    batch: Sequence[NewFile],
+    album: str | None,
+    event_id: int,
+    report: IngestReport,
+    now: float,
 ) -> None:
-    registration, job_ids, queue_size = _register(engine, batch, album, None, now)
+    registration, job_ids, queue_size = _register(
+        engine, batch, album, None, now, event_id=event_id
+    )
     report.new += len(registration.new_photo_ids)
     report.duplicates += len(registration.duplicate_paths)
     report.job_ids.extend(job_ids)
@@ -377,6 +399,8 @@ def _register(
     uploaded_by: int | None,
     now: float,
     max_waiting: int | None = None,
+    *,
+    event_id: int = DEFAULT_EVENT_ID,
 ) -> tuple[catalog.Registration, list[str], int]:
     """The one way into the queue, for folders and uploads alike.
 
@@ -387,7 +411,9 @@ def _register(
     with db.write(engine) as conn:
         if max_waiting is not None:
             queue.lock_capped_enqueue(conn)
-        registration = catalog.register_files(conn, files, album, now, uploaded_by=uploaded_by)
+        registration = catalog.register_files(
+            conn, files, album, now, uploaded_by=uploaded_by, event_id=event_id
+        )
         if (
             max_waiting is not None
             and registration.new_photo_ids

@@ -54,6 +54,48 @@ class JobKind(enum.StrEnum):
     NOOP = "noop"  # does nothing; measures the queue itself
 
 
+# Migration 0007 creates the default event first, in an empty table, so it has id 1 on both
+# databases; photos and users inserted without an event (uploads, operator-made users, older
+# code paths) belong to it through the column default. No code deletes an event row.
+DEFAULT_EVENT_ID = 1
+DEFAULT_EVENT_SLUG = "default"
+
+
+class AuditAction(enum.StrEnum):
+    CONSENT = "consent"
+    ENROLL = "enroll"
+    MATCHES = "matches"
+    NOT_ME = "not_me"
+    ERASE = "erase"
+    PURGE = "purge"
+    EVENT_CREATE = "event_create"
+    EVENT_CLOSE = "event_close"
+
+
+class Event(Base):
+    """An event: its photos, its participants, the consent they gave and how long faces stay.
+
+    ``closed_at`` ends enrollment (photos are still taken in); ``purged_at`` records that the
+    event's face data (faces, embeddings, selfies, matches, its Rekognition collection) is gone.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    date: Mapped[str | None] = mapped_column(String(10))  # ISO date
+    retention_days: Mapped[int] = mapped_column(Integer)
+    consent_text: Mapped[str] = mapped_column(Text)
+    consent_version: Mapped[str] = mapped_column(String(64))  # sha256 hex of consent_text
+    access_code_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    closed_at: Mapped[float | None] = mapped_column(Float)
+    purged_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = {"sqlite_autoincrement": True}
+
+
 class Photo(Base):
     """One distinct image (by content hash). Its processing state is its job's state."""
 
@@ -79,6 +121,10 @@ class Photo(Base):
     # rescue after a crash) finds it set and does not detect or index the photo again.
     faces_engine: Mapped[str | None] = mapped_column(String(32))
     uploaded_by: Mapped[int | None] = mapped_column(Integer)  # user id, for uploads
+    # The same content ingested for a second event stays a photo of the first one.
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id"), index=True, server_default=str(DEFAULT_EVENT_ID)
+    )
 
     # AUTOINCREMENT on SQLite: an id is never handed out twice, even after the newest row is
     # deleted, so nothing keyed by an id (cache entries, a client's bookmark) can point at a
@@ -96,6 +142,18 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     enrolled_at: Mapped[float | None] = mapped_column(Float)
+    # A user is matched only against the photos of their event. Participants (who enrolled
+    # themselves on the event page) have a gallery token; operator-made users have none.
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id"), index=True, server_default=str(DEFAULT_EVENT_ID)
+    )
+    gallery_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    consent_version: Mapped[str | None] = mapped_column(String(64))
+    consented_at: Mapped[float | None] = mapped_column(Float)
+    # Face data erased (by the participant or by the event's purge); the row stays so that the
+    # gallery link can say so.
+    erased_at: Mapped[float | None] = mapped_column(Float)
+    erased_by: Mapped[str | None] = mapped_column(String(16))  # participant | purge
 
     # A deleted user's id must never come back: cached lists are keyed and tagged by user id.
     __table_args__ = {"sqlite_autoincrement": True}
@@ -165,6 +223,36 @@ class Match(Base):
     source: Mapped[str] = mapped_column(String(16), server_default="photo")  # photo | selfie
     # When the match became visible to the user (the photo's job committed, caches dropped).
     findable_at: Mapped[float | None] = mapped_column(Float, index=True)
+
+
+class Rejection(Base):
+    """ "Not me": the user said they are not in this photo; matching never pairs them again."""
+
+    __tablename__ = "rejections"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    photo_id: Mapped[int] = mapped_column(
+        ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """The audit log: append-only (no code updates or deletes a row), never holding embeddings,
+    tokens, images or addresses. ``participant_id`` is no foreign key: entries outlive users."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    participant_id: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, server_default="{}")  # small JSON object
+
+    __table_args__ = {"sqlite_autoincrement": True}
 
 
 class Meta(Base):

@@ -2,8 +2,10 @@
 
 Only hashes are stored. API tokens are long random strings, so one SHA-256 is enough to make a
 stolen database useless; passwords are chosen by people, so they get scrypt with a salt.
-Enrolling replaces the user's selfie and matches it against every stored face at once;
-deleting a user removes their selfie from the engine's own index before the database rows.
+Enrolling replaces the user's selfie (or adds one more) and matches it against the stored faces
+of the user's event at once; deleting a user removes their selfie from the engine's own index
+(the event's) before the database rows. Participants who enrolled themselves on an event page
+are users too (participants.py); `users list` shows only the accounts operators made.
 
 Login tokens (from /api/login) expire after ``serve.login_token_ttl`` counted from their
 creation, so shortening the setting also ends older tokens; logging out, rotating the API token
@@ -23,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Select, delete, func, select, update
 
-from photoctl import db, face_store
+from photoctl import db, event_store, face_store
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, NotFound, PermanentError, PhotoctlError, SeveralFaces
+from photoctl.errors import ConfigError, NoFace, NotFound, PhotoctlError, SeveralFaces
 from photoctl.face_step import StoredFaces
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
@@ -130,8 +132,13 @@ def _user_infos() -> Select[Any]:  # the columns of UserInfo
 
 
 def list_users(database: Engine) -> list[UserInfo]:
+    """The accounts operators made (participants of events are listed by `events show`)."""
     with db.read(database) as conn:
-        rows = conn.execute(_user_infos().order_by(users_table.c.name))
+        rows = conn.execute(
+            _user_infos()
+            .where(users_table.c.gallery_token_hash.is_(None))
+            .order_by(users_table.c.name)
+        )
         return [UserInfo(r[0], r[1], bool(r[2]), r[3] > 0, r[4]) for r in rows]
 
 
@@ -182,7 +189,33 @@ def enroll(
     largest one: the CLI asks for it, so an operator never enrolls a bystander by mistake.
     Returns how many photos the user is now matched in.
     """
-    user_id = user_id_by_name(database, name)
+    return enroll_selfie(
+        database, engine, settings, user_id_by_name(database, name), selfie, largest=largest
+    )
+
+
+def enroll_selfie(
+    database: Engine,
+    engine: FaceEngine,
+    settings: Settings,
+    user_id: int,
+    selfie: Path,
+    *,
+    largest: bool = True,
+    replace: bool = True,
+) -> int:
+    """Enroll a selfie of a user and match it against the stored faces of the user's event.
+
+    ``replace`` drops the user's earlier selfies and matches first (a new selfie may not match
+    the old photos: they are matched again from scratch); without it the selfie is one more,
+    matched on its own, and every match found before stays. Returns how many photos the user
+    is now matched in. NoFace or SeveralFaces leave nothing stored.
+    """
+    with db.read(database) as conn:
+        event = event_store.event_of_user(conn, user_id)
+    if event is None:
+        raise NotFound(f"no user with id {user_id}")
+    engine = engine.for_event(event.slug)
     shown = display_path(str(selfie))
     decoded = decode_photo(
         selfie,
@@ -197,19 +230,23 @@ def enroll(
     except SeveralFaces as several:
         raise SeveralFaces(several.count, shown) from None
     if record is None:
-        raise PermanentError(f"{shown}: no face found in the selfie")
+        raise NoFace(f"{shown}: no face found in the selfie")
+    replaced: list[str] = []
     with db.write(database) as conn:
-        selfie_face, replaced = face_store.replace_selfie(conn, engine.name, user_id, record)
+        if replace:
+            selfie_face, replaced = face_store.replace_selfie(conn, engine.name, user_id, record)
+        else:
+            selfie_face = face_store.add_selfie(conn, engine.name, user_id, record)
     if replaced:
         engine.forget(replaced)
     with db.write(database) as conn:
-        # A new selfie may not match the old photos: they are matched again from scratch.
-        conn.execute(delete(Match.__table__).where(Match.__table__.c.user_id == user_id))
+        if replace:
+            conn.execute(delete(Match.__table__).where(Match.__table__.c.user_id == user_id))
         conn.execute(
             update(users_table).where(users_table.c.id == user_id).values(enrolled_at=time.time())
         )
     # After the selfie's commit: a photo whose faces commit later matches it in its own job.
-    found = engine.match_selfie(selfie_face, StoredFaces(database))
+    found = engine.match_selfie(selfie_face, StoredFaces(database, event.id))
     if found:
         with db.write(database) as conn:
             face_store.store_matches(conn, found, source="selfie")
@@ -228,10 +265,11 @@ def delete_user(
     user_id = user_id_by_name(database, name)
     with db.read(database) as conn:
         external_ids = face_store.selfie_external_ids(conn, user_id)
-    if external_ids:
+        event = event_store.event_of_user(conn, user_id)
+    if external_ids and event is not None:
         if engine is None:
             raise ConfigError("this user's selfie is held by a face engine; give --engine")
-        engine.forget(external_ids)
+        engine.for_event(event.slug).forget(external_ids)
     with db.write(database) as conn:
         # The foreign key cascades too; said here so revocation does not hang on a pragma.
         conn.execute(delete(login_tokens).where(login_tokens.c.user_id == user_id))

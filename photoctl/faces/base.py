@@ -119,6 +119,14 @@ class FaceEngine(ABC):
     def discard_photo_faces(self, photo_id: int) -> None:  # noqa: B027
         """Remove what an interrupted index_photo may have stored for this photo."""
 
+    def for_event(self, slug: str) -> FaceEngine:
+        """This engine working on one event's faces: an engine that keeps an index keeps one
+        per event (so a search never finds another event's faces); others return themselves."""
+        return self
+
+    def drop_event(self, slug: str) -> None:  # noqa: B027
+        """Delete the index of one event's faces (if the engine keeps one), all at once."""
+
     @abstractmethod
     def check(self) -> str:
         """Raise ConfigError saying what is missing; return a one-line description if ready."""

@@ -7,6 +7,11 @@ the collection. Throttling answers slow the shared limiter and are retried here,
 a job; other AWS errors become Transient or Permanent errors carrying the AWS error code.
 botocore's own retries stay in adaptive mode but few: its retry budget is per client and runs
 out under sustained throttling, which is what the loop below is for.
+
+Collections per event (``for_event``): the default event keeps the configured collection id,
+any other uses ``<collection id>-<event slug>``; one is created on first use and deleted with
+DeleteCollection when its event is purged (``drop_event``). "Every face" above is every face
+of one event.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from photoctl.faces.base import (
     StoredFace,
 )
 from photoctl.faces.limiter import CallLimiter, LimiterSettings
+from photoctl.models import DEFAULT_EVENT_SLUG
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,9 @@ class RekognitionEngine(FaceEngine):
         self.collection_id = collection_id
         self.match_threshold = match_threshold
         self._collection_ready = False
+        # The configured collection id, which names the other events' collections.
+        self.base_collection_id = collection_id
+        self._event_engines: dict[str, RekognitionEngine] = {}
 
     @classmethod
     def from_settings(
@@ -323,6 +332,36 @@ class RekognitionEngine(FaceEngine):
                 len(orphans),
             )
             self.forget(orphans)
+
+    def collection_for(self, slug: str) -> str:
+        base = self.base_collection_id
+        return base if slug == DEFAULT_EVENT_SLUG else f"{base}-{slug}"
+
+    def for_event(self, slug: str) -> RekognitionEngine:
+        collection_id = self.collection_for(slug)
+        if collection_id == self.collection_id:
+            return self
+        engine = self._event_engines.get(collection_id)
+        if engine is None:
+            # Same client and limiter: every collection counts against the one account quota.
+            engine = RekognitionEngine(
+                self.client, self.limiter, collection_id, self.match_threshold
+            )
+            engine.base_collection_id = self.base_collection_id
+            self._event_engines[collection_id] = engine
+        return engine
+
+    def drop_event(self, slug: str) -> None:
+        collection_id = self.collection_for(slug)
+        self._call(
+            "delete_collection",
+            CollectionId=collection_id,
+            tolerate=frozenset({"ResourceNotFoundException"}),
+        )
+        for engine in (self, self._event_engines.get(collection_id)):
+            if engine is not None and engine.collection_id == collection_id:
+                engine._collection_ready = False
+        log.info("[FaceRecognition][AWS] Deleted collection %s", collection_id)
 
     def check(self) -> str:
         import boto3

@@ -64,7 +64,8 @@ class PostgresPool:
     DROP DATABASE took 1-4 s per database on the shared test server (measured), longer than
     many tests; emptying one takes ~0.3 s. ``give_back`` makes the database what a fresh copy
     would be: every table but alembic_version truncated, identities restarted, photoctl_meta as
-    in the template with a new ``database_id``; an empty database loses its public schema,
+    in the template with a new ``database_id``, rows the migrations made (the default event)
+    put back; an empty database loses its public schema,
     made anew. A database that cannot be brought back so (it refuses connections, its tables or
     revision changed) is dropped instead. ``close`` drops them all.
     """
@@ -80,13 +81,15 @@ class PostgresPool:
             self._tables = self._table_names(conn)
             self._revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             self._meta = conn.execute("SELECT key, value FROM photoctl_meta").fetchall()
-            seeded = [
-                table
-                for table in self._tables - {"alembic_version", "photoctl_meta"}
-                if conn.execute(f'SELECT EXISTS (SELECT 1 FROM "{table}")').fetchone()[0]
-            ]
-        # The reset below knows only these two tables to hold rows after the migrations.
-        assert not seeded, f"migrations left rows in {seeded}: teach PostgresPool to restore them"
+            # Rows the migrations themselves insert (the default event of 0007): restored as
+            # they were after each test, with their identity sequences moved past them.
+            self._seeded: dict[str, tuple[list[str], list[tuple]]] = {}
+            for table in sorted(self._tables - {"alembic_version", "photoctl_meta"}):
+                cursor = conn.execute(f'SELECT * FROM "{table}"')
+                rows = cursor.fetchall()
+                if rows:
+                    columns = [column.name for column in cursor.description or []]
+                    self._seeded[table] = (columns, rows)
 
     @staticmethod
     def _table_names(conn: psycopg.Connection) -> set[str]:
@@ -142,6 +145,16 @@ class PostgresPool:
                         for key, value in self._meta
                     ],
                 )
+                for table, (columns, rows) in self._seeded.items():
+                    names = ", ".join(f'"{column}"' for column in columns)
+                    marks = ", ".join(["%s"] * len(columns))
+                    cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', rows)
+                    if "id" in columns:
+                        cursor.execute(
+                            "SELECT setval(pg_get_serial_sequence(%s, 'id'), "
+                            f'(SELECT max(id) FROM "{table}"))',
+                            (table,),
+                        )
 
     def close(self) -> None:
         for name in self._made:

@@ -1,0 +1,86 @@
+"""The audit log of events: consent, enrollment, matches made, "not me", erasure and purge.
+
+A query module (see db.py): ``record`` writes in the caller's transaction, so an entry commits
+with the change it describes, or not at all. The log is append-only: nothing here (or anywhere)
+updates or deletes an entry. Details are small JSON objects of counts and versions; callers
+never pass embeddings, tokens, images or client addresses, and ``record`` refuses keys that
+suggest one, so a careless caller fails loudly in tests instead of leaking into the log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from photoctl.models import AuditAction, AuditEntry
+
+audit_log = AuditEntry.__table__
+
+_FORBIDDEN_WORDS = frozenset({"token", "embedding", "image", "bytes", "address", "ip"})
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    at: float
+    event_id: int
+    action: str
+    participant_id: int | None
+    detail: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "event_id": self.event_id,
+            "action": self.action,
+            "participant_id": self.participant_id,
+            "detail": self.detail,
+        }
+
+
+def record(
+    conn: Connection,
+    event_id: int,
+    action: AuditAction,
+    participant_id: int | None = None,
+    now: float | None = None,
+    **detail: Any,
+) -> None:
+    """Append one entry; ``detail`` holds counts and versions only."""
+    for key in detail:
+        if _FORBIDDEN_WORDS & set(key.lower().split("_")):
+            raise ValueError(f"audit detail {key!r} is not allowed in the audit log")
+    conn.execute(
+        audit_log.insert().values(
+            at=time.time() if now is None else now,
+            event_id=event_id,
+            action=str(action),
+            participant_id=participant_id,
+            detail=json.dumps(detail, sort_keys=True, separators=(",", ":")),
+        )
+    )
+
+
+def entries(conn: Connection, event_id: int | None = None, limit: int | None = None) -> list[Entry]:
+    """Entries oldest first, of one event or of all; ``limit`` keeps the newest ones."""
+    query = select(
+        audit_log.c.id,
+        audit_log.c.at,
+        audit_log.c.event_id,
+        audit_log.c.action,
+        audit_log.c.participant_id,
+        audit_log.c.detail,
+    )
+    if event_id is not None:
+        query = query.where(audit_log.c.event_id == event_id)
+    if limit is not None:
+        query = query.order_by(audit_log.c.id.desc()).limit(limit)
+        rows = list(reversed(conn.execute(query).all()))
+    else:
+        rows = list(conn.execute(query.order_by(audit_log.c.id)).all())
+    return [Entry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in rows]

@@ -1,0 +1,194 @@
+"""Events in the database: the queries, and nothing else.
+
+A query module (see db.py): every function takes the caller's Connection and never commits.
+events.py holds the services built on these (create, close, purge); face_step.py and users.py
+ask here which event a photo or a user belongs to, which scopes their matching.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, select, update
+
+from photoctl.models import Event as EventModel
+from photoctl.models import Photo, User
+
+events_table = EventModel.__table__
+photos_table = Photo.__table__
+users_table = User.__table__
+
+DAY_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    slug: str
+    title: str
+    date: str | None
+    retention_days: int
+    consent_text: str
+    consent_version: str
+    requires_access_code: bool
+    created_at: float
+    closed_at: float | None
+    purged_at: float | None
+
+    @property
+    def face_data_deleted_on(self) -> str | None:
+        """The (UTC) day the event's face data was purged, or None while it is kept."""
+        if self.purged_at is None:
+            return None
+        return datetime.datetime.fromtimestamp(self.purged_at, datetime.UTC).date().isoformat()
+
+    @property
+    def retention_ends_at(self) -> float | None:
+        """When face data is due for purge: ``retention_days`` after the event's date, or, for
+        an event without a date, after it was closed. None: an open event without a date (the
+        default event) keeps its face data until it is closed or purged by hand."""
+        if self.date is not None:
+            day = datetime.date.fromisoformat(self.date)
+            start = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)
+            return start.timestamp() + self.retention_days * DAY_SECONDS
+        if self.closed_at is not None:
+            return self.closed_at + self.retention_days * DAY_SECONDS
+        return None
+
+    @property
+    def state(self) -> str:
+        if self.purged_at is not None:
+            return "purged"
+        return "closed" if self.closed_at is not None else "open"
+
+    def as_json(self) -> dict[str, Any]:
+        ends = self.retention_ends_at
+        return {
+            "id": self.id,
+            "slug": self.slug,
+            "title": self.title,
+            "date": self.date,
+            "retention_days": self.retention_days,
+            "state": self.state,
+            "requires_access_code": self.requires_access_code,
+            "consent_version": self.consent_version,
+            "created_at": self.created_at,
+            "closed_at": self.closed_at,
+            "purged_at": self.purged_at,
+            "retention_ends_at": ends,
+        }
+
+
+_COLUMNS = (
+    events_table.c.id,
+    events_table.c.slug,
+    events_table.c.title,
+    events_table.c.date,
+    events_table.c.retention_days,
+    events_table.c.consent_text,
+    events_table.c.consent_version,
+    events_table.c.access_code_hash.is_not(None),
+    events_table.c.created_at,
+    events_table.c.closed_at,
+    events_table.c.purged_at,
+)
+
+
+def _event(row: Row[Any] | None) -> Event | None:
+    if row is None:
+        return None
+    values = list(row)
+    values[7] = bool(values[7])
+    return Event(*values)
+
+
+def event_by_slug(conn: Connection, slug: str) -> Event | None:
+    return _event(conn.execute(select(*_COLUMNS).where(events_table.c.slug == slug)).first())
+
+
+def event_by_id(conn: Connection, event_id: int) -> Event | None:
+    return _event(conn.execute(select(*_COLUMNS).where(events_table.c.id == event_id)).first())
+
+
+def all_events(conn: Connection) -> list[Event]:
+    rows = conn.execute(select(*_COLUMNS).order_by(events_table.c.id))
+    return [event for event in map(_event, rows) if event is not None]
+
+
+def access_code_hash(conn: Connection, event_id: int) -> str | None:
+    return conn.execute(
+        select(events_table.c.access_code_hash).where(events_table.c.id == event_id)
+    ).scalar()
+
+
+def insert_event(conn: Connection, **values: Any) -> int:
+    return conn.execute(
+        events_table.insert().values(**values).returning(events_table.c.id)
+    ).scalar_one()
+
+
+def set_closed(conn: Connection, event_id: int, now: float) -> bool:
+    """Close an open event; False when it was closed already."""
+    return (
+        conn.execute(
+            update(events_table)
+            .where(events_table.c.id == event_id, events_table.c.closed_at.is_(None))
+            .values(closed_at=now)
+        ).rowcount
+        > 0
+    )
+
+
+def set_purged(conn: Connection, event_id: int, now: float) -> None:
+    """Record the purge; the first purge's time stays (a later one only cleans leftovers)."""
+    conn.execute(
+        update(events_table)
+        .where(events_table.c.id == event_id, events_table.c.purged_at.is_(None))
+        .values(purged_at=now)
+    )
+
+
+def event_of_photo(conn: Connection, photo_id: int) -> Event | None:
+    return _event(
+        conn.execute(
+            select(*_COLUMNS)
+            .select_from(
+                events_table.join(photos_table, photos_table.c.event_id == events_table.c.id)
+            )
+            .where(photos_table.c.id == photo_id)
+        ).first()
+    )
+
+
+def event_of_user(conn: Connection, user_id: int) -> Event | None:
+    return _event(
+        conn.execute(
+            select(*_COLUMNS)
+            .select_from(
+                events_table.join(users_table, users_table.c.event_id == events_table.c.id)
+            )
+            .where(users_table.c.id == user_id)
+        ).first()
+    )
+
+
+def counts_by_event(conn: Connection) -> dict[int, tuple[int, int]]:
+    """event id -> (photos, participants) for every event that has either."""
+    photos: dict[int, int] = dict(
+        conn.execute(
+            select(photos_table.c.event_id, func.count()).group_by(photos_table.c.event_id)
+        ).all()
+    )
+    participants: dict[int, int] = dict(
+        conn.execute(
+            select(users_table.c.event_id, func.count())
+            .where(users_table.c.gallery_token_hash.is_not(None))
+            .group_by(users_table.c.event_id)
+        ).all()
+    )
+    return {
+        event_id: (photos.get(event_id, 0), participants.get(event_id, 0))
+        for event_id in set(photos) | set(participants)
+    }

@@ -1,0 +1,302 @@
+"""Events: create, list, close and purge them; what the event pages and `photoctl events` use.
+
+A service (see db.py): functions take an Engine and own their transactions. Photos and
+participants belong to one event, and matching never crosses events (face_step.py, users.py).
+
+Retention: an event's face data is due for purge ``retention_days`` after its date, or, for an
+event without a date, after it was closed; an open event without a date (such as the default
+one, which holds everything from before events existed) keeps it until it is closed or purged by
+hand. A purge deletes every face, embedding, selfie face, match and rejection of the event, and
+its Rekognition collection, leaves the photos, marks its participants erased, and is audited.
+It can run again at any time (cron) and then only cleans what appeared since.
+
+Access codes are short and meant to be printed on a badge or bib; they are stored as a SHA-256
+hash of the code with spaces, dashes and case removed. They make enrolling someone else's face
+from a photo harder, not impossible: anyone holding the code can still enroll any face.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from photoctl import audit, db, event_store, face_store, participant_store
+from photoctl.errors import ConfigError
+from photoctl.event_store import Event
+from photoctl.faces.base import FaceEngine
+from photoctl.models import DEFAULT_EVENT_SLUG, AuditAction
+
+__all__ = [
+    "Event",
+    "EventSummary",
+    "PurgeReport",
+    "UnknownEvent",
+    "access_code_matches",
+    "close_event",
+    "create_event",
+    "default_consent_text",
+    "event_audit",
+    "expired_events",
+    "get_event",
+    "get_event_by_id",
+    "list_events",
+    "purge_event",
+    "require_event",
+]
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# No 0/O, 1/I/L: read off a badge and typed on a phone.
+_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+
+
+class UnknownEvent(ConfigError):
+    """No event has this slug (a usage error: exit 2)."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"no event {slug!r} (photoctl events list shows them)")
+        self.slug = slug
+
+
+def default_consent_text(title: str, retention_days: int) -> str:
+    """What is stored and for how long, in plain words, for an event without --consent-file."""
+    return (
+        f"To find your photos of {title}, your selfie is turned into a face template (numbers "
+        "describing your face) and compared with the faces in this event's photos. We keep the "
+        "face template, the list of photos you were found in, the time you agreed and the "
+        "version of this text; the selfie image itself is not kept. You can delete your face "
+        "data at any time from your gallery page; otherwise it is deleted "
+        f"{retention_days} days after the event. The photos themselves are not deleted."
+    )
+
+
+def consent_version(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def normalize_access_code(code: str) -> str:
+    return re.sub(r"[\s-]+", "", code).upper()
+
+
+def hash_access_code(code: str) -> str:
+    return hashlib.sha256(normalize_access_code(code).encode()).hexdigest()
+
+
+def new_access_code() -> str:
+    """Eight characters (about 40 bits) as XXXX-XXXX."""
+    code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(8))
+    return f"{code[:4]}-{code[4:]}"
+
+
+def check_slug(slug: str) -> str:
+    if not SLUG.match(slug):
+        raise ConfigError(
+            f"bad event slug {slug!r}: 1 to 64 of a-z, 0-9 and '-', not starting or ending "
+            "with '-' (it is part of the event page's address)"
+        )
+    return slug
+
+
+def get_event(database: Engine, slug: str) -> Event | None:
+    with db.read(database) as conn:
+        return event_store.event_by_slug(conn, slug)
+
+
+def get_event_by_id(database: Engine, event_id: int) -> Event | None:
+    with db.read(database) as conn:
+        return event_store.event_by_id(conn, event_id)
+
+
+def require_event(database: Engine, slug: str) -> Event:
+    event = get_event(database, slug)
+    if event is None:
+        raise UnknownEvent(slug)
+    return event
+
+
+def access_code_matches(database: Engine, event: Event, code: str | None) -> bool:
+    """Whether ``code`` opens enrollment for the event (always, when it asks for none)."""
+    with db.read(database) as conn:
+        stored = event_store.access_code_hash(conn, event.id)
+    if stored is None:
+        return True
+    return bool(code) and hmac.compare_digest(hash_access_code(code or ""), stored)
+
+
+def create_event(
+    database: Engine,
+    slug: str,
+    *,
+    title: str,
+    date: str | None,
+    retention_days: int,
+    consent_text: str | None = None,
+    access_code: str | None = None,
+) -> Event:
+    """Create an event; ``consent_text`` None takes ``default_consent_text``."""
+    check_slug(slug)
+    title = title.strip()
+    if not title:
+        raise ConfigError("an event needs a title")
+    if retention_days < 1:
+        raise ConfigError("--retention-days must be at least 1")
+    text = (consent_text if consent_text is not None else "").strip() or default_consent_text(
+        title, retention_days
+    )
+    if access_code is not None and len(normalize_access_code(access_code)) < 4:
+        raise ConfigError("an access code needs at least 4 letters or digits")
+    now = time.time()
+    with db.write(database) as conn:
+        if event_store.event_by_slug(conn, slug) is not None:
+            raise ConfigError(f"event {slug!r} exists already")
+        event_id = event_store.insert_event(
+            conn,
+            slug=slug,
+            title=title,
+            date=date,
+            retention_days=retention_days,
+            consent_text=text,
+            consent_version=consent_version(text),
+            access_code_hash=hash_access_code(access_code) if access_code else None,
+            created_at=now,
+        )
+        audit.record(
+            conn,
+            event_id,
+            AuditAction.EVENT_CREATE,
+            now=now,
+            consent_version=consent_version(text),
+            retention_days=retention_days,
+            access_code_required=access_code is not None,
+        )
+        event = event_store.event_by_id(conn, event_id)
+    assert event is not None
+    return event
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    event: Event
+    photos: int
+    participants: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.event.as_json(), "photos": self.photos, "participants": self.participants}
+
+
+def list_events(database: Engine) -> list[EventSummary]:
+    with db.read(database) as conn:
+        counts = event_store.counts_by_event(conn)
+        events = event_store.all_events(conn)
+    return [EventSummary(e, *counts.get(e.id, (0, 0))) for e in events]
+
+
+def close_event(database: Engine, slug: str) -> Event:
+    """No new enrollments from now on (photos are still taken in and matched)."""
+    now = time.time()
+    with db.write(database) as conn:
+        event = event_store.event_by_slug(conn, slug)
+        if event is None:
+            raise UnknownEvent(slug)
+        if event_store.set_closed(conn, event.id, now):
+            audit.record(conn, event.id, AuditAction.EVENT_CLOSE, now=now)
+        closed = event_store.event_by_id(conn, event.id)
+    assert closed is not None
+    return closed
+
+
+def expired_events(database: Engine, now: float | None = None) -> list[Event]:
+    """Events past their retention whose face data is not purged yet (or has come back:
+    faces stored by a worker that raced the purge)."""
+    now = time.time() if now is None else now
+    due: list[Event] = []
+    with db.read(database) as conn:
+        for event in event_store.all_events(conn):
+            ends = event.retention_ends_at
+            if ends is None or ends > now:
+                continue
+            if event.purged_at is None or face_store.event_has_face_data(conn, event.id):
+                due.append(event)
+    return due
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    slug: str
+    first_purge: bool
+    collection_deleted: bool
+    counts: dict[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "slug": self.slug,
+            "first_purge": self.first_purge,
+            "collection_deleted": self.collection_deleted,
+            **self.counts,
+        }
+
+
+def purge_event(
+    database: Engine, face_engine: FaceEngine | None, slug: str, now: float | None = None
+) -> PurgeReport:
+    """Delete the event's face data (see the module docstring); safe to repeat.
+
+    The purge mark is committed first, so a worker starting on one of its photos stores no new
+    faces; then the engine's index of the event goes (DeleteCollection), then the rows. If the
+    engine call fails, nothing else has changed but the mark, and a rerun (or `purge
+    --expired`, which picks events whose face data is still there) finishes the work.
+    """
+    now = time.time() if now is None else now
+    with db.read(database) as conn:
+        event = event_store.event_by_slug(conn, slug)
+        if event is None:
+            raise UnknownEvent(slug)
+        indexed = face_store.event_indexed_count(conn, event.id)
+    keeps_index = face_engine is not None and face_engine.keeps_index
+    if indexed and not keeps_index:
+        raise ConfigError(
+            f"event {slug!r} has {indexed} faces in a face engine's own index (Rekognition); "
+            "purge with --engine rekognition so that they are deleted there too"
+        )
+    with db.write(database) as conn:
+        event_store.set_purged(conn, event.id, now)
+    if face_engine is not None and keeps_index:
+        face_engine.drop_event(event.slug)
+    with db.write(database) as conn:
+        counts = face_store.delete_event_face_data(conn, event.id)
+        counts["participants_erased"] = participant_store.mark_event_erased(conn, event.id, now)
+        first = event.purged_at is None
+        if first or any(counts.values()):
+            audit.record(
+                conn,
+                event.id,
+                AuditAction.PURGE,
+                now=now,
+                collection_deleted=keeps_index,
+                **counts,
+            )
+    return PurgeReport(event.slug, first, keeps_index, counts)
+
+
+def event_audit(
+    database: Engine, slug: str | None = None, limit: int | None = None
+) -> list[audit.Entry]:
+    """The audit log of one event (or of every event), oldest entry first."""
+    with db.read(database) as conn:
+        event_id = None
+        if slug is not None:
+            event = event_store.event_by_slug(conn, slug)
+            if event is None:
+                raise UnknownEvent(slug)
+            event_id = event.id
+        return audit.entries(conn, event_id, limit)
+
+
+def is_default(event: Event) -> bool:
+    return event.slug == DEFAULT_EVENT_SLUG

@@ -1,0 +1,133 @@
+"""Participants in the database: the queries, and nothing else.
+
+A participant is a row of ``users`` with a gallery token hash: made by the person on the event
+page, not by an operator, so matching, gallery queries and deletion work on them unchanged.
+A query module (see db.py): functions take the caller's Connection and never commit;
+participants.py holds the services.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select, update
+
+from photoctl.models import Job, JobState, Photo, User
+
+users_table = User.__table__
+photos_table = Photo.__table__
+jobs_table = Job.__table__
+
+ERASED_BY_PARTICIPANT = "participant"
+ERASED_BY_PURGE = "purge"
+
+
+@dataclass(frozen=True)
+class Participant:
+    id: int
+    event_id: int
+    created_at: float
+    erased_at: float | None
+    erased_by: str | None  # "participant" | "purge"
+
+
+_COLUMNS = (
+    users_table.c.id,
+    users_table.c.event_id,
+    users_table.c.created_at,
+    users_table.c.erased_at,
+    users_table.c.erased_by,
+)
+
+
+def _participant(row: Any) -> Participant | None:
+    if row is None:
+        return None
+    return Participant(row[0], row[1], row[2], row[3], row[4])
+
+
+def insert_participant(
+    conn: Connection,
+    *,
+    event_id: int,
+    name: str,
+    token_hash: str,
+    gallery_token_hash: str,
+    consent_version: str,
+    now: float,
+) -> int:
+    return conn.execute(
+        users_table.insert()
+        .values(
+            name=name,
+            is_admin=False,
+            token_hash=token_hash,
+            created_at=now,
+            event_id=event_id,
+            gallery_token_hash=gallery_token_hash,
+            consent_version=consent_version,
+            consented_at=now,
+        )
+        .returning(users_table.c.id)
+    ).scalar_one()
+
+
+def delete_participant(conn: Connection, participant_id: int) -> None:
+    """Remove a participant whose enrollment failed (nothing of them is kept)."""
+    conn.execute(
+        delete(users_table).where(
+            users_table.c.id == participant_id, users_table.c.gallery_token_hash.is_not(None)
+        )
+    )
+
+
+def by_gallery_token_hash(conn: Connection, digest: str) -> Participant | None:
+    return _participant(
+        conn.execute(select(*_COLUMNS).where(users_table.c.gallery_token_hash == digest)).first()
+    )
+
+
+def by_id(conn: Connection, participant_id: int) -> Participant | None:
+    return _participant(
+        conn.execute(
+            select(*_COLUMNS).where(
+                users_table.c.id == participant_id, users_table.c.gallery_token_hash.is_not(None)
+            )
+        ).first()
+    )
+
+
+def mark_erased(conn: Connection, participant_id: int, by: str, now: float) -> bool:
+    """Record that a participant's face data is gone; False if it was recorded already."""
+    return (
+        conn.execute(
+            update(users_table)
+            .where(users_table.c.id == participant_id, users_table.c.erased_at.is_(None))
+            .values(erased_at=now, erased_by=by)
+        ).rowcount
+        > 0
+    )
+
+
+def mark_event_erased(conn: Connection, event_id: int, now: float) -> int:
+    """Every participant of the event not erased yet is erased by its purge; returns how many."""
+    return conn.execute(
+        update(users_table)
+        .where(
+            users_table.c.event_id == event_id,
+            users_table.c.gallery_token_hash.is_not(None),
+            users_table.c.erased_at.is_(None),
+        )
+        .values(erased_at=now, erased_by=ERASED_BY_PURGE)
+    ).rowcount
+
+
+def processing_count(conn: Connection, event_id: int) -> int:
+    """Photos of the event whose processing has not ended (neither done nor failed)."""
+    waiting = (JobState.QUEUED, JobState.RETRYING, JobState.RUNNING)
+    return conn.execute(
+        select(func.count(func.distinct(jobs_table.c.photo_id)))
+        .select_from(jobs_table.join(photos_table, photos_table.c.id == jobs_table.c.photo_id))
+        .where(photos_table.c.event_id == event_id, jobs_table.c.state.in_(waiting))
+    ).scalar_one()

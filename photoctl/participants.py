@@ -1,0 +1,273 @@
+"""Participants: people who enroll themselves on an event page and keep a private gallery link.
+
+A service (see db.py) for the event pages (api/) to call. A participant is a user of one
+event (participant_store.py), enrolled through the same code path as operator-made users
+(``users.enroll_selfie``), so their selfie is matched only against that event's photos. Their
+gallery token is shown once and stored only as a hash; the API token every user row needs is
+made up and never shown. Consent is recorded as the consent text's version and the time.
+
+Every step is audited (audit.py): consent, enroll and matches (counts) when someone enrolls or
+adds a selfie, not_me, erase. Erasing keeps the row, with ``erased_at``, so that the gallery
+link can say that the face data was deleted and when.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from photoctl import audit, db, event_store, face_store, gallery, participant_store, users
+from photoctl.config import Settings
+from photoctl.errors import ConfigError, NotFound, PermanentError, PhotoctlError
+from photoctl.event_store import Event
+from photoctl.events import access_code_matches
+from photoctl.faces.base import FaceEngine
+from photoctl.models import AuditAction
+from photoctl.participant_store import ERASED_BY_PARTICIPANT, Participant
+
+__all__ = [
+    "ConsentRequired",
+    "Enrolled",
+    "EventClosed",
+    "Participant",
+    "ParticipantErased",
+    "WrongAccessCode",
+    "add_selfie",
+    "enroll_participant",
+    "erase_participant",
+    "not_me",
+    "participant_by_token",
+    "participant_photo",
+    "participant_photos",
+    "processing_count",
+]
+
+
+class ConsentRequired(PermanentError):
+    """The consent box was not ticked: nothing is looked at or stored."""
+
+    def __init__(self) -> None:
+        super().__init__("consent is required to enroll: tick the box to agree")
+
+
+class WrongAccessCode(PermanentError):
+    """The event asks for an access code and it is missing or wrong."""
+
+    def __init__(self) -> None:
+        super().__init__("this event needs its access code to enroll, and it was wrong or missing")
+
+
+class EventClosed(PermanentError):
+    """The event is closed or purged: it takes no new enrollment."""
+
+    def __init__(self, event: Event) -> None:
+        what = "its face data was deleted" if event.purged_at is not None else "it is closed"
+        super().__init__(f"event {event.slug!r} takes no new enrollments: {what}")
+
+
+class ParticipantErased(PermanentError):
+    """The participant's face data was erased (by them or by the event's purge)."""
+
+    def __init__(self) -> None:
+        super().__init__("this participant's face data was deleted")
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    participant: Participant
+    gallery_token: str
+    matched_photos: int
+
+
+def _fresh_event(database: Engine, event_id: int) -> Event:
+    with db.read(database) as conn:
+        event = event_store.event_by_id(conn, event_id)
+    if event is None:
+        raise NotFound(f"no event with id {event_id}")
+    return event
+
+
+def enroll_participant(
+    database: Engine,
+    face_engine: FaceEngine,
+    settings: Settings,
+    event: Event,
+    selfie: Path,
+    *,
+    consented: bool,
+    access_code: str | None,
+) -> Enrolled:
+    """Enroll a new participant of ``event`` with their selfie; returns their gallery token.
+
+    Raises EventClosed, ConsentRequired or WrongAccessCode before the selfie is looked at;
+    NoFace, SeveralFaces (a participant's selfie must show one face: taking the largest could
+    enroll a bystander) or another PermanentError for a bad selfie, leaving nothing stored.
+    """
+    event = _fresh_event(database, event.id)  # closed since the page was shown?
+    if event.closed_at is not None or event.purged_at is not None:
+        raise EventClosed(event)
+    if not consented:
+        raise ConsentRequired()
+    if not access_code_matches(database, event, access_code):
+        raise WrongAccessCode()
+    gallery_token = users.new_token()
+    now = time.time()
+    with db.write(database) as conn:
+        participant_id = participant_store.insert_participant(
+            conn,
+            event_id=event.id,
+            name=f"p-{secrets.token_hex(8)}",
+            token_hash=users.hash_token(users.new_token()),
+            gallery_token_hash=users.hash_token(gallery_token),
+            consent_version=event.consent_version,
+            now=now,
+        )
+    try:
+        count = users.enroll_selfie(
+            database, face_engine, settings, participant_id, selfie, largest=False
+        )
+    except PhotoctlError:
+        _remove_failed(database, face_engine, event, participant_id)
+        raise
+    with db.write(database) as conn:
+        audit.record(
+            conn,
+            event.id,
+            AuditAction.CONSENT,
+            participant_id,
+            now=now,
+            consent_version=event.consent_version,
+        )
+        audit.record(conn, event.id, AuditAction.ENROLL, participant_id, selfies=1)
+        audit.record(conn, event.id, AuditAction.MATCHES, participant_id, photos=count)
+        participant = participant_store.by_id(conn, participant_id)
+    assert participant is not None
+    return Enrolled(participant, gallery_token, count)
+
+
+def _remove_failed(
+    database: Engine, face_engine: FaceEngine, event: Event, participant_id: int
+) -> None:
+    """Undo a failed enrollment: what the engine indexed, then the rows (cascading)."""
+    with db.read(database) as conn:
+        external_ids = face_store.selfie_external_ids(conn, participant_id)
+    if external_ids:
+        face_engine.for_event(event.slug).forget(external_ids)
+    with db.write(database) as conn:
+        participant_store.delete_participant(conn, participant_id)
+
+
+def participant_by_token(database: Engine, token: str) -> Participant | None:
+    """The participant holding this gallery token, erased ones included; None if nobody."""
+    if not token:
+        return None
+    with db.read(database) as conn:
+        return participant_store.by_gallery_token_hash(conn, users.hash_token(token))
+
+
+def participant_photos(
+    database: Engine, participant_id: int, limit: int, cursor: int | None
+) -> tuple[list[gallery.PhotoItem], int | None]:
+    """The participant's matched, processed photos, newest first; (page, next cursor)."""
+    with db.read(database) as conn:
+        return gallery.my_photos(conn, participant_id, limit, cursor)
+
+
+def processing_count(database: Engine, event_id: int) -> int:
+    """Photos of the event still queued, retrying or running (their matches may follow)."""
+    with db.read(database) as conn:
+        return participant_store.processing_count(conn, event_id)
+
+
+def participant_photo(
+    database: Engine, participant_id: int, photo_id: int
+) -> gallery.PhotoFiles | None:
+    """The files of a photo the participant is matched in; None for any other photo."""
+    with db.read(database) as conn:
+        return gallery.photo_files(conn, photo_id, participant_id)
+
+
+def _live_participant(database: Engine, participant_id: int) -> Participant:
+    with db.read(database) as conn:
+        participant = participant_store.by_id(conn, participant_id)
+    if participant is None:
+        raise NotFound(f"no participant with id {participant_id}")
+    if participant.erased_at is not None:
+        raise ParticipantErased()
+    return participant
+
+
+def not_me(database: Engine, participant_id: int, photo_id: int) -> bool:
+    """Remove the participant's match in the photo for good; False if there was no match.
+
+    Raises ParticipantErased for an erased participant.
+    """
+    participant = _live_participant(database, participant_id)
+    now = time.time()
+    with db.write(database) as conn:
+        removed = face_store.reject_match(conn, participant_id, photo_id, now)
+        if removed:
+            audit.record(
+                conn, participant.event_id, AuditAction.NOT_ME, participant_id, now=now, photos=1
+            )
+    return removed
+
+
+def add_selfie(
+    database: Engine,
+    face_engine: FaceEngine,
+    settings: Settings,
+    participant_id: int,
+    selfie: Path,
+) -> int:
+    """One more selfie of the participant (better recall), matched against the event's photos;
+    the first selfie and its matches stay. Returns how many photos were newly matched.
+
+    Works on a closed event (the participant consented before it closed); raises
+    ParticipantErased for an erased participant, NoFace/SeveralFaces for a bad selfie.
+    """
+    participant = _live_participant(database, participant_id)
+    with db.read(database) as conn:
+        before = len(face_store.photos_of_user(conn, participant_id))
+    after = users.enroll_selfie(
+        database, face_engine, settings, participant_id, selfie, largest=False, replace=False
+    )
+    added = max(0, after - before)
+    with db.write(database) as conn:
+        audit.record(conn, participant.event_id, AuditAction.ENROLL, participant_id, selfies=1)
+        audit.record(conn, participant.event_id, AuditAction.MATCHES, participant_id, photos=added)
+    return added
+
+
+def erase_participant(
+    database: Engine, face_engine: FaceEngine | None, settings: Settings, participant_id: int
+) -> None:
+    """Delete the participant's face data: selfie faces (in the event's Rekognition collection
+    too), matches and rejections. The row stays, marked erased; erasing twice is a no-op.
+
+    ``settings`` is part of the signature the pages use; the engine given must be able to
+    forget indexed selfies (ConfigError otherwise: an index would keep the face).
+    """
+    with db.read(database) as conn:
+        participant = participant_store.by_id(conn, participant_id)
+        if participant is None:
+            raise NotFound(f"no participant with id {participant_id}")
+        if participant.erased_at is not None:
+            return
+        external_ids = face_store.selfie_external_ids(conn, participant_id)
+        event = event_store.event_by_id(conn, participant.event_id)
+    if external_ids:
+        if face_engine is None or event is None:
+            raise ConfigError("this participant's selfie is held by a face engine it cannot reach")
+        face_engine.for_event(event.slug).forget(external_ids)
+    now = time.time()
+    with db.write(database) as conn:
+        counts = face_store.delete_user_face_data(conn, participant_id)
+        if participant_store.mark_erased(conn, participant_id, ERASED_BY_PARTICIPANT, now):
+            audit.record(
+                conn, participant.event_id, AuditAction.ERASE, participant_id, now=now, **counts
+            )

@@ -9,6 +9,8 @@ small form.
 
 The client address is the socket's peer: behind a reverse proxy every participant shares the
 proxy's, so raise ``serve.enroll_rate_per_address`` there (the per-event limit still holds).
+An address is kept only as a rate-limit counter's key, which expires with its window; it is
+never written to the database or the audit log.
 """
 
 from __future__ import annotations

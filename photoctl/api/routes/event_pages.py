@@ -52,7 +52,8 @@ def gallery_url(svc: Services, request: Request, token: str) -> str:
 
 
 def _event(svc: Services, slug: str) -> events.Event:
-    event = events.get_event(svc.database, slug) if len(slug) <= 64 else None
+    # A slug events.check_slug would refuse is not looked up (a NUL is an error in PostgreSQL).
+    event = events.get_event(svc.database, slug) if events.SLUG.fullmatch(slug) else None
     if event is None:
         raise HTTPException(404, "No such event")
     return event

@@ -13,6 +13,7 @@ processing is cached a few seconds for the whole event, since every open gallery
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Annotated
 
@@ -28,8 +29,10 @@ from photoctl.api.routes.event_pages import EventOut, event_out, gallery_url, is
 from photoctl.api.selfies import received_selfie
 from photoctl.api.services import Services
 from photoctl.cache import user_tag
+from photoctl.errors import ConfigError, TransientError
 
 router = APIRouter(tags=["participants"])
+log = logging.getLogger(__name__)
 
 PAGE_PHOTOS = 48
 _PROCESSING_TTL_SECONDS = 5.0
@@ -286,7 +289,18 @@ def add_selfie_json(token: str, svc: Svc, selfie: Annotated[UploadFile, File()])
 def _erase(svc: Services, token: str) -> str | None:
     participant, event = holder(svc, token)
     if participant.erased_at is None:
-        participants.erase_participant(svc.database, svc.face_engine, svc.settings, participant.id)
+        try:
+            participants.erase_participant(
+                svc.database, svc.face_engine, svc.settings, participant.id
+            )
+        except (ConfigError, TransientError) as error:
+            # Rekognition holds the selfie and cannot be reached now: nothing was deleted yet.
+            log.warning("erasing participant %s: %s", participant.id, error)
+            raise HTTPException(
+                503,
+                "Your face data cannot be deleted right now; nothing was deleted. Try again later.",
+                headers={"Retry-After": "60"},
+            ) from None
     svc.cache.drop_users([participant.id])
     participant, event = holder(svc, token)
     return deleted_on(participant, event)

@@ -232,6 +232,7 @@ class PurgeReport:
     first_purge: bool
     collection_deleted: bool
     counts: dict[str, int]
+    user_ids: list[int]  # whose cached lists the caller drops
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -269,6 +270,7 @@ def purge_event(
     if face_engine is not None and keeps_index:
         face_engine.drop_event(event.slug)
     with db.write(database) as conn:
+        user_ids = participant_store.event_user_ids(conn, event.id)
         counts = face_store.delete_event_face_data(conn, event.id)
         counts["participants_erased"] = participant_store.mark_event_erased(conn, event.id, now)
         first = event.purged_at is None
@@ -281,7 +283,7 @@ def purge_event(
                 collection_deleted=keeps_index,
                 **counts,
             )
-    return PurgeReport(event.slug, first, keeps_index, counts)
+    return PurgeReport(event.slug, first, keeps_index, counts, user_ids)
 
 
 def event_audit(
@@ -300,3 +302,17 @@ def event_audit(
 
 def is_default(event: Event) -> bool:
     return event.slug == DEFAULT_EVENT_SLUG
+
+
+def page_url(public_url: str, slug: str) -> str:
+    """The address of the event page participants open (what `events qr` encodes)."""
+    base = public_url.strip().rstrip("/")
+    if not base:
+        raise ConfigError(
+            "serve.public_url is not set: set it to the address participants reach serve at, "
+            "e.g. `public_url = https://photos.example.org` under [serve] in config.ini or "
+            "PHOTOCTL_SERVE_PUBLIC_URL"
+        )
+    if not re.match(r"^https?://[^/\s]+", base):
+        raise ConfigError(f"serve.public_url must start with http:// or https://, got {base!r}")
+    return f"{base}/e/{slug}"

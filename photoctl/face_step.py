@@ -36,11 +36,12 @@ from collections.abc import Callable, Sequence
 from PIL import Image
 from sqlalchemy import Engine
 
-from photoctl import db, event_store, face_store, faces
+from photoctl import audit, db, event_store, face_store, faces
 from photoctl.catalog import PhotoRecord
 from photoctl.config import Settings
 from photoctl.faces.base import FaceEngine, StoredFace
 from photoctl.imaging import DecodedPhoto
+from photoctl.models import AuditAction
 from photoctl.pipeline import FaceStep, FaceSummary, NoFaces
 
 
@@ -79,7 +80,12 @@ class EngineFaceStep:
         matches = engine.match_faces(found, enrolled)
         if matches:
             with db.write(self.database) as conn:
-                face_store.store_matches(conn, matches)
+                gained = face_store.store_matches(conn, matches)
+                if gained:
+                    # Only matches really inserted: a rerun of the job audits nothing twice.
+                    audit.record(
+                        conn, event.id, AuditAction.MATCHES, source="photo", users=len(gained)
+                    )
         users = tuple(sorted({m.user_id for m in matches}))
         return FaceSummary(faces=len(found), matches=len(users), user_ids=users)
 

@@ -131,3 +131,10 @@ def processing_count(conn: Connection, event_id: int) -> int:
         .select_from(jobs_table.join(photos_table, photos_table.c.id == jobs_table.c.photo_id))
         .where(photos_table.c.event_id == event_id, jobs_table.c.state.in_(waiting))
     ).scalar_one()
+
+
+def event_user_ids(conn: Connection, event_id: int) -> list[int]:
+    """Every user of the event, participants and operator-made ones."""
+    return list(
+        conn.execute(select(users_table.c.id).where(users_table.c.event_id == event_id)).scalars()
+    )

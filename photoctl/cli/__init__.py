@@ -8,7 +8,8 @@ stop at their next safe point, anything else unwinds (transactions roll back).
 
 The package is the root group and the entry point; `common` holds what every command shares,
 and each command family has its own module (`processing`: ingest, work; `monitoring`: stats,
-jobs; `accounts`: users; `installation`: init, config, doctor; `serving`: cache, serve).
+jobs; `accounts`: users; `installation`: init, config, doctor; `serving`: cache, serve;
+`events`: events, audit).
 Commands only parse, call one function in the core, and print.
 """
 
@@ -25,7 +26,7 @@ import click
 from dotenv import load_dotenv
 
 from photoctl import config as config_module
-from photoctl.cli import accounts, installation, monitoring, processing, serving
+from photoctl.cli import accounts, events, installation, monitoring, processing, serving
 from photoctl.cli.common import (
     App,
     PhotoctlGroup,
@@ -120,6 +121,8 @@ cli.add_command(monitoring.jobs)
 cli.add_command(accounts.users)
 cli.add_command(serving.cache)
 cli.add_command(serving.serve)
+cli.add_command(events.events)
+cli.add_command(events.audit)
 
 
 def main() -> None:

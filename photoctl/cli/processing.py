@@ -9,17 +9,29 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from photoctl import config as config_module
 from photoctl import db
 from photoctl.cli.common import App, json_option, pass_app, progress_bar, stop_request, watch_loop
+from photoctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--album", help="Album name given to the new photos.")
+@click.option(
+    "--event",
+    "event_slug",
+    metavar="SLUG",
+    help="Event the new photos belong to (see `photoctl events`); a closed event still takes "
+    "photos, a purged one does not [default: the default event].",
+)
 @click.option(
     "--watch",
     is_flag=True,
@@ -41,6 +53,7 @@ def ingest(
     app: App,
     paths: tuple[str, ...],
     album: str | None,
+    event_slug: str | None,
     watch: bool,
     dry_run: bool,
     ignore: tuple[str, ...],
@@ -48,20 +61,23 @@ def ingest(
 ) -> None:
     """Register every image under PATHS and enqueue one processing job per new photo.
 
-    Same content twice is one photo. Unchanged files are skipped without being read; files
-    modified in the last ingest.settle_seconds are still being written: a one-shot run waits up
-    to ingest.settle_wait_seconds for them, --watch takes them in a later scan. Exit code 1 if
-    any file could not be ingested (each is named with its reason), 2 if a PATH does not exist.
+    Same content twice is one photo, of the event it was first ingested for. Unchanged files
+    are skipped without being read; files modified in the last ingest.settle_seconds are still
+    being written: a one-shot run waits up to ingest.settle_wait_seconds for them, --watch takes
+    them in a later scan. Exit code 1 if any file could not be ingested (each is named with its
+    reason), 2 if a PATH or the event does not exist.
 
     \b
     Example:
       photoctl ingest ./event-2026 --album "Marathon 2026" --ignore 'Rejects'
+      photoctl ingest ./finish-line --event marathon-2026
     """
     from photoctl.ingest import check_roots, ingest_paths
 
     check_roots(paths)
     # A dry run reports against the database if there is one, and creates nothing.
     engine = app.engine(create=True) if not dry_run else app.engine_if_exists()
+    event_id = _event_for_photos(engine, event_slug)
     location = db.database_location(app.settings)
     any_errors = False
     settle_wait = 0.0 if watch or dry_run else app.settings.ingest.settle_wait_seconds
@@ -76,6 +92,7 @@ def ingest(
                 app.settings,
                 paths,
                 album=album,
+                event_id=event_id,
                 dry_run=dry_run,
                 progress=progress,
                 ignore=ignore,
@@ -109,6 +126,23 @@ def ingest(
     watch_loop(app.settings.ingest.watch_interval_seconds if watch else None, scan)
     if any_errors:
         sys.exit(1)
+
+
+def _event_for_photos(engine: Engine | None, slug: str | None) -> int:
+    """The id of the event new photos go to; ConfigError (exit 2) for an unknown or purged one."""
+    from photoctl import events
+    from photoctl.models import DEFAULT_EVENT_ID
+
+    if slug is None:
+        return DEFAULT_EVENT_ID
+    event = events.require_event(engine, slug) if engine is not None else None
+    if event is None:
+        raise events.UnknownEvent(slug)
+    if event.purged_at is not None:
+        raise ConfigError(
+            f"event {slug!r} was purged on {event.face_data_deleted_on}: it takes no photos"
+        )
+    return event.id
 
 
 @click.command()

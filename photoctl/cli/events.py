@@ -1,0 +1,336 @@
+"""`photoctl events` (create, list, show, close, purge, qr) and `photoctl audit`.
+
+Unknown slugs and bad options exit 2; `events purge` exits 1 when the purge of some event
+failed (the others still ran), so cron mails about it, and 0 when there was nothing to do.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from photoctl.cli.common import App, UsageProblem, json_option, pass_app, response_cache
+from photoctl.errors import PhotoctlError
+
+if TYPE_CHECKING:
+    from photoctl.events import Event, EventSummary
+
+_GENERATE = "\0generate"  # --access-code given without a value
+
+
+def _day(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%d")
+
+
+def _moment(value: float) -> str:
+    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _retention(event: Event) -> str:
+    if event.purged_at is not None:
+        return f"face data deleted on {event.face_data_deleted_on}"
+    ends = event.retention_ends_at
+    if ends is None:
+        return f"face data kept until {event.retention_days} days after the event is closed"
+    return f"face data kept until {_day(ends)}"
+
+
+@click.group()
+def events() -> None:
+    """Events: their photos, participants' self-enrollment, consent and retention.
+
+    \b
+    Example:
+      photoctl events create marathon-2026 --title "City Marathon 2026" \\
+          --date 2026-05-03 --retention-days 60 --access-code
+      photoctl events qr marathon-2026 --out poster.png
+      photoctl ingest ./finish-line --event marathon-2026
+      photoctl events purge --expired          # from cron, daily
+    """
+
+
+@events.command("create")
+@click.argument("slug")
+@click.option("--title", required=True, help="The event's name as participants see it.")
+@click.option(
+    "--date",
+    "date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="The event's day (YYYY-MM-DD); retention counts from it. Without a date, retention "
+    "counts from the day the event is closed.",
+)
+@click.option(
+    "--retention-days",
+    type=click.IntRange(min=1),
+    help="Days face data is kept after the event [default: events.default_retention_days, 365].",
+)
+@click.option(
+    "--consent-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="UTF-8 text participants agree to [default: a short statement of what is stored "
+    "and for how long].",
+)
+@click.option(
+    "--access-code",
+    is_flag=False,
+    flag_value=_GENERATE,
+    default=None,
+    metavar="[CODE]",
+    help="Ask for a code to enroll (print it on badges or bibs). Alone, a random code is "
+    "made and printed once on stdout; with CODE, that code is used. Only its hash is stored.",
+)
+@json_option("Print the event (and a generated access code) as JSON on stdout.")
+@pass_app
+def events_create(
+    app: App,
+    slug: str,
+    title: str,
+    date: datetime.datetime | None,
+    retention_days: int | None,
+    consent_file: Path | None,
+    access_code: str | None,
+    as_json: bool,
+) -> None:
+    """Create an event; its page is <serve.public_url>/e/SLUG.
+
+    SLUG is part of that address: 1 to 64 of a-z, 0-9 and '-'. An access code makes enrolling
+    someone else's face from a photo harder (the code is needed), not impossible (anyone with
+    the code can enroll any face).
+
+    \b
+    Example:
+      photoctl events create marathon-2026 --title "City Marathon 2026" \\
+          --date 2026-05-03 --retention-days 60 --access-code
+    """
+    from photoctl import events as events_module
+
+    consent = consent_file.read_text(encoding="utf-8") if consent_file else None
+    generated = access_code == _GENERATE
+    code = events_module.new_access_code() if generated else access_code
+    event = events_module.create_event(
+        app.engine(create=True),
+        slug,
+        title=title,
+        date=date.date().isoformat() if date else None,
+        retention_days=retention_days or app.settings.events.default_retention_days,
+        consent_text=consent,
+        access_code=code,
+    )
+    if as_json:
+        answer = event.as_json()
+        if generated:
+            answer["access_code"] = code
+        click.echo(json.dumps(answer))
+    elif generated:
+        click.echo(code)
+    if generated:
+        app.say("the access code above is shown only this once: note it now")
+    app.say(f"event {event.slug} created: {event.title}; {_retention(event)}")
+
+
+def _summary_line(summary: EventSummary) -> str:
+    event = summary.event
+    return (
+        f"{event.slug}  {event.state}  {event.date or '-'}  {summary.photos} photos  "
+        f"{summary.participants} participants  {event.title}"
+    )
+
+
+@events.command("list")
+@json_option("One JSON object per line.")
+@pass_app
+def events_list(app: App, as_json: bool) -> None:
+    """Every event: slug, state (open, closed, purged), date, photos, participants, title."""
+    from photoctl import events as events_module
+
+    for summary in events_module.list_events(app.engine()):
+        click.echo(json.dumps(summary.as_json()) if as_json else _summary_line(summary))
+
+
+@events.command("show")
+@click.argument("slug")
+@json_option("One JSON object, with the consent text.")
+@pass_app
+def events_show(app: App, slug: str, as_json: bool) -> None:
+    """One event: state, retention, counts, its page's address and its consent text."""
+    from photoctl import events as events_module
+
+    events_module.require_event(app.engine(), slug)
+    summary = next(s for s in events_module.list_events(app.engine()) if s.event.slug == slug)
+    event = summary.event
+    try:
+        url: str | None = events_module.page_url(app.settings.serve.public_url, slug)
+    except PhotoctlError:
+        url = None
+    if as_json:
+        click.echo(
+            json.dumps({**summary.as_json(), "page_url": url, "consent_text": event.consent_text})
+        )
+        return
+    click.echo(_summary_line(summary))
+    click.echo(f"  {_retention(event)}")
+    click.echo(f"  access code: {'required' if event.requires_access_code else 'none'}")
+    click.echo(f"  page: {url or '(set serve.public_url to know it)'}")
+    click.echo(f"  consent version: {event.consent_version[:12]}")
+    click.echo("  consent text:")
+    for line in event.consent_text.splitlines():
+        click.echo(f"    {line}")
+
+
+@events.command("close")
+@click.argument("slug")
+@json_option("Print the event as JSON on stdout.")
+@pass_app
+def events_close(app: App, slug: str, as_json: bool) -> None:
+    """Stop enrollment: the event page takes no new participants.
+
+    Photos are still taken in (`ingest --event`) and matched with the participants enrolled.
+    For an event without a date, retention counts from now.
+    """
+    from photoctl import events as events_module
+
+    event = events_module.close_event(app.engine(), slug)
+    if as_json:
+        click.echo(json.dumps(event.as_json()))
+    app.say(f"event {slug} closed on {_day(event.closed_at)}; {_retention(event)}")
+
+
+@events.command("purge")
+@click.argument("slug", required=False)
+@click.option(
+    "--expired", is_flag=True, help="Purge every event past its retention (for a daily cron)."
+)
+@click.option("--dry-run", is_flag=True, help="Only say which events would be purged.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (SLUG only).")
+@json_option("One JSON object per purged event, with counts.")
+@pass_app
+def events_purge(
+    app: App, slug: str | None, expired: bool, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """Delete an event's face data: every face, embedding, selfie, match and "not me" of it,
+    and its Rekognition collection (DeleteCollection). Photos stay; participants' gallery
+    links then say when their face data was deleted. Running it again is harmless.
+
+    Exit codes: 0 done (or nothing to do), 1 some purge failed (run it again), 2 bad usage.
+
+    \b
+    Examples:
+      photoctl events purge marathon-2026
+      photoctl events purge --expired -q       # crontab: 0 3 * * *
+    """
+    from photoctl import events as events_module
+
+    if bool(slug) == expired:
+        raise UsageProblem("give either SLUG or --expired")
+    database = app.engine()
+    if slug:
+        targets = [events_module.require_event(database, slug)]
+        if not yes and not dry_run and sys.stdin.isatty():
+            question = f"Delete every face, selfie and match of event {slug!r}?"
+            if not click.confirm(question, default=False, err=True):
+                click.echo(f"{slug} not purged", err=True)
+                sys.exit(1)
+    else:
+        targets = events_module.expired_events(database)
+    if dry_run:
+        for event in targets:
+            click.echo(json.dumps(event.as_json()) if as_json else event.slug)
+        app.say(f"dry run: {len(targets)} events would be purged")
+        return
+    if not targets:
+        app.say("nothing to purge")
+        return
+    face_engine = app.face_engine()
+    cache = response_cache(app, scoped=True)
+    failed = 0
+    for event in targets:
+        try:
+            report = events_module.purge_event(database, face_engine, event.slug)
+        except PhotoctlError as error:
+            if slug:
+                raise
+            failed += 1
+            click.echo(f"error: purge of {event.slug}: {error}", err=True)
+            continue
+        cache.drop_users(report.user_ids)
+        if as_json:
+            click.echo(json.dumps(report.as_json()))
+        counts = ", ".join(f"{value} {name}" for name, value in report.counts.items())
+        where = "; its collection deleted" if report.collection_deleted else ""
+        app.say(f"purged {event.slug}: {counts}{where}")
+    if failed:
+        sys.exit(1)
+
+
+@events.command("qr")
+@click.argument("slug")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="File to write; the format follows its extension (.png, .svg, .pdf, .eps).",
+)
+@click.option(
+    "--scale", type=click.IntRange(min=1), default=12, show_default=True, help="Pixels per module."
+)
+@json_option("Print {url, file} as JSON on stdout.")
+@pass_app
+def events_qr(app: App, slug: str, out: Path, scale: int, as_json: bool) -> None:
+    """Write a QR code of the event page, <serve.public_url>/e/SLUG, for a poster.
+
+    Needs serve.public_url (PHOTOCTL_SERVE_PUBLIC_URL): the address phones reach serve at.
+    Prints the URL it encodes.
+
+    \b
+    Example:
+      photoctl events qr marathon-2026 --out poster.png
+    """
+    import segno
+
+    from photoctl import events as events_module
+
+    events_module.require_event(app.engine(), slug)
+    url = events_module.page_url(app.settings.serve.public_url, slug)
+    try:
+        segno.make(url, error="m", micro=False).save(str(out), scale=scale, border=4)
+    except (OSError, ValueError) as error:
+        raise UsageProblem(f"cannot write {out}: {error}") from None
+    click.echo(json.dumps({"url": url, "file": str(out)}) if as_json else url)
+    app.say(f"QR code of {url} written to {out}")
+
+
+@click.command()
+@click.option("--event", "slug", help="Only this event's entries [default: every event].")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N entries.")
+@json_option("One JSON object per entry, per line.")
+@pass_app
+def audit(app: App, slug: str | None, limit: int | None, as_json: bool) -> None:
+    """The audit log, oldest first: consent, enrollments, matches made, "not me", erasures,
+    purges, events created and closed. It holds counts and versions, never faces, tokens,
+    images or addresses, and nothing ever changes or deletes an entry.
+
+    \b
+    Example:
+      photoctl audit --event marathon-2026 --json
+    """
+    from photoctl import events as events_module
+
+    database = app.engine()
+    slugs = {s.event.id: s.event.slug for s in events_module.list_events(database)}
+    for entry in events_module.event_audit(database, slug, limit):
+        if as_json:
+            click.echo(json.dumps({**entry.as_json(), "event": slugs.get(entry.event_id)}))
+            continue
+        who = f"participant {entry.participant_id}" if entry.participant_id else "operator"
+        detail = " ".join(f"{key}={value}" for key, value in entry.detail.items())
+        click.echo(
+            f"{_moment(entry.at)}  {slugs.get(entry.event_id, entry.event_id)}  "
+            f"{entry.action}  {who}  {detail}".rstrip()
+        )

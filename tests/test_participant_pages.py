@@ -370,3 +370,23 @@ def test_page_posts_need_no_bearer_token_but_keep_the_size_limits(client, galler
     assert answer.status_code == 413
     # The API's own routes still want their token.
     assert client.post("/api/me/selfie", files={"file": b"x"}).status_code == 401
+
+
+def test_after_the_events_purge_the_link_says_when_its_face_data_was_deleted(
+    client, gallery
+) -> None:
+    token = gallery.tokens["bob"]
+    assert len(client.get(f"/api/g/{token}").json()["photos"]) == 1
+    purged_at = datetime.datetime(2026, 7, 2, 12, tzinfo=datetime.UTC).timestamp()
+    events.purge_event(gallery.database, None, SLUG, now=purged_at)
+    body = client.get(f"/api/g/{token}").json()
+    assert body["face_data_deleted_on"] == "2026-07-02" and body["erased_by"] == "purge"
+    assert body["photos"] == [] and body["event"]["open"] is False
+    page = client.get(f"/g/{token}").text
+    assert "This event's face data was deleted on" in page and "2026-07-02" in page
+    assert 'id="add-selfie"' not in page
+    event_page = client.get(f"/e/{SLUG}").text
+    assert "no longer takes new enrollments" in event_page and "2026-07-02" in event_page
+    photo = gallery.photo_ids["biden.jpg"]
+    assert client.get(f"/g/{token}/photos/{photo}/thumb").status_code == 404
+    assert client.post(f"/api/g/{token}/not-me/{photo}").status_code == 410

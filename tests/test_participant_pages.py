@@ -138,6 +138,10 @@ def test_the_gallery_json_lists_exactly_the_participants_photos_newest_first(
     for variant in ("thumb", "preview", "original"):
         assert client.get(f"/g/{token}/photos/{biden}/{variant}").status_code == 404
     assert client.get(f"/g/{token}/photos/{biden}").status_code == 404
+    assert client.get(f"/api/g/{token}/photos/{biden}").status_code == 404
+    one = client.get(f"/api/g/{token}/photos/{photo['id']}").json()
+    assert one["preview_url"] == photo["preview_url"]
+    assert one["not_me_url"] == f"/api/g/{token}/not-me/{photo['id']}"
     assert client.get(f"/api/g/{users.new_token()}").status_code == 404
     assert client.get("/api/g/short").status_code == 404
     assert client.get(f"/g/{users.new_token()}").status_code == 404

@@ -68,6 +68,14 @@ class GalleryOut(BaseModel):
     zip_url: str | None
 
 
+class PhotoActions(BaseModel):
+    id: int
+    thumb_url: str
+    preview_url: str
+    original_url: str
+    not_me_url: str
+
+
 class NotMeOut(BaseModel):
     removed: bool
 
@@ -199,15 +207,34 @@ def gallery_json(
     return _gallery(svc, token, participant, event, cursor, limit)
 
 
+def _matched_photo(svc: Services, token: str, photo_id: int) -> events.Event:
+    participant, event = holder(svc, token)
+    if participants.participant_photo(svc.database, participant.id, photo_id) is None:
+        raise HTTPException(404, "This photo is not in your gallery")
+    return event
+
+
 @router.get("/g/{token}/photos/{photo_id}", response_class=HTMLResponse, include_in_schema=False)
 def photo_page(request: Request, token: str, photo_id: PhotoId, svc: Svc) -> Response:
     try:
-        participant, event = holder(svc, token)
-        if participants.participant_photo(svc.database, participant.id, photo_id) is None:
-            raise HTTPException(404, "This photo is not in your gallery")
+        event = _matched_photo(svc, token, photo_id)
     except HTTPException as error:
         return _html_error(request, error, token)
     return render(request, "photo.html", token=token, event=event, photo_id=photo_id)
+
+
+@router.get("/api/g/{token}/photos/{photo_id}", response_model=PhotoActions, responses={404: {}})
+def photo_json(token: str, photo_id: PhotoId, svc: Svc) -> PhotoActions:
+    """One matched photo: where its images are, and where "not me" is posted."""
+    _matched_photo(svc, token, photo_id)
+    base = f"/g/{token}/photos/{photo_id}"
+    return PhotoActions(
+        id=photo_id,
+        thumb_url=f"{base}/thumb",
+        preview_url=f"{base}/preview",
+        original_url=f"{base}/original",
+        not_me_url=f"/api/g/{token}/not-me/{photo_id}",
+    )
 
 
 def _not_me(svc: Services, token: str, photo_id: int) -> bool:

@@ -129,6 +129,10 @@ def insert_event(conn: Connection, **values: Any) -> int:
     ).scalar_one()
 
 
+def update_event(conn: Connection, event_id: int, **values: Any) -> None:
+    conn.execute(update(events_table).where(events_table.c.id == event_id).values(**values))
+
+
 def set_closed(conn: Connection, event_id: int, now: float) -> bool:
     """Close an open event; False when it was closed already."""
     return (

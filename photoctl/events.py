@@ -42,6 +42,7 @@ __all__ = [
     "close_event",
     "create_event",
     "default_consent_text",
+    "edit_event",
     "event_audit",
     "expired_events",
     "get_event",
@@ -178,6 +179,63 @@ def create_event(
         event = event_store.event_by_id(conn, event_id)
     assert event is not None
     return event
+
+
+_KEEP: Any = object()  # edit_event: leave this field as it is
+
+
+def edit_event(
+    database: Engine,
+    slug: str,
+    *,
+    title: str | None = None,
+    date: str | None | Any = _KEEP,
+    retention_days: int | None = None,
+    consent_text: str | None = None,
+    access_code: str | None | Any = _KEEP,
+) -> Event:
+    """Change an event; fields not given stay. ``access_code=None`` removes the code.
+
+    A new consent text gets a new version: participants who enrolled before keep the version
+    they agreed to (users.consent_version), new ones agree to the new text. Audited, with the
+    names of the fields changed.
+    """
+    values: dict[str, Any] = {}
+    if title is not None:
+        if not title.strip():
+            raise ConfigError("an event needs a title")
+        values["title"] = title.strip()
+    if date is not _KEEP:
+        values["date"] = date
+    if retention_days is not None:
+        if retention_days < 1:
+            raise ConfigError("--retention-days must be at least 1")
+        values["retention_days"] = retention_days
+    if consent_text is not None:
+        if not consent_text.strip():
+            raise ConfigError("the consent text is empty")
+        values["consent_text"] = consent_text.strip()
+        values["consent_version"] = consent_version(consent_text.strip())
+    if access_code is not _KEEP:
+        if access_code is not None and len(normalize_access_code(access_code)) < 4:
+            raise ConfigError("an access code needs at least 4 letters or digits")
+        values["access_code_hash"] = hash_access_code(access_code) if access_code else None
+    now = time.time()
+    with db.write(database) as conn:
+        event = event_store.event_by_slug(conn, slug)
+        if event is None:
+            raise UnknownEvent(slug)
+        if values:
+            event_store.update_event(conn, event.id, **values)
+            names = {"access_code_hash": "access_code", "consent_text": "consent"}
+            changed = sorted({names.get(key, key) for key in values} - {"consent_version"})
+            detail: dict[str, Any] = {"changed": ",".join(changed)}
+            if "consent_version" in values:
+                detail["consent_version"] = values["consent_version"]
+            audit.record(conn, event.id, AuditAction.EVENT_EDIT, now=now, **detail)
+        edited = event_store.event_by_id(conn, event.id)
+    assert edited is not None
+    return edited
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ class AuditAction(enum.StrEnum):
     PURGE = "purge"
     EVENT_CREATE = "event_create"
     EVENT_CLOSE = "event_close"
+    EVENT_EDIT = "event_edit"
 
 
 class Event(Base):

@@ -27,7 +27,14 @@ from sqlalchemy import Engine, Select, delete, func, select, update
 
 from photoctl import db, event_store, face_store
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, NoFace, NotFound, PhotoctlError, SeveralFaces
+from photoctl.errors import (
+    ConfigError,
+    NoFace,
+    NotFound,
+    PermanentError,
+    PhotoctlError,
+    SeveralFaces,
+)
 from photoctl.face_step import StoredFaces
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
@@ -215,6 +222,12 @@ def enroll_selfie(
         event = event_store.event_of_user(conn, user_id)
     if event is None:
         raise NotFound(f"no user with id {user_id}")
+    if event.purged_at is not None:
+        # Its photos get no faces any more: a selfie would match nothing and be purged again.
+        raise PermanentError(
+            f"event {event.slug!r} was purged on {event.face_data_deleted_on}: no face data is "
+            "taken for it any more"
+        )
     engine = engine.for_event(event.slug)
     shown = display_path(str(selfie))
     decoded = decode_photo(

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from photoctl import db, events, faces, participants
-from photoctl.errors import SeveralFaces
+from photoctl import audit, db, events, faces, participants, users
+from photoctl.errors import PermanentError, SeveralFaces
 from photoctl.ingest import ingest_paths
-from photoctl.models import Face, Match, Photo, Rejection, SelfieFace, User
+from photoctl.models import AuditAction, AuditEntry, Face, Match, Photo, Rejection, SelfieFace, User
 from photoctl.worker import drain_in_process
 from testkit.fake_rekognition import AWS_ENV, FakeRekognition, make_face_image
 from testkit.photos import settle
@@ -231,6 +231,16 @@ def test_erasing_a_participant_removes_their_face_data_everywhere_and_keeps_the_
         participants.add_selfie(engine, rekognition, rk_settings, pid, selfies / "red.jpg")
     actions = [e.action for e in events.event_audit(engine, "run") if e.participant_id == pid]
     assert actions == ["consent", "enroll", "matches", "erase"]
+    # The log holds counts and versions: no token (nor its hash), no embedding.
+    with db.read(engine) as conn:
+        logged = " ".join(
+            str(value) for row in conn.execute(select(AuditEntry.__table__)) for value in row
+        )
+    for secret in (red.gallery_token, users.hash_token(red.gallery_token), blue.gallery_token):
+        assert secret not in logged
+    with pytest.raises(ValueError):
+        with db.write(engine) as conn:
+            audit.record(conn, 1, AuditAction.ERASE, gallery_token="x")
 
 
 def fake_faces(rekognition, collection: str, external_id: str) -> list[dict]:
@@ -274,6 +284,10 @@ def test_purge_removes_every_face_of_the_event_and_its_collection_leaves_photos_
     assert tombstone is not None and tombstone.erased_by == "purge"
     with pytest.raises(participants.EventClosed):
         enroll(engine, rekognition, rk_settings, "run", selfies / "blue.jpg")
+    with pytest.raises(PermanentError, match="purged"):  # the path `users enroll` takes too
+        users.enroll_selfie(
+            engine, rekognition, rk_settings, runner.participant.id, selfies / "blue.jpg"
+        )
 
     again = events.purge_event(engine, rekognition, "run")
     assert not again.first_purge
@@ -342,7 +356,6 @@ def test_local_engine_matching_never_crosses_events_with_seeded_embeddings(engin
     own event, whether the photo is processed after the enrollment or the other way round."""
     import numpy as np
 
-    from photoctl import users
     from photoctl.catalog import get_photo
     from photoctl.face_step import EngineFaceStep, StoredFaces
     from photoctl.faces.base import EnrolledFace

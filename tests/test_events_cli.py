@@ -187,3 +187,33 @@ def test_every_event_command_has_help(run) -> None:
     for args in (["events"], ["events", "purge"], ["events", "create"], ["audit"]):
         helped = run(*args, "--help")
         assert helped.exit_code == 0 and len(helped.stdout) > 200, args
+
+
+def test_events_edit_changes_retention_consent_and_access_code_and_is_audited(
+    run, engine, tmp_path
+) -> None:
+    assert (
+        run("events", "create", "gala", "--title", "Gala", "--access-code", "abcd").exit_code == 0
+    )
+    before = events.require_event(engine, "gala")
+    consent = tmp_path / "consent.txt"
+    consent.write_text("New words.")
+    edited = run(
+        "events", "edit", "gala", "--title", "Gala 2026", "--date", "2026-06-01",
+        "--retention-days", "10", "--consent-file", str(consent), "--no-access-code", "--json",
+    )  # fmt: skip
+    assert edited.exit_code == 0, edited.output
+    after = events.require_event(engine, "gala")
+    assert (after.title, after.date, after.retention_days) == ("Gala 2026", "2026-06-01", 10)
+    assert after.consent_text == "New words." and after.consent_version != before.consent_version
+    assert not after.requires_access_code
+    generated = run("events", "edit", "gala", "--access-code")
+    assert generated.exit_code == 0 and events.access_code_matches(
+        engine, events.require_event(engine, "gala"), generated.stdout.strip()
+    )
+    assert run("events", "edit", "gala", "--date", "2026-01-01", "--no-date").exit_code == 2
+    assert run("events", "edit", "nope", "--title", "x").exit_code == 2
+    edits = [e.detail for e in events.event_audit(engine, "gala") if e.action == "event_edit"]
+    assert edits[0]["changed"] == "access_code,consent,date,retention_days,title"
+    assert edits[0]["consent_version"] == after.consent_version
+    assert edits[1] == {"changed": "access_code"}

@@ -19,7 +19,7 @@ from photoctl.faces.local import LocalEngine, detail_px_for
 from photoctl.faces.rekognition import SEND_PX, image_to_send
 from photoctl.imaging import decode_photo, draft_box
 from photoctl.ingest import ingest_paths
-from photoctl.models import Face, Match, Photo
+from photoctl.models import DEFAULT_EVENT_ID, Face, Match, Photo
 from photoctl.worker import drain_in_process
 from testkit.photos import settle
 from tests.support.faces import DATA, group_photo
@@ -119,8 +119,8 @@ def test_every_enrolled_user_in_a_group_of_mixed_face_sizes_is_found_and_nobody_
     # one, and each is matched to that face's person.
     local = faces.make_engine("local", settings, engine)
     with db.read(engine) as conn:
-        enrolled = face_store.enrolled_faces(conn, "local")
-        all_stored = {f.id: f for f in face_store.all_faces(conn, "local")}
+        enrolled = face_store.enrolled_faces(conn, "local", DEFAULT_EVENT_ID)
+        all_stored = {f.id: f for f in face_store.all_faces(conn, "local", DEFAULT_EVENT_ID)}
     person_of_user = {v: k for k, v in ids.items()}
     by_photo = stored_faces(engine)
     for name, centres in layout.items():

@@ -10,7 +10,7 @@ import datetime
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -184,6 +184,81 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
         click.echo(f"    {line}")
 
 
+@events.command("edit")
+@click.argument("slug")
+@click.option("--title", help="A new name for the event.")
+@click.option(
+    "--date", "date", type=click.DateTime(formats=["%Y-%m-%d"]), help="A new day (YYYY-MM-DD)."
+)
+@click.option("--no-date", is_flag=True, help="Remove the date (retention then counts from close).")
+@click.option("--retention-days", type=click.IntRange(min=1), help="A new retention.")
+@click.option(
+    "--consent-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A new consent text (a new version: earlier participants keep theirs).",
+)
+@click.option(
+    "--access-code",
+    is_flag=False,
+    flag_value=_GENERATE,
+    default=None,
+    metavar="[CODE]",
+    help="Ask for a new code: alone, a random one printed once on stdout; or CODE.",
+)
+@click.option("--no-access-code", is_flag=True, help="Enroll without a code from now on.")
+@json_option("Print the event (and a generated access code) as JSON on stdout.")
+@pass_app
+def events_edit(
+    app: App,
+    slug: str,
+    title: str | None,
+    date: datetime.datetime | None,
+    no_date: bool,
+    retention_days: int | None,
+    consent_file: Path | None,
+    access_code: str | None,
+    no_access_code: bool,
+    as_json: bool,
+) -> None:
+    """Change an event's title, date, retention, consent text or access code.
+
+    Shortening the retention takes effect at the next `events purge --expired`.
+
+    \b
+    Example:
+      photoctl events edit marathon-2026 --retention-days 30 --no-access-code
+    """
+    from photoctl import events as events_module
+
+    if date and no_date or access_code and no_access_code:
+        raise UsageProblem("--date/--no-date and --access-code/--no-access-code exclude each other")
+    changes: dict[str, Any] = {}
+    if date or no_date:
+        changes["date"] = date.date().isoformat() if date else None
+    generated = access_code == _GENERATE
+    code = events_module.new_access_code() if generated else access_code
+    if code or no_access_code:
+        changes["access_code"] = code
+    event = events_module.edit_event(
+        app.engine(),
+        slug,
+        title=title,
+        retention_days=retention_days,
+        consent_text=consent_file.read_text(encoding="utf-8") if consent_file else None,
+        **changes,
+    )
+    if as_json:
+        answer = event.as_json()
+        if generated:
+            answer["access_code"] = code
+        click.echo(json.dumps(answer))
+    elif generated:
+        click.echo(code)
+    if generated:
+        app.say("the access code above is shown only this once: note it now")
+    app.say(f"event {event.slug}: {event.title}; {_retention(event)}")
+
+
 @events.command("close")
 @click.argument("slug")
 @json_option("Print the event as JSON on stdout.")
@@ -216,7 +291,9 @@ def events_purge(
 ) -> None:
     """Delete an event's face data: every face, embedding, selfie, match and "not me" of it,
     and its Rekognition collection (DeleteCollection). Photos stay; participants' gallery
-    links then say when their face data was deleted. Running it again is harmless.
+    links then say when their face data was deleted. Running it again is harmless. A purged
+    event takes no face data any more: no enrollment, and photos still ingested for it (or, for
+    the default event, uploaded) get thumbnails but no faces.
 
     Exit codes: 0 done (or nothing to do), 1 some purge failed (run it again), 2 bad usage.
 
@@ -329,7 +406,9 @@ def audit(app: App, slug: str | None, limit: int | None, as_json: bool) -> None:
             click.echo(json.dumps({**entry.as_json(), "event": slugs.get(entry.event_id)}))
             continue
         who = f"participant {entry.participant_id}" if entry.participant_id else "operator"
-        detail = " ".join(f"{key}={value}" for key, value in entry.detail.items())
+        # Versions are 64 hex digits: their first 12 tell them apart on a terminal (--json has
+        # them whole).
+        detail = " ".join(f"{key}={str(value)[:12]}" for key, value in entry.detail.items())
         click.echo(
             f"{_moment(entry.at)}  {slugs.get(entry.event_id, entry.event_id)}  "
             f"{entry.action}  {who}  {detail}".rstrip()

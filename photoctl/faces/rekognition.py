@@ -7,11 +7,6 @@ the collection. Throttling answers slow the shared limiter and are retried here,
 a job; other AWS errors become Transient or Permanent errors carrying the AWS error code.
 botocore's own retries stay in adaptive mode but few: its retry budget is per client and runs
 out under sustained throttling, which is what the loop below is for.
-
-Collections per event (``for_event``): the default event keeps the configured collection id,
-any other uses ``<collection id>-<event slug>``; one is created on first use and deleted with
-DeleteCollection when its event is purged (``drop_event``). "Every face" above is every face
-of one event.
 """
 
 from __future__ import annotations
@@ -37,7 +32,6 @@ from photoctl.faces.base import (
     StoredFace,
 )
 from photoctl.faces.limiter import CallLimiter, LimiterSettings
-from photoctl.models import DEFAULT_EVENT_SLUG
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +80,14 @@ class RekognitionEngine(FaceEngine):
     def __init__(
         self, client: Any, limiter: CallLimiter, collection_id: str, match_threshold: float
     ) -> None:
+        # The configured collection id, which names the other events' collections (for_event).
+        self.base_collection_id = collection_id
+        self._event_engines: dict[str, RekognitionEngine] = {}
         self.client = client
         self.limiter = limiter
         self.collection_id = collection_id
         self.match_threshold = match_threshold
         self._collection_ready = False
-        # The configured collection id, which names the other events' collections.
-        self.base_collection_id = collection_id
-        self._event_engines: dict[str, RekognitionEngine] = {}
 
     @classmethod
     def from_settings(
@@ -333,7 +327,14 @@ class RekognitionEngine(FaceEngine):
             )
             self.forget(orphans)
 
+    # -- one collection per event ---------------------------------------------------------
+    # "Every face" of the module docstring is every face of one event: the default event keeps
+    # the configured collection id, any other uses ``<collection id>-<event slug>``. Each is
+    # created on first use (_ensure_collection) and deleted with its event's purge (drop_event).
+
     def collection_for(self, slug: str) -> str:
+        from photoctl.models import DEFAULT_EVENT_SLUG  # here: keeps the import block as it was
+
         base = self.base_collection_id
         return base if slug == DEFAULT_EVENT_SLUG else f"{base}-{slug}"
 

@@ -87,7 +87,9 @@ def _enroll(
     if not is_open(event):
         raise HTTPException(403, "This event no longer takes new enrollments.")
     if not consented:
-        raise HTTPException(422, "Tick the box to agree to how your face is used, or leave.")
+        raise HTTPException(
+            422, "Tick the box to agree to how your face is used: without it we cannot find you."
+        )
     if event.requires_access_code and not (access_code or "").strip():
         raise HTTPException(403, "This event asks for its access code.")
     if selfie is None or not selfie.filename:

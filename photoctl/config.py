@@ -234,6 +234,14 @@ class ServeSettings:
     )
     public_url: str = _key("", "Prefix for thumb_url/preview_url; empty means relative URLs")
     selfie_rate: str = _key("5/minute", "Selfie posts allowed per user (limits syntax)")
+    enroll_rate_per_address: str = _key(
+        "30/10minutes",
+        "Event enrollments allowed per client address (limits syntax); a venue's guests may "
+        "share one address, so this is loose",
+    )
+    enroll_rate_per_event: str = _key(
+        "120/minute", "Event enrollments allowed per event, from everyone (limits syntax)"
+    )
     selfie_max_bytes: int = _key(
         32 * 1024 * 1024, "Selfies larger than this are refused (413)", minimum=1024
     )

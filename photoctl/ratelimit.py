@@ -58,16 +58,28 @@ class DiskcacheStorage(Storage):
 
 
 class RequestLimits:
-    """The serve process's limits: uploads and selfies per user, logins per name and address."""
+    """The serve process's limits: uploads and selfies per user, logins per name and address,
+    event enrollments per client address and per event."""
 
     def __init__(
-        self, directory: str, upload_rate: str, login_rate: str, selfie_rate: str = "5/minute"
+        self,
+        directory: str,
+        upload_rate: str,
+        login_rate: str,
+        selfie_rate: str = "5/minute",
+        *,
+        enroll_address_rate: str = "30/10minutes",
+        enroll_event_rate: str = "120/minute",
     ) -> None:
         self.limiter = FixedWindowRateLimiter(DiskcacheStorage(f"diskcache://{directory}"))
         self.upload = parse(upload_rate)
         self.login = parse(login_rate)
         # A selfie is decoded and searched for faces at once: the costliest request serve has.
         self.selfie = parse(selfie_rate)
+        # Enrollment takes a selfie from anyone who has the event's address: one client is held
+        # back by the first, a crowd of them (or one behind many addresses) by the second.
+        self.enroll_address = parse(enroll_address_rate)
+        self.enroll_event = parse(enroll_event_rate)
 
     def hit(self, item: RateLimitItem, *identifiers: str) -> float | None:
         """Count one request; None if allowed, else seconds until it would be."""

@@ -1,4 +1,5 @@
-"""Benchmark `photoctl serve`: GET /api/my-photos at a fixed rate, idle and while the queue drains.
+"""Benchmark `photoctl serve`: GET /api/my-photos and a participant's gallery (its page and its
+JSON twin) at a fixed rate, idle and while the queue drains; then a zip of 100 previews.
 
 Everything runs against 127.0.0.1, in a temporary directory removed at the end (--keep keeps it),
 with the PHOTOCTL_* variables of this environment removed and that directory as the working
@@ -26,9 +27,20 @@ children with it).
      `photoctl ingest` registers the second batch. The workers are started first and the window
      opens once they hold a job (their start-up - imports, face models - is reported, not
      measured). Queue progress is printed every 5 s; jobs done in the window are reported.
+     Requests go round robin over three routes: /api/my-photos (a user's bearer token),
+     /g/<token> (a participant's gallery page) and /api/g/<token> (its JSON twin), the
+     participants being PARTICIPANTS people enrolled through POST /api/e/default with the same
+     two selfies once serve is up. Each route's p99 is reported beside the mix's.
   4. Uploads: UPLOADS distinct generated JPEGs POSTed to /api/photos, spread round robin over
      the users (2 each with the defaults, well under serve.upload_rate), UPLOAD_CONCURRENCY at
      a time (1 = sequential), with the workers stopped. Total seconds are reported.
+
+  5. Download all: GET /g/<token>/zip?variant=preview for a participant matched to ZIP_PHOTOS
+     photos (ingested and processed at setup with faces.engine = none; their matches written
+     into the database directly, since how a match was made does not change the zip): time to
+     the first byte, total time and size, and serve's resident memory (VmRSS, the serve process
+     and its children) before, at its highest while the zip streams (sampled every 20 ms), and
+     after.
 
 The load generator is open-loop: request i is scheduled at start + i/RATE whatever happened to
 the earlier ones, on an asyncio loop with one httpx.AsyncClient whose keep-alive pool holds
@@ -45,7 +57,8 @@ which other processes used more than 10% of the machine is flagged as disturbed,
 2-core machine their load, not photoctl's, then decides the tail.
 
 Targets on a 2-core machine: p99 <= 50 ms and no errors at 200 requests/s while the queue drains,
-p99 under load <= 2x the idle p99, 100 uploads in <= 2 s. Exit code 0 when every target is met,
+p99 under load <= 2x the idle p99, 100 uploads in <= 2 s, the zip's first byte in <= 200 ms with
+serve's memory growing by less than ZIP_RSS_GROWTH_MB. Exit code 0 when every target is met,
 1 when one is missed, 2 when the benchmark itself could not run.
 
 CPU priority: every process is started in its own session, as separate services or terminals
@@ -70,6 +83,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import io
 import os
 import random
@@ -102,6 +116,10 @@ SETTLED_AGE_SECONDS = 3600
 TARGET_P99_MS = 50.0
 TARGET_P99_RATIO = 2.0
 TARGET_UPLOAD_SECONDS = 2.0
+TARGET_ZIP_FIRST_BYTE_MS = 200.0
+# "Memory flat": what serve may grow by while a zip streams (one chunk and one open file).
+ZIP_RSS_GROWTH_MB = 20.0
+PARTICIPANT_PATHS = ("/g/{token}", "/api/g/{token}")
 PROGRESS_EVERY_SECONDS = 5.0
 # A window in which processes outside the benchmark used more than this share of the machine's
 # CPU is flagged: on a shared 2-core machine their load, not photoctl's, decides the tail.
@@ -142,9 +160,9 @@ class Processes:
     def photoctl(self, args: list[str], log_name: str, **extra_env: str) -> subprocess.Popen:
         return self.start([sys.executable, "-m", "photoctl", *args], log_name, **extra_env)
 
-    def run(self, args: list[str], log_name: str, timeout: float = 300) -> str:
+    def run(self, args: list[str], log_name: str, timeout: float = 300, **extra_env: str) -> str:
         """Run photoctl to completion; its stdout, or BenchError naming the log on failure."""
-        process = self.photoctl(args, log_name + ".out")
+        process = self.photoctl(args, log_name + ".out", **extra_env)
         try:
             stdout, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as error:
@@ -335,6 +353,7 @@ class Window:
     lag_ms: list[float] = field(default_factory=list)  # send - scheduled
     loop_lag_ms: list[float] = field(default_factory=list)  # put on the FIFO - scheduled
     errors: dict[str, int] = field(default_factory=dict)
+    by_route: dict[str, list[float]] = field(default_factory=dict)  # latency from scheduled
     nonempty: int = 0
     requests: int = 0
     elapsed: float = 0.0  # first scheduled send to last response
@@ -417,6 +436,11 @@ class Window:
                 if self.disturbed
                 else []
             ),
+            "  p99 by route: "
+            + ", ".join(
+                f"{route} {self.p(values, 0.99):.2f} ms ({len(values)})"
+                for route, values in self.by_route.items()
+            ),
             f"  answers: {done - self.error_count()} ok ({self.nonempty} non-empty lists), "
             f"errors {self.error_count()}"
             + (f" {dict(sorted(self.errors.items()))}" if self.errors else ""),
@@ -487,10 +511,40 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@dataclass(frozen=True)
+class Target:
+    """One request of the round robin: a route (for the report), its path and headers."""
+
+    route: str
+    path: str
+    headers: dict[str, str]
+
+
+def targets(tokens: list[str], galleries: list[str]) -> list[Target]:
+    """my-photos for each user, interleaved with each participant's gallery page and JSON."""
+    mine = [
+        Target("/api/my-photos", "/api/my-photos", {"Authorization": f"Bearer {token}"})
+        for token in tokens
+    ]
+    theirs = [
+        [
+            Target(path.split("{")[0] + "<token>", path.format(token=token), {})
+            for token in galleries
+        ]
+        for path in PARTICIPANT_PATHS
+    ]
+    mixed: list[Target] = []
+    for index in range(max(len(mine), *(len(group) for group in theirs), 1)):
+        for group in (mine, *theirs):
+            if group:
+                mixed.append(group[index % len(group)])
+    return mixed
+
+
 async def _fire(
     window: Window,
     url: str,
-    tokens: list[str],
+    requests: list[Target],
     connections: int,
     timeout: float,
     server_pid: int,
@@ -506,7 +560,6 @@ async def _fire(
     as server latency. A backlog here is only the FIFO, and it is measured (wait for a lane).
     """
     loop = asyncio.get_running_loop()
-    headers = [{"Authorization": f"Bearer {token}"} for token in tokens]
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     total = int(window.rate * window.duration)
     window.requests = total
@@ -518,15 +571,14 @@ async def _fire(
                 index, scheduled = item
                 sent = loop.time()
                 window.lag_ms.append((sent - scheduled) * 1000)
+                target = requests[index % len(requests)]
                 try:
-                    answer = await client.get(
-                        "/api/my-photos", headers=headers[index % len(headers)]
-                    )
+                    answer = await client.get(target.path, headers=target.headers)
                     done = loop.time()
                     if answer.status_code != 200:
-                        key = f"HTTP {answer.status_code}"
+                        key = f"HTTP {answer.status_code} {target.route}"
                         window.errors[key] = window.errors.get(key, 0) + 1
-                    elif b'"id"' in answer.content:
+                    elif b'"id"' in answer.content or b'class="tile"' in answer.content:
                         window.nonempty += 1
                 except httpx.HTTPError as error:
                     done = loop.time()
@@ -534,6 +586,7 @@ async def _fire(
                     window.errors[key] = window.errors.get(key, 0) + 1
                 window.scheduled_ms.append((done - scheduled) * 1000)
                 window.sent_ms.append((done - sent) * 1000)
+                window.by_route.setdefault(target.route, []).append((done - scheduled) * 1000)
 
         async def ticks(start: float) -> None:
             for number in range(1, int(window.duration / PROGRESS_EVERY_SECONDS) + 1):
@@ -577,12 +630,12 @@ async def _fire(
 def run_window(
     name: str,
     url: str,
-    tokens: list[str],
+    requests: list[Target],
     args: argparse.Namespace,
     server_pid: int,
 ) -> Window:
     window = Window(name, args.rate, args.duration)
-    asyncio.run(_fire(window, url, tokens, args.connections, args.timeout, server_pid))
+    asyncio.run(_fire(window, url, requests, args.connections, args.timeout, server_pid))
     return window
 
 
@@ -691,6 +744,18 @@ def setup(processes: Processes, args: argparse.Namespace, tmp: Path) -> list[str
         f"processed in {time.perf_counter() - began:.1f} s",
         file=sys.stderr,
     )
+    began = time.perf_counter()
+    write_batch(tmp / "zip", args.zip_photos, 400_000, 0)
+    processes.run(["-q", "ingest", str(tmp / "zip"), "--album", "Zip"], "ingest-zip")
+    processes.run(
+        ["-q", "work", "-n", "2", "--until-empty"], "work-zip", timeout=600,
+        PHOTOCTL_FACES_ENGINE="none",
+    )  # fmt: skip
+    print(
+        f"setup: {args.zip_photos} photos for the zip processed (no faces looked for) in "
+        f"{time.perf_counter() - began:.1f} s",
+        file=sys.stderr,
+    )
     # Enrolled after the photos are processed: enrolling matches the selfie against every stored
     # face, so users sharing a selfie all get the photos. (A face found later goes to the one
     # closest enrolled user only, so enrolling first would fill the lists of two users.)
@@ -715,6 +780,100 @@ def setup(processes: Processes, args: argparse.Namespace, tmp: Path) -> list[str
     return tokens
 
 
+def enroll_participants(url: str, count: int) -> list[str]:
+    """COUNT participants through the default event's enrollment (the JSON twin of its form),
+    alternately with the two selfies; their gallery tokens."""
+    galleries = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for index in range(count):
+            selfie = FACES / SELFIES[index % len(SELFIES)]
+            answer = client.post(
+                "/api/e/default",
+                data={"consent": "true"},
+                files={"selfie": (selfie.name, selfie.read_bytes(), "image/jpeg")},
+            )
+            if answer.status_code != 201:
+                raise BenchError(f"enrolling a participant: {answer.status_code} {answer.text}")
+            galleries.append(answer.json()["gallery_token"])
+    return galleries
+
+
+def match_zip_photos(database: Path, gallery_token: str, count: int) -> int:
+    """Match the participant to COUNT processed photos of the Zip album, in the database."""
+    digest = hashlib.sha256(gallery_token.encode()).hexdigest()
+    now = time.time()
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as conn, conn:
+        user_id = conn.execute(
+            "SELECT id FROM users WHERE gallery_token_hash = ?", (digest,)
+        ).fetchone()[0]
+        face_id = conn.execute("SELECT min(id) FROM faces").fetchone()[0]
+        photos = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM photos WHERE album = 'Zip' AND processed_at IS NOT NULL "
+                "ORDER BY id LIMIT ?",
+                (count,),
+            )
+        ]
+        conn.executemany(
+            "INSERT OR IGNORE INTO matches (photo_id, user_id, face_id, similarity, matched_at, "
+            "source, findable_at) VALUES (?, ?, ?, 90.0, ?, 'photo', ?)",
+            [(photo, user_id, face_id, now, now) for photo in photos],
+        )
+    return len(photos)
+
+
+def _rss_mb(pid: int) -> float:
+    total = 0
+    for current in _descendants(pid):
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def zip_download(url: str, gallery_token: str, server_pid: int) -> dict:
+    """Time to first byte and serve's memory while the participant's zip of previews streams."""
+    samples: list[float] = []
+    streaming = threading.Event()
+
+    def sample() -> None:
+        while not streaming.is_set():
+            samples.append(_rss_mb(server_pid))
+            time.sleep(0.02)
+
+    before = _rss_mb(server_pid)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    size = 0
+    with httpx.Client(base_url=url, timeout=120) as client:
+        began = time.perf_counter()
+        with client.stream(
+            "GET", f"/g/{gallery_token}/zip", params={"variant": "preview"}
+        ) as answer:
+            if answer.status_code != 200:
+                raise BenchError(f"zip answered {answer.status_code}")
+            first_byte = None
+            for chunk in answer.iter_raw():
+                if first_byte is None:
+                    first_byte = time.perf_counter() - began
+                size += len(chunk)
+        total = time.perf_counter() - began
+    streaming.set()
+    sampler.join()
+    return {
+        "first_byte_ms": (first_byte or total) * 1000,
+        "total_s": total,
+        "mb": size / 1024 / 1024,
+        "rss_before": before,
+        "rss_peak": max(samples, default=before),
+        "rss_after": _rss_mb(server_pid),
+    }
+
+
 def check_lists(url: str, tokens: list[str], enrolled: int) -> None:
     counts = []
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -728,20 +887,20 @@ def check_lists(url: str, tokens: list[str], enrolled: int) -> None:
         raise BenchError("an enrolled user has an empty /api/my-photos list")
 
 
-def warm_up(url: str, tokens: list[str], args: argparse.Namespace, server_pid: int) -> None:
-    """Every user once (fills the cache) and 2 s at the rate, not counted."""
+def warm_up(url: str, requests: list[Target], args: argparse.Namespace, server_pid: int) -> None:
+    """Every request once (fills the cache) and 2 s at the rate, not counted."""
     with httpx.Client(base_url=url, timeout=30) as client:
-        for token in tokens:
-            client.get("/api/my-photos", headers={"Authorization": f"Bearer {token}"})
+        for target in requests:
+            client.get(target.path, headers=target.headers)
     warm = argparse.Namespace(**{**vars(args), "duration": 2.0})
-    run_window("warm-up", url, tokens, warm, server_pid)
+    run_window("warm-up", url, requests, warm, server_pid)
 
 
 def under_load(
     processes: Processes,
     figures: QueueFigures,
     url: str,
-    tokens: list[str],
+    requests: list[Target],
     args: argparse.Namespace,
     tmp: Path,
     server: subprocess.Popen,
@@ -792,7 +951,7 @@ def under_load(
 
     with py_spy(processes, server, args.py_spy, "load"):
         asyncio.run(
-            _fire(window, url, tokens, args.connections, args.timeout, server.pid, tick, work.pid)
+            _fire(window, url, requests, args.connections, args.timeout, server.pid, tick, work.pid)
         )
     after = figures.states()
     processes.stop(work, grace=60, sig=signal.SIGINT)
@@ -846,13 +1005,22 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
             file=sys.stderr,
         )
         check_lists(url, tokens, args.enrolled)
-        warm_up(url, tokens, args, server.pid)
+        began = time.perf_counter()
+        galleries = enroll_participants(url, args.participants)
+        zipped = match_zip_photos(tmp / "data" / "photoctl.db", galleries[0], args.zip_photos)
+        print(
+            f"setup: {args.participants} participants enrolled through /api/e/default in "
+            f"{time.perf_counter() - began:.1f} s; the first matched to {zipped} more photos",
+            file=sys.stderr,
+        )
+        requests = targets(tokens, galleries)
+        warm_up(url, requests, args, server.pid)
 
         with py_spy(processes, server, args.py_spy, "idle"):
-            idle = run_window("idle", url, tokens, args, server.pid)
+            idle = run_window("idle", url, requests, args, server.pid)
         print(idle.report())
 
-        load, drained = under_load(processes, figures, url, tokens, args, tmp, server)
+        load, drained = under_load(processes, figures, url, requests, args, tmp, server)
         print(load.report())
         print(
             f"  queue: workers held a job {drained['workers_lead_seconds']:.1f} s after start "
@@ -885,6 +1053,15 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
             f"total, per upload p50 {sent['p50'] * 1000:.1f} ms, max {sent['max'] * 1000:.1f} ms, "
             f"errors {errors}" + (f" {sent['errors']}" if errors else "")
         )
+        zipped_figures = zip_download(url, galleries[0], server.pid)
+        rss_growth = zipped_figures["rss_peak"] - zipped_figures["rss_before"]
+        print(
+            f"zip: {zipped} previews, {zipped_figures['mb']:.1f} MB: first byte after "
+            f"{zipped_figures['first_byte_ms']:.1f} ms, all in {zipped_figures['total_s']:.2f} s; "
+            f"serve RSS {zipped_figures['rss_before']:.0f} MB before, "
+            f"{zipped_figures['rss_peak']:.0f} MB at most while streaming, "
+            f"{zipped_figures['rss_after']:.0f} MB after"
+        )
     finally:
         processes.stop_all()
 
@@ -900,6 +1077,16 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
             f"{args.uploads} uploads <= {TARGET_UPLOAD_SECONDS:g} s",
             sent["total"] <= TARGET_UPLOAD_SECONDS and errors == 0,
             f"{sent['total']:.2f} s, {errors} errors",
+        ),
+        (
+            f"zip first byte <= {TARGET_ZIP_FIRST_BYTE_MS:g} ms",
+            zipped_figures["first_byte_ms"] <= TARGET_ZIP_FIRST_BYTE_MS,
+            f"{zipped_figures['first_byte_ms']:.1f} ms",
+        ),
+        (
+            f"serve grows < {ZIP_RSS_GROWTH_MB:g} MB while the zip streams",
+            rss_growth < ZIP_RSS_GROWTH_MB,
+            f"{rss_growth:+.1f} MB",
         ),
     ]
     disturbed = [window.name for window in (idle, load) if window.disturbed]
@@ -939,6 +1126,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--initial-scenery", type=int, default=16, help="initial photos without faces"
     )
+    parser.add_argument(
+        "--participants", type=int, default=10, help="participants enrolled (gallery routes)"
+    )
+    parser.add_argument("--zip-photos", type=int, default=100, help="previews in the zip")
     parser.add_argument("--uploads", type=int, default=100, help="POST /api/photos uploads")
     parser.add_argument(
         "--upload-concurrency", type=int, default=1, help="uploads in flight (1 = sequential)"
@@ -965,6 +1156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "uploads": (0, 1000),
         "upload_concurrency": (1, 32),
         "connections": (1, 256),
+        "participants": (1, 30),
+        "zip_photos": (1, 1000),
     }
     for name, (low, high) in limits.items():
         if not low <= getattr(args, name) <= high:

@@ -7,6 +7,15 @@
 # them in this process, which is what to use with -x or --pdb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The browser tests drive Debian's headless Chromium through its chromedriver (selenium).
+# Installed here when missing, without questions (CI runs as root; elsewhere sudo may ask).
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+    sudo_cmd=()
+    [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        chromium chromium-driver
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[test]'

@@ -18,12 +18,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from photoctl import config
 from photoctl.api.guard import DB_RETRY_AFTER_SECONDS, BodyGuard
-from photoctl.api.routes import admin, auth, health, me, photos
+from photoctl.api.pages import STATIC_DIR, PageHeaders
+from photoctl.api.routes import (
+    admin,
+    auth,
+    event_pages,
+    gallery_files,
+    gallery_pages,
+    health,
+    me,
+    photos,
+)
 from photoctl.api.services import open_services
 from photoctl.config import Settings
 from photoctl.errors import TransientError
@@ -53,13 +64,17 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         description="Event photos: your matched photos, the gallery, uploads, admin.",
     )
-    for module in (health, auth, photos, me, admin):
+    for module in (health, auth, photos, me, admin, event_pages, gallery_pages, gallery_files):
         app.include_router(module.router)
+    # The participant pages' script and style sheet, shipped inside the package.
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Authenticates and size-checks a request before anything reads its body. Added first, so
     # it sits inside served_by: its BaseHTTPMiddleware runs the app in a task group, and an
     # error raised from a receive it wrapped would reach FastAPI as an exception group (400).
     app.add_middleware(BodyGuard)
+    # Outside the guard, so its refusals of participant posts carry the pages' headers too.
+    app.add_middleware(PageHeaders)
     process_id = str(os.getpid())
 
     @app.middleware("http")

@@ -52,12 +52,13 @@ class ServedFile:
     def response(self, media_type: str | None = None) -> StreamingResponse:
         media_type = media_type or mimetypes.guess_type(self.name)[0] or "application/octet-stream"
         return StreamingResponse(
-            self._chunks(),
+            self.chunks(),
             media_type=media_type,
             headers={"Content-Length": str(self.size)},
         )
 
-    def _chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Iterator[bytes]:
+        """The file's bytes; the descriptor is closed once they are read (or the reading stops)."""
         try:
             remaining = self.size
             offset = 0

@@ -6,6 +6,10 @@ stranger's 400 MB has reached the disk. This pure ASGI middleware runs first: a 
 carries a body is refused with 401 when its bearer token is missing or wrong, and with 413 when
 its declared ``Content-Length`` exceeds what its route accepts, without reading the body. A body
 sent without a length (chunked) is counted as it is read and cut off with 413 at the limit.
+
+A participant's post (event pages and galleries, /e/ and /g/ and their /api/ twins) carries no
+bearer token: participant_gate.py checks it instead (cross-site posts, enrollment rates), on
+every such post, with a body or without; the size limits are the same for everyone.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import Any
 
 from anyio import to_thread
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from photoctl.api import participant_gate
 from photoctl.api.deps import caller
 from photoctl.api.services import Services
 from photoctl.config import Settings
@@ -55,7 +60,7 @@ def body_limit(path: str, settings: Settings) -> int:
     """The largest body a route accepts: an image (plus multipart framing) or a small JSON."""
     if path == "/api/photos":
         return settings.ingest.max_bytes + MULTIPART_SLACK_BYTES
-    if path == "/api/me/selfie":
+    if path == "/api/me/selfie" or participant_gate.takes_selfie(path):
         return settings.serve.selfie_max_bytes + MULTIPART_SLACK_BYTES
     return SMALL_BODY_BYTES
 
@@ -86,17 +91,24 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not _has_body(scope):
+        participant = participant_gate.is_participant_post(scope)
+        if not participant and not _has_body(scope):
             # Counted all the same: a body the headers did not announce is cut off at once.
             await self.app(scope, _counting(receive, 0), send)
             return
         services: Services = scope["app"].state.services
         path = scope.get("path", "")
-        if path not in PUBLIC_BODY_PATHS:
+        refusal: Response | None = None
+        if participant:
+            refusal = await to_thread.run_sync(participant_gate.refusal, services, scope)
+        elif path not in PUBLIC_BODY_PATHS:
             refusal = await to_thread.run_sync(self._authenticate, services, scope)
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if not _has_body(scope):
+            await self.app(scope, _counting(receive, 0), send)
+            return
         limit = body_limit(path, services.settings)
         declared = _header(scope, b"content-length")
         if declared is not None:

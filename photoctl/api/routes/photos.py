@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,7 +15,7 @@ from pydantic import BaseModel
 
 from photoctl import catalog, db, gallery, queue, storage
 from photoctl.api.deps import CurrentUser, Svc, only_photos_of, too_many
-from photoctl.api.files import FileRefused, open_served_file
+from photoctl.api.photo_files import open_photo
 from photoctl.api.services import Services
 from photoctl.cache import user_tag
 from photoctl.errors import ConfigError
@@ -137,28 +136,7 @@ def photo_file(
         files = gallery.photo_files(conn, photo_id, only_photos_of(user, svc.settings))
     if files is None:
         raise HTTPException(404, "Photo not found")
-    if variant == "original":
-        path = files.source_path
-    else:
-        stored = files.thumb_path if variant == "thumb" else files.preview_path
-        if not stored:
-            raise HTTPException(404, "Photo file is gone")
-        path = os.fsencode(svc.settings.storage_file(stored))
-
-    def inside_ingest_root(real_path: bytes) -> bool:
-        with db.read(svc.database) as conn:
-            return catalog.inside_ingest_root(conn, real_path)
-
-    try:
-        served = open_served_file(
-            path,
-            storage_root=svc.settings.storage_root,
-            data_dir=svc.settings.data_dir,
-            database_url=svc.settings.database_url,
-            inside_ingest_root=inside_ingest_root if variant == "original" else None,
-        )
-    except FileRefused:
-        raise HTTPException(404, "Photo file is gone") from None
+    served = open_photo(svc, files, variant)
     return served.response(media_type=None if variant == "original" else "image/jpeg")
 
 

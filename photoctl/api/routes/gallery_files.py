@@ -1,0 +1,103 @@
+"""A gallery's images and its "download all" zip, for whoever holds the gallery link.
+
+A photo is served only while it is matched to the link's participant ("not me" and erasure end
+that at once); thumbnails, previews and originals are opened by the same rules as the API's
+(photo_files.py). The zip streams (zipstream.py): its first bytes leave before the second photo
+is opened, and serve holds one chunk of it at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import PurePath
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import StreamingResponse
+
+from photoctl import participants
+from photoctl.api.deps import Svc
+from photoctl.api.files import ServedFile
+from photoctl.api.photo_files import Variant, open_photo
+from photoctl.api.routes.gallery_pages import PhotoId, holder
+from photoctl.api.services import Services
+from photoctl.api.zipstream import member_name, zip_chunks
+
+router = APIRouter(tags=["participants"])
+
+# Photos asked of the database at a time while the zip is written.
+_ZIP_BATCH = 200
+_IMAGE_CACHE = "private, max-age=3600"
+
+
+@router.get(
+    "/g/{token}/photos/{photo_id}/{variant}",
+    response_class=StreamingResponse,
+    include_in_schema=False,
+)
+@router.get(
+    "/api/g/{token}/photos/{photo_id}/{variant}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Not found"}},
+)
+def gallery_photo(token: str, photo_id: PhotoId, variant: Variant, svc: Svc) -> StreamingResponse:
+    """A matched photo's thumbnail, preview or original."""
+    participant, _ = holder(svc, token)
+    files = participants.participant_photo(svc.database, participant.id, photo_id)
+    if files is None:
+        raise HTTPException(404, "Photo not found")
+    served = open_photo(svc, files, variant)
+    response = served.response(media_type=None if variant == "original" else "image/jpeg")
+    response.headers["Cache-Control"] = _IMAGE_CACHE
+    if variant == "original":
+        response.headers["Content-Disposition"] = f'attachment; filename="{served.name}"'
+    return response
+
+
+def _members(
+    svc: Services, participant_id: int, variant: Variant
+) -> Iterator[tuple[str, ServedFile]]:
+    cursor: int | None = None
+    while True:
+        items, cursor = participants.participant_photos(
+            svc.database, participant_id, _ZIP_BATCH, cursor
+        )
+        for item in items:
+            files = participants.participant_photo(svc.database, participant_id, item.id)
+            if files is None:  # "not me" while the zip was being written
+                continue
+            try:
+                served = open_photo(svc, files, variant)
+            except HTTPException:  # the file is gone: the rest of the zip is still worth having
+                continue
+            name = item.filename if variant == "original" else PurePath(item.filename).stem
+            yield member_name(item.id, name + ("" if variant == "original" else ".jpg")), served
+        if cursor is None:
+            return
+
+
+@router.get(
+    "/g/{token}/zip",
+    response_class=StreamingResponse,
+    include_in_schema=False,
+)
+@router.get(
+    "/api/g/{token}/zip",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}}, 404: {"description": "Not found"}},
+)
+def gallery_zip(
+    token: str,
+    svc: Svc,
+    variant: Annotated[Literal["original", "preview"], Query()] = "original",
+) -> StreamingResponse:
+    """Every matched photo in one zip, streamed as it is written (originals, or previews)."""
+    participant, event = holder(svc, token)
+    return StreamingResponse(
+        zip_chunks(_members(svc, participant.id, variant)),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{event.slug}-photos.zip"',
+            "Cache-Control": "no-store",
+        },
+    )

@@ -1,0 +1,371 @@
+"""A participant's private gallery: ``/g/<token>`` and what can be done from it.
+
+The token in the path is the only credential (its hash is what the database holds), so whoever
+has the link sees the photos: the page says to bookmark it and never to share it. Every HTML
+page has a JSON twin under /api/g/<token>. Forms post back here with the double-submit token
+(csrf.py); the body guard has refused cross-site posts before (participant_gate.py). The images
+and the zip are in gallery_files.py.
+
+The photo list is cached per participant with the user tag the workers drop when they match
+someone, and dropped here on "not me", a new selfie and erasure; the count of photos still
+processing is cached a few seconds for the whole event, since every open gallery polls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel
+
+from photoctl import events, gallery, participants
+from photoctl.api.deps import Svc, too_many
+from photoctl.api.pages import error_page, form_token_ok, iso_date, render
+from photoctl.api.routes.event_pages import EventOut, event_out, gallery_url, is_open
+from photoctl.api.selfies import received_selfie
+from photoctl.api.services import Services
+from photoctl.cache import user_tag
+from photoctl.errors import ConfigError, TransientError
+
+router = APIRouter(tags=["participants"])
+log = logging.getLogger(__name__)
+
+PAGE_PHOTOS = 48
+_PROCESSING_TTL_SECONDS = 5.0
+# What new_token-style tokens look like; anything else is not looked up at all.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,100}")
+MAX_ID = 2**31 - 1
+PhotoId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+Cursor = Annotated[int | None, Query(ge=0, le=MAX_ID)]
+Limit = Annotated[int, Query(ge=1, le=200, description="Photos per page")]
+_STALE_FORM = "This form has expired or came from another site. Go back, reload and try again."
+_ERASED = "Your face data has been deleted; this link no longer does anything but say so."
+
+
+class PhotoLink(BaseModel):
+    id: int
+    filename: str
+    taken_at: str | None
+    width: int | None
+    height: int | None
+    page_url: str
+    thumb_url: str
+    preview_url: str
+    original_url: str
+
+
+class GalleryOut(BaseModel):
+    event: EventOut
+    face_data_deleted_on: str | None
+    erased_by: str | None
+    processing: int
+    photos: list[PhotoLink]
+    next_cursor: int | None
+    zip_url: str | None
+
+
+class PhotoActions(BaseModel):
+    id: int
+    thumb_url: str
+    preview_url: str
+    original_url: str
+    not_me_url: str
+
+
+class NotMeOut(BaseModel):
+    removed: bool
+
+
+class SelfieOut(BaseModel):
+    matched_photos: int
+
+
+class ErasedOut(BaseModel):
+    face_data_deleted_on: str | None
+
+
+def holder(svc: Services, token: str) -> tuple[participants.Participant, events.Event]:
+    """The participant holding this gallery token and their event; 404 for anyone else."""
+    found = (
+        participants.participant_by_token(svc.database, token) if _TOKEN.fullmatch(token) else None
+    )
+    event = None if found is None else events.get_event_by_id(svc.database, found.event_id)
+    if found is None or event is None:
+        raise HTTPException(404, "No gallery at this link")
+    return found, event
+
+
+def deleted_on(participant: participants.Participant, event: events.Event) -> str | None:
+    """When this participant's face data was deleted (by them or by the event's purge)."""
+    if participant.erased_at is not None:
+        return iso_date(participant.erased_at)
+    return event.face_data_deleted_on
+
+
+def _links(token: str, items: list[gallery.PhotoItem]) -> list[PhotoLink]:
+    base = f"/g/{token}/photos"
+    return [
+        PhotoLink(
+            id=item.id,
+            filename=item.filename,
+            taken_at=item.taken_at,
+            width=item.width,
+            height=item.height,
+            page_url=f"{base}/{item.id}",
+            thumb_url=f"{base}/{item.id}/thumb",
+            preview_url=f"{base}/{item.id}/preview",
+            original_url=f"{base}/{item.id}/original",
+        )
+        for item in items
+    ]
+
+
+def _gallery(
+    svc: Services,
+    token: str,
+    participant: participants.Participant,
+    event: events.Event,
+    cursor: int | None,
+    limit: int = PAGE_PHOTOS,
+) -> GalleryOut:
+    gone = deleted_on(participant, event)
+    items: list[gallery.PhotoItem] = []
+    next_cursor = None
+    processing = 0
+    if participant.erased_at is None:
+        items, next_cursor = svc.cache.get_or_compute(
+            f"gallery:{participant.id}:{limit}:{cursor}",
+            svc.settings.cache.ttl_my_photos,
+            lambda: participants.participant_photos(svc.database, participant.id, limit, cursor),
+            tag=user_tag(participant.id),
+        )
+        processing = svc.cache.get_or_compute(
+            f"processing:{event.id}",
+            _PROCESSING_TTL_SECONDS,
+            lambda: participants.processing_count(svc.database, event.id),
+        )
+    return GalleryOut(
+        event=event_out(event),
+        face_data_deleted_on=gone,
+        erased_by=participant.erased_by,
+        processing=processing,
+        photos=_links(token, items),
+        next_cursor=next_cursor,
+        zip_url=f"/g/{token}/zip" if items else None,
+    )
+
+
+def _html_error(request: Request, error: HTTPException, token: str | None = None) -> Response:
+    page = error_page(
+        request, error.status_code, str(error.detail), back_url=token and f"/g/{token}"
+    )
+    if error.headers:
+        page.headers.update(error.headers)
+    return page
+
+
+@router.get("/g/{token}", response_class=HTMLResponse, include_in_schema=False)
+def gallery_page(
+    request: Request,
+    token: str,
+    svc: Svc,
+    cursor: Cursor = None,
+    welcome: bool = False,
+    added: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    removed: bool = False,
+) -> Response:
+    try:
+        participant, event = holder(svc, token)
+    except HTTPException as error:
+        return _html_error(request, error)
+    return render(
+        request,
+        "gallery.html",
+        token=token,
+        event=event,
+        event_open=is_open(event),
+        gallery=_gallery(svc, token, participant, event, cursor),
+        link=gallery_url(svc, request, token),
+        cursor=cursor,
+        welcome=welcome,
+        added=added,
+        removed=removed,
+    )
+
+
+@router.get("/api/g/{token}", response_model=GalleryOut, responses={404: {}})
+def gallery_json(
+    token: str, svc: Svc, cursor: Cursor = None, limit: Limit = PAGE_PHOTOS
+) -> GalleryOut:
+    """The participant's matched photos, newest first, a page at a time, with how many of the
+    event's photos are still being processed (poll while it is above 0)."""
+    participant, event = holder(svc, token)
+    return _gallery(svc, token, participant, event, cursor, limit)
+
+
+def _matched_photo(svc: Services, token: str, photo_id: int) -> events.Event:
+    participant, event = holder(svc, token)
+    if participants.participant_photo(svc.database, participant.id, photo_id) is None:
+        raise HTTPException(404, "This photo is not in your gallery")
+    return event
+
+
+@router.get("/g/{token}/photos/{photo_id}", response_class=HTMLResponse, include_in_schema=False)
+def photo_page(request: Request, token: str, photo_id: PhotoId, svc: Svc) -> Response:
+    try:
+        event = _matched_photo(svc, token, photo_id)
+    except HTTPException as error:
+        return _html_error(request, error, token)
+    return render(request, "photo.html", token=token, event=event, photo_id=photo_id)
+
+
+@router.get("/api/g/{token}/photos/{photo_id}", response_model=PhotoActions, responses={404: {}})
+def photo_json(token: str, photo_id: PhotoId, svc: Svc) -> PhotoActions:
+    """One matched photo: where its images are, and where "not me" is posted."""
+    _matched_photo(svc, token, photo_id)
+    base = f"/g/{token}/photos/{photo_id}"
+    return PhotoActions(
+        id=photo_id,
+        thumb_url=f"{base}/thumb",
+        preview_url=f"{base}/preview",
+        original_url=f"{base}/original",
+        not_me_url=f"/api/g/{token}/not-me/{photo_id}",
+    )
+
+
+def _not_me(svc: Services, token: str, photo_id: int) -> bool:
+    participant, _ = holder(svc, token)
+    try:
+        removed = participants.not_me(svc.database, participant.id, photo_id)
+    except participants.ParticipantErased:
+        raise HTTPException(410, _ERASED) from None
+    svc.cache.drop_users([participant.id])
+    return removed
+
+
+@router.post("/g/{token}/not-me/{photo_id}", include_in_schema=False)
+def not_me_page(
+    request: Request,
+    token: str,
+    photo_id: PhotoId,
+    svc: Svc,
+    csrf: Annotated[str | None, Form(max_length=100)] = None,
+) -> Response:
+    try:
+        if not form_token_ok(request, csrf):
+            raise HTTPException(403, _STALE_FORM)
+        _not_me(svc, token, photo_id)
+    except HTTPException as error:
+        return _html_error(request, error, token)
+    return RedirectResponse(f"/g/{token}?removed=1", status_code=303)
+
+
+@router.post("/api/g/{token}/not-me/{photo_id}", response_model=NotMeOut)
+def not_me_json(token: str, photo_id: PhotoId, svc: Svc) -> NotMeOut:
+    """ "Not me": the match goes, and matching never makes it again."""
+    return NotMeOut(removed=_not_me(svc, token, photo_id))
+
+
+def _add_selfie(svc: Services, token: str, selfie: UploadFile | None) -> int:
+    participant, _ = holder(svc, token)
+    if participant.erased_at is not None:
+        raise HTTPException(410, _ERASED)
+    wait = svc.limits.hit(svc.limits.selfie, "participant-selfie", str(participant.id))
+    if wait is not None:
+        raise too_many(wait, "selfies")
+    if selfie is None or not selfie.filename:
+        raise HTTPException(422, "Choose or take a selfie first.")
+    with received_selfie(svc, selfie) as (engine, path):
+        try:
+            count = participants.add_selfie(
+                svc.database, engine, svc.settings, participant.id, path
+            )
+        except participants.ParticipantErased:
+            raise HTTPException(410, _ERASED) from None
+    svc.cache.drop_users([participant.id])
+    return count
+
+
+@router.post("/g/{token}/selfie", include_in_schema=False)
+def add_selfie_page(
+    request: Request,
+    token: str,
+    svc: Svc,
+    selfie: Annotated[UploadFile | None, File()] = None,
+    csrf: Annotated[str | None, Form(max_length=100)] = None,
+) -> Response:
+    try:
+        if not form_token_ok(request, csrf):
+            raise HTTPException(403, _STALE_FORM)
+        count = _add_selfie(svc, token, selfie)
+    except HTTPException as error:
+        return _html_error(request, error, token)
+    return RedirectResponse(f"/g/{token}?added={count}", status_code=303)
+
+
+@router.post("/api/g/{token}/selfie", response_model=SelfieOut)
+def add_selfie_json(token: str, svc: Svc, selfie: Annotated[UploadFile, File()]) -> SelfieOut:
+    """Another selfie of the same person, for better recall; answers with new matches."""
+    return SelfieOut(matched_photos=_add_selfie(svc, token, selfie))
+
+
+def _erase(svc: Services, token: str) -> str | None:
+    participant, event = holder(svc, token)
+    if participant.erased_at is None:
+        try:
+            participants.erase_participant(
+                svc.database, svc.face_engine, svc.settings, participant.id
+            )
+        except (ConfigError, TransientError) as error:
+            # Rekognition holds the selfie and cannot be reached now: nothing was deleted yet.
+            log.warning("erasing participant %s: %s", participant.id, error)
+            raise HTTPException(
+                503,
+                "Your face data cannot be deleted right now; nothing was deleted. Try again later.",
+                headers={"Retry-After": "60"},
+            ) from None
+    svc.cache.drop_users([participant.id])
+    participant, event = holder(svc, token)
+    return deleted_on(participant, event)
+
+
+@router.get("/g/{token}/delete", response_class=HTMLResponse, include_in_schema=False)
+def confirm_delete_page(request: Request, token: str, svc: Svc) -> Response:
+    try:
+        participant, event = holder(svc, token)
+    except HTTPException as error:
+        return _html_error(request, error)
+    return render(
+        request,
+        "confirm_delete.html",
+        token=token,
+        event=event,
+        erased=participant.erased_at is not None,
+    )
+
+
+@router.post("/g/{token}/delete", include_in_schema=False)
+def delete_page(
+    request: Request,
+    token: str,
+    svc: Svc,
+    csrf: Annotated[str | None, Form(max_length=100)] = None,
+) -> Response:
+    try:
+        if not form_token_ok(request, csrf):
+            raise HTTPException(403, _STALE_FORM)
+        _erase(svc, token)
+    except HTTPException as error:
+        return _html_error(request, error, token)
+    return RedirectResponse(f"/g/{token}", status_code=303)
+
+
+@router.post("/api/g/{token}/delete", response_model=ErasedOut)
+def delete_json(token: str, svc: Svc) -> ErasedOut:
+    """Delete the participant's face data now: selfies, embeddings, matches, the engine's faces
+    and cached pages. The link stays, and says when."""
+    return ErasedOut(face_data_deleted_on=_erase(svc, token))

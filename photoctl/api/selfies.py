@@ -1,0 +1,85 @@
+"""A selfie received by serve: stored, size-checked and decoded in turn, whoever sends it.
+
+A selfie is the one image serve decodes itself, next to requests that must stay fast. Every route
+that takes one (an API user's /api/me/selfie, a participant's enrollment and "add another
+selfie") goes through ``received_selfie``: the upload is copied to a temporary file in chunks and
+refused past ``serve.selfie_max_bytes`` (413), refused from its header when its decode would be
+too large (the workers' pixel guard plus a bound on the decoded size, 422), and decoded by at most
+``serve.max_concurrent_decodes`` requests at once in each process (503 after a wait). One place,
+so a new selfie route cannot forget a guard.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fastapi import HTTPException, UploadFile
+
+from photoctl.api.services import Services
+from photoctl.errors import PermanentError, TransientError
+from photoctl.faces.base import FaceEngine
+from photoctl.imaging import check_decode_size
+
+# How long a selfie waits for a decode slot before the client is asked to come back.
+_DECODE_WAIT_SECONDS = 20.0
+_CHUNK_BYTES = 1024 * 1024
+
+
+def face_engine(svc: Services) -> FaceEngine:
+    """The engine that enrolls selfies; 503 saying why when there is none."""
+    # Built once per process (services.open_services), with what went wrong if it could not be.
+    if svc.face_engine_error is not None:
+        raise HTTPException(503, f"face engine unavailable: {svc.face_engine_error}")
+    if svc.face_engine is None:
+        raise HTTPException(503, "no face engine is configured (faces.engine = none)")
+    return svc.face_engine
+
+
+@contextmanager
+def received_selfie(svc: Services, upload: UploadFile) -> Iterator[tuple[FaceEngine, Path]]:
+    """(engine, selfie file) inside a decode slot; the file is removed on exit.
+
+    A PermanentError raised in the block (no face, not an image) becomes 422 and a
+    TransientError 503, with the temporary file's name replaced by "selfie". Callers that want
+    another answer for one kind catch it inside the block.
+    """
+    engine = face_engine(svc)
+    limit = svc.settings.serve.selfie_max_bytes
+    handle, temporary = tempfile.mkstemp(suffix=".selfie")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            # Copied in chunks: the selfie is never held in memory twice.
+            shutil.copyfileobj(upload.file, out, _CHUNK_BYTES)
+            if out.tell() > limit:
+                raise HTTPException(413, f"selfie larger than {limit:,} bytes")
+        check_decode_size(
+            Path(temporary),
+            preview_px=svc.settings.storage.preview_px,
+            max_pixels=svc.settings.ingest.max_pixels,
+            max_decoded_pixels=svc.settings.serve.max_decode_pixels,
+            display_name="selfie",
+            detail_px=engine.detail_px,
+        )
+        decodes = svc.decodes
+        if not decodes.acquire(timeout=_DECODE_WAIT_SECONDS):
+            raise HTTPException(
+                503, "busy decoding other selfies, try again", headers={"Retry-After": "5"}
+            )
+        try:
+            yield engine, Path(temporary)
+        finally:
+            decodes.release()
+    except PermanentError as error:
+        message = str(error).replace(temporary, "selfie")
+        raise HTTPException(422, message) from None
+    except TransientError as error:
+        raise HTTPException(
+            503, f"try again later: {error}", headers={"Retry-After": "5"}
+        ) from None
+    finally:
+        Path(temporary).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from photoctl.config import Settings
 
@@ -38,6 +39,20 @@ def level_for(settings: Settings, verbosity: int) -> int:
 def file_level_for(settings: Settings, verbosity: int) -> int:
     """The shared log file's level: -v means debug; -q does not lower the record."""
     return level_for(settings, max(verbosity, 0))
+
+
+def job_fields(
+    event: str, worker: str, worker_id: str, job_id: str, photo_id: int | None
+) -> dict[str, Any]:
+    """The structured fields (``extra=``) of a worker's line about a job."""
+    # worker_id is host:supervisor pid:index:random, as in the jobs and workers tables.
+    return {
+        "event": event,
+        "worker": worker,
+        "worker_id": worker_id,
+        "job": job_id,
+        "photo": photo_id,
+    }
 
 
 def _file_formatter(log_format: str) -> logging.Formatter:

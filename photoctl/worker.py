@@ -34,7 +34,7 @@ from photoctl.changed_files import current_source
 from photoctl.config import Settings
 from photoctl.errors import PermanentError, StorageFull, TransientError
 from photoctl.face_step import make_face_step
-from photoctl.logs import setup_logging
+from photoctl.logs import job_fields, setup_logging
 from photoctl.models import JobKind
 from photoctl.outages import DatabaseOutage, FullDisk
 from photoctl.pipeline import PhotoOutcome, process_photo
@@ -461,14 +461,7 @@ class _Child:
             )
 
     def _fields(self, event: str, job: queue.ClaimedJob, photo_id: int | None) -> dict[str, Any]:
-        """The structured fields of a job's log line (logs.py: the JSON log file keeps them)."""
-        return {
-            "event": event,
-            "worker": self.name,
-            "worker_id": self.worker_id,  # host:supervisor pid:index:random, as in the jobs table
-            "job": job.id,
-            "photo": photo_id,
-        }
+        return job_fields(event, self.name, self.worker_id, job.id, photo_id)
 
     def _count_done(self, count: int) -> None:
         self.jobs_done += count

@@ -250,6 +250,11 @@ class ServeSettings:
         "Images (selfies) decoded at once per serve process; the rest wait, then get 503",
         minimum=1,
     )
+    decode_wait_seconds: float = _key(
+        20.0,
+        "How long a selfie waits for a decode slot before the answer is 503 with Retry-After",
+        minimum=0.1,
+    )
     max_decode_pixels: int = _key(
         50_000_000,
         "Serve refuses to decode an image to more pixels than this (JPEGs count at their "

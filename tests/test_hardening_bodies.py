@@ -488,6 +488,8 @@ def test_selfie_decodes_wait_their_turn_so_memory_stays_bounded(
         url,
         PHOTOCTL_SERVE_MAX_DECODE_PIXELS="100000000",
         PHOTOCTL_SERVE_MAX_CONCURRENT_DECODES="1",
+        # Three ~350 MB decodes in turn: on a loaded machine the last waits well past 20 s.
+        PHOTOCTL_SERVE_DECODE_WAIT_SECONDS="300",
     )
     try:
 

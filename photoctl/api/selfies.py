@@ -25,8 +25,6 @@ from photoctl.errors import PermanentError, TransientError
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import check_decode_size
 
-# How long a selfie waits for a decode slot before the client is asked to come back.
-_DECODE_WAIT_SECONDS = 20.0
 _CHUNK_BYTES = 1024 * 1024
 
 
@@ -66,7 +64,7 @@ def received_selfie(svc: Services, upload: UploadFile) -> Iterator[tuple[FaceEng
             detail_px=engine.detail_px,
         )
         decodes = svc.decodes
-        if not decodes.acquire(timeout=_DECODE_WAIT_SECONDS):
+        if not decodes.acquire(timeout=svc.settings.serve.decode_wait_seconds):
             raise HTTPException(
                 503, "busy decoding other selfies, try again", headers={"Retry-After": "5"}
             )

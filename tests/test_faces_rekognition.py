@@ -285,6 +285,7 @@ def test_worker_killed_right_after_index_faces_leaves_one_face_set(tmp_path, db_
 
     # Content already processed, ingested again under another name: zero Rekognition calls.
     fake.reset_stats()
+    reset_at = time.monotonic()
     (tmp_path / "event2").mkdir()
     (tmp_path / "event2" / "copy.jpg").write_bytes(
         (tmp_path / "event" / "two-people.jpg").read_bytes()
@@ -293,4 +294,6 @@ def test_worker_killed_right_after_index_faces_leaves_one_face_set(tmp_path, db_
     run_photoctl(["ingest", str(tmp_path / "event2")], env)
     run_photoctl(["work", "-n", "1", "--until-empty", "--engine", "rekognition"], env)
     per_photo = {"IndexFaces", "SearchFaces", "SearchFacesByImage"}
-    assert [r for r in fake.records if r.operation in per_photo] == []
+    # The killed worker's held IndexFaces is recorded when its hold ends, maybe after the reset
+    # on a loaded machine: only requests started since the reset count.
+    assert [r for r in fake.records if r.operation in per_photo and r.start >= reset_at] == []

@@ -192,8 +192,9 @@ class RekognitionSettings:
         90.0, "Similarity (percent) from which a face matches a user", minimum=0
     )
     throttle_cooldown_seconds: float = _key(
-        30.0,
-        "After a throttling answer the shared rate is halved, then recovers over this long",
+        5.0,
+        "After a throttling answer the shared rate is lowered by a third (once per burst), "
+        "then recovers linearly to max_tps over this long",
         minimum=0.1,
     )
 

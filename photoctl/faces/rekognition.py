@@ -3,10 +3,14 @@
 One collection holds every face: photo faces with ExternalImageId = photo id, selfies with
 ``user-<id>``. A new photo is indexed once (IndexFaces) and each of its faces searched
 (SearchFaces) for enrolled selfies; an enrollment indexes the selfie and searches it against
-the collection. Throttling answers slow the shared limiter and are retried here, never failing
-a job; other AWS errors become Transient or Permanent errors carrying the AWS error code.
-botocore's own retries stay in adaptive mode but few: its retry budget is per client and runs
-out under sustained throttling, which is what the loop below is for.
+the collection. botocore's own retries are off (total_max_attempts=1): they resent throttled
+calls outside the shared limiter, which never heard of them. Every retry is made here instead,
+through the limiter, which spaces and counts it: throttling answers slow every process down and
+are retried until the limiter's max wait, never failing a job; server errors and connections
+that never reached the service are retried a few times with backoff; other AWS errors become
+Transient or Permanent errors carrying the AWS error code. An IndexFaces whose answer was lost
+(read timeout, connection closed) is not resent here: it may have indexed, and the job's retry
+discards what it did (face_step.py's pending checkpoint).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Sequence
@@ -31,7 +36,7 @@ from photoctl.faces.base import (
     FaceRecord,
     StoredFace,
 )
-from photoctl.faces.limiter import CallLimiter, LimiterSettings
+from photoctl.faces.limiter import CallLimiter, CallOutcome, LimiterSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,11 @@ THROTTLING_CODES = frozenset(
 PERMANENT_CODES = frozenset(
     {"InvalidImageFormatException", "ImageTooLargeException", "InvalidParameterException"}
 )
+# Server-side faults: the request did no harm, sending it again may work.
+SERVER_ERROR_CODES = frozenset({"InternalServerError", "ServiceUnavailableException"})
+# Attempts for a call that meets server errors or cannot connect (throttles do not count).
+ERROR_ATTEMPTS = 3
+_ERROR_BACKOFF_SECONDS = 0.5
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 # Rekognition documents faces down to 40x40 px in a 1920x1080 image, about 2 % of the width.
 # The 1600 px preview shows a 2 % face at 32 px, so photos are sent at this longest side
@@ -70,6 +80,10 @@ def encode_under_limit(image: Image.Image, limit_bytes: int = MAX_IMAGE_BYTES) -
     candidate = candidate.copy()
     candidate.thumbnail((candidate.width // 2, candidate.height // 2))
     return encode_under_limit(candidate, limit_bytes)
+
+
+def _error_code(error: Any) -> str:
+    return str(error.response.get("Error", {}).get("Code", "Unknown"))
 
 
 class RekognitionEngine(FaceEngine):
@@ -114,7 +128,8 @@ class RekognitionEngine(FaceEngine):
             region_name=region,
             endpoint_url=options.endpoint_url or None,
             config=Config(
-                retries={"mode": "adaptive", "total_max_attempts": 3},
+                # One attempt: every retry goes through the shared limiter (see _call).
+                retries={"mode": "standard", "total_max_attempts": 1},
                 max_pool_connections=options.max_concurrency + 2,
                 connect_timeout=10,
                 read_timeout=60,
@@ -139,22 +154,36 @@ class RekognitionEngine(FaceEngine):
     def _call(
         self, operation: str, *, tolerate: frozenset[str] = frozenset(), **parameters: Any
     ) -> dict:
-        """One API call under the limiter; throttling is retried here, ``tolerate``d codes
-        return an empty answer, other errors become Transient or Permanent errors."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        """One API call under the limiter, retried through it (see the module docstring);
+        ``tolerate``d codes return an empty answer, other errors become Transient or Permanent
+        errors."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+        )
 
+        api_name = "".join(part.title() for part in operation.split("_"))
         started = time.monotonic()
+        errors = 0
         while True:
             try:
-                with self.limiter.call():
-                    return getattr(self.client, operation)(**parameters)
+                with self.limiter.call(api_name) as ticket:
+                    try:
+                        answer = getattr(self.client, operation)(**parameters)
+                    except ClientError as error:
+                        if _error_code(error) in THROTTLING_CODES:
+                            ticket.outcome = CallOutcome.THROTTLED
+                        raise
+                    ticket.outcome = CallOutcome.ACCEPTED
+                    return answer
             except ClientError as error:
-                code = error.response.get("Error", {}).get("Code", "Unknown")
+                code = _error_code(error)
                 message = error.response.get("Error", {}).get("Message", "")
                 if code in tolerate:
                     return {}
                 if code in THROTTLING_CODES:
-                    self.limiter.throttled()
                     if time.monotonic() - started > self.limiter.limits.max_wait_seconds:
                         raise TransientError(
                             f"Rekognition {operation}: {code} for too long"
@@ -164,10 +193,28 @@ class RekognitionEngine(FaceEngine):
                     self._collection_ready = False
                     self._ensure_collection()
                     continue
+                if code in SERVER_ERROR_CODES and errors + 1 < ERROR_ATTEMPTS:
+                    errors = self._back_off(operation, errors, code)
+                    continue
                 kind = PermanentError if code in PERMANENT_CODES else TransientError
                 raise kind(f"Rekognition {operation}: {code}: {message}") from None
+            except (EndpointConnectionError, ConnectTimeoutError) as error:
+                # The request never reached the service: safe to send again.
+                if errors + 1 < ERROR_ATTEMPTS:
+                    errors = self._back_off(operation, errors, type(error).__name__)
+                    continue
+                raise TransientError(f"Rekognition {operation}: {error}") from None
             except BotoCoreError as error:
                 raise TransientError(f"Rekognition {operation}: {error}") from None
+
+    @staticmethod
+    def _back_off(operation: str, errors: int, what: str) -> int:
+        delay = _ERROR_BACKOFF_SECONDS * 2**errors * random.uniform(0.5, 1.0)
+        log.warning(
+            "[FaceRecognition][AWS] %s: %s; sending it again in %.1f s", operation, what, delay
+        )
+        time.sleep(delay)
+        return errors + 1
 
     def _ensure_collection(self) -> None:
         if self._collection_ready:

@@ -5,7 +5,8 @@ held open across a call to the face engine (which may be a network call). It com
 the job's final transaction and each in its own transaction:
 
 1. for an engine that keeps its own index (Rekognition), the pending checkpoint, before the
-   engine is asked (``face_store.pending_checkpoint``);
+   engine is asked (``face_store.pending_checkpoint``), cleared again if the engine refuses the
+   photo (then nothing was indexed);
 2. the photo's faces, with the checkpoint set to the engine's name;
 3. the matches of those faces, not yet findable (``findable_at`` NULL).
 
@@ -22,10 +23,18 @@ matches show as they are committed.)
 The order of writes closes the race between a photo and an enrollment processed at the same
 time: a photo's faces are committed before enrolled users are read, and a selfie is committed
 before stored faces are read (users.enroll), so whichever commits second sees the other.
+
+A photo the face service refuses (FacesRefused: too small, a format or parameter it rejects) is
+not a failed job: retrying cannot help, and the photo's thumbnail and preview are good. The step
+returns the reason instead (FaceSummary.faces_error), which the job's final transaction records
+on the photo (photos.faces_error, counted by `stats`) and as the completed job's reason (`jobs`);
+`jobs retry` asks the service again. Faces an engine found but left out (Rekognition indexes at
+most 100 per photo) are named the same way, in the log and the job's reason.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from PIL import Image
@@ -34,9 +43,12 @@ from sqlalchemy import Engine
 from photoctl import db, face_store, faces
 from photoctl.catalog import PhotoRecord
 from photoctl.config import Settings
+from photoctl.errors import FacesRefused
 from photoctl.faces.base import FaceEngine, StoredFace
 from photoctl.imaging import DecodedPhoto
 from photoctl.pipeline import FaceStep, FaceSummary, NoFaces
+
+log = logging.getLogger(__name__)
 
 
 def make_face_step(
@@ -61,38 +73,53 @@ class EngineFaceStep:
         self.engine.warm_up()
 
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> FaceSummary:
-        found = self.photo_faces(photo, lambda: decoded.sharpest)
-        if not found:
-            return FaceSummary()
-        with db.read(self.database) as conn:
-            enrolled = face_store.enrolled_faces(conn, self.engine.name)
-        matches = self.engine.match_faces(found, enrolled)
+        try:
+            found, note = self.photo_faces(photo, lambda: decoded.sharpest)
+            if not found:
+                return FaceSummary(note=note)
+            with db.read(self.database) as conn:
+                enrolled = face_store.enrolled_faces(conn, self.engine.name)
+            matches = self.engine.match_faces(found, enrolled)
+        except FacesRefused as refused:
+            log.warning("[FaceRecognition] photo %d: faces failed: %s", photo.id, refused)
+            return FaceSummary(faces_error=str(refused))
         if matches:
             with db.write(self.database) as conn:
                 face_store.store_matches(conn, matches)
         users = tuple(sorted({m.user_id for m in matches}))
-        return FaceSummary(faces=len(found), matches=len(users), user_ids=users)
+        return FaceSummary(faces=len(found), matches=len(users), user_ids=users, note=note)
 
     def photo_faces(
         self, photo: PhotoRecord, image_of: Callable[[], Image.Image]
-    ) -> list[StoredFace]:
-        """The photo's faces for this engine: stored ones if checkpointed, else found and stored."""
+    ) -> tuple[list[StoredFace], str | None]:
+        """The photo's faces for this engine: stored ones if checkpointed, else found and stored;
+        and the engine's note on faces it left out (only when it was asked)."""
         name = self.engine.name
         with db.read(self.database) as conn:
             checkpoint = face_store.faces_checkpoint(conn, photo.id)
             if checkpoint == name:
-                return face_store.photo_faces(conn, photo.id, name)
-        if checkpoint == face_store.pending_checkpoint(name):
+                return face_store.photo_faces(conn, photo.id, name), None
+        pending = face_store.pending_checkpoint(name)
+        if checkpoint == pending:
             # An earlier attempt may have indexed the photo and died before storing the answer.
             self.engine.discard_photo_faces(photo.id)
         elif self.engine.keeps_index:
             with db.write(self.database) as conn:
-                face_store.set_faces_checkpoint(conn, photo.id, face_store.pending_checkpoint(name))
-        records = self.engine.index_photo(photo.id, image_of())
+                face_store.set_faces_checkpoint(conn, photo.id, pending)
+        try:
+            records, note = self.engine.index_photo_reporting(photo.id, image_of())
+        except FacesRefused:
+            if self.engine.keeps_index:
+                # Refused, so nothing was indexed: a rerun need not look for leftovers.
+                with db.write(self.database) as conn:
+                    face_store.set_faces_checkpoint(conn, photo.id, None)
+            raise
+        if note:
+            log.warning("[FaceRecognition] photo %d: %s", photo.id, note)
         with db.write(self.database) as conn:
             face_store.store_faces(conn, photo.id, name, records)
             face_store.set_faces_checkpoint(conn, photo.id, name)
-            return face_store.photo_faces(conn, photo.id, name)
+            return face_store.photo_faces(conn, photo.id, name), note
 
 
 class StoredFaces:

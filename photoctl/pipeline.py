@@ -46,6 +46,17 @@ class FaceSummary:
     faces: int = 0
     matches: int = 0
     user_ids: tuple[int, ...] = ()  # users found in the photo (their cached lists go stale)
+    # Why the face service refused the photo (faces_error) or which faces it left out (note):
+    # the job still completes, with the reason in its record (see face_step.py).
+    faces_error: str | None = None
+    note: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """What the job's record should say about its face step, if anything."""
+        if self.faces_error:
+            return f"faces failed: {self.faces_error}"
+        return self.note
 
 
 class NoFaces:
@@ -117,5 +128,6 @@ def process_photo(
         # them with settings.storage_file wherever it runs.
         thumb_path=storage.relative_key(settings.storage_root, thumb_path),
         preview_path=storage.relative_key(settings.storage_root, preview_path),
+        faces_error=summary.faces_error,
     )
     return PhotoOutcome(processed=processed, faces=summary)

@@ -58,6 +58,7 @@ def collect(
             "user_photos_cache": cache_stats or {"size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0}
         },
         "photos": catalog.photo_counts(conn),
+        "faces": {"failed": catalog.faces_failed_count(conn)},
         "time_to_findable": {
             "count": len(findable),
             "p50_seconds": percentile(findable, 0.5),
@@ -71,6 +72,7 @@ def render(figures: dict) -> str:
     q, p = figures["queue"], figures["photos"]
     cache = figures["cache"]["user_photos_cache"]
     findable = figures["time_to_findable"]
+    faces_failed = figures.get("faces", {}).get("failed", 0)
     if findable["count"]:
         findable_line = (
             f"findable: p50 {findable['p50_seconds']:.1f} s, p95 {findable['p95_seconds']:.1f} s "
@@ -86,7 +88,13 @@ def render(figures: dict) -> str:
             f"{q['total_failed']} failed, {q['processed_last_minute']} done in the last minute",
             f"workers: {q['workers_active']} alive",
             f"photos:  {p['total']} total, {p['done']} done, {p['failed']} failed, "
-            f"{p['pending']} pending",
+            f"{p['pending']} pending"
+            + (
+                f"; {faces_failed} without faces: the face service refused them "
+                "(`jobs list` says why)"
+                if faces_failed
+                else ""
+            ),
             findable_line,
             f"cache:   {cache['size']} entries, {cache['hits']} hits, {cache['misses']} misses",
         ]

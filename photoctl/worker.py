@@ -342,7 +342,8 @@ class _Child:
             now = time.time()
             catalog.record_processed(conn, outcome.processed, now)
             face_store.mark_findable(conn, photo.id, now)
-            if queue.complete_jobs(conn, self.worker_id, [job.id], now) == 0:
+            reason = outcome.faces.reason
+            if queue.complete_jobs(conn, self.worker_id, [job.id], now, reason=reason) == 0:
                 raise queue.LeaseLost(f"job {job.id} was reclaimed by another worker")
 
     def _run_photo_job(self, job: queue.ClaimedJob) -> None:
@@ -384,8 +385,9 @@ class _Child:
             return
         self._count_done(1)
         faces = outcome.faces
-        log.info(
-            "[%s] Job %s completed: photo %d (%d %s, %d %s)",
+        log.log(
+            logging.WARNING if faces.reason else logging.INFO,
+            "[%s] Job %s completed: photo %d (%d %s, %d %s)%s",
             self.name,
             job.id,
             photo.id,
@@ -393,6 +395,7 @@ class _Child:
             "face" if faces.faces == 1 else "faces",
             faces.matches,
             "match" if faces.matches == 1 else "matches",
+            f"; {faces.reason}" if faces.reason else "",
         )
 
     def _database_down(self) -> bool:

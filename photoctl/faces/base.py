@@ -90,6 +90,16 @@ class FaceEngine(ABC):
         preview.
         """
 
+    def index_photo_reporting(
+        self, photo_id: int, image: Image.Image
+    ) -> tuple[list[FaceRecord], str | None]:
+        """index_photo, and a note naming the faces found but left out (None: none were).
+
+        An engine with a limit on faces per photo (Rekognition: 100) says here which it
+        dropped; the face step puts the note in the log and in the job's reason.
+        """
+        return self.index_photo(photo_id, image), None
+
     @abstractmethod
     def index_selfie(
         self, user_id: int, image: Image.Image, *, allow_several: bool = True

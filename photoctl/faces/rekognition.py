@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, PermanentError, SeveralFaces, TransientError
+from photoctl.errors import ConfigError, FacesRefused, SeveralFaces, TransientError
 from photoctl.faces.base import (
     EnrolledFace,
     FaceEngine,
@@ -52,6 +52,10 @@ SERVER_ERROR_CODES = frozenset({"InternalServerError", "ServiceUnavailableExcept
 ERROR_ATTEMPTS = 3
 _ERROR_BACKOFF_SECONDS = 0.5
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
+# Rekognition refuses images under 80 px on either side (InvalidParameterException).
+MIN_IMAGE_PX = 80
+# IndexFaces indexes at most this many faces of one photo (the largest ones).
+MAX_FACES_PER_PHOTO = 100
 # Rekognition documents faces down to 40x40 px in a 1920x1080 image, about 2 % of the width.
 # The 1600 px preview shows a 2 % face at 32 px, so photos are sent at this longest side
 # instead (a 2 % face is 41 px), cut from the photo's larger decode; a 24 MP photo's JPEG at
@@ -62,28 +66,69 @@ _SEARCH_MAX_FACES = 4096
 
 
 def image_to_send(image: Image.Image) -> bytes:
-    """The JPEG sent to IndexFaces: at most SEND_PX on its longest side, under 5 MB."""
-    if max(image.size) > SEND_PX:
+    """The JPEG sent to IndexFaces: at most SEND_PX on its longest side (unless that would take
+    the shorter side under MIN_IMAGE_PX), under 5 MB; FacesRefused if it cannot be sent."""
+    _check_size(image.size)
+    longest = max(SEND_PX, -(-MIN_IMAGE_PX * max(image.size) // min(image.size)))
+    if max(image.size) > longest:
         image = image.copy()
-        image.thumbnail((SEND_PX, SEND_PX), Image.Resampling.HAMMING)
+        image.thumbnail((longest, longest), Image.Resampling.HAMMING)
     return encode_under_limit(image)
 
 
+def _check_size(size: tuple[int, int]) -> None:
+    if min(size) < MIN_IMAGE_PX:
+        raise FacesRefused(
+            f"image is {size[0]}x{size[1]} px; Rekognition needs at least {MIN_IMAGE_PX} px on "
+            "each side, so it was not sent"
+        )
+
+
 def encode_under_limit(image: Image.Image, limit_bytes: int = MAX_IMAGE_BYTES) -> bytes:
-    """JPEG bytes of the image under Rekognition's 5 MB limit, lowering quality, then size."""
+    """JPEG bytes of the image under Rekognition's 5 MB limit, lowering quality, then size.
+
+    FacesRefused if the image would have to shrink under MIN_IMAGE_PX to fit: never sent.
+    """
     candidate = image.convert("RGB")
     for quality in (90, 80, 70, 60):
         buffer = io.BytesIO()
         candidate.save(buffer, "JPEG", quality=quality)
         if buffer.tell() <= limit_bytes:
             return buffer.getvalue()
+    smaller = (candidate.width // 2, candidate.height // 2)
+    if min(smaller) < MIN_IMAGE_PX:
+        raise FacesRefused(
+            f"image does not fit Rekognition's {limit_bytes // 1024} KB limit above "
+            f"{MIN_IMAGE_PX} px, so it was not sent"
+        )
     candidate = candidate.copy()
-    candidate.thumbnail((candidate.width // 2, candidate.height // 2))
+    candidate.thumbnail(smaller)
     return encode_under_limit(candidate, limit_bytes)
 
 
 def _error_code(error: Any) -> str:
     return str(error.response.get("Error", {}).get("Code", "Unknown"))
+
+
+def _left_out(answer: dict) -> str | None:
+    """Which faces IndexFaces dropped for its limit of 100 per photo (the smallest), or None."""
+    dropped = [
+        face.get("FaceDetail", {}).get("BoundingBox", {})
+        for face in answer.get("UnindexedFaces", [])
+        if "EXCEEDS_MAX_FACES" in face.get("Reasons", [])
+    ]
+    if not dropped:
+        return None
+    boxes = ", ".join(
+        f"({box.get('Left', 0):.3f},{box.get('Top', 0):.3f} "
+        f"{box.get('Width', 0):.3f}x{box.get('Height', 0):.3f})"
+        for box in dropped[:20]
+    )
+    more = f" and {len(dropped) - 20} more" if len(dropped) > 20 else ""
+    return (
+        f"{len(dropped)} faces not indexed: Rekognition indexes at most {MAX_FACES_PER_PHOTO} "
+        f"per photo, the largest; left out (left,top widthxheight of the photo): {boxes}{more}"
+    )
 
 
 class RekognitionEngine(FaceEngine):
@@ -196,7 +241,7 @@ class RekognitionEngine(FaceEngine):
                 if code in SERVER_ERROR_CODES and errors + 1 < ERROR_ATTEMPTS:
                     errors = self._back_off(operation, errors, code)
                     continue
-                kind = PermanentError if code in PERMANENT_CODES else TransientError
+                kind = FacesRefused if code in PERMANENT_CODES else TransientError
                 raise kind(f"Rekognition {operation}: {code}: {message}") from None
             except (EndpointConnectionError, ConnectTimeoutError) as error:
                 # The request never reached the service: safe to send again.
@@ -229,9 +274,6 @@ class RekognitionEngine(FaceEngine):
         self._collection_ready = True
 
     # -- the engine interface ---------------------------------------------------------------
-
-    def _index(self, image: Image.Image, external_id: str, max_faces: int) -> list[FaceRecord]:
-        return self._records(self._index_answer(image, external_id, max_faces))
 
     def _index_answer(self, image: Image.Image, external_id: str, max_faces: int) -> dict:
         self._ensure_collection()
@@ -266,7 +308,13 @@ class RekognitionEngine(FaceEngine):
         return records
 
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
-        return self._index(image, str(photo_id), 100)
+        return self.index_photo_reporting(photo_id, image)[0]
+
+    def index_photo_reporting(
+        self, photo_id: int, image: Image.Image
+    ) -> tuple[list[FaceRecord], str | None]:
+        answer = self._index_answer(image, str(photo_id), MAX_FACES_PER_PHOTO)
+        return self._records(answer), _left_out(answer)
 
     def index_selfie(
         self, user_id: int, image: Image.Image, *, allow_several: bool = True

@@ -68,6 +68,7 @@ class EngineFaceStep:
         self.database = database
         self.engine = engine
         self.detail_px = engine.detail_px
+        self.jobs_in_flight = engine.jobs_in_flight
 
     def warm_up(self) -> None:
         self.engine.warm_up()

@@ -34,6 +34,9 @@ class FaceStep(Protocol):
 
     # Longest side the face step wants the photo decoded at (0: the preview is enough).
     detail_px: int
+    # Jobs a worker process runs at once with this step: 1 for CPU-bound engines, more for an
+    # engine that mostly waits on a service (worker.py, job_threads.py).
+    jobs_in_flight: int
 
     def warm_up(self) -> None:
         """Load what the first job would otherwise load (models), before any job is leased."""
@@ -63,6 +66,7 @@ class NoFaces:
     """The `none` engine: thumbnails and metadata only."""
 
     detail_px = 0
+    jobs_in_flight = 1
 
     def warm_up(self) -> None:
         pass

@@ -70,6 +70,9 @@ class FaceEngine(ABC):
     # Longest side the photo should be decoded at for this engine (0: the preview is enough).
     # The engine then gets that larger decode (DecodedPhoto.detail), not the preview.
     detail_px: int = 0
+    # Jobs a worker process runs at once: 1 for a CPU-bound engine (one job per process), more
+    # for one that mostly waits on a service; the limiter still bounds the calls in flight.
+    jobs_in_flight: int = 1
 
     @classmethod
     @abstractmethod

@@ -31,6 +31,7 @@ import contextlib
 import enum
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,6 +84,9 @@ class CallLimiter:
         self.limits = limits
         self.holder = holder
         self._prepared = False
+        # One thread of this process at a time asks the database for a slot: the job threads of
+        # a worker (job_threads.py) would otherwise poll it together while every slot is taken.
+        self._acquiring = threading.Lock()
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -123,7 +127,14 @@ class CallLimiter:
         """
         self._prepare()
         deadline = time.monotonic() + self.limits.max_wait_seconds
-        slot, start_at = self._acquire(deadline)
+        if not self._acquiring.acquire(timeout=self.limits.max_wait_seconds):
+            raise TransientError(
+                f"{self.limits.name}: no call slot free for {self.limits.max_wait_seconds:.0f} s"
+            )
+        try:
+            slot, start_at = self._acquire(deadline)
+        finally:
+            self._acquiring.release()
         ticket = CallTicket(operation)
         try:
             delay = start_at - time.time()

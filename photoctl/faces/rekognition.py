@@ -144,6 +144,9 @@ class RekognitionEngine(FaceEngine):
         self.collection_id = collection_id
         self.match_threshold = match_threshold
         self._collection_ready = False
+        # A worker's job threads: as many as the limiter has call slots, so one process alone
+        # can fill them; with several processes the slots, not the threads, bound the calls.
+        self.jobs_in_flight = limiter.limits.max_concurrency
 
     @classmethod
     def from_settings(

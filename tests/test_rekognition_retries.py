@@ -112,3 +112,86 @@ def test_after_a_burst_of_throttles_the_rate_is_back_over_90_percent_within_10_s
     )
     assert recovered_at <= 10.0
     assert limiter.current_rate(burst_end + 10.0) == pytest.approx(50.0)
+
+
+def test_stats_and_metrics_show_calls_by_api_and_their_estimated_cost(
+    settings, engine, fake, aws, tmp_path, db_url
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from photoctl import config, stats, users
+    from photoctl.api.app import create_app
+    from photoctl.ingest import ingest_paths
+    from photoctl.worker import drain_in_process
+    from testkit.fake_rekognition import PALETTE, make_face_image
+    from testkit.photos import settle
+
+    rk_settings = settings.replace(
+        "rekognition",
+        endpoint_url=fake.endpoint_url,
+        region="eu-west-1",
+        price_per_1000_calls=2.0,
+        price_per_face_month=0.5,
+    )
+    (tmp_path / "event").mkdir()
+    for index in range(3):
+        path = tmp_path / "event" / f"{index}.jpg"
+        path.write_bytes(make_face_image([PALETTE[index]]))
+        settle(path)
+    selfie = tmp_path / "selfie.jpg"
+    selfie.write_bytes(make_face_image([PALETTE[0]]))
+    face_engine = faces.make_engine("rekognition", rk_settings, engine)
+    users.add_user(engine, "first")
+    users.enroll(engine, face_engine, rk_settings, "first", selfie)  # IndexFaces + SearchFaces
+    ingest_paths(engine, rk_settings, [str(tmp_path / "event")])
+    fake.throttle_next(2)
+    assert drain_in_process(rk_settings, "rekognition").failed == 0  # 3 x (Index + Search)
+
+    with db.read(engine) as conn:
+        figures = stats.collect(conn, rk_settings)["rekognition"]
+    today = figures["today"]
+    assert today["by_operation"]["IndexFaces"]["accepted"] == 4
+    assert today["by_operation"]["SearchFaces"]["accepted"] == 4
+    assert today["billed"] == 8 and today["throttled"] == 2
+    assert today["estimated_cost_usd"] == pytest.approx(8 * 2.0 / 1000)
+    assert figures["total"]["billed"] == 8  # collection calls are not billed
+    assert figures["stored_faces"] == 4 and figures["storage_cost_per_month_usd"] == 2.0
+    line = stats.render({**_empty_figures(), "rekognition": figures})
+    assert line.splitlines()[-1].startswith("rekognition: today ")
+    assert "IndexFaces 4" in line and "2 throttled" in line and "~$0.02" in line
+
+    _, token = users.add_user(engine, "boss", admin=True)
+    serve = config.load(
+        data_dir=str(tmp_path / "data"),
+        environ={},
+        overrides={
+            "database.url": db_url,
+            "rekognition.price_per_1000_calls": 2.0,
+            "rekognition.price_per_face_month": 0.5,
+        },
+    )
+    with TestClient(create_app(serve)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        text = client.get("/metrics").text
+    assert 'photoctl_rekognition_calls_total{operation="IndexFaces",outcome="accepted"} 4.0' in text
+    assert 'photoctl_rekognition_estimated_cost_usd{period="today"} 0.016' in text
+    assert "photoctl_rekognition_stored_faces 4.0" in text
+
+
+def _empty_figures() -> dict:
+    return {
+        "queue": {
+            "current_queue_size": 0,
+            "retrying": 0,
+            "running": 0,
+            "oldest_queued_seconds": 0.0,
+            "total_enqueued": 0,
+            "total_processed": 0,
+            "total_failed": 0,
+            "processed_last_minute": 0,
+            "workers_active": 0,
+        },
+        "photos": {"total": 0, "done": 0, "failed": 0, "pending": 0},
+        "cache": {"user_photos_cache": {"size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0}},
+        "time_to_findable": {"count": 0, "p50_seconds": None, "p95_seconds": None},
+    }

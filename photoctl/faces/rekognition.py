@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -144,6 +145,7 @@ class RekognitionEngine(FaceEngine):
         self.collection_id = collection_id
         self.match_threshold = match_threshold
         self._collection_ready = False
+        self._collection_lock = threading.RLock()  # RLock: _call may come back here
         # A worker's job threads: as many as the limiter has call slots, so one process alone
         # can fill them; with several processes the slots, not the threads, bound the calls.
         self.jobs_in_flight = limiter.limits.max_concurrency
@@ -267,14 +269,18 @@ class RekognitionEngine(FaceEngine):
     def _ensure_collection(self) -> None:
         if self._collection_ready:
             return
-        created = self._call(
-            "create_collection",
-            CollectionId=self.collection_id,
-            tolerate=frozenset({"ResourceAlreadyExistsException"}),
-        )
-        if created:
-            log.info("[FaceRecognition][AWS] Created collection %s", self.collection_id)
-        self._collection_ready = True
+        # A worker's job threads start together: one of them asks, the others wait for it.
+        with self._collection_lock:
+            if self._collection_ready:
+                return
+            created = self._call(
+                "create_collection",
+                CollectionId=self.collection_id,
+                tolerate=frozenset({"ResourceAlreadyExistsException"}),
+            )
+            if created:
+                log.info("[FaceRecognition][AWS] Created collection %s", self.collection_id)
+            self._collection_ready = True
 
     # -- the engine interface ---------------------------------------------------------------
 

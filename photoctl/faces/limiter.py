@@ -15,9 +15,10 @@ in 300-400 calls at 20 TPS with 4 workers, none with the margin, 19.4 calls/s ac
 A throttling answer lowers the shared rate for everyone by a third, at most once per second:
 the answers of one burst arrive together (every call in flight was sent at the old rate), and
 halving once per answer used to take the rate to its floor after a one-second blip. The rate
-then recovers linearly to max_tps over ``cooldown_seconds`` (5 s by default): after a burst of
-throttling at a 50 TPS quota the rate is back over 90 % within 3-5 s (scripts/bench_faces.py
---part rekognition measures it). Waiting happens outside any transaction.
+then recovers linearly to max_tps over ``cooldown_seconds`` (5 s by default): back over 90 % of
+max_tps 3.5 s after one slow-down, 4 s after a 2 s burst (two; tests/test_rekognition_retries.py;
+scripts/bench_faces.py --part rekognition measures it at the endpoint). Waiting happens outside
+any transaction.
 
 Every call ends with its outcome counted in ``service_calls`` (per UTC day and operation:
 accepted, throttled, failed), in the transaction that frees its slot, so counting costs no

@@ -55,6 +55,7 @@ class ProcessedPhoto:
     camera: str | None
     thumb_path: str
     preview_path: str
+    faces_error: str | None = None  # the face service refused the photo: why
 
 
 def known_files(conn: Connection, paths: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
@@ -297,6 +298,7 @@ def record_processed(conn: Connection, result: ProcessedPhoto, now: float | None
             camera=result.camera,
             thumb_path=result.thumb_path,
             preview_path=result.preview_path,
+            faces_error=result.faces_error,
             processed_at=now,
         )
     )
@@ -319,6 +321,13 @@ def photo_counts(conn: Connection) -> dict[str, int]:
         "failed": failed,
         "pending": max(0, total - done - failed),
     }
+
+
+def faces_failed_count(conn: Connection) -> int:
+    """Photos processed without faces because the face service refused them (faces_error)."""
+    return conn.execute(
+        select(func.count()).select_from(photos).where(photos.c.faces_error.is_not(None))
+    ).scalar_one()
 
 
 def photo_id_by_hash(conn: Connection, content_hash: str) -> int:

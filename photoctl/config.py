@@ -192,9 +192,21 @@ class RekognitionSettings:
     match_threshold: float = _key(
         90.0, "Similarity (percent) from which a face matches a user", minimum=0
     )
+    price_per_1000_calls: float = _key(
+        1.0,
+        "USD per 1,000 accepted IndexFaces/SearchFaces calls, for cost estimates (AWS's first "
+        "tier in us-east-1: $0.001 an image)",
+        minimum=0,
+    )
+    price_per_face_month: float = _key(
+        0.00001,
+        "USD per face stored in the collection per month, for cost estimates ($0.01 per 1,000)",
+        minimum=0,
+    )
     throttle_cooldown_seconds: float = _key(
-        30.0,
-        "After a throttling answer the shared rate is halved, then recovers over this long",
+        5.0,
+        "After a throttling answer the shared rate is lowered by a third (once per burst), "
+        "then recovers linearly to max_tps over this long",
         minimum=0.1,
     )
 

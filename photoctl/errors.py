@@ -57,6 +57,15 @@ class NoFace(PermanentError):
     """A selfie in which the face engine found no face."""
 
 
+class FacesRefused(PermanentError):
+    """The face service refused this photo (too small, a format or parameter it rejects).
+
+    The photo itself is fine: it keeps its thumbnail and preview and its job completes, with its
+    face step recorded as failed for this reason (photos.faces_error), instead of failing the
+    job or retrying it. A selfie refused this way is simply a PermanentError to enrollment.
+    """
+
+
 class SeveralFaces(PermanentError):
     """A selfie shows more than one face and the caller did not ask for the largest."""
 

@@ -5,7 +5,8 @@ held open across a call to the face engine (which may be a network call). It com
 the job's final transaction and each in its own transaction:
 
 1. for an engine that keeps its own index (Rekognition), the pending checkpoint, before the
-   engine is asked (``face_store.pending_checkpoint``);
+   engine is asked (``face_store.pending_checkpoint``), cleared again if the engine refuses the
+   photo (then nothing was indexed);
 2. the photo's faces, with the checkpoint set to the engine's name;
 3. the matches of those faces, not yet findable (``findable_at`` NULL).
 
@@ -23,6 +24,13 @@ The order of writes closes the race between a photo and an enrollment processed 
 time: a photo's faces are committed before enrolled users are read, and a selfie is committed
 before stored faces are read (users.enroll), so whichever commits second sees the other.
 
+A photo the face service refuses (FacesRefused: too small, a format or parameter it rejects) is
+not a failed job: retrying cannot help, and the photo's thumbnail and preview are good. The step
+returns the reason instead (FaceSummary.faces_error), which the job's final transaction records
+on the photo (photos.faces_error, counted by `stats`) and as the completed job's reason (`jobs`);
+`jobs retry` asks the service again. Faces an engine found but left out (Rekognition indexes at
+most 100 per photo) are named the same way, in the log and the job's reason.
+
 Matching is scoped by the photo's event: its faces go to the event's index (Rekognition: the
 event's collection) and are matched against the selfies of that event's users only. A photo of
 a purged event gets no faces at all: nobody can enroll there any more, and its face data was
@@ -31,6 +39,7 @@ deleted on purpose.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from PIL import Image
@@ -39,10 +48,13 @@ from sqlalchemy import Engine
 from photoctl import audit, db, event_store, face_store, faces
 from photoctl.catalog import PhotoRecord
 from photoctl.config import Settings
+from photoctl.errors import FacesRefused
 from photoctl.faces.base import FaceEngine, StoredFace
 from photoctl.imaging import DecodedPhoto
 from photoctl.models import AuditAction
 from photoctl.pipeline import FaceStep, FaceSummary, NoFaces
+
+log = logging.getLogger(__name__)
 
 
 def make_face_step(
@@ -62,6 +74,7 @@ class EngineFaceStep:
         self.database = database
         self.engine = engine
         self.detail_px = engine.detail_px
+        self.jobs_in_flight = engine.jobs_in_flight
 
     def warm_up(self) -> None:
         self.engine.warm_up()
@@ -72,12 +85,16 @@ class EngineFaceStep:
         if event is None or event.purged_at is not None:
             return FaceSummary()
         engine = self.engine.for_event(event.slug)
-        found = self.photo_faces(photo, lambda: decoded.sharpest, engine)
-        if not found:
-            return FaceSummary()
-        with db.read(self.database) as conn:
-            enrolled = face_store.enrolled_faces(conn, engine.name, event.id)
-        matches = engine.match_faces(found, enrolled)
+        try:
+            found, note = self.photo_faces(photo, lambda: decoded.sharpest, engine)
+            if not found:
+                return FaceSummary(note=note)
+            with db.read(self.database) as conn:
+                enrolled = face_store.enrolled_faces(conn, engine.name, event.id)
+            matches = engine.match_faces(found, enrolled)
+        except FacesRefused as refused:
+            log.warning("[FaceRecognition] photo %d: faces failed: %s", photo.id, refused)
+            return FaceSummary(faces_error=str(refused))
         if matches:
             with db.write(self.database) as conn:
                 gained = face_store.store_matches(conn, matches)
@@ -87,15 +104,16 @@ class EngineFaceStep:
                         conn, event.id, AuditAction.MATCHES, source="photo", users=len(gained)
                     )
         users = tuple(sorted({m.user_id for m in matches}))
-        return FaceSummary(faces=len(found), matches=len(users), user_ids=users)
+        return FaceSummary(faces=len(found), matches=len(users), user_ids=users, note=note)
 
     def photo_faces(
         self,
         photo: PhotoRecord,
         image_of: Callable[[], Image.Image],
         engine: FaceEngine | None = None,
-    ) -> list[StoredFace]:
-        """The photo's faces for this engine: stored ones if checkpointed, else found and stored.
+    ) -> tuple[list[StoredFace], str | None]:
+        """The photo's faces for this engine: stored ones if checkpointed, else found and stored;
+        and the engine's note on faces it left out (only when it was asked).
 
         ``engine`` is this step's engine for the photo's event (``FaceEngine.for_event``).
         """
@@ -104,18 +122,28 @@ class EngineFaceStep:
         with db.read(self.database) as conn:
             checkpoint = face_store.faces_checkpoint(conn, photo.id)
             if checkpoint == name:
-                return face_store.photo_faces(conn, photo.id, name)
-        if checkpoint == face_store.pending_checkpoint(name):
+                return face_store.photo_faces(conn, photo.id, name), None
+        pending = face_store.pending_checkpoint(name)
+        if checkpoint == pending:
             # An earlier attempt may have indexed the photo and died before storing the answer.
             engine.discard_photo_faces(photo.id)
         elif engine.keeps_index:
             with db.write(self.database) as conn:
-                face_store.set_faces_checkpoint(conn, photo.id, face_store.pending_checkpoint(name))
-        records = engine.index_photo(photo.id, image_of())
+                face_store.set_faces_checkpoint(conn, photo.id, pending)
+        try:
+            records, note = engine.index_photo_reporting(photo.id, image_of())
+        except FacesRefused:
+            if engine.keeps_index:
+                # Refused, so nothing was indexed: a rerun need not look for leftovers.
+                with db.write(self.database) as conn:
+                    face_store.set_faces_checkpoint(conn, photo.id, None)
+            raise
+        if note:
+            log.warning("[FaceRecognition] photo %d: %s", photo.id, note)
         with db.write(self.database) as conn:
             face_store.store_faces(conn, photo.id, name, records)
             face_store.set_faces_checkpoint(conn, photo.id, name)
-            return face_store.photo_faces(conn, photo.id, name)
+            return face_store.photo_faces(conn, photo.id, name), note
 
 
 class StoredFaces:

@@ -121,6 +121,9 @@ class Photo(Base):
     # Checkpoint: the engine whose faces for this photo are stored. A rerun of the job (retry,
     # rescue after a crash) finds it set and does not detect or index the photo again.
     faces_engine: Mapped[str | None] = mapped_column(String(32))
+    # Why the face service refused this photo (it still has thumbnails and is listed); None
+    # when its faces were found, or no engine looked at it.
+    faces_error: Mapped[str | None] = mapped_column(Text)
     uploaded_by: Mapped[int | None] = mapped_column(Integer)  # user id, for uploads
     # The same content ingested for a second event stays a photo of the first one.
     event_id: Mapped[int] = mapped_column(
@@ -285,6 +288,23 @@ class LimiterSlot(Base):
     slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     holder: Mapped[str | None] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class ServiceCall(Base):
+    """Calls to a limited service (Rekognition) per UTC day and operation, by answer.
+
+    Counted by the call limiter as each call ends: accepted calls are the billed ones; throttled
+    and failed ones show how hard the quota and the service pushed back.
+    """
+
+    __tablename__ = "service_calls"
+
+    service: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    operation: Mapped[str] = mapped_column(String(64), primary_key=True)  # IndexFaces, ...
+    accepted: Mapped[int] = mapped_column(Integer)
+    throttled: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
 
 
 class SourceFile(Base):

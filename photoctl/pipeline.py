@@ -34,6 +34,9 @@ class FaceStep(Protocol):
 
     # Longest side the face step wants the photo decoded at (0: the preview is enough).
     detail_px: int
+    # Jobs a worker process runs at once with this step: 1 for CPU-bound engines, more for an
+    # engine that mostly waits on a service (worker.py, job_threads.py).
+    jobs_in_flight: int
 
     def warm_up(self) -> None:
         """Load what the first job would otherwise load (models), before any job is leased."""
@@ -46,12 +49,24 @@ class FaceSummary:
     faces: int = 0
     matches: int = 0
     user_ids: tuple[int, ...] = ()  # users found in the photo (their cached lists go stale)
+    # Why the face service refused the photo (faces_error) or which faces it left out (note):
+    # the job still completes, with the reason in its record (see face_step.py).
+    faces_error: str | None = None
+    note: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """What the job's record should say about its face step, if anything."""
+        if self.faces_error:
+            return f"faces failed: {self.faces_error}"
+        return self.note
 
 
 class NoFaces:
     """The `none` engine: thumbnails and metadata only."""
 
     detail_px = 0
+    jobs_in_flight = 1
 
     def warm_up(self) -> None:
         pass
@@ -117,5 +132,6 @@ def process_photo(
         # them with settings.storage_file wherever it runs.
         thumb_path=storage.relative_key(settings.storage_root, thumb_path),
         preview_path=storage.relative_key(settings.storage_root, preview_path),
+        faces_error=summary.faces_error,
     )
     return PhotoOutcome(processed=processed, faces=summary)

@@ -209,15 +209,20 @@ def _held_by(worker_id: str, job_ids: Iterable[str]) -> ColumnElement[bool]:
 
 
 def complete_jobs(
-    conn: Connection, worker_id: str, job_ids: Sequence[str], now: float | None = None
+    conn: Connection,
+    worker_id: str,
+    job_ids: Sequence[str],
+    now: float | None = None,
+    *,
+    reason: str | None = None,
 ) -> int:
-    """Mark jobs done; returns how many this worker still held."""
+    """Mark jobs done; returns how many this worker still held. ``reason``: what the operator
+    should know about a job done only in part (its face step failed), kept as its last error."""
     now = time.time() if now is None else now
-    result = conn.execute(
-        update(jobs)
-        .where(_held_by(worker_id, job_ids))
-        .values(state=JobState.DONE, finished_at=now, lease_expires_at=None)
-    )
+    values: dict[str, Any] = {"state": JobState.DONE, "finished_at": now, "lease_expires_at": None}
+    if reason:
+        values["last_error"] = reason[:4000]
+    result = conn.execute(update(jobs).where(_held_by(worker_id, job_ids)).values(**values))
     return result.rowcount
 
 

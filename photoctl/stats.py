@@ -10,7 +10,7 @@ import time
 
 from sqlalchemy import Connection, func, select
 
-from photoctl import catalog, face_store, queue, workers_registry
+from photoctl import catalog, face_store, queue, usage, workers_registry
 from photoctl.config import Settings
 from photoctl.models import Job, JobState
 
@@ -58,6 +58,8 @@ def collect(
             "user_photos_cache": cache_stats or {"size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0}
         },
         "photos": catalog.photo_counts(conn),
+        "faces": {"failed": catalog.faces_failed_count(conn)},
+        "rekognition": usage.summary(conn, settings.rekognition, now),
         "time_to_findable": {
             "count": len(findable),
             "p50_seconds": percentile(findable, 0.5),
@@ -71,6 +73,7 @@ def render(figures: dict) -> str:
     q, p = figures["queue"], figures["photos"]
     cache = figures["cache"]["user_photos_cache"]
     findable = figures["time_to_findable"]
+    faces_failed = figures.get("faces", {}).get("failed", 0)
     if findable["count"]:
         findable_line = (
             f"findable: p50 {findable['p50_seconds']:.1f} s, p95 {findable['p95_seconds']:.1f} s "
@@ -78,16 +81,44 @@ def render(figures: dict) -> str:
         )
     else:
         findable_line = "findable: no photo matched a user in the last hour"
-    return "\n".join(
-        [
-            f"queue:   {q['current_queue_size']} waiting ({q['retrying']} to retry), "
-            f"{q['running']} running, oldest waiting {q['oldest_queued_seconds']:.0f} s",
-            f"jobs:    {q['total_enqueued']} enqueued, {q['total_processed']} done, "
-            f"{q['total_failed']} failed, {q['processed_last_minute']} done in the last minute",
-            f"workers: {q['workers_active']} alive",
-            f"photos:  {p['total']} total, {p['done']} done, {p['failed']} failed, "
-            f"{p['pending']} pending",
-            findable_line,
-            f"cache:   {cache['size']} entries, {cache['hits']} hits, {cache['misses']} misses",
-        ]
+    lines = [
+        f"queue:   {q['current_queue_size']} waiting ({q['retrying']} to retry), "
+        f"{q['running']} running, oldest waiting {q['oldest_queued_seconds']:.0f} s",
+        f"jobs:    {q['total_enqueued']} enqueued, {q['total_processed']} done, "
+        f"{q['total_failed']} failed, {q['processed_last_minute']} done in the last minute",
+        f"workers: {q['workers_active']} alive",
+        f"photos:  {p['total']} total, {p['done']} done, {p['failed']} failed, "
+        f"{p['pending']} pending"
+        + (
+            f"; {faces_failed} without faces: the face service refused them (`jobs list` says why)"
+            if faces_failed
+            else ""
+        ),
+        findable_line,
+        f"cache:   {cache['size']} entries, {cache['hits']} hits, {cache['misses']} misses",
+    ]
+    calls = figures.get("rekognition")
+    if calls and any(calls["total"][outcome] for outcome in ("accepted", "throttled", "failed")):
+        lines.append(render_calls(calls))
+    return "\n".join(lines)
+
+
+def render_calls(calls: dict) -> str:
+    """The Rekognition line: calls today and in all, by operation, and their estimated cost."""
+
+    def period(figures: dict) -> str:
+        operations = ", ".join(
+            f"{operation} {counts['accepted']}"
+            for operation, counts in figures["by_operation"].items()
+            if counts["accepted"]
+        )
+        return (
+            f"{figures['accepted']} calls ({operations or 'none accepted'}; "
+            f"{figures['throttled']} throttled, {figures['failed']} failed) "
+            f"~${figures['estimated_cost_usd']:.2f}"
+        )
+
+    return (
+        f"rekognition: today {period(calls['today'])}; in all {period(calls['total'])}; "
+        f"{calls['stored_faces']} faces stored ~${calls['storage_cost_per_month_usd']:.2f}/month"
     )

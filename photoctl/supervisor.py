@@ -34,7 +34,8 @@ from photoctl import db, faces, processes, queue, workers_registry
 from photoctl.config import Settings
 from photoctl.errors import TransientError
 from photoctl.faces import limiter
-from photoctl.worker import ChildSpec, WorkReport, child_main, new_worker_id
+from photoctl.worker import child_main
+from photoctl.worker_spec import ChildSpec, WorkReport, new_worker_id
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +198,13 @@ class Supervisor:
     def start_up(self) -> None:
         """Before any child: the schema, the face engine, the jobs of workers that are gone."""
         db.ensure_schema(self.engine)
+        # First, as the engine's check calls the service under the limiter: a worker killed
+        # with every call slot in hand would otherwise make it wait for their leases.
+        requeue_jobs_of_gone_workers(self.engine)
         face_engine = faces.make_engine(self.settings.faces.engine, self.settings, self.engine)
         if face_engine is not None:
             # Fail fast, with the reason, rather than in every child.
             log.info("[Startup] Face engine %s: %s", face_engine.name, face_engine.check())
-        requeue_jobs_of_gone_workers(self.engine)
         with db.read(self.engine) as conn:
             pending = queue.waiting_count(conn)
         log.info("[Startup] Photo queue initialized with %d pending jobs", pending)

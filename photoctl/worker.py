@@ -2,8 +2,10 @@
 
 A worker (a child of the supervisor, supervisor.py, or the whole process in drain_in_process)
 claims small batches, runs each job, and records the result and the job's completion in one
-transaction. A heartbeat thread extends the leases of what it holds, so a job is reclaimed by
-another worker (on any machine) only when its worker really stopped. On SIGINT/SIGTERM (or when
+transaction. A worker whose face engine mostly waits (Rekognition) runs several jobs at once on
+threads (job_threads.py says why); CPU-bound engines run one at a time. A heartbeat thread
+extends the leases of everything it holds, so a job is reclaimed by another worker (on any
+machine) only when its worker really stopped. On SIGINT/SIGTERM (or when
 the supervisor sets the shared stop event, or dies) it finishes the job in hand, gives back the
 jobs it claimed but had not started, records its stop and exits.
 
@@ -23,9 +25,7 @@ import socket
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from photoctl import catalog, db, face_store, processes, queue, workers_registry
@@ -34,10 +34,12 @@ from photoctl.changed_files import current_source
 from photoctl.config import Settings
 from photoctl.errors import PermanentError, StorageFull, TransientError
 from photoctl.face_step import make_face_step
+from photoctl.job_threads import JobThreads
 from photoctl.logs import job_fields, setup_logging
 from photoctl.models import JobKind
 from photoctl.outages import DatabaseOutage, FullDisk
 from photoctl.pipeline import PhotoOutcome, process_photo
+from photoctl.worker_spec import ChildSpec, WorkReport, new_worker_id
 
 log = logging.getLogger(__name__)
 
@@ -45,38 +47,6 @@ _FAST_JOB_SECONDS = 0.02
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WorkReport:
-    """What a `work` run did: jobs done and failed, worker processes replaced."""
-
-    done: int
-    failed: int
-    restarted: int
-
-
-@dataclass(frozen=True)
-class ChildSpec:
-    """What a worker process needs, picklable: settings, who it is, and the shared values."""
-
-    settings: Settings
-    database_url: str
-    index: int
-    worker_id: str
-    until_empty: bool
-    engine_name: str
-    verbosity: int
-    stop: Any  # multiprocessing.Event
-    done: Any  # multiprocessing.Value, jobs completed by every child together
-    failed: Any
-    budget: Any  # multiprocessing.Value: jobs left to claim under --max-jobs, -1 = unlimited
-    storage_full: Any  # multiprocessing.Value: time claiming paused for lack of space, 0 = not
-
-
-def new_worker_id(index: int) -> str:
-    """A new id for child ``index``: this host and process, the index, a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"
 
 
 def drain_in_process(
@@ -129,6 +99,9 @@ class _Child:
         # Jobs this worker could not give back (the database's disk was full): still held,
         # their leases kept alive by the heartbeat, so they are given back as soon as it can.
         self.unreleased: list[str] = []
+        self._counts_lock = threading.Lock()  # job threads count and park jobs together
+        in_flight = self.faces.jobs_in_flight
+        self.threads = JobThreads(in_flight, self._start_job, self.name) if in_flight > 1 else None
 
     def should_stop(self) -> bool:
         return self.stopping or self.spec.stop.is_set() or os.getppid() != self.parent_pid
@@ -150,6 +123,8 @@ class _Child:
             # Only when asked to stop during an outage: what it holds returns with its lease.
             log.warning("[%s] stopping while the database is unreachable: %s", self.name, error)
         finally:
+            if self.threads is not None:
+                self.threads.shutdown()  # the jobs in flight finish first, heartbeat alive
             self.stopping = True
             try:
                 with db.write(self.engine) as conn:
@@ -192,10 +167,17 @@ class _Child:
                 self.disk.wait_for_space(self.should_stop, self._sleep)
                 continue
             if self.unreleased:
-                held, self.unreleased = self.unreleased, []
+                with self._counts_lock:
+                    held, self.unreleased = self.unreleased, []
                 self._release(held)
                 continue
-            limit = self._reserve(batch)
+            wanted = batch
+            if self.threads is not None:
+                wanted = self.threads.free()
+                if wanted == 0:
+                    self.threads.wait_for_free(self.settings.queue.poll_seconds)
+                    continue
+            limit = self._reserve(wanted)
             if limit == 0:
                 break
             try:
@@ -208,6 +190,10 @@ class _Child:
                 self._unreserve(limit)
                 raise
             self._unreserve(limit - len(claimed))
+            if claimed and self.threads is not None:
+                idle_seconds = 0.05
+                self.threads.submit(claimed)  # each starts at once, on a thread of its own
+                continue
             if claimed:
                 idle_seconds = 0.05
                 started = time.monotonic()
@@ -292,7 +278,8 @@ class _Child:
         try:
             return self._db(release)
         except StorageFull:
-            self.unreleased.extend(job_ids)  # given back once there is space again
+            with self._counts_lock:
+                self.unreleased.extend(job_ids)  # given back once there is space again
             return 0
         except TransientError as error:
             # Stopping during an outage: the jobs come back when their lease expires (or when
@@ -309,25 +296,43 @@ class _Child:
                 if self.disk.error is None:
                     log.info("[%s] Released %d unstarted jobs on shutdown", self.name, released)
                 break
-            if job.attempts > self.policy.max_attempts:
-                self._fail(
-                    job,
-                    f"gave up after {job.attempts - 1} attempts: {job.last_error or 'worker lost'}",
-                    permanent=True,
-                )
-            elif job.kind == JobKind.NOOP:
+            if job.kind == JobKind.NOOP and job.attempts <= self.policy.max_attempts:
                 noops.append(job.id)  # completed together below: measures the queue alone
-            elif job.kind == JobKind.PROCESS_PHOTO:
-                self._run_photo_job(job)
             else:
-                self._fail(job, f"unknown job kind {job.kind!r}", permanent=True)
-        if noops:
+                self._run_job(job)
+        self._complete_noops(noops)
 
-            def complete() -> int:
-                with db.write(self.engine) as conn:
-                    return queue.complete_jobs(conn, self.worker_id, noops)
+    def _start_job(self, job: queue.ClaimedJob) -> None:
+        """One job on a job thread (see job_threads.py)."""
+        if self.should_stop() or self.disk.error is not None:
+            self._release([job.id])  # claimed as the worker was stopping: never started
+            return
+        if job.kind == JobKind.NOOP and job.attempts <= self.policy.max_attempts:
+            self._complete_noops([job.id])
+        else:
+            self._run_job(job)
 
-            self._count_done(self._db(complete))
+    def _run_job(self, job: queue.ClaimedJob) -> None:
+        if job.attempts > self.policy.max_attempts:
+            self._fail(
+                job,
+                f"gave up after {job.attempts - 1} attempts: {job.last_error or 'worker lost'}",
+                permanent=True,
+            )
+        elif job.kind == JobKind.PROCESS_PHOTO:
+            self._run_photo_job(job)
+        else:
+            self._fail(job, f"unknown job kind {job.kind!r}", permanent=True)
+
+    def _complete_noops(self, noops: list[str]) -> None:
+        if not noops:
+            return
+
+        def complete() -> int:
+            with db.write(self.engine) as conn:
+                return queue.complete_jobs(conn, self.worker_id, noops)
+
+        self._count_done(self._db(complete))
 
     def _get_photo(self, photo_id: int | None) -> catalog.PhotoRecord | None:
         with db.read(self.engine) as conn:
@@ -342,7 +347,8 @@ class _Child:
             now = time.time()
             catalog.record_processed(conn, outcome.processed, now)
             face_store.mark_findable(conn, photo.id, now)
-            if queue.complete_jobs(conn, self.worker_id, [job.id], now) == 0:
+            reason = outcome.faces.reason
+            if queue.complete_jobs(conn, self.worker_id, [job.id], now, reason=reason) == 0:
                 raise queue.LeaseLost(f"job {job.id} was reclaimed by another worker")
 
     def _run_photo_job(self, job: queue.ClaimedJob) -> None:
@@ -350,13 +356,8 @@ class _Child:
             photo = self._db(lambda: self._get_photo(job.photo_id))
             if photo is None:
                 raise PermanentError(f"photo {job.photo_id} no longer exists")
-            log.info(
-                "[%s] Processing job %s: %s",
-                self.name,
-                job.id,
-                photo.filename,
-                extra=self._fields("job_started", job, photo.id),
-            )
+            fields = self._fields("job_started", job, photo.id)
+            log.info("[%s] Processing job %s: %s", self.name, job.id, photo.filename, extra=fields)
             photo, data = current_source(self.engine, self.settings, photo, self._db, self.name)
             outcome = process_photo(self.settings, photo, self.faces, data)
             # The result is computed: wait for the database rather than throw it away.
@@ -390,8 +391,9 @@ class _Child:
             return
         self._count_done(1)
         faces = outcome.faces
-        log.info(
-            "[%s] Job %s completed: photo %d (%d %s, %d %s)",
+        log.log(
+            logging.WARNING if faces.reason else logging.INFO,
+            "[%s] Job %s completed: photo %d (%d %s, %d %s)%s",
             self.name,
             job.id,
             photo.id,
@@ -399,6 +401,7 @@ class _Child:
             "face" if faces.faces == 1 else "faces",
             faces.matches,
             "match" if faces.matches == 1 else "matches",
+            f"; {faces.reason}" if faces.reason else "",
             extra=self._fields("job_completed", job, photo.id),
         )
 
@@ -433,22 +436,19 @@ class _Child:
             return
         except StorageFull as full:
             self.disk.noticed(full)
-            self.unreleased.append(job.id)  # run again later, this attempt not counted
+            with self._counts_lock:
+                self.unreleased.append(job.id)  # run again later, this attempt not counted
             return
         except TransientError as unrecorded:
             log.warning("[%s] could not record job %s's failure: %s", self.name, job.id, unrecorded)
             return
         if state == queue.JobState.FAILED:
-            self.jobs_failed += 1
+            with self._counts_lock:
+                self.jobs_failed += 1
             with self.spec.failed.get_lock():
                 self.spec.failed.value += 1
-            log.error(
-                "[%s] Job %s failed: %s",
-                self.name,
-                job.id,
-                error,
-                extra=self._fields("job_failed", job, job.photo_id),
-            )
+            fields = self._fields("job_failed", job, job.photo_id)
+            log.error("[%s] Job %s failed: %s", self.name, job.id, error, extra=fields)
         else:
             log.warning(
                 "[%s] Job %s will be retried (attempt %d of %d): %s",
@@ -464,7 +464,8 @@ class _Child:
         return job_fields(event, self.name, self.worker_id, job.id, photo_id)
 
     def _count_done(self, count: int) -> None:
-        self.jobs_done += count
+        with self._counts_lock:
+            self.jobs_done += count
         with self.spec.done.get_lock():
             self.spec.done.value += count
 

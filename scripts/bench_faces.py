@@ -668,14 +668,32 @@ def main() -> None:
         "--profile-lines", type=int, default=0, help="also print the top N functions (0)"
     )
     rk = parser.add_argument_group("rekognition limiter")
-    rk.add_argument("--rk-count", type=int, default=150, help="colour-square photos (150)")
-    rk.add_argument("--rk-workers", type=int, default=4, help="photoctl work -n (4)")
-    rk.add_argument("--rk-tps", type=float, default=20.0, help="endpoint quota, calls/s (20)")
-    rk.add_argument("--rk-latency", type=float, default=0.15, help="endpoint latency s (0.15)")
+    rk.add_argument("--rk-count", type=int, default=700, help="colour-square photos (700)")
+    rk.add_argument("--rk-workers", type=int, default=2, help="photoctl work -n (2)")
+    rk.add_argument(
+        "--rk-photo-px",
+        type=int,
+        default=800,
+        help="width of the colour-square photos: smaller ones cost the workers less CPU (800)",
+    )
+    rk.add_argument("--rk-tps", type=float, default=50.0, help="endpoint quota, calls/s (50)")
+    rk.add_argument("--rk-latency", type=float, default=0.3, help="endpoint latency s (0.3)")
     rk.add_argument(
         "--rk-max-tps", type=float, default=None, help="PHOTOCTL_REKOGNITION_MAX_TPS (= --rk-tps)"
     )
-    rk.add_argument("--rk-concurrency", type=int, default=10, help="AWS_CONCURRENT_REQUESTS (10)")
+    rk.add_argument("--rk-concurrency", type=int, default=20, help="AWS_CONCURRENT_REQUESTS (20)")
+    rk.add_argument(
+        "--rk-burst",
+        type=float,
+        default=1.0,
+        help="seconds the endpoint throttles every request, mid-run; 0 = no burst (1)",
+    )
+    rk.add_argument(
+        "--rk-burst-after",
+        type=int,
+        default=600,
+        help="the burst starts once this many calls were accepted (600)",
+    )
     parser.add_argument(
         "--quiet-wait",
         type=float,

@@ -15,7 +15,8 @@ edge pixels do not count), the box is square within 0.7-1.4 and its side is at l
 3 % of the image's shorter side (and 8 px).  Real photos therefore yield no faces.
 ``make_face_image`` draws such images; faces with the same snapped colour are the same
 person and match with Similarity 99.5, different colours never match.  Test knobs
-(``tps_quota``, ``latency_seconds``, ``throttle_next``, ``fail_next``) and records
+(``tps_quota``, ``latency_seconds``, ``throttle_next``, ``throttle_for``, ``fail_next``,
+which can aim at one operation) and records
 (``records``, ``max_in_flight``, ``calls``, ``max_calls_in_any_window``) let tests
 assert on request rates and concurrency; times are ``time.monotonic()``, which is
 system-wide on Linux and so comparable with other local processes.  The module also
@@ -70,6 +71,7 @@ PALETTE = [
 TARGET_PREFIX = "RekognitionService."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # AWS limit for Image.Bytes (after base64 decoding)
+MIN_IMAGE_PX = 80  # AWS refuses images narrower or lower than this (InvalidParameterException)
 FACE_MODEL_VERSION = "7.0"
 ACCOUNT_ID = "123456789012"
 SIMILARITY = 99.5
@@ -225,6 +227,8 @@ def _decode_image(data: bytes) -> Image.Image:
             raise RekognitionError(
                 "InvalidImageFormatException", "Request has invalid image format"
             )
+        if min(img.size) < MIN_IMAGE_PX:
+            raise RekognitionError("InvalidParameterException", "Request has invalid parameters")
         if img.format == "JPEG":
             # DCT-domain downscaling: fast, and it averages, so flat colours survive.
             img.draft("RGB", (_ANALYSIS_MAX_SIDE, _ANALYSIS_MAX_SIDE))
@@ -346,6 +350,12 @@ class _Server(ThreadingHTTPServer):
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed while its answer was held back (tests do it on purpose) is no error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def track(self, sock: socket.socket, alive: bool) -> None:
         with self._connections_lock:
             if alive:
@@ -457,7 +467,9 @@ class FakeRekognition:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._throttle_next = 0
-        self._fail_next: deque[tuple[str, str, int | None]] = deque()
+        self._throttle_until = 0.0  # time.monotonic() before which every request is throttled
+        # (operation or None for any, code, message, status)
+        self._fail_next: deque[tuple[str | None, str, str, int | None]] = deque()
         self.reset_stats()
 
     # ----------------------------------------------------------------- lifecycle
@@ -510,13 +522,26 @@ class FakeRekognition:
         with self._lock:
             self._throttle_next += n
 
+    def throttle_for(self, seconds: float) -> None:
+        """A burst: answer every request that arrives in the next ``seconds`` with
+        ThrottlingException, as AWS does when an account's quota is briefly lowered."""
+        with self._lock:
+            self._throttle_until = max(self._throttle_until, time.monotonic() + seconds)
+
     def fail_next(
-        self, n: int, code: str, message: str | None = None, status: int | None = None
+        self,
+        n: int,
+        code: str,
+        message: str | None = None,
+        status: int | None = None,
+        *,
+        operation: str | None = None,
     ) -> None:
-        """Answer the next ``n`` requests (after pending throttles) with error ``code``."""
+        """Answer the next ``n`` requests (after pending throttles) with error ``code``; with
+        ``operation`` (e.g. "IndexFaces") only requests of that operation, others pass."""
         with self._lock:
             for _ in range(n):
-                self._fail_next.append((code, message or f"injected {code}", status))
+                self._fail_next.append((operation, code, message or f"injected {code}", status))
 
     def reset_stats(self) -> None:
         """Forget records and counters (collections are kept)."""
@@ -534,6 +559,7 @@ class FakeRekognition:
         with self._lock:
             self._collections.clear()
             self._throttle_next = 0
+            self._throttle_until = 0.0
             self._fail_next.clear()
             self.reset_stats()
 
@@ -604,22 +630,33 @@ class FakeRekognition:
                 self.latency_seconds = float(params["latency_seconds"])
             if params.get("throttle_next"):
                 self.throttle_next(int(params["throttle_next"]))
+            if params.get("throttle_for_seconds"):
+                self.throttle_for(float(params["throttle_for_seconds"]))
             if params.get("fail_next"):
                 spec = params["fail_next"]
-                self.fail_next(int(spec["n"]), spec["code"], spec.get("message"))
+                self.fail_next(
+                    int(spec["n"]),
+                    spec["code"],
+                    spec.get("message"),
+                    spec.get("status"),
+                    operation=spec.get("operation"),
+                )
         else:
             return 404, {"__type": "NotFound", "message": path}
         return 200, self.stats()
 
-    def _admit(self, start: float) -> RekognitionError | None:
+    def _admit(self, start: float, operation: str) -> RekognitionError | None:
         """Decide, atomically, whether a request is served or answered with an error."""
         with self._lock:
             if self._throttle_next > 0:
                 self._throttle_next -= 1
                 return RekognitionError("ThrottlingException", "Rate exceeded")
-            if self._fail_next:
-                code, message, status = self._fail_next.popleft()
-                return RekognitionError(code, message, status)
+            if start < self._throttle_until:
+                return RekognitionError("ThrottlingException", "Rate exceeded")
+            for index, (aimed_at, code, message, status) in enumerate(self._fail_next):
+                if aimed_at is None or aimed_at == operation:
+                    del self._fail_next[index]
+                    return RekognitionError(code, message, status)
             quota = self.tps_quota
             if quota is not None:
                 while self._window and self._window[0] <= start - 1.0:
@@ -640,7 +677,7 @@ class FakeRekognition:
         error: RekognitionError | None = None
         result: dict[str, Any] = {}
         try:
-            error = self._admit(start)
+            error = self._admit(start, operation)
             if self.latency_seconds > 0:
                 time.sleep(self.latency_seconds)
             if error is None:

@@ -103,7 +103,6 @@ def test_no_search_calls_are_spent_while_nobody_is_enrolled(
     assert fake.calls("SearchFaces") == [] and len(fake.calls("IndexFaces")) == 1
 
 
-@pytest.mark.slow  # botocore's own adaptive backoff sleeps for several seconds
 def test_throttling_bursts_slow_down_but_fail_no_job(
     rk_settings, engine, fake, aws, tmp_path
 ) -> None:

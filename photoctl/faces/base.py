@@ -70,6 +70,9 @@ class FaceEngine(ABC):
     # Longest side the photo should be decoded at for this engine (0: the preview is enough).
     # The engine then gets that larger decode (DecodedPhoto.detail), not the preview.
     detail_px: int = 0
+    # Jobs a worker process runs at once: 1 for a CPU-bound engine (one job per process), more
+    # for one that mostly waits on a service; the limiter still bounds the calls in flight.
+    jobs_in_flight: int = 1
 
     @classmethod
     @abstractmethod
@@ -89,6 +92,16 @@ class FaceEngine(ABC):
         `image` is the photo decoded at `detail_px` or more when the engine sets it, else the
         preview.
         """
+
+    def index_photo_reporting(
+        self, photo_id: int, image: Image.Image
+    ) -> tuple[list[FaceRecord], str | None]:
+        """index_photo, and a note naming the faces found but left out (None: none were).
+
+        An engine with a limit on faces per photo (Rekognition: 100) says here which it
+        dropped; the face step puts the note in the log and in the job's reason.
+        """
+        return self.index_photo(photo_id, image), None
 
     @abstractmethod
     def index_selfie(

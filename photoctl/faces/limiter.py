@@ -12,33 +12,48 @@ exactly 1/rate apart the service sees max_tps + 1 calls in some second whenever 
 little later than the one max_tps calls after it (scripts/bench_faces.py: 9-14 throttled answers
 in 300-400 calls at 20 TPS with 4 workers, none with the margin, 19.4 calls/s accepted).
 
-A throttling answer halves the shared rate for everyone; it then recovers linearly to max_tps
-over ``cooldown_seconds``. Waiting happens outside any transaction.
+A throttling answer lowers the shared rate for everyone by a third, at most once per second:
+the answers of one burst arrive together (every call in flight was sent at the old rate), and
+halving once per answer used to take the rate to its floor after a one-second blip. The rate
+then recovers linearly to max_tps over ``cooldown_seconds`` (5 s by default): back over 90 % of
+max_tps 3.5 s after one slow-down, 4 s after a 2 s burst (two; tests/test_rekognition_retries.py;
+scripts/bench_faces.py --part rekognition measures it at the endpoint). Waiting happens outside
+any transaction.
+
+Every call ends with its outcome counted in ``service_calls`` (per UTC day and operation:
+accepted, throttled, failed), in the transaction that frees its slot, so counting costs no
+extra round trip. Retries are the caller's and each goes through ``call`` again: the limiter
+sees, spaces and counts every request the service receives.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, select, update
 
 from photoctl import db
 from photoctl.errors import TransientError
-from photoctl.models import LimiterSlot, RateLimiter
+from photoctl.models import LimiterSlot, RateLimiter, ServiceCall
 
 log = logging.getLogger(__name__)
 
 slots_table = LimiterSlot.__table__
 limiters_table = RateLimiter.__table__
+calls_table = ServiceCall.__table__
 
 _SLOT_LEASE_SECONDS = 120.0
 _MIN_RATE_FRACTION = 0.1
 _JITTER_MARGIN = 0.03  # starts are spaced 3 % wider than 1/rate (see the module docstring)
+_THROTTLE_FACTOR = 2 / 3  # a throttle lowers the rate to this fraction of what it was
+_THROTTLE_COALESCE_SECONDS = 1.0  # throttles this soon after a slow-down belong to its burst
 
 
 @dataclass(frozen=True)
@@ -46,8 +61,22 @@ class LimiterSettings:
     name: str
     max_concurrency: int
     max_tps: float
-    cooldown_seconds: float = 30.0
+    cooldown_seconds: float = 5.0
     max_wait_seconds: float = 600.0
+
+
+class CallOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # the service answered (what it bills)
+    THROTTLED = "throttled"  # "too fast": slows every process down
+    FAILED = "failed"  # any other error, or no answer
+
+
+@dataclass
+class CallTicket:
+    """One call under the limiter; the caller sets ``outcome`` (an exception leaves FAILED)."""
+
+    operation: str
+    outcome: CallOutcome = field(default=CallOutcome.FAILED)
 
 
 class CallLimiter:
@@ -56,6 +85,9 @@ class CallLimiter:
         self.limits = limits
         self.holder = holder
         self._prepared = False
+        # One thread of this process at a time asks the database for a slot: the job threads of
+        # a worker (job_threads.py) would otherwise poll it together while every slot is taken.
+        self._acquiring = threading.Lock()
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -88,18 +120,30 @@ class CallLimiter:
         return min(self.limits.max_tps, rate + (self.limits.max_tps - rate) * recovered)
 
     @contextlib.contextmanager
-    def call(self) -> Iterator[None]:
-        """Hold one place in flight and one start slot for the duration of a call."""
+    def call(self, operation: str = "call") -> Iterator[CallTicket]:
+        """Hold one place in flight and one start slot for the duration of a call.
+
+        The caller sets the ticket's outcome; it is counted (and a throttle slows everyone
+        down) when the block ends.
+        """
         self._prepare()
         deadline = time.monotonic() + self.limits.max_wait_seconds
-        slot, start_at = self._acquire(deadline)
+        if not self._acquiring.acquire(timeout=self.limits.max_wait_seconds):
+            raise TransientError(
+                f"{self.limits.name}: no call slot free for {self.limits.max_wait_seconds:.0f} s"
+            )
+        try:
+            slot, start_at = self._acquire(deadline)
+        finally:
+            self._acquiring.release()
+        ticket = CallTicket(operation)
         try:
             delay = start_at - time.time()
             if delay > 0:
                 time.sleep(delay)
-            yield
+            yield ticket
         finally:
-            self._release(slot)
+            self._release(slot, ticket)
 
     def _acquire(self, deadline: float) -> tuple[int, float]:
         backoff = 0.01
@@ -134,6 +178,19 @@ class CallLimiter:
             time.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(0.1, backoff * 2)
 
+    def current_rate(self, now: float | None = None) -> float:
+        """The shared rate allowed at ``now`` (default: now), as every process sees it."""
+        self._prepare()
+        with db.read(self.database) as conn:
+            _, rate, slowed_at = conn.execute(
+                select(
+                    limiters_table.c.next_slot_at,
+                    limiters_table.c.rate,
+                    limiters_table.c.slowed_at,
+                ).where(limiters_table.c.name == self.limits.name)
+            ).one()
+        return self.effective_rate(rate, slowed_at, time.time() if now is None else now)
+
     def _locked_state(self, conn: Connection) -> tuple[float, float, float]:
         """(next_slot_at, rate, slowed_at), locked until the transaction ends."""
         query = select(
@@ -154,7 +211,8 @@ class CallLimiter:
         )
         return start_at
 
-    def _release(self, slot: int) -> None:
+    def _release(self, slot: int, ticket: CallTicket) -> None:
+        lowered = None
         with db.write(self.database) as conn:
             conn.execute(
                 update(slots_table)
@@ -165,22 +223,55 @@ class CallLimiter:
                 )
                 .values(holder=None, expires_at=0.0)
             )
+            self._count(conn, ticket)
+            if ticket.outcome == CallOutcome.THROTTLED:
+                lowered = self._slow_down(conn, time.time())
+        if lowered is not None:
+            log.warning("[FaceRecognition] throttled: shared rate lowered to %.2f calls/s", lowered)
 
-    def throttled(self) -> float:
-        """The service said "too fast": halve the shared rate and push back the next start."""
-        now = time.time()
-        with db.write(self.database) as conn:
-            next_slot_at, rate, slowed_at = self._locked_state(conn)
-            current = self.effective_rate(rate, slowed_at, now)
-            lowered = max(self.limits.max_tps * _MIN_RATE_FRACTION, current / 2)
+    def _count(self, conn: Connection, ticket: CallTicket) -> None:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        counts = {outcome.value: int(ticket.outcome == outcome) for outcome in CallOutcome}
+        insert = db.dialect_insert(conn, calls_table).values(
+            service=self.limits.name, day=day, operation=ticket.operation, **counts
+        )
+        column = calls_table.c[ticket.outcome.value]
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[calls_table.c.service, calls_table.c.day, calls_table.c.operation],
+                set_={ticket.outcome.value: column + 1},
+            )
+        )
+
+    def _slow_down(self, conn: Connection, now: float) -> float | None:
+        """Lower the shared rate after a throttle, once per burst; the new rate, or None."""
+        next_slot_at, rate, slowed_at = self._locked_state(conn)
+        current = self.effective_rate(rate, slowed_at, now)
+        if now - slowed_at < _THROTTLE_COALESCE_SECONDS:
+            # Same burst: the rate is lowered already; only keep the next start behind.
             conn.execute(
                 update(limiters_table)
                 .where(limiters_table.c.name == self.limits.name)
-                .values(
-                    rate=lowered, slowed_at=now, next_slot_at=max(next_slot_at, now + 1.0 / lowered)
-                )
+                .values(next_slot_at=max(next_slot_at, now + 1.0 / current))
             )
-        log.warning("[FaceRecognition] throttled: shared rate lowered to %.2f calls/s", lowered)
+            return None
+        lowered = max(self.limits.max_tps * _MIN_RATE_FRACTION, current * _THROTTLE_FACTOR)
+        conn.execute(
+            update(limiters_table)
+            .where(limiters_table.c.name == self.limits.name)
+            .values(
+                rate=lowered, slowed_at=now, next_slot_at=max(next_slot_at, now + 1.0 / lowered)
+            )
+        )
+        return lowered
+
+    def throttled(self, now: float | None = None) -> float | None:
+        """The service said "too fast" outside a ``call`` block: slow everyone down."""
+        self._prepare()
+        with db.write(self.database) as conn:
+            lowered = self._slow_down(conn, time.time() if now is None else now)
+        if lowered is not None:
+            log.warning("[FaceRecognition] throttled: shared rate lowered to %.2f calls/s", lowered)
         return lowered
 
 

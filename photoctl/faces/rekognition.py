@@ -3,10 +3,14 @@
 One collection holds every face: photo faces with ExternalImageId = photo id, selfies with
 ``user-<id>``. A new photo is indexed once (IndexFaces) and each of its faces searched
 (SearchFaces) for enrolled selfies; an enrollment indexes the selfie and searches it against
-the collection. Throttling answers slow the shared limiter and are retried here, never failing
-a job; other AWS errors become Transient or Permanent errors carrying the AWS error code.
-botocore's own retries stay in adaptive mode but few: its retry budget is per client and runs
-out under sustained throttling, which is what the loop below is for.
+the collection. botocore's own retries are off (total_max_attempts=1): they resent throttled
+calls outside the shared limiter, which never heard of them. Every retry is made here instead,
+through the limiter, which spaces and counts it: throttling answers slow every process down and
+are retried until the limiter's max wait, never failing a job; server errors and connections
+that never reached the service are retried a few times with backoff; other AWS errors become
+Transient or Permanent errors carrying the AWS error code. An IndexFaces whose answer was lost
+(read timeout, connection closed) is not resent here: it may have indexed, and the job's retry
+discards what it did (face_step.py's pending checkpoint).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import random
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +28,7 @@ from typing import Any
 from PIL import Image
 
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, PermanentError, SeveralFaces, TransientError
+from photoctl.errors import ConfigError, FacesRefused, SeveralFaces, TransientError
 from photoctl.faces.base import (
     EnrolledFace,
     FaceEngine,
@@ -31,7 +37,7 @@ from photoctl.faces.base import (
     FaceRecord,
     StoredFace,
 )
-from photoctl.faces.limiter import CallLimiter, LimiterSettings
+from photoctl.faces.limiter import CallLimiter, CallOutcome, LimiterSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,16 @@ THROTTLING_CODES = frozenset(
 PERMANENT_CODES = frozenset(
     {"InvalidImageFormatException", "ImageTooLargeException", "InvalidParameterException"}
 )
+# Server-side faults: the request did no harm, sending it again may work.
+SERVER_ERROR_CODES = frozenset({"InternalServerError", "ServiceUnavailableException"})
+# Attempts for a call that meets server errors or cannot connect (throttles do not count).
+ERROR_ATTEMPTS = 3
+_ERROR_BACKOFF_SECONDS = 0.5
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
+# Rekognition refuses images under 80 px on either side (InvalidParameterException).
+MIN_IMAGE_PX = 80
+# IndexFaces indexes at most this many faces of one photo (the largest ones).
+MAX_FACES_PER_PHOTO = 100
 # Rekognition documents faces down to 40x40 px in a 1920x1080 image, about 2 % of the width.
 # The 1600 px preview shows a 2 % face at 32 px, so photos are sent at this longest side
 # instead (a 2 % face is 41 px), cut from the photo's larger decode; a 24 MP photo's JPEG at
@@ -52,24 +67,69 @@ _SEARCH_MAX_FACES = 4096
 
 
 def image_to_send(image: Image.Image) -> bytes:
-    """The JPEG sent to IndexFaces: at most SEND_PX on its longest side, under 5 MB."""
-    if max(image.size) > SEND_PX:
+    """The JPEG sent to IndexFaces: at most SEND_PX on its longest side (unless that would take
+    the shorter side under MIN_IMAGE_PX), under 5 MB; FacesRefused if it cannot be sent."""
+    _check_size(image.size)
+    longest = max(SEND_PX, -(-MIN_IMAGE_PX * max(image.size) // min(image.size)))
+    if max(image.size) > longest:
         image = image.copy()
-        image.thumbnail((SEND_PX, SEND_PX), Image.Resampling.HAMMING)
+        image.thumbnail((longest, longest), Image.Resampling.HAMMING)
     return encode_under_limit(image)
 
 
+def _check_size(size: tuple[int, int]) -> None:
+    if min(size) < MIN_IMAGE_PX:
+        raise FacesRefused(
+            f"image is {size[0]}x{size[1]} px; Rekognition needs at least {MIN_IMAGE_PX} px on "
+            "each side, so it was not sent"
+        )
+
+
 def encode_under_limit(image: Image.Image, limit_bytes: int = MAX_IMAGE_BYTES) -> bytes:
-    """JPEG bytes of the image under Rekognition's 5 MB limit, lowering quality, then size."""
+    """JPEG bytes of the image under Rekognition's 5 MB limit, lowering quality, then size.
+
+    FacesRefused if the image would have to shrink under MIN_IMAGE_PX to fit: never sent.
+    """
     candidate = image.convert("RGB")
     for quality in (90, 80, 70, 60):
         buffer = io.BytesIO()
         candidate.save(buffer, "JPEG", quality=quality)
         if buffer.tell() <= limit_bytes:
             return buffer.getvalue()
+    smaller = (candidate.width // 2, candidate.height // 2)
+    if min(smaller) < MIN_IMAGE_PX:
+        raise FacesRefused(
+            f"image does not fit Rekognition's {limit_bytes // 1024} KB limit above "
+            f"{MIN_IMAGE_PX} px, so it was not sent"
+        )
     candidate = candidate.copy()
-    candidate.thumbnail((candidate.width // 2, candidate.height // 2))
+    candidate.thumbnail(smaller)
     return encode_under_limit(candidate, limit_bytes)
+
+
+def _error_code(error: Any) -> str:
+    return str(error.response.get("Error", {}).get("Code", "Unknown"))
+
+
+def _left_out(answer: dict) -> str | None:
+    """Which faces IndexFaces dropped for its limit of 100 per photo (the smallest), or None."""
+    dropped = [
+        face.get("FaceDetail", {}).get("BoundingBox", {})
+        for face in answer.get("UnindexedFaces", [])
+        if "EXCEEDS_MAX_FACES" in face.get("Reasons", [])
+    ]
+    if not dropped:
+        return None
+    boxes = ", ".join(
+        f"({box.get('Left', 0):.3f},{box.get('Top', 0):.3f} "
+        f"{box.get('Width', 0):.3f}x{box.get('Height', 0):.3f})"
+        for box in dropped[:20]
+    )
+    more = f" and {len(dropped) - 20} more" if len(dropped) > 20 else ""
+    return (
+        f"{len(dropped)} faces not indexed: Rekognition indexes at most {MAX_FACES_PER_PHOTO} "
+        f"per photo, the largest; left out (left,top widthxheight of the photo): {boxes}{more}"
+    )
 
 
 class RekognitionEngine(FaceEngine):
@@ -88,6 +148,10 @@ class RekognitionEngine(FaceEngine):
         self.collection_id = collection_id
         self.match_threshold = match_threshold
         self._collection_ready = False
+        self._collection_lock = threading.RLock()  # RLock: _call may come back here
+        # A worker's job threads: as many as the limiter has call slots, so one process alone
+        # can fill them; with several processes the slots, not the threads, bound the calls.
+        self.jobs_in_flight = limiter.limits.max_concurrency
 
     @classmethod
     def from_settings(
@@ -117,7 +181,8 @@ class RekognitionEngine(FaceEngine):
             region_name=region,
             endpoint_url=options.endpoint_url or None,
             config=Config(
-                retries={"mode": "adaptive", "total_max_attempts": 3},
+                # One attempt: every retry goes through the shared limiter (see _call).
+                retries={"mode": "standard", "total_max_attempts": 1},
                 max_pool_connections=options.max_concurrency + 2,
                 connect_timeout=10,
                 read_timeout=60,
@@ -142,22 +207,36 @@ class RekognitionEngine(FaceEngine):
     def _call(
         self, operation: str, *, tolerate: frozenset[str] = frozenset(), **parameters: Any
     ) -> dict:
-        """One API call under the limiter; throttling is retried here, ``tolerate``d codes
-        return an empty answer, other errors become Transient or Permanent errors."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        """One API call under the limiter, retried through it (see the module docstring);
+        ``tolerate``d codes return an empty answer, other errors become Transient or Permanent
+        errors."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+        )
 
+        api_name = "".join(part.title() for part in operation.split("_"))
         started = time.monotonic()
+        errors = 0
         while True:
             try:
-                with self.limiter.call():
-                    return getattr(self.client, operation)(**parameters)
+                with self.limiter.call(api_name) as ticket:
+                    try:
+                        answer = getattr(self.client, operation)(**parameters)
+                    except ClientError as error:
+                        if _error_code(error) in THROTTLING_CODES:
+                            ticket.outcome = CallOutcome.THROTTLED
+                        raise
+                    ticket.outcome = CallOutcome.ACCEPTED
+                    return answer
             except ClientError as error:
-                code = error.response.get("Error", {}).get("Code", "Unknown")
+                code = _error_code(error)
                 message = error.response.get("Error", {}).get("Message", "")
                 if code in tolerate:
                     return {}
                 if code in THROTTLING_CODES:
-                    self.limiter.throttled()
                     if time.monotonic() - started > self.limiter.limits.max_wait_seconds:
                         raise TransientError(
                             f"Rekognition {operation}: {code} for too long"
@@ -167,27 +246,46 @@ class RekognitionEngine(FaceEngine):
                     self._collection_ready = False
                     self._ensure_collection()
                     continue
-                kind = PermanentError if code in PERMANENT_CODES else TransientError
+                if code in SERVER_ERROR_CODES and errors + 1 < ERROR_ATTEMPTS:
+                    errors = self._back_off(operation, errors, code)
+                    continue
+                kind = FacesRefused if code in PERMANENT_CODES else TransientError
                 raise kind(f"Rekognition {operation}: {code}: {message}") from None
+            except (EndpointConnectionError, ConnectTimeoutError) as error:
+                # The request never reached the service: safe to send again.
+                if errors + 1 < ERROR_ATTEMPTS:
+                    errors = self._back_off(operation, errors, type(error).__name__)
+                    continue
+                raise TransientError(f"Rekognition {operation}: {error}") from None
             except BotoCoreError as error:
                 raise TransientError(f"Rekognition {operation}: {error}") from None
+
+    @staticmethod
+    def _back_off(operation: str, errors: int, what: str) -> int:
+        delay = _ERROR_BACKOFF_SECONDS * 2**errors * random.uniform(0.5, 1.0)
+        log.warning(
+            "[FaceRecognition][AWS] %s: %s; sending it again in %.1f s", operation, what, delay
+        )
+        time.sleep(delay)
+        return errors + 1
 
     def _ensure_collection(self) -> None:
         if self._collection_ready:
             return
-        created = self._call(
-            "create_collection",
-            CollectionId=self.collection_id,
-            tolerate=frozenset({"ResourceAlreadyExistsException"}),
-        )
-        if created:
-            log.info("[FaceRecognition][AWS] Created collection %s", self.collection_id)
-        self._collection_ready = True
+        # A worker's job threads start together: one of them asks, the others wait for it.
+        with self._collection_lock:
+            if self._collection_ready:
+                return
+            created = self._call(
+                "create_collection",
+                CollectionId=self.collection_id,
+                tolerate=frozenset({"ResourceAlreadyExistsException"}),
+            )
+            if created:
+                log.info("[FaceRecognition][AWS] Created collection %s", self.collection_id)
+            self._collection_ready = True
 
     # -- the engine interface ---------------------------------------------------------------
-
-    def _index(self, image: Image.Image, external_id: str, max_faces: int) -> list[FaceRecord]:
-        return self._records(self._index_answer(image, external_id, max_faces))
 
     def _index_answer(self, image: Image.Image, external_id: str, max_faces: int) -> dict:
         self._ensure_collection()
@@ -222,7 +320,13 @@ class RekognitionEngine(FaceEngine):
         return records
 
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
-        return self._index(image, str(photo_id), 100)
+        return self.index_photo_reporting(photo_id, image)[0]
+
+    def index_photo_reporting(
+        self, photo_id: int, image: Image.Image
+    ) -> tuple[list[FaceRecord], str | None]:
+        answer = self._index_answer(image, str(photo_id), MAX_FACES_PER_PHOTO)
+        return self._records(answer), _left_out(answer)
 
     def index_selfie(
         self, user_id: int, image: Image.Image, *, allow_several: bool = True

@@ -8,7 +8,12 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from photoctl import db, face_store
 from photoctl import stats as stats_module
@@ -42,6 +47,12 @@ class _QueueCollector:
             yield GaugeMetricFamily(f"photoctl_queue_{key}", f"queue figure {key}", value=value)
         for key, value in figures["photos"].items():
             yield GaugeMetricFamily(f"photoctl_photos_{key}", f"photos {key}", value=value)
+        yield GaugeMetricFamily(
+            "photoctl_photos_faces_failed",
+            "photos the face service refused (processed, without faces)",
+            value=figures["faces"]["failed"],
+        )
+        yield from _rekognition_metrics(figures["rekognition"])
         cache = self.svc.cache.stats()
         for key in ("size", "hits", "misses"):
             yield GaugeMetricFamily(
@@ -57,6 +68,34 @@ class _QueueCollector:
             buckets=buckets,
             sum_value=sum(findable),
         )
+
+
+def _rekognition_metrics(calls: dict) -> Iterator[Metric]:
+    counted = CounterMetricFamily(
+        "photoctl_rekognition_calls",
+        "Rekognition calls by operation and answer (accepted, throttled, failed), all days",
+        labels=["operation", "outcome"],
+    )
+    for operation, counts in calls["total"]["by_operation"].items():
+        for outcome in ("accepted", "throttled", "failed"):
+            counted.add_metric([operation, outcome], counts[outcome])
+    yield counted
+    cost = GaugeMetricFamily(
+        "photoctl_rekognition_estimated_cost_usd",
+        "Estimated cost of the accepted billed calls (prices from the settings)",
+        labels=["period"],
+    )
+    cost.add_metric(["today"], calls["today"]["estimated_cost_usd"])
+    cost.add_metric(["total"], calls["total"]["estimated_cost_usd"])
+    yield cost
+    yield GaugeMetricFamily(
+        "photoctl_rekognition_stored_faces", "Faces kept in the collection", calls["stored_faces"]
+    )
+    yield GaugeMetricFamily(
+        "photoctl_rekognition_storage_cost_per_month_usd",
+        "Estimated monthly cost of the faces kept in the collection",
+        calls["storage_cost_per_month_usd"],
+    )
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -1,0 +1,47 @@
+"""What a worker process is given and what a `work` run reports: plain, picklable values.
+
+Kept apart from worker.py (the loop itself) so the supervisor, which builds these for each child
+it spawns, and the loop share them without the supervisor importing the loop's machinery.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from photoctl.config import Settings
+
+
+@dataclass(frozen=True)
+class WorkReport:
+    """What a `work` run did: jobs done and failed, worker processes replaced."""
+
+    done: int
+    failed: int
+    restarted: int
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What a worker process needs, picklable: settings, who it is, and the shared values."""
+
+    settings: Settings
+    database_url: str
+    index: int
+    worker_id: str
+    until_empty: bool
+    engine_name: str
+    verbosity: int
+    stop: Any  # multiprocessing.Event
+    done: Any  # multiprocessing.Value, jobs completed by every child together
+    failed: Any
+    budget: Any  # multiprocessing.Value: jobs left to claim under --max-jobs, -1 = unlimited
+    storage_full: Any  # multiprocessing.Value: time claiming paused for lack of space, 0 = not
+
+
+def new_worker_id(index: int) -> str:
+    """A new id for child ``index``: this host and process, the index, a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"

@@ -263,9 +263,7 @@ class ServeSettings:
         minimum=1,
     )
     decode_wait_seconds: float = _key(
-        20.0,
-        "How long a selfie waits for a decode slot before the answer is 503 with Retry-After",
-        minimum=0.1,
+        20.0, "Seconds a selfie waits for a decode slot; then 503 with Retry-After", minimum=0.1
     )
     max_decode_pixels: int = _key(
         50_000_000,

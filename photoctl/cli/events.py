@@ -123,16 +123,23 @@ def events_create(
         consent_text=consent,
         access_code=code,
     )
+    _print_event(app, event, code if generated else None, as_json, " created")
+
+
+def _print_event(
+    app: App, event: Event, generated_code: str | None, as_json: bool, what: str
+) -> None:
+    """The event (JSON on stdout with --json), and a generated access code, shown this once."""
     if as_json:
         answer = event.as_json()
-        if generated:
-            answer["access_code"] = code
+        if generated_code:
+            answer["access_code"] = generated_code
         click.echo(json.dumps(answer))
-    elif generated:
-        click.echo(code)
-    if generated:
+    elif generated_code:
+        click.echo(generated_code)
+    if generated_code:
         app.say("the access code above is shown only this once: note it now")
-    app.say(f"event {event.slug} created: {event.title}; {_retention(event)}")
+    app.say(f"event {event.slug}{what}: {event.title}; {_retention(event)}")
 
 
 def _summary_line(summary: EventSummary) -> str:
@@ -247,16 +254,7 @@ def events_edit(
         consent_text=consent_file.read_text(encoding="utf-8") if consent_file else None,
         **changes,
     )
-    if as_json:
-        answer = event.as_json()
-        if generated:
-            answer["access_code"] = code
-        click.echo(json.dumps(answer))
-    elif generated:
-        click.echo(code)
-    if generated:
-        app.say("the access code above is shown only this once: note it now")
-    app.say(f"event {event.slug}: {event.title}; {_retention(event)}")
+    _print_event(app, event, code if generated else None, as_json, "")
 
 
 @events.command("close")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from photoctl import config, db
+from testkit.fake_rekognition import AWS_ENV, FakeRekognition
 from tests.support import databases
 from tests.support.cli import is_photoctl_variable
 
@@ -33,6 +34,20 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # talk to this machine only.
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeRekognition]:
+    """The local Rekognition endpoint (testkit/fake_rekognition.py) that real boto3 talks to."""
+    with FakeRekognition() as server:
+        yield server
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy AWS credentials and region, so boto3 signs its requests to the fake endpoint."""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ photos, can run twice, and the audit log shows each step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,22 +19,10 @@ from photoctl.errors import PermanentError, SeveralFaces
 from photoctl.ingest import ingest_paths
 from photoctl.models import AuditAction, AuditEntry, Face, Match, Photo, Rejection, SelfieFace, User
 from photoctl.worker import drain_in_process
-from testkit.fake_rekognition import AWS_ENV, FakeRekognition, make_face_image
+from testkit.fake_rekognition import make_face_image
 from testkit.photos import settle
 
 RED, BLUE, GREEN, YELLOW = (255, 0, 0), (0, 0, 255), (0, 153, 0), (255, 204, 0)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeRekognition]:
-    with FakeRekognition() as server:
-        yield server
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

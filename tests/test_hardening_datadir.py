@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -373,12 +372,6 @@ def test_a_selfie_with_several_faces_is_refused_unless_largest(
         cli, [*args, "users", "enroll", "duo", "--selfie", str(selfie), "--largest"]
     )
     assert largest.exit_code == 0, largest.output
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeRekognition]:
-    with FakeRekognition() as server:
-        yield server
 
 
 def test_rekognition_refuses_a_selfie_with_several_faces_and_keeps_nothing_indexed(

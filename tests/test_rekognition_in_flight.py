@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,21 +22,9 @@ from photoctl.face_step import make_face_step
 from photoctl.faces.local import LocalEngine
 from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
-from testkit.fake_rekognition import AWS_ENV, PALETTE, FakeRekognition, make_face_image
+from testkit.fake_rekognition import AWS_ENV, PALETTE, make_face_image
 from testkit.photos import settle
 from tests.support.cli import photoctl_env, run_photoctl
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeRekognition]:
-    with FakeRekognition() as server:
-        yield server
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
 
 
 def write_event(folder: Path, count: int) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +19,10 @@ from photoctl.faces.rekognition import MIN_IMAGE_PX, encode_under_limit, image_t
 from photoctl.ingest import ingest_paths
 from photoctl.models import Photo
 from photoctl.worker import drain_in_process
-from testkit.fake_rekognition import AWS_ENV, FakeRekognition, detect_faces, make_face_image
+from testkit.fake_rekognition import AWS_ENV, detect_faces, make_face_image
 from testkit.photos import settle
 
 RED = (255, 0, 0)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeRekognition]:
-    with FakeRekognition() as server:
-        yield server
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ read from the database (``service_calls``), what the service received from the e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import select
 
@@ -15,19 +13,7 @@ from photoctl import db, faces
 from photoctl.errors import TransientError
 from photoctl.faces.limiter import CallLimiter, LimiterSettings
 from photoctl.models import ServiceCall
-from testkit.fake_rekognition import AWS_ENV, FakeRekognition
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeRekognition]:
-    with FakeRekognition() as server:
-        yield server
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+from testkit.fake_rekognition import FakeRekognition
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import ast
 import configparser
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,13 @@ def convert(raw: str, kind: Any, where: str) -> Any:
 def absolute(path: str | Path) -> Path:
     """An absolute, normalised path (symlinks kept: the operator's names stay recognisable)."""
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*:)[^/@\s]*(?=@)")
+
+
+def mask_password(value: Any) -> Any:
+    """A URL with its password replaced by ***; any other value unchanged."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***", value)
+    return value

@@ -38,6 +38,7 @@ from photoctl.faces.base import (
     StoredFace,
 )
 from photoctl.faces.limiter import CallLimiter, CallOutcome, LimiterSettings
+from photoctl.models import DEFAULT_EVENT_SLUG
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class RekognitionEngine(FaceEngine):
         self.client = client
         self.limiter = limiter
         self.collection_id = collection_id
+        self.event_slug = DEFAULT_EVENT_SLUG  # whose calls these are (service_calls.event)
         self.match_threshold = match_threshold
         self._collection_ready = False
         self._collection_lock = threading.RLock()  # RLock: _call may come back here
@@ -222,7 +224,7 @@ class RekognitionEngine(FaceEngine):
         errors = 0
         while True:
             try:
-                with self.limiter.call(api_name) as ticket:
+                with self.limiter.call(api_name, self.event_slug) as ticket:
                     try:
                         answer = getattr(self.client, operation)(**parameters)
                     except ClientError as error:
@@ -437,8 +439,6 @@ class RekognitionEngine(FaceEngine):
     # created on first use (_ensure_collection) and deleted with its event's purge (drop_event).
 
     def collection_for(self, slug: str) -> str:
-        from photoctl.models import DEFAULT_EVENT_SLUG  # here: keeps the import block as it was
-
         base = self.base_collection_id
         return base if slug == DEFAULT_EVENT_SLUG else f"{base}-{slug}"
 
@@ -453,6 +453,7 @@ class RekognitionEngine(FaceEngine):
                 self.client, self.limiter, collection_id, self.match_threshold
             )
             engine.base_collection_id = self.base_collection_id
+            engine.event_slug = slug
             self._event_engines[collection_id] = engine
         return engine
 

@@ -88,6 +88,25 @@ def _rekognition_metrics(calls: dict) -> Iterator[Metric]:
     cost.add_metric(["today"], calls["today"]["estimated_cost_usd"])
     cost.add_metric(["total"], calls["total"]["estimated_cost_usd"])
     yield cost
+    # Per event (label: its slug; "" for calls counted before per-event counts).
+    by_event = calls.get("by_event", {})
+    event_calls = CounterMetricFamily(
+        "photoctl_rekognition_event_calls",
+        "Accepted Rekognition calls by event and operation, all days",
+        labels=["event", "operation"],
+    )
+    event_cost = GaugeMetricFamily(
+        "photoctl_rekognition_event_estimated_cost_usd",
+        "Estimated cost of an event's accepted billed calls (prices from the settings)",
+        labels=["event", "period"],
+    )
+    for slug, figures in by_event.items():
+        for operation, counts in figures["total"]["by_operation"].items():
+            event_calls.add_metric([slug, operation], counts["accepted"])
+        for period in ("today", "total"):
+            event_cost.add_metric([slug, period], figures[period]["estimated_cost_usd"])
+    yield event_calls
+    yield event_cost
     yield GaugeMetricFamily(
         "photoctl_rekognition_stored_faces", "Faces kept in the collection", calls["stored_faces"]
     )

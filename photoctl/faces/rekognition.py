@@ -38,6 +38,7 @@ from photoctl.faces.base import (
     StoredFace,
 )
 from photoctl.faces.limiter import CallLimiter, CallOutcome, LimiterSettings
+from photoctl.faces.rekognition_matching import match_photo_faces
 from photoctl.models import DEFAULT_EVENT_SLUG
 
 log = logging.getLogger(__name__)
@@ -349,30 +350,11 @@ class RekognitionEngine(FaceEngine):
     def match_faces(
         self, faces: Sequence[StoredFace], enrolled: Sequence[EnrolledFace]
     ) -> list[FaceMatch]:
-        selfie_users = {e.external_id: e.user_id for e in enrolled if e.external_id}
-        if not selfie_users:
-            return []  # nobody to find: spend no calls
-        matches: list[FaceMatch] = []
-        for face in faces:
-            if not face.external_id:
-                continue
-            answer = self._call(
-                "search_faces",
-                CollectionId=self.collection_id,
-                FaceId=face.external_id,
-                FaceMatchThreshold=self.match_threshold,
-                MaxFaces=100,
-            )
-            best: dict[int, float] = {}
-            for found in answer.get("FaceMatches", []):
-                user_id = selfie_users.get(found["Face"]["FaceId"])
-                if user_id is not None:
-                    best[user_id] = max(best.get(user_id, 0.0), float(found["Similarity"]))
-            matches.extend(
-                FaceMatch(face.id, user_id, round(similarity, 2))
-                for user_id, similarity in best.items()
-            )
-        return matches
+        # One SearchFaces per new face, or per enrolled selfie: whichever is fewer calls
+        # (rekognition_matching.py); nobody enrolled costs no call.
+        return match_photo_faces(
+            self._call, self.collection_id, self.match_threshold, faces, enrolled
+        )
 
     def match_selfie(self, selfie: EnrolledFace, lookup: FaceLookup) -> list[FaceMatch]:
         if not selfie.external_id:

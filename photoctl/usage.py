@@ -15,13 +15,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from photoctl.config import RekognitionSettings
-from photoctl.models import Face, SelfieFace, ServiceCall
+from photoctl.models import Face, Photo, SelfieFace, ServiceCall
 
 calls_table = ServiceCall.__table__
 faces_table = Face.__table__
+photos_table = Photo.__table__
 selfies_table = SelfieFace.__table__
 
 # Rekognition's "Group 1" image APIs photoctl uses: billed per image, accepted calls only.
@@ -156,3 +157,28 @@ def summary(conn: Connection, prices: RekognitionSettings, now: float | None = N
         "stored_faces": faces,
         "storage_cost_per_month_usd": round(faces * prices.price_per_face_month, 4),
     }
+
+
+def faces_per_photo(
+    conn: Connection, engine_name: str = SERVICE, event_id: int | None = None
+) -> dict[int, int]:
+    """{faces in a photo: photos with that many}, over the photos this engine indexed (of one
+    event, or of all): what the calls of photos still to come are estimated from."""
+    per_photo = (
+        select(photos_table.c.id, func.count(faces_table.c.id).label("faces"))
+        .select_from(
+            photos_table.outerjoin(
+                faces_table,
+                and_(
+                    faces_table.c.photo_id == photos_table.c.id, faces_table.c.engine == engine_name
+                ),
+            )
+        )
+        .where(photos_table.c.faces_engine == engine_name)
+        .group_by(photos_table.c.id)
+    )
+    if event_id is not None:
+        per_photo = per_photo.where(photos_table.c.event_id == event_id)
+    counts = per_photo.subquery()
+    rows = conn.execute(select(counts.c.faces, func.count()).group_by(counts.c.faces))
+    return {int(faces): int(photos) for faces, photos in rows}

@@ -4,17 +4,21 @@ What is spent is read from the database, never counted per process: the call lim
 every accepted call in ``service_calls`` (usage.py), so every worker of every machine sharing
 the database sees the same day's total, and a worker started later knows what was spent before
 it. Each worker process re-reads the total at most every ``CACHE_SECONDS`` (one indexed SUM over
-a handful of rows), not at each claim. Once the day's billed calls (or their estimated cost)
-reach the budget, a worker claims nothing more: photos stay ``pending`` with their jobs queued,
-nothing fails, and the log says ``budget_reached`` once per worker. It resumes by itself on the
-next UTC day, or when the budget is raised in the config file (re-read when the file changes;
-a budget given in the environment or on the command line is fixed for the run). ``work
---until-empty`` (cron) stops instead of waiting, leaving the queue for the next run.
+a handful of rows), not at each claim, while the fleet could not spend what is left in that time
+(max_tps x CACHE_SECONDS calls); closer to the budget it re-reads it before every claim.
+
+Once the day's billed calls (or their estimated cost) reach the budget, a worker claims nothing
+more: photos stay ``pending`` with their jobs queued, nothing fails, and the log says
+``budget_reached`` once per worker. It resumes by itself on the next UTC day, or when the budget
+is raised in the config file (re-read when the file changes; a budget given in the environment
+or on the command line is fixed for the run). ``work --until-empty`` (cron) stops instead of
+waiting, leaving the queue for the next run.
 
 The budget is a limit on claiming, not on calls: jobs already running finish, so a day may end
-a little over it, by the calls of the jobs in flight and of the last ``CACHE_SECONDS`` (at most
-about max_tps x CACHE_SECONDS calls). Enrollments (a participant's selfie) are never held back,
-but their calls count. Only the billed engine (rekognition) is held back by a budget.
+a little over it, by the calls of the jobs in flight when it was reached (each worker holds up
+to its jobs in flight; a photo job makes one IndexFaces and its searches). Enrollments (a
+participant's selfie) are never held back, but their calls count. Only the billed engine
+(rekognition) is held back by a budget.
 """
 
 from __future__ import annotations
@@ -157,9 +161,14 @@ class DailyBudget:
             return None
         now = self.clock()
         day = usage.utc_day(now)
-        fresh = self._spend is not None and self._spend.day == day
-        if fresh and time.monotonic() - self._read_at < self.cache_seconds:
-            return self._spend
+        cached = self._spend
+        if (
+            cached is not None
+            and cached.day == day
+            and time.monotonic() - self._read_at < self.cache_seconds
+            and not self._near(cached)
+        ):
+            return cached
         self._reread_budget()
         if self.budget is None:
             self._spend = None
@@ -173,6 +182,13 @@ class DailyBudget:
             return self._spend
         self._read_at = time.monotonic()
         return self._spend
+
+    def _near(self, spend: Spend) -> bool:
+        """Whether the fleet could spend what is left before the next re-read."""
+        if spend.budget is None:
+            return False
+        left = spend.budget.calls_left(spend.billed_calls, spend.price_per_1000_calls)
+        return left <= self.settings.rekognition.max_tps * self.cache_seconds
 
     def reached(self) -> bool:
         spend = self.spend()

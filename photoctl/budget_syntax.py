@@ -28,9 +28,17 @@ class Budget:
         return f"{self.calls} calls" if self.calls is not None else f"${self.usd:.2f}"
 
     def reached(self, billed_calls: int, price_per_1000_calls: float) -> bool:
+        return self.calls_left(billed_calls, price_per_1000_calls) <= 0
+
+    def calls_left(self, billed_calls: int, price_per_1000_calls: float) -> float:
+        """Billed calls still allowed today (a money budget: at these prices)."""
         if self.calls is not None:
-            return billed_calls >= self.calls
-        return cost_usd(billed_calls, price_per_1000_calls) >= (self.usd or 0.0)
+            return self.calls - billed_calls
+        if cost_usd(billed_calls, price_per_1000_calls) >= (self.usd or 0.0):
+            return 0
+        if price_per_1000_calls <= 0:
+            return float("inf")
+        return (self.usd or 0.0) * 1000 / price_per_1000_calls - billed_calls
 
 
 def cost_usd(billed_calls: int, price_per_1000_calls: float) -> float:

@@ -251,10 +251,10 @@ def test_a_reached_budget_leaves_photos_pending_and_stats_doctor_and_the_log_say
 
 
 def test_workers_stop_claiming_as_soon_as_their_own_calls_reach_the_budget(
-    rk_settings, engine, fake, tmp_path, monkeypatch
+    rk_settings, engine, fake, tmp_path
 ) -> None:
-    monkeypatch.setattr(budget, "CACHE_SECONDS", 0.0)  # re-read the day's total at each claim
-    # One job at a time (one call slot), nobody enrolled: one billed call (IndexFaces) a photo.
+    # Near the budget (less left than max_tps x the cache's seconds) each claim reads the
+    # day's total. One job at a time (one call slot), nobody enrolled: one IndexFaces a photo.
     settings = rk_settings.replace("rekognition", max_concurrency=1).replace(
         "faces", daily_budget="2"
     )
@@ -296,13 +296,22 @@ def test_the_next_utc_day_and_a_raised_budget_in_the_config_file_open_the_gate(
     assert not budget.DailyBudget(settings, engine, "local").reached()
 
 
-def test_the_days_total_is_read_from_the_database_at_most_every_few_seconds(
+def test_the_days_total_is_cached_far_from_the_budget_and_read_at_each_claim_near_it(
     rk_settings, engine
 ) -> None:
-    settings = rk_settings.replace("faces", daily_budget="10")
+    # max_tps 100 x 60 s of cache: 6,000 calls could be spent before the next re-read.
+    settings = rk_settings.replace("faces", daily_budget="10000")
     gate = budget.DailyBudget(settings, engine, "rekognition", cache_seconds=60.0)
-    assert not gate.reached()
-    spend_calls(engine, 10)
+    spend_calls(engine, 1000)
+    assert not gate.reached()  # 9,000 left: far
+    spend_calls(engine, 9000, event="run")
     assert not gate.reached(), "cached: no query at each claim"
     gate.cache_seconds = 0.0
     assert gate.reached()
+
+    near = budget.DailyBudget(
+        settings.replace("faces", daily_budget="$25"), engine, "rekognition", cache_seconds=60.0
+    )
+    assert not near.reached()  # 10,000 calls at $2 per 1,000 = $20: 2,500 left, near
+    spend_calls(engine, 2500, event="swim")
+    assert near.reached(), "near the budget every claim reads the day's total"

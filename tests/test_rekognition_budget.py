@@ -65,6 +65,18 @@ def spend_calls(engine, count: int, *, day: str | None = None, event: str = "def
         )
 
 
+def _metrics(tmp_path, settings, engine) -> str:
+    from fastapi.testclient import TestClient
+
+    from photoctl import users
+    from photoctl.api.app import create_app
+
+    _, token = users.add_user(engine, "boss", admin=True)
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        return client.get("/metrics").text
+
+
 def photo_states(engine) -> list[bool]:
     with db.read(engine) as conn:
         return sorted(conn.execute(select(Photo.processed_at.is_not(None))).scalars())
@@ -237,6 +249,9 @@ def test_a_reached_budget_leaves_photos_pending_and_stats_doctor_and_the_log_say
         "reached": True,
     }
     assert "budget:  $1.00 a day; today 500 billed calls ~$1.00; REACHED" in stats.render(figures)
+    metrics = _metrics(tmp_path, settings, engine)
+    assert "photoctl_rekognition_budget_reached 1.0" in metrics
+    assert "photoctl_rekognition_billed_calls_today 500.0" in metrics
     [check] = [c for c in doctor.run_checks(settings, engine) if c.name == "budget"]
     assert (
         not check.ok

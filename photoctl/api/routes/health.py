@@ -53,6 +53,17 @@ class _QueueCollector:
             value=figures["faces"]["failed"],
         )
         yield from _rekognition_metrics(figures["rekognition"])
+        spend = figures["budget"]
+        yield GaugeMetricFamily(
+            "photoctl_rekognition_budget_reached",
+            "1 while today's billed calls reach faces.daily_budget (workers claim no photo jobs)",
+            value=int(spend["reached"]),
+        )
+        yield GaugeMetricFamily(
+            "photoctl_rekognition_billed_calls_today",
+            "Accepted billed calls today (UTC), every event: what faces.daily_budget counts",
+            value=spend["billed_calls"],
+        )
         cache = self.svc.cache.stats()
         for key in ("size", "hits", "misses"):
             yield GaugeMetricFamily(

@@ -154,6 +154,15 @@ def test_calls_are_counted_per_event_and_priced_in_stats_metrics_and_events_show
     )
 
 
+def downgraded_to(engine, revision: str) -> None:
+    from alembic import command
+
+    with engine.connect() as connection, connection.begin():
+        alembic = db._alembic_config()
+        alembic.attributes["connection"] = connection
+        command.downgrade(alembic, revision)
+
+
 def test_migration_0009_keeps_earlier_counts_under_the_empty_event_key(
     tmp_path: Path, empty_db_url: str
 ) -> None:
@@ -181,6 +190,11 @@ def test_migration_0009_keeps_earlier_counts_under_the_empty_event_key(
         ]
         assert summary["total"]["billed"] == 7 and list(summary["by_event"]) == [""]
         assert "(before per-event counts)" in stats.render_calls(summary)
+        spend_calls(engine, 3, day="2026-11-01", event="run")
+        downgraded_to(engine, "0008")  # the events of a day are summed again
+        with db.read(engine) as conn:
+            rows = conn.execute(text("SELECT day, accepted, throttled FROM service_calls")).all()
+        assert [tuple(row) for row in rows] == [("2026-11-01", 10, 1)]
     finally:
         engine.dispose()
 

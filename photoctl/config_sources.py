@@ -3,7 +3,8 @@
 config.py says which keys exist and layers their values (defaults, ini file, environment,
 command line); this module holds what that layering needs and knows no key: finding and reading
 the ini file (a syntax error is one line naming the file and the line, an unknown section or key
-is an error), converting a text value to its key's type, and making a path absolute.
+is an error), converting a text value to its key's type, making a path absolute, and masking
+the password in a URL that is shown.
 """
 
 from __future__ import annotations

@@ -197,7 +197,8 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
     click.echo(f"  {_retention(event)}")
     click.echo(f"  access code: {'required' if event.requires_access_code else 'none'}")
     click.echo(f"  page: {url or '(set serve.public_url to know it)'}")
-    click.echo(f"  rekognition: {render_event_calls(calls)}")
+    if any(calls["total"][outcome] for outcome in ("accepted", "throttled", "failed")):
+        click.echo(f"  rekognition: {render_event_calls(calls)}")
     click.echo(f"  consent version: {event.consent_version[:12]}")
     click.echo("  consent text:")
     for line in event.consent_text.splitlines():

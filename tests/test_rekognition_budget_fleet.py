@@ -6,9 +6,8 @@ finish the queue (issue 11)."""
 
 from __future__ import annotations
 
+import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from photoctl import config, db, queue
 from photoctl.models import Photo
 from testkit.fake_rekognition import AWS_ENV, PALETTE, make_face_image
 from testkit.photos import settle
-from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.cli import photoctl_env, run_photoctl, start_photoctl
 from tests.support.worker import Background, wait_for
 
 PHOTOS = 20
@@ -72,19 +71,12 @@ def test_the_daily_budget_stops_two_supervisors_sharing_one_database_and_the_lim
     fake.tps_quota = QUOTA
     fake.latency_seconds = 0.1
 
-    command = [sys.executable, "-m", "photoctl", "--engine", "rekognition", "work", "-n", "2"]
+    command = ["--engine", "rekognition", "work", "-n", "2"]
     workers = []
     for home, env in machines:  # each in its own directory, which holds its config.ini
-        with open(home / "work.stderr", "wb") as stderr:
-            process = subprocess.Popen(
-                command,
-                env=env,
-                cwd=home,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        workers.append(Background(process, home / "work.stderr"))
+        stderr = home / "work.stderr"
+        process = start_photoctl(command, env, Path(os.devnull), stderr, cwd=home, new_session=True)
+        workers.append(Background(process, stderr))
     try:
         for worker in workers:
             wait_for(

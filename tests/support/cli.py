@@ -118,9 +118,14 @@ def start_photoctl(
     stderr: Path | None = None,
     *,
     cwd: Path | None = None,
+    new_session: bool = False,
 ) -> ForkedCommand:
     """Start ``photoctl ARGS`` in a process of its own, its output written to files; without
-    ``stderr`` both streams go to ``stdout``, in the order written."""
+    ``stderr`` both streams go to ``stdout``, in the order written. ``new_session`` makes it
+    lead a session and process group of its own (os.killpg reaches its workers too)."""
+    for path in (stdout, stderr):  # there to read at once, as with Popen and open files
+        if path and path != Path(os.devnull):
+            path.write_bytes(b"")
     process = _context().Process(
         target=_run_command,
         args=(
@@ -129,6 +134,7 @@ def start_photoctl(
             str(cwd) if cwd else None,
             str(stdout),
             str(stderr) if stderr else None,
+            new_session,
         ),
         name="photoctl " + " ".join(args)[:60],
     )
@@ -150,18 +156,26 @@ def _read(path: Path) -> str:
 
 
 def _run_command(
-    args: list[str], env: dict[str, str], cwd: str | None, stdout: str, stderr: str | None
+    args: list[str],
+    env: dict[str, str],
+    cwd: str | None,
+    stdout: str,
+    stderr: str | None,
+    new_session: bool = False,
 ) -> None:
     """In the forked child: become ``python -m photoctl ARGS``, run it, exit as it would."""
     import atexit
 
     import photoctl.cli
 
+    if new_session:
+        os.setsid()
+
     os.environ.clear()
     os.environ.update(env)
     if cwd:
         os.chdir(cwd)
-    writing = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    writing = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     for path, fd, flags in ((os.devnull, 0, os.O_RDONLY), (stdout, 1, writing)):
         opened = os.open(path, flags, 0o600)
         os.dup2(opened, fd)

@@ -12,8 +12,11 @@ from photoctl import users
 from photoctl.api.services import Services
 from photoctl.config import Settings
 
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in its
+# thread pool, and the hand-off to a thread and back cost each request more than what they do.
 
-def services(request: Request) -> Services:
+
+async def services(request: Request) -> Services:
     """The process's services, opened by the app's lifespan (services.open_services)."""
     return request.app.state.services
 
@@ -34,7 +37,7 @@ _bearer_scheme = HTTPBearer(
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
 
 
-def bearer_token(credentials: BearerCredentials) -> str:
+async def bearer_token(credentials: BearerCredentials) -> str:
     """The token of the Authorization header; 401 when there is none."""
     if credentials is None or not credentials.credentials.strip():
         raise HTTPException(401, "Missing bearer token", headers={"WWW-Authenticate": "Bearer"})
@@ -59,7 +62,7 @@ def caller(svc: Svc, token: BearerToken) -> Caller:
 CurrentUser = Annotated[Caller, Depends(caller)]
 
 
-def admin(user: CurrentUser) -> Caller:
+async def admin(user: CurrentUser) -> Caller:
     if not user.is_admin:
         raise HTTPException(403, "Admins only")
     return user

@@ -101,6 +101,11 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
+def render_fragment(name: str, **context: Any) -> str:
+    """A template on its own (no form token): a part of a page that is cached."""
+    return _environment().get_template(name).render(**context)
+
+
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """The template as a response, with the form token its forms carry (and its cookie)."""
     cookie = request.cookies.get(csrf.COOKIE_NAME)

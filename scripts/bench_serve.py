@@ -20,9 +20,11 @@ children with it).
      Then PHOTOS generated 1600x1067 JPEGs (one in FACE_EVERY with a real face pasted in) are
      ingested, but not processed: the queue the load phase drains. A second batch of
      INGEST_BATCH photos is generated for the concurrent ingest.
-  2. Baseline: `photoctl serve --workers SERVE_WORKERS` and, after a short warm-up, GET
-     /api/my-photos for the users round robin at RATE requests/s for DURATION seconds, with no
-     background work.
+  2. `photoctl serve --workers SERVE_WORKERS` and a short warm-up. Cost per route: each route
+     alone for ROUTE_SECONDS at ROUTE_RATE requests/s (a rate serve keeps up with), and serve's
+     CPU per request of each (the mix's CPU per request says nothing about which route costs
+     it); `--routes-only` stops here. Baseline: the request mix (see 3) at RATE requests/s for
+     DURATION seconds, with no background work.
   3. Under load: the same request load while `photoctl work -n WORKERS` drains the queue and
      `photoctl ingest` registers the second batch. The workers are started first and the window
      opens once they hold a job (their start-up - imports, face models - is reported, not

@@ -96,6 +96,8 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
+        # The templates ship with the package: compiled once, never stat()ed again per request.
+        auto_reload=False,
     )
     environment.filters["iso_date"] = iso_date
     return environment

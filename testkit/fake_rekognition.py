@@ -246,7 +246,8 @@ def _decode_image(data: bytes) -> Image.Image:
         raise RekognitionError(
             "InvalidImageFormatException", "Request has invalid image format"
         ) from exc
-    img = img.convert("RGB")
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # a copy: only when needed
     if max(img.size) > _ANALYSIS_MAX_SIDE * 2:
         scale = _ANALYSIS_MAX_SIDE / max(img.size)
         new_size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))

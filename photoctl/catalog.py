@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from photoctl.db import dialect_insert, in_chunks, insert_ignoring_conflicts
 from photoctl.models import DEFAULT_EVENT_ID, IngestRoot, Job, JobKind, Photo, SourceFile
@@ -209,16 +209,17 @@ def inside_ingest_root(conn: Connection, real_path: bytes) -> bool:
     return found is not None
 
 
+# Built once: every photo job runs these (see face_store.py on statements built once).
+_PHOTO = select(
+    photos.c.id, photos.c.content_hash, photos.c.source_path, photos.c.filename, photos.c.album
+).where(photos.c.id == bindparam("photo"))
+_SOURCE_FILE_STATE = select(
+    source_files.c.size_bytes, source_files.c.mtime_ns, source_files.c.photo_id
+).where(source_files.c.path == bindparam("path"))
+
+
 def get_photo(conn: Connection, photo_id: int) -> PhotoRecord | None:
-    row = conn.execute(
-        select(
-            photos.c.id,
-            photos.c.content_hash,
-            photos.c.source_path,
-            photos.c.filename,
-            photos.c.album,
-        ).where(photos.c.id == photo_id)
-    ).first()
+    row = conn.execute(_PHOTO, {"photo": photo_id}).first()
     if row is None:
         return None
     return PhotoRecord(row.id, row.content_hash, bytes(row.source_path), row.filename, row.album)
@@ -226,11 +227,7 @@ def get_photo(conn: Connection, photo_id: int) -> PhotoRecord | None:
 
 def source_file_state(conn: Connection, path: bytes) -> tuple[int, int, int] | None:
     """(size_bytes, mtime_ns, photo_id) of a file as ingest last registered it, None if never."""
-    row = conn.execute(
-        select(source_files.c.size_bytes, source_files.c.mtime_ns, source_files.c.photo_id).where(
-            source_files.c.path == path
-        )
-    ).first()
+    row = conn.execute(_SOURCE_FILE_STATE, {"path": path}).first()
     return None if row is None else (row.size_bytes, row.mtime_ns, row.photo_id)
 
 

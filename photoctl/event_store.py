@@ -11,7 +11,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select, update
 
 from photoctl.models import Event as EventModel
 from photoctl.models import Photo, User
@@ -163,16 +163,16 @@ def set_purged(conn: Connection, event_id: int, now: float) -> None:
     )
 
 
+# Built once: every photo job asks (see face_store.py on statements built once).
+_EVENT_OF_PHOTO = (
+    select(*_COLUMNS)
+    .select_from(events_table.join(photos_table, photos_table.c.event_id == events_table.c.id))
+    .where(photos_table.c.id == bindparam("photo"))
+)
+
+
 def event_of_photo(conn: Connection, photo_id: int) -> Event | None:
-    return _event(
-        conn.execute(
-            select(*_COLUMNS)
-            .select_from(
-                events_table.join(photos_table, photos_table.c.event_id == events_table.c.id)
-            )
-            .where(photos_table.c.id == photo_id)
-        ).first()
-    )
+    return _event(conn.execute(_EVENT_OF_PHOTO, {"photo": photo_id}).first())
 
 
 def event_of_user(conn: Connection, user_id: int) -> Event | None:

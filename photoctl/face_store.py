@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, select, tuple_, update
 
 from photoctl import db
 from photoctl.faces.base import EnrolledFace, FaceMatch, FaceRecord, StoredFace
@@ -36,6 +36,41 @@ users_table = User.__table__
 _IN_CHUNK = 500  # bound parameters per IN (...) list
 _PENDING = ":pending"
 
+# The statements every photo job runs, built once and run with parameters: building a statement
+# and its cache key cost more CPU than running it on SQLite (scripts/bench_faces.py --part
+# rekognition, where the workers' CPU per photo is what limits the calls per second).
+_CHECKPOINT = select(photos_table.c.faces_engine).where(photos_table.c.id == bindparam("photo"))
+_SET_CHECKPOINT = (
+    update(photos_table)
+    .where(photos_table.c.id == bindparam("photo"))
+    .values(faces_engine=bindparam("checkpoint"))
+)
+_FACE_COLUMNS = (
+    faces_table.c.id,
+    faces_table.c.photo_id,
+    faces_table.c.embedding,
+    faces_table.c.external_id,
+)
+_PHOTO_FACES = (
+    select(*_FACE_COLUMNS)
+    .where(faces_table.c.photo_id == bindparam("photo"), faces_table.c.engine == bindparam("name"))
+    .order_by(faces_table.c.face_index)
+)
+_ENROLLED = (
+    select(selfies_table.c.user_id, selfies_table.c.embedding, selfies_table.c.external_id)
+    .select_from(selfies_table.join(users_table, users_table.c.id == selfies_table.c.user_id))
+    .where(
+        selfies_table.c.engine == bindparam("name"),
+        users_table.c.event_id == bindparam("event"),
+        users_table.c.erased_at.is_(None),
+    )
+)
+_MARK_FINDABLE = (
+    update(matches_table)
+    .where(matches_table.c.photo_id == bindparam("photo"), matches_table.c.findable_at.is_(None))
+    .values(findable_at=bindparam("now"))
+)
+
 
 def pending_checkpoint(engine_name: str) -> str:
     """The checkpoint of a photo the engine may have indexed without its faces being stored."""
@@ -43,28 +78,21 @@ def pending_checkpoint(engine_name: str) -> str:
 
 
 def faces_checkpoint(conn: Connection, photo_id: int) -> str | None:
-    return conn.execute(
-        select(photos_table.c.faces_engine).where(photos_table.c.id == photo_id)
-    ).scalar()
+    return conn.execute(_CHECKPOINT, {"photo": photo_id}).scalar()
 
 
 def set_faces_checkpoint(conn: Connection, photo_id: int, checkpoint: str | None) -> None:
-    conn.execute(
-        update(photos_table).where(photos_table.c.id == photo_id).values(faces_engine=checkpoint)
-    )
+    conn.execute(_SET_CHECKPOINT, {"photo": photo_id, "checkpoint": checkpoint})
 
 
 def _stored_faces(conn: Connection, *conditions: Any) -> list[StoredFace]:
     rows = conn.execute(
-        select(
-            faces_table.c.id,
-            faces_table.c.photo_id,
-            faces_table.c.embedding,
-            faces_table.c.external_id,
-        )
-        .where(*conditions)
-        .order_by(faces_table.c.face_index)
+        select(*_FACE_COLUMNS).where(*conditions).order_by(faces_table.c.face_index)
     )
+    return _faces_of(rows)
+
+
+def _faces_of(rows: Any) -> list[StoredFace]:
     return [StoredFace(r.id, r.photo_id, _bytes(r.embedding), r.external_id) for r in rows]
 
 
@@ -97,9 +125,7 @@ def faces_by_external_id(
 
 def photo_faces(conn: Connection, photo_id: int, engine_name: str) -> list[StoredFace]:
     """The stored faces of one photo found by one engine."""
-    return _stored_faces(
-        conn, faces_table.c.photo_id == photo_id, faces_table.c.engine == engine_name
-    )
+    return _faces_of(conn.execute(_PHOTO_FACES, {"photo": photo_id, "name": engine_name}))
 
 
 def store_faces(
@@ -140,15 +166,7 @@ def forget_photo_faces(conn: Connection, photo_id: int) -> None:
 
 def enrolled_faces(conn: Connection, engine_name: str, event_id: int) -> list[EnrolledFace]:
     """The selfie faces of one event's users, as the engine stored them."""
-    rows = conn.execute(
-        select(selfies_table.c.user_id, selfies_table.c.embedding, selfies_table.c.external_id)
-        .select_from(selfies_table.join(users_table, users_table.c.id == selfies_table.c.user_id))
-        .where(
-            selfies_table.c.engine == engine_name,
-            users_table.c.event_id == event_id,
-            users_table.c.erased_at.is_(None),
-        )
-    )
+    rows = conn.execute(_ENROLLED, {"name": engine_name, "event": event_id})
     return [EnrolledFace(r.user_id, _bytes(r.embedding), r.external_id) for r in rows]
 
 
@@ -238,11 +256,7 @@ def reject_match(conn: Connection, user_id: int, photo_id: int, now: float) -> b
 
 def mark_findable(conn: Connection, photo_id: int, now: float) -> None:
     """Publish a photo's matches: called in the job's final transaction, and only there."""
-    conn.execute(
-        update(matches_table)
-        .where(matches_table.c.photo_id == photo_id, matches_table.c.findable_at.is_(None))
-        .values(findable_at=now)
-    )
+    conn.execute(_MARK_FINDABLE, {"photo": photo_id, "now": now})
 
 
 def findable_seconds(conn: Connection, since: float, limit: int = 10000) -> list[float]:

@@ -316,10 +316,12 @@ def decode_bytes(
         width, height = image.size
         _refuse_bomb(width, height, max_pixels, display_name)
         exif = image.getexif()
+        swaps_axes = _orientation_swaps_axes(exif)  # read before exif_transpose removes it
         # Decode at the smallest DCT scale that still covers the preview (JPEG only).
         image.draft("RGB", draft_box(image.size, preview_px, detail_px))
         image.load()
-        image = ImageOps.exif_transpose(image)
+        # In place: without an orientation to undo, a copy of the whole decode is wasted.
+        ImageOps.exif_transpose(image, in_place=True)
         if image.mode != "RGB":
             image = _to_rgb(image)
         detail = None
@@ -329,7 +331,7 @@ def decode_bytes(
             detail, image = image, _shrunk(image, preview_px)
         else:
             image = _shrunk(image, preview_px)
-    if _orientation_swaps_axes(exif):
+    if swaps_axes:
         width, height = height, width
     return DecodedPhoto(
         image=image,
@@ -396,6 +398,10 @@ def _raise_if_full(error: OSError, destination: Path) -> None:
 
 
 def make_thumbnail(preview: Image.Image, longest_px: int) -> Image.Image:
+    """LANCZOS after a box reduction by the whole factor (``reducing_gap=1.0``): ~3 ms instead of
+    ~7 ms of CPU from an 800 px preview, ~10 ms from a 1600 px one (a tenth of a photo's CPU with
+    the Rekognition engine; scripts/bench_faces.py), at ~43-47 dB PSNR against plain LANCZOS,
+    less than the thumbnail's own JPEG encoding changes it."""
     thumb = preview.copy()
-    thumb.thumbnail((longest_px, longest_px), Image.Resampling.LANCZOS)
+    thumb.thumbnail((longest_px, longest_px), Image.Resampling.LANCZOS, reducing_gap=1.0)
     return thumb

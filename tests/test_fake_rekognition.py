@@ -278,6 +278,11 @@ def test_runs_as_a_process() -> None:
         with urllib.request.urlopen(f"{url}/_fake/stats", timeout=5) as resp:
             stats = json.load(resp)
         assert stats["accepted"] == 1 and stats["tps_quota"] == 5
+        assert len(stats["records"]) == 1
+        # A harness polling while calls are made asks for the counters only.
+        with urllib.request.urlopen(f"{url}/_fake/stats?records=0", timeout=5) as resp:
+            brief = json.load(resp)
+        assert brief["accepted"] == 1 and "records" not in brief
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)

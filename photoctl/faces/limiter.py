@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, Executable, bindparam, select, update
 
 from photoctl import db
 from photoctl.errors import TransientError
@@ -71,6 +71,23 @@ class CallOutcome(enum.StrEnum):
     FAILED = "failed"  # any other error, or no answer
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """One limiter's statements for one dialect, built once and run with parameters.
+
+    Building a Core statement and computing its cache key cost more CPU than running it: per
+    call, most of the limiter's ~1.7 ms on SQLite went there (cProfile), and at 50 calls/s a
+    worker process has little CPU to spare (scripts/bench_faces.py --part rekognition).
+    """
+
+    free_slot: Executable  # the lowest free (or expired) slot; params: now
+    take_slot: Executable  # params: slot_index, lease_until
+    free_held: Executable  # free this holder's slot; params: slot_index
+    state: Executable  # (next_slot_at, rate, slowed_at), locked on PostgreSQL
+    set_next: Executable  # params: next_at
+    counts: dict[CallOutcome, Executable]  # add one call; params: day, operation
+
+
 @dataclass
 class CallTicket:
     """One call under the limiter; the caller sets ``outcome`` (an exception leaves FAILED)."""
@@ -89,6 +106,7 @@ class CallLimiter:
         # One thread of this process at a time asks the database for a slot: the job threads of
         # a worker (job_threads.py) would otherwise poll it together while every slot is taken.
         self._acquiring = threading.Lock()
+        self._built: dict[str, _Statements] = {}  # by dialect name
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -119,6 +137,64 @@ class CallLimiter:
         """The rate allowed now: the lowered rate, recovering linearly to max_tps."""
         recovered = min(1.0, max(0.0, now - slowed_at) / self.limits.cooldown_seconds)
         return min(self.limits.max_tps, rate + (self.limits.max_tps - rate) * recovered)
+
+    def _statements(self, conn: Connection) -> _Statements:
+        built = self._built.get(conn.dialect.name)
+        if built is None:
+            built = self._built[conn.dialect.name] = self._build(conn)
+        return built
+
+    def _build(self, conn: Connection) -> _Statements:
+        name = self.limits.name
+        slot = slots_table.c.slot
+        free_slot = (
+            select(slot)
+            .where(
+                slots_table.c.name == name,
+                slot < self.limits.max_concurrency,
+                (slots_table.c.holder.is_(None)) | (slots_table.c.expires_at < bindparam("now")),
+            )
+            .order_by(slot)
+            .limit(1)
+        )
+        state = select(
+            limiters_table.c.next_slot_at, limiters_table.c.rate, limiters_table.c.slowed_at
+        ).where(limiters_table.c.name == name)
+        if db.is_postgresql(conn):
+            free_slot = free_slot.with_for_update(skip_locked=True)
+            state = state.with_for_update()
+        this_slot = (slots_table.c.name == name) & (slot == bindparam("slot_index"))
+        return _Statements(
+            free_slot=free_slot,
+            take_slot=update(slots_table)
+            .where(this_slot)
+            .values(holder=self.holder, expires_at=bindparam("lease_until")),
+            free_held=update(slots_table)
+            .where(this_slot, slots_table.c.holder == self.holder)
+            .values(holder=None, expires_at=0.0),
+            state=state,
+            set_next=update(limiters_table)
+            .where(limiters_table.c.name == name)
+            .values(next_slot_at=bindparam("next_at")),
+            counts={outcome: self._count_statement(conn, outcome) for outcome in CallOutcome},
+        )
+
+    def _count_statement(self, conn: Connection, outcome: CallOutcome) -> Executable:
+        """Add one call with this outcome to its day's and operation's row."""
+        counts = {each.value: int(each == outcome) for each in CallOutcome}
+        insert = db.dialect_insert(conn, calls_table).values(
+            service=self.limits.name,
+            day=bindparam("day"),
+            event=bindparam("event"),
+            operation=bindparam("operation"),
+            **counts,
+        )
+        column = calls_table.c[outcome.value]
+        key = ("service", "day", "event", "operation")
+        return insert.on_conflict_do_update(
+            index_elements=[calls_table.c[name] for name in key],
+            set_={outcome.value: column + 1},
+        )
 
     @contextlib.contextmanager
     def call(self, operation: str = "call", event: str = "") -> Iterator[CallTicket]:
@@ -151,24 +227,12 @@ class CallLimiter:
         while True:
             now = time.time()
             with db.write(self.database) as conn:
-                candidates = (
-                    select(slots_table.c.slot)
-                    .where(
-                        slots_table.c.name == self.limits.name,
-                        slots_table.c.slot < self.limits.max_concurrency,
-                        (slots_table.c.holder.is_(None)) | (slots_table.c.expires_at < now),
-                    )
-                    .order_by(slots_table.c.slot)
-                    .limit(1)
-                )
-                if db.is_postgresql(conn):
-                    candidates = candidates.with_for_update(skip_locked=True)
-                slot = conn.execute(candidates).scalar()
+                statements = self._statements(conn)
+                slot = conn.execute(statements.free_slot, {"now": now}).scalar()
                 if slot is not None:
                     conn.execute(
-                        update(slots_table)
-                        .where(slots_table.c.name == self.limits.name, slots_table.c.slot == slot)
-                        .values(holder=self.holder, expires_at=now + _SLOT_LEASE_SECONDS)
+                        statements.take_slot,
+                        {"slot_index": slot, "lease_until": now + _SLOT_LEASE_SECONDS},
                     )
                     return slot, self._reserve_start(conn, now)
             if time.monotonic() > deadline:
@@ -194,36 +258,19 @@ class CallLimiter:
 
     def _locked_state(self, conn: Connection) -> tuple[float, float, float]:
         """(next_slot_at, rate, slowed_at), locked until the transaction ends."""
-        query = select(
-            limiters_table.c.next_slot_at, limiters_table.c.rate, limiters_table.c.slowed_at
-        ).where(limiters_table.c.name == self.limits.name)
-        if db.is_postgresql(conn):
-            query = query.with_for_update()
-        return tuple(conn.execute(query).one())
+        return tuple(conn.execute(self._statements(conn).state).one())
 
     def _reserve_start(self, conn: Connection, now: float) -> float:
         next_slot_at, rate, slowed_at = self._locked_state(conn)
         start_at = max(now, next_slot_at)
         spacing = (1.0 + _JITTER_MARGIN) / self.effective_rate(rate, slowed_at, start_at)
-        conn.execute(
-            update(limiters_table)
-            .where(limiters_table.c.name == self.limits.name)
-            .values(next_slot_at=start_at + spacing)
-        )
+        conn.execute(self._statements(conn).set_next, {"next_at": start_at + spacing})
         return start_at
 
     def _release(self, slot: int, ticket: CallTicket) -> None:
         lowered = None
         with db.write(self.database) as conn:
-            conn.execute(
-                update(slots_table)
-                .where(
-                    slots_table.c.name == self.limits.name,
-                    slots_table.c.slot == slot,
-                    slots_table.c.holder == self.holder,
-                )
-                .values(holder=None, expires_at=0.0)
-            )
+            conn.execute(self._statements(conn).free_held, {"slot_index": slot})
             self._count(conn, ticket)
             if ticket.outcome == CallOutcome.THROTTLED:
                 lowered = self._slow_down(conn, time.time())
@@ -232,21 +279,9 @@ class CallLimiter:
 
     def _count(self, conn: Connection, ticket: CallTicket) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        counts = {outcome.value: int(ticket.outcome == outcome) for outcome in CallOutcome}
-        insert = db.dialect_insert(conn, calls_table).values(
-            service=self.limits.name,
-            day=day,
-            event=ticket.event,
-            operation=ticket.operation,
-            **counts,
-        )
-        key = ("service", "day", "event", "operation")
-        column = calls_table.c[ticket.outcome.value]
+        statement = self._statements(conn).counts[ticket.outcome]
         conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[calls_table.c[name] for name in key],
-                set_={ticket.outcome.value: column + 1},
-            )
+            statement, {"day": day, "event": ticket.event, "operation": ticket.operation}
         )
 
     def _slow_down(self, conn: Connection, now: float) -> float | None:

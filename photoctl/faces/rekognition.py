@@ -92,7 +92,8 @@ def encode_under_limit(image: Image.Image, limit_bytes: int = MAX_IMAGE_BYTES) -
 
     FacesRefused if the image would have to shrink under MIN_IMAGE_PX to fit: never sent.
     """
-    candidate = image.convert("RGB")
+    # Saving never changes the image: convert (a copy) only what is not RGB already.
+    candidate = image if image.mode == "RGB" else image.convert("RGB")
     for quality in (90, 80, 70, 60):
         buffer = io.BytesIO()
         candidate.save(buffer, "JPEG", quality=quality)

@@ -280,9 +280,7 @@ class CallLimiter:
     def _count(self, conn: Connection, ticket: CallTicket) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime())
         statement = self._statements(conn).counts[ticket.outcome]
-        conn.execute(
-            statement, {"day": day, "event": ticket.event, "operation": ticket.operation}
-        )
+        conn.execute(statement, {"day": day, "event": ticket.event, "operation": ticket.operation})
 
     def _slow_down(self, conn: Connection, now: float) -> float | None:
         """Lower the shared rate after a throttle, once per burst; the new rate, or None."""

@@ -23,6 +23,10 @@ python3 -m venv .venv
 .venv/bin/ruff format --check photoctl tests testkit scripts
 # Types: the [tool.mypy] section of pyproject.toml says what is checked, and how strictly.
 .venv/bin/mypy
+# Every process the tests start (workers, servers) imports photoctl from this checkout: let
+# Python keep its bytecode (__pycache__, ignored by git) instead of compiling each module again
+# in each process, as it does where PYTHONDONTWRITEBYTECODE is set.
+unset PYTHONDONTWRITEBYTECODE
 # Tests talk to this machine only: no EC2 instance-metadata lookups by boto3.
 export AWS_EC2_METADATA_DISABLED=true
 processes="${PHOTOCTL_TEST_PROCESSES:-$(nproc)}"

@@ -19,26 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from photoctl.config_sources import absolute, convert, find_config_file, read_ini
+from photoctl.config_sources import setting_key as _key
 from photoctl.errors import ConfigError
+from photoctl.storage_settings import StorageSettings, check_storage
 
 DEFAULT_DATA_DIR = "photoctl-data"
 ENGINE_NAMES = ("local", "rekognition", "none")
 DETECTOR_NAMES = ("libfacedetection", "hog")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _key(
-    default: Any,
-    doc: str,
-    *,
-    env: str | None = None,
-    minimum: float | None = None,
-    choices: tuple[str, ...] | None = None,
-) -> Any:
-    return field(
-        default=default, metadata={"doc": doc, "env": env, "minimum": minimum, "choices": choices}
-    )
 
 
 @dataclass(frozen=True)
@@ -127,16 +116,6 @@ class IngestSettings:
         "Comma-separated globs: files and folders whose name matches one (case-insensitively) "
         "are not ingested; `ingest --ignore GLOB` adds more",
     )
-
-
-@dataclass(frozen=True)
-class StorageSettings:
-    root: str = _key(
-        "", "Where thumbnails, previews and uploads are written; empty means <data dir>/storage"
-    )
-    thumb_px: int = _key(320, "Longest side of thumbnails", minimum=16)
-    preview_px: int = _key(1600, "Longest side of previews", minimum=64)
-    jpeg_quality: int = _key(85, "JPEG quality of thumbnails and previews", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -444,6 +423,7 @@ def validate(settings: Settings) -> None:
             raise ConfigError(
                 f"{dotted} must be one of {', '.join(choices)}, got {value!r} (from {where})"
             )
+    check_storage(settings.storage)
     url = settings.database.url
     if url and not re.match(r"^(sqlite|postgres(ql)?)(\+\w+)?://", url):
         raise ConfigError(

@@ -437,9 +437,11 @@ class UploadResult:
 def ingest_upload(
     engine: Engine,
     settings: Settings,
-    path: str | bytes | os.PathLike[str],
+    location: bytes,
     content_hash: str,
     *,
+    size_bytes: int,
+    mtime_ns: int,
     album: str | None = None,
     uploaded_by: int | None = None,
     filename: str | None = None,
@@ -447,13 +449,13 @@ def ingest_upload(
 ) -> UploadResult:
     """Register one stored upload (already hashed while it streamed) and enqueue it.
 
-    ``filename`` is the name the uploader gave, shown instead of the stored name; with
-    ``max_waiting`` a new job is refused with QueueFull once that many jobs wait.
+    ``location`` is the stored file's path or ``s3://`` URL, with its size and mtime as the
+    store reports them (what the worker compares before it trusts the hash). ``filename`` is the
+    name the uploader gave, shown instead of the stored name; with ``max_waiting`` a new job is
+    refused with QueueFull once that many jobs wait.
     """
     album = check_album(album)
-    path_bytes = os.fsencode(path)
-    info = os.stat(path_bytes)
-    file = NewFile(path_bytes, info.st_size, info.st_mtime_ns, content_hash, filename)
+    file = NewFile(location, size_bytes, mtime_ns, content_hash, filename)
     registration, job_ids, queue_size = _register(
         engine, [file], album, uploaded_by, time.time(), max_waiting
     )

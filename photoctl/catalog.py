@@ -29,6 +29,8 @@ class NewFile:
     mtime_ns: int
     content_hash: str
     display_name: str | None = None  # the uploader's file name; None: the path's last part
+    # Where the photo's original is kept when not at ``path``: its copy in the storage bucket.
+    stored_at: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def register_files(
     rows = [
         {
             "content_hash": digest,
-            "source_path": file.path,
+            "source_path": file.stored_at or file.path,
             "filename": file.display_name or display_path(file.path.rsplit(b"/", 1)[-1]),
             "album": album,
             "size_bytes": file.size_bytes,

@@ -147,14 +147,16 @@ class FullDisk:
             sleep(_SPACE_CHECK_SECONDS)
         if should_stop():
             return
+        back = "the object store answers" if isinstance(self.error, StoreUnavailable) else None
         self.error = None
         with self.shared.get_lock():
             paused_at = self.shared.value
             self.shared.value = 0.0
         if paused_at:
             log.warning(
-                "[%s] storage has space again after %.0f s; claiming resumes",
+                "[%s] %s again after %.0f s; claiming resumes",
                 self.name,
+                back or "storage has space",
                 time.time() - paused_at,
             )
 

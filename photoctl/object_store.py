@@ -110,6 +110,10 @@ class S3Store:
     def location(self, stored_key: str) -> bytes:
         return self.describe(stored_key).encode()
 
+    def key_of(self, location: bytes) -> str | None:
+        base = self.location("")
+        return location[len(base) :].decode() if location.startswith(base) else None
+
     @contextlib.contextmanager
     def writer(self, stored_key: str) -> Iterator[BinaryIO]:
         buffer = io.BytesIO()

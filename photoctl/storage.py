@@ -123,6 +123,10 @@ class Store(Protocol):
         """The key's place, for messages."""
         ...
 
+    def key_of(self, location: bytes) -> str | None:
+        """The key stored at ``location`` (a source_path) when it lies in this store, else None."""
+        ...
+
 
 class LocalStore:
     """Files under a folder of this machine (or one mounted on every machine at one path)."""
@@ -159,6 +163,10 @@ class LocalStore:
 
     def describe(self, stored_key: str) -> str:
         return str(path(self.root, stored_key))
+
+    def key_of(self, location: bytes) -> str | None:
+        root = os.fsencode(self.root).rstrip(b"/") + b"/"
+        return os.fsdecode(location[len(root) :]) if location.startswith(root) else None
 
 
 def open_store(settings: Settings) -> Store:

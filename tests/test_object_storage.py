@@ -21,6 +21,7 @@ from photoctl import config, db, users
 from photoctl.api.app import create_app
 from photoctl.ingest import ingest_paths
 from photoctl.models import Job, Photo
+from photoctl.pruning import prune
 from photoctl.worker import drain_in_process
 from testkit.photos import jpeg_bytes, write_photo
 from testkit.seaweedfs import SeaweedFS
@@ -184,3 +185,43 @@ def test_a_missing_original_object_fails_its_job_with_a_reason_naming_it(
         state, error, attempts = conn.execute(select(Job.state, Job.last_error, Job.attempts)).one()
     assert report.failed == 1 and state == "failed" and attempts == 1  # at once, not retried
     assert f"s3://{s3_bucket}/{key}" in error and "missing" in error
+
+
+def upload_corrupt(settings: config.Settings, database: Engine) -> str:
+    """Upload bytes that start like a JPEG but decode to nothing; their sha256."""
+    _, token = users.add_user(database, "ann")
+    content = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 100
+    for client in open_client(settings):
+        client.headers["Authorization"] = f"Bearer {token}"
+        assert client.post("/api/photos", files={"file": ("x.jpg", content)}).status_code == 202
+    assert drain_in_process(settings, "none").failed == 1
+    return hashlib.sha256(content).hexdigest()
+
+
+def test_pruning_failed_jobs_deletes_failed_uploads_objects_and_rows(
+    s3: config.Settings, database: Engine, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    digest = upload_corrupt(s3, database)
+    key = f"{PREFIX}/uploads/{digest[:2]}/{digest}.jpg"
+    assert key in bucket_keys(seaweedfs, s3_bucket)
+
+    kept = prune(database, s3, 0, include_failed=False)
+    pruned = prune(database, s3, 0, include_failed=True)
+
+    assert (kept.jobs, kept.uploads_deleted) == (0, 0)
+    assert (pruned.jobs, pruned.uploads_deleted) == (1, 1)
+    assert key not in bucket_keys(seaweedfs, s3_bucket)
+    with db.read(database) as conn:
+        assert conn.execute(select(Photo.id)).all() == []
+
+
+def test_pruning_failed_jobs_deletes_failed_uploads_on_a_local_disk_too(
+    settings: config.Settings, engine: Engine
+) -> None:
+    digest = upload_corrupt(settings, engine)
+    stored = settings.storage_root / "uploads" / digest[:2] / f"{digest}.jpg"
+    assert stored.is_file()
+
+    assert prune(engine, settings, 0, include_failed=True).uploads_deleted == 1
+
+    assert not stored.exists()

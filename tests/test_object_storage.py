@@ -26,6 +26,9 @@ from photoctl.worker import drain_in_process
 from testkit.photos import jpeg_bytes, write_photo
 from testkit.seaweedfs import SeaweedFS
 
+# One SeaweedFS for all of them: the S3 tests share an xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("seaweedfs")
+
 PREFIX = "photos"
 
 

@@ -27,6 +27,9 @@ from testkit.seaweedfs import SeaweedFS
 from testkit.tcp_proxy import TcpProxy
 from tests.support.worker import wait_for
 
+# One SeaweedFS for all of them: the S3 tests share an xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("seaweedfs")
+
 
 @pytest.fixture
 def proxy(seaweedfs: SeaweedFS) -> Iterator[TcpProxy]:

@@ -9,6 +9,7 @@ and a re-run skips unchanged objects by ETag and size without reading them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -24,6 +25,10 @@ from photoctl.object_store import client_for
 from photoctl.worker import drain_in_process
 from testkit.photos import jpeg_bytes, write_photo
 from testkit.seaweedfs import SeaweedFS
+from tests.support.cli import photoctl_env, run_photoctl
+
+# One SeaweedFS for all of them: the S3 tests share an xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("seaweedfs")
 
 PREFIX = "store"
 
@@ -137,3 +142,24 @@ def test_ingest_of_a_bucket_registers_its_images_and_skips_unchanged_ones_withou
     assert f"s3://{incoming}/day1/a.jpg".encode() in sources(database)
     assert drained == 3 and job_states(database) == ["done"] * 3
     seaweedfs.delete_bucket(incoming)
+
+
+def test_the_cli_ingests_a_bucket_and_doctor_says_the_store_answers(
+    tmp_path: Path, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    env = photoctl_env(
+        tmp_path,
+        **seaweedfs.env,
+        PHOTOCTL_STORAGE_ROOT=f"s3://{s3_bucket}/st",
+        PHOTOCTL_STORAGE_ENDPOINT_URL=seaweedfs.endpoint_url,
+    )
+    seaweedfs.client().put_object(Bucket=s3_bucket, Key="in/a.jpg", Body=jpeg_bytes(seed=20))
+
+    ingested = run_photoctl(["ingest", "--json", f"s3://{s3_bucket}/in"], env, cwd=tmp_path)
+    doctor = run_photoctl(["doctor", "--json"], env, cwd=tmp_path)
+
+    assert ingested.returncode == 0, ingested.stderr
+    assert json.loads(ingested.stdout)["new"] == 1
+    checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
+    assert checks["storage"]["ok"], checks["storage"]
+    assert checks["storage"]["detail"] == f"s3://{s3_bucket}/st answers"

@@ -10,6 +10,9 @@ from botocore.exceptions import ClientError
 
 from testkit.seaweedfs import SeaweedFS
 
+# One SeaweedFS for all of them: the S3 tests share an xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("seaweedfs")
+
 
 def test_boto3_puts_gets_lists_deletes_and_presigns_against_seaweedfs(
     seaweedfs: SeaweedFS, s3_bucket: str

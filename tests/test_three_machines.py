@@ -27,6 +27,9 @@ from tests.support.cli import photoctl_env, run_photoctl
 from tests.support.serve import launch_server, stop_server
 from tests.support.worker import list_jobs, start_photoctl, wait_for
 
+# One SeaweedFS for all of them: the S3 tests share an xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("seaweedfs")
+
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 SLUG = "finish-line"
 PHOTOS = 12  # every third photo shows RED (with BLUE), the others BLUE alone

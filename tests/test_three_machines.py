@@ -68,7 +68,6 @@ def test_three_machines_share_only_the_database_and_the_bucket(
         "PHOTOCTL_REKOGNITION_REGION": "eu-west-1",
         "PHOTOCTL_REKOGNITION_MAX_TPS": "200",
         "PHOTOCTL_QUEUE_LEASE_SECONDS": "3",  # B's jobs come back soon after it dies
-        "PHOTOCTL_QUEUE_RETRY_BASE_SECONDS": "0.1",
     }
     env_a, home_a = machine(tmp_path, "a", common)
     env_b, home_b = machine(tmp_path, "b", common)

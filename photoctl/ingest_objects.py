@@ -57,9 +57,8 @@ def copy_original(store: S3Store, handle: BinaryIO, path: bytes, digest: str) ->
     stored_key = storage.key(
         storage.ORIGINALS, digest, suffix if suffix in IMAGE_EXTENSIONS else ""
     )
-    if not store.exists(stored_key):
-        handle.seek(0)
-        store.upload(handle, stored_key)
+    handle.seek(0)
+    store.upload_if_absent(handle, os.fstat(handle.fileno()).st_size, stored_key)
     return store.location(stored_key)
 
 

@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Engine, Row, and_, delete, exists, select
+from sqlalchemy import Engine
 
-from photoctl import db, queue, storage
+from photoctl import catalog, db, queue, storage
 from photoctl.config import Settings
-from photoctl.models import Job, JobState, Photo
 
 log = logging.getLogger(__name__)
-
-photos = Photo.__table__
-jobs = Job.__table__
 
 
 @dataclass(frozen=True)
@@ -45,31 +39,15 @@ def prune(
     now = time.time() if now is None else now
     cutoff = now - older_than_seconds
     with db.write(engine) as conn:
-        doomed: Sequence[Row[Any, Any, Any, Any]] = []
-        if include_failed:
-            failed = and_(
-                jobs.c.photo_id == photos.c.id,
-                jobs.c.state == JobState.FAILED,
-                jobs.c.finished_at < cutoff,
-            )
-            still_wanted = and_(jobs.c.photo_id == photos.c.id, jobs.c.state != JobState.FAILED)
-            doomed = conn.execute(
-                select(
-                    photos.c.id, photos.c.source_path, photos.c.thumb_path, photos.c.preview_path
-                )
-                .where(photos.c.uploaded_by.is_not(None), photos.c.processed_at.is_(None))
-                .where(exists().where(failed), ~exists().where(still_wanted))
-            ).all()
+        doomed = catalog.failed_uploads(conn, cutoff) if include_failed else []
         count = queue.prune_jobs(conn, older_than_seconds, include_failed=include_failed, now=now)
-        ids = [row.id for row in doomed]
-        for chunk in db.in_chunks(ids):
-            conn.execute(delete(photos).where(photos.c.id.in_(chunk)))  # faces, files cascade
+        catalog.delete_photos(conn, [upload.photo_id for upload in doomed])  # faces, files cascade
     store = storage.open_store(settings)
-    for row in doomed:
-        stored_key = store.key_of(bytes(row.source_path))
+    for upload in doomed:
+        stored_key = store.key_of(upload.source_path)
         if stored_key and stored_key.startswith(f"{storage.UPLOADS}/"):  # photoctl's own copy
             store.delete(stored_key)
-        for derived in (row.thumb_path, row.preview_path):
+        for derived in (upload.thumb_path, upload.preview_path):
             if derived:
                 store.delete(derived)
     if doomed:

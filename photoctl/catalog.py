@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, func, select, update
 
@@ -117,10 +118,7 @@ def register_files(
         for digest, file in first_by_hash.items()
     ]
     for chunk in in_chunks(rows):
-        inserted = conn.execute(
-            insert_ignoring_conflicts(conn, photos).returning(photos.c.id, photos.c.content_hash),
-            list(chunk),
-        )
+        inserted = conn.execute(_statement(conn, "new_photos"), list(chunk))
         new_ids.update({digest: photo_id for photo_id, digest in inserted})
     photo_ids = dict(new_ids)
     for hashes in in_chunks([d for d in first_by_hash if d not in new_ids]):
@@ -160,17 +158,34 @@ def register_files(
 def _remember_files(conn: Connection, rows: list[dict]) -> None:
     if not rows:
         return
-    statement = dialect_insert(conn, source_files)
-    statement = statement.on_conflict_do_update(
-        index_elements=[source_files.c.path],
-        set_={
-            "size_bytes": statement.excluded.size_bytes,
-            "mtime_ns": statement.excluded.mtime_ns,
-            "photo_id": statement.excluded.photo_id,
-        },
-    )
+    statement = _statement(conn, "remember_files")
     for chunk in in_chunks(rows):
         conn.execute(statement, list(chunk))
+
+
+# The inserts of every ingest and upload, built once per dialect: building them cost an upload
+# more than running them.
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _statement(conn: Connection, name: str) -> Any:
+    key = (conn.dialect.name, name)
+    if key not in _STATEMENTS:
+        if name == "new_photos":
+            _STATEMENTS[key] = insert_ignoring_conflicts(conn, photos).returning(
+                photos.c.id, photos.c.content_hash
+            )
+        else:
+            statement = dialect_insert(conn, source_files)
+            _STATEMENTS[key] = statement.on_conflict_do_update(
+                index_elements=[source_files.c.path],
+                set_={
+                    "size_bytes": statement.excluded.size_bytes,
+                    "mtime_ns": statement.excluded.mtime_ns,
+                    "photo_id": statement.excluded.photo_id,
+                },
+            )
+    return _STATEMENTS[key]
 
 
 def register_roots(conn: Connection, paths: Iterable[bytes], now: float | None = None) -> None:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from photoctl.config_sources import absolute, convert, find_config_file, read_ini
+from photoctl.budget_syntax import parse_budget
+from photoctl.config_sources import absolute, convert, find_config_file, mask_password, read_ini
 from photoctl.config_sources import setting_key as _key
 from photoctl.errors import ConfigError
 from photoctl.storage_settings import StorageSettings, check_storage
@@ -138,6 +139,13 @@ class FacesSettings:
         "local engine: face detector: libfacedetection (finds faces down to min_face_percent) "
         "or hog (dlib's HOG on the preview scaled to detect_px: faces under ~80 px are missed)",
         choices=DETECTOR_NAMES,
+    )
+    daily_budget: str = _key(
+        "",
+        "Billed face-service calls per UTC day, as calls (20000) or USD ($25 or 25 USD); once "
+        "reached, workers claim no more photo jobs until the next UTC day or a raised budget "
+        "(re-read from the config file). Empty: no budget",
+        parse=parse_budget,
     )
     detect_px: int = _key(
         1024,
@@ -423,22 +431,16 @@ def validate(settings: Settings) -> None:
             raise ConfigError(
                 f"{dotted} must be one of {', '.join(choices)}, got {value!r} (from {where})"
             )
+        try:
+            (f.metadata.get("parse") or str)(value)
+        except ValueError as error:
+            raise ConfigError(f"{dotted} {error} (from {where})") from None
     check_storage(settings.storage)
     url = settings.database.url
     if url and not re.match(r"^(sqlite|postgres(ql)?)(\+\w+)?://", url):
         raise ConfigError(
             f"database.url must be a sqlite:// or postgresql:// URL, got {mask_password(url)!r}"
         )
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*:)[^/@\s]*(?=@)")
-
-
-def mask_password(value: Any) -> Any:
-    """A URL with its password replaced by ***; any other value unchanged."""
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\g<head>***", value)
-    return value
 
 
 def describe(settings: Settings) -> list[tuple[str, Any, str]]:
@@ -448,13 +450,9 @@ def describe(settings: Settings) -> list[tuple[str, Any, str]]:
     """
     rows: list[tuple[str, Any, str]] = [("data_dir", str(settings.data_dir), "")]
     for section, f in iter_keys():
-        dotted = f"{section}.{f.name}"
+        value = mask_password(getattr(getattr(settings, section), f.name))
         rows.append(
-            (
-                dotted,
-                mask_password(getattr(getattr(settings, section), f.name)),
-                settings.sources.get(dotted, "default"),
-            )
+            (f"{section}.{f.name}", value, settings.sources.get(f"{section}.{f.name}", "default"))
         )
     return rows
 

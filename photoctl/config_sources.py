@@ -3,7 +3,8 @@
 config.py says which keys exist and layers their values (defaults, ini file, environment,
 command line); this module holds what that layering needs and knows no key: finding and reading
 the ini file (a syntax error is one line naming the file and the line, an unknown section or key
-is an error), converting a text value to its key's type, and making a path absolute.
+is an error), converting a text value to its key's type, making a path absolute, and masking
+the password in a URL that is shown.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ast
 import configparser
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,11 @@ def setting_key(
     env: str | None = None,
     minimum: float | None = None,
     choices: tuple[str, ...] | None = None,
+    parse: Any = None,  # a function of the value raising ValueError("must be ...")
 ) -> Any:
     """A settings dataclass field: its default, help text, historic env name and limits."""
-    return dataclasses.field(
-        default=default, metadata={"doc": doc, "env": env, "minimum": minimum, "choices": choices}
-    )
+    metadata = {"doc": doc, "env": env, "minimum": minimum, "choices": choices, "parse": parse}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def find_config_file(
@@ -133,3 +135,13 @@ def convert(raw: str, kind: Any, where: str) -> Any:
 def absolute(path: str | Path) -> Path:
     """An absolute, normalised path (symlinks kept: the operator's names stay recognisable)."""
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*:)[^/@\s]*(?=@)")
+
+
+def mask_password(value: Any) -> Any:
+    """A URL with its password replaced by ***; any other value unchanged."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\g<head>***", value)
+    return value

@@ -27,7 +27,28 @@ def run_checks(settings: Settings, engine: Engine) -> list[Check]:
         checks.append(_check_schema(engine))
     checks.append(_check_storage(settings))
     checks.append(_check_face_engine(settings, engine if database.ok else None))
+    schema_ok = any(check.name == "schema" and check.ok for check in checks)
+    if schema_ok and settings.faces.daily_budget.strip():
+        checks.append(_check_budget(settings, engine))
     return checks
+
+
+def _check_budget(settings: Settings, engine: Engine) -> Check:
+    """Whether today's face-service budget still lets workers claim photo jobs."""
+    from photoctl.budget import BILLED_ENGINE, spend_today
+
+    with db.read(engine) as conn:
+        spend = spend_today(conn, settings)
+    if settings.faces.engine != BILLED_ENGINE:
+        return Check("budget", True, f"{spend.describe()} (holds back the rekognition engine only)")
+    if spend.reached:
+        return Check(
+            "budget",
+            False,
+            f"{spend.describe()}. Raise faces.daily_budget in the config file (workers re-read "
+            "it) if more is planned",
+        )
+    return Check("budget", True, spend.describe())
 
 
 def _check_config(settings: Settings) -> Check:

@@ -99,9 +99,18 @@ _COLUMNS = (
 def _event(row: Row[Any] | None) -> Event | None:
     if row is None:
         return None
-    values = list(row)
-    values[7] = bool(values[7])
-    return Event(*values)
+    return event_from(tuple(row))
+
+
+# For a query that reads an event beside other columns (participant_store.holder_by_gallery_hash).
+EVENT_COLUMNS = _COLUMNS
+
+
+def event_from(values: tuple[Any, ...]) -> Event:
+    """The Event of the values of EVENT_COLUMNS, in that order."""
+    fields = list(values)
+    fields[7] = bool(fields[7])
+    return Event(*fields)
 
 
 def event_by_slug(conn: Connection, slug: str) -> Event | None:

@@ -400,14 +400,14 @@ def _register(
         registration = catalog.register_files(
             conn, files, album, now, uploaded_by=uploaded_by, event_id=event_id
         )
-        if (
-            max_waiting is not None
-            and registration.new_photo_ids
-            and queue.waiting_count(conn) + len(registration.new_photo_ids) > max_waiting
-        ):
+        new = len(registration.new_photo_ids)
+        waiting = queue.waiting_count(conn) if max_waiting is not None else None
+        if waiting is not None and max_waiting is not None and new and waiting + new > max_waiting:
             raise queue.QueueFull(f"{max_waiting} jobs are waiting already")
         job_ids = queue.enqueue_jobs(conn, JobKind.PROCESS_PHOTO, registration.new_photo_ids, now)
-        queue_size = queue.waiting_count(conn)
+        # For the log line: the count read under the cap's lock plus what was added (a claim
+        # since may have lowered it on PostgreSQL; a log line can live with that).
+        queue_size = waiting + len(job_ids) if waiting is not None else queue.waiting_count(conn)
     for job_id in job_ids:
         log.debug("[PhotoQueue] Job %s enqueued (queue size: %d)", job_id, queue_size)
     return registration, job_ids, queue_size
@@ -445,9 +445,13 @@ def ingest_upload(
     registration, job_ids, queue_size = _register(
         engine, [file], album, uploaded_by, time.time(), max_waiting
     )
-    with db.read(engine) as conn:
-        photo_id = catalog.photo_id_by_hash(conn, content_hash)
-        job_id = job_ids[0] if job_ids else queue.latest_job_for_photo(conn, photo_id)
+    job_id: str | None
+    if job_ids:  # a new photo: its ids are known without asking again
+        photo_id, job_id = registration.new_photo_ids[0], job_ids[0]
+    else:
+        with db.read(engine) as conn:
+            photo_id = catalog.photo_id_by_hash(conn, content_hash)
+            job_id = queue.latest_job_for_photo(conn, photo_id)
     if job_ids:
         log.info("[PhotoQueue] Job %s enqueued (queue size: %d)", job_ids[0], queue_size)
     return UploadResult(photo_id=photo_id, job_id=job_id, duplicate=not job_ids)

@@ -291,7 +291,7 @@ class LimiterSlot(Base):
 
 
 class ServiceCall(Base):
-    """Calls to a limited service (Rekognition) per UTC day and operation, by answer.
+    """Calls to a limited service (Rekognition) per UTC day, event and operation, by answer.
 
     Counted by the call limiter as each call ends: accepted calls are the billed ones; throttled
     and failed ones show how hard the quota and the service pushed back.
@@ -301,6 +301,8 @@ class ServiceCall(Base):
 
     service: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    # The event's slug; "" for calls counted before migration 0009 (of no one event).
+    event: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
     operation: Mapped[str] = mapped_column(String(64), primary_key=True)  # IndexFaces, ...
     accepted: Mapped[int] = mapped_column(Integer)
     throttled: Mapped[int] = mapped_column(Integer)

@@ -8,11 +8,13 @@ participants.py holds the services.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, select, update
 
+from photoctl.event_store import EVENT_COLUMNS, Event, event_from, events_table
 from photoctl.models import Job, JobState, Photo, User
 
 users_table = User.__table__
@@ -86,6 +88,27 @@ def by_gallery_token_hash(conn: Connection, digest: str) -> Participant | None:
     return _participant(
         conn.execute(select(*_COLUMNS).where(users_table.c.gallery_token_hash == digest)).first()
     )
+
+
+@functools.cache
+def _holder_query() -> Select[Any]:
+    # Built once: building a select costs more than running this one (0.27 of 0.4 ms).
+    return (
+        select(*_COLUMNS, *EVENT_COLUMNS)
+        .select_from(users_table.join(events_table, events_table.c.id == users_table.c.event_id))
+        .where(users_table.c.gallery_token_hash == bindparam("digest"))
+    )
+
+
+def holder_by_gallery_hash(conn: Connection, digest: str) -> tuple[Participant, Event] | None:
+    """The participant holding this gallery token hash and their event, in one query (every
+    gallery request asks it first)."""
+    row = conn.execute(_holder_query(), {"digest": digest}).first()
+    if row is None:
+        return None
+    values = tuple(row)
+    width = len(_COLUMNS)
+    return Participant(*values[:width]), event_from(values[width:])
 
 
 def by_id(conn: Connection, participant_id: int) -> Participant | None:

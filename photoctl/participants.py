@@ -39,6 +39,7 @@ __all__ = [
     "add_selfie",
     "enroll_participant",
     "erase_participant",
+    "gallery_holder",
     "not_me",
     "participant_by_token",
     "participant_photo",
@@ -167,6 +168,14 @@ def participant_by_token(database: Engine, token: str) -> Participant | None:
         return None
     with db.read(database) as conn:
         return participant_store.by_gallery_token_hash(conn, users.hash_token(token))
+
+
+def gallery_holder(database: Engine, token: str) -> tuple[Participant, Event] | None:
+    """The participant holding this gallery token (erased ones included) and their event."""
+    if not token:
+        return None
+    with db.read(database) as conn:
+        return participant_store.holder_by_gallery_hash(conn, users.hash_token(token))
 
 
 def participant_photos(

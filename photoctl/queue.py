@@ -405,11 +405,15 @@ def latest_job_for_photo(conn: Connection, photo_id: int) -> str | None:
     ).scalar()
 
 
+@functools.cache
+def _waiting_count_query() -> Select[Any]:
+    # Asked up to three times per upload: built once (building it cost more than running it).
+    return select(func.count()).select_from(jobs).where(jobs.c.state.in_(WAITING_STATES))
+
+
 def waiting_count(conn: Connection) -> int:
     """Jobs queued or waiting to retry: the queue size users and backpressure see."""
-    return conn.execute(
-        select(func.count()).select_from(jobs).where(jobs.c.state.in_(WAITING_STATES))
-    ).scalar_one()
+    return conn.execute(_waiting_count_query()).scalar_one()
 
 
 # Any constant works; every process that enqueues under the cap takes the same one.

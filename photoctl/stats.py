@@ -11,6 +11,7 @@ import time
 from sqlalchemy import Connection, func, select
 
 from photoctl import catalog, face_store, queue, usage, workers_registry
+from photoctl.budget import spend_today
 from photoctl.config import Settings
 from photoctl.models import Job, JobState
 
@@ -60,6 +61,7 @@ def collect(
         "photos": catalog.photo_counts(conn),
         "faces": {"failed": catalog.faces_failed_count(conn)},
         "rekognition": usage.summary(conn, settings.rekognition, now),
+        "budget": spend_today(conn, settings, now=now).as_json(),
         "time_to_findable": {
             "count": len(findable),
             "p50_seconds": percentile(findable, 0.5),
@@ -100,6 +102,13 @@ def render(figures: dict) -> str:
     calls = figures.get("rekognition")
     if calls and any(calls["total"][outcome] for outcome in ("accepted", "throttled", "failed")):
         lines.append(render_calls(calls))
+    budget = figures.get("budget") or {}
+    if budget.get("daily_budget"):
+        state = "REACHED: workers claim no photo jobs until 00:00 UTC" if budget["reached"] else ""
+        lines.append(
+            f"budget:  {budget['daily_budget']} a day; today {budget['billed_calls']} billed "
+            f"calls ~${budget['estimated_cost_usd']:.2f}" + (f"; {state}" if state else "")
+        )
     return "\n".join(lines)
 
 
@@ -118,7 +127,21 @@ def render_calls(calls: dict) -> str:
             f"~${figures['estimated_cost_usd']:.2f}"
         )
 
-    return (
+    lines = [
         f"rekognition: today {period(calls['today'])}; in all {period(calls['total'])}; "
         f"{calls['stored_faces']} faces stored ~${calls['storage_cost_per_month_usd']:.2f}/month"
-    )
+    ]
+    for slug, figures in calls.get("by_event", {}).items():
+        name = slug or "(before per-event counts)"
+        lines.append(f"  event {name}: {render_event_calls(figures)}")
+    return "\n".join(lines)
+
+
+def render_event_calls(figures: dict) -> str:
+    """One event's calls and estimated cost, today and in all (stats, `events show`)."""
+
+    def period(counts: dict) -> str:
+        cost = counts["estimated_cost_usd"]
+        return f"{counts['accepted']} calls ({counts['billed']} billed) ~${cost:.2f}"
+
+    return f"today {period(figures['today'])}; in all {period(figures['total'])}"

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from photoctl import catalog, db, face_store, processes, queue, workers_registry
+from photoctl.budget import DailyBudget
 from photoctl.cache import ResponseCache
 from photoctl.changed_files import current_source
 from photoctl.config import Settings
@@ -93,6 +94,7 @@ class _Child:
         self.jobs_failed = 0
         self._cache: ResponseCache | None = None
         self.outage = DatabaseOutage(self.name)
+        self.daily_budget = DailyBudget(self.settings, self.engine, spec.engine_name, self.name)
         self.disk = FullDisk(
             self.name, self.settings, self.engine, self.worker_id, spec.storage_full
         )
@@ -171,6 +173,8 @@ class _Child:
                     held, self.unreleased = self.unreleased, []
                 self._release(held)
                 continue
+            if self.daily_budget.paused(self._sleep, self.should_stop, self.spec.until_empty):
+                break  # photos wait pending until the next UTC day or a raised budget
             wanted = batch
             if self.threads is not None:
                 wanted = self.threads.free()
@@ -377,16 +381,13 @@ class _Child:
             return
         except Exception as error:
             log.debug("[%s] job %s raised:\n%s", self.name, job.id, traceback.format_exc())
-            if isinstance(error, TransientError) and self._database_down():
+            transient = isinstance(error, TransientError)
+            if transient and self._database_down():
                 # The face step lost the database: wait for it, then run the job again with
                 # its attempt given back (the outage is not the photo's fault).
                 self._release([job.id])
                 return
-            message = (
-                str(error)
-                if isinstance(error, TransientError)
-                else (f"{type(error).__name__}: {error}")
-            )
+            message = str(error) if transient else f"{type(error).__name__}: {error}"
             self._fail(job, message, permanent=False)
             return
         self._count_done(1)

@@ -20,9 +20,11 @@ children with it).
      Then PHOTOS generated 1600x1067 JPEGs (one in FACE_EVERY with a real face pasted in) are
      ingested, but not processed: the queue the load phase drains. A second batch of
      INGEST_BATCH photos is generated for the concurrent ingest.
-  2. Baseline: `photoctl serve --workers SERVE_WORKERS` and, after a short warm-up, GET
-     /api/my-photos for the users round robin at RATE requests/s for DURATION seconds, with no
-     background work.
+  2. `photoctl serve --workers SERVE_WORKERS` and a short warm-up. Cost per route: each route
+     alone for ROUTE_SECONDS at ROUTE_RATE requests/s (a rate serve keeps up with), and serve's
+     CPU per request of each (the mix's CPU per request says nothing about which route costs
+     it); `--routes-only` stops here. Baseline: the request mix (see 3) at RATE requests/s for
+     DURATION seconds, with no background work.
   3. Under load: the same request load while `photoctl work -n WORKERS` drains the queue and
      `photoctl ingest` registers the second batch. The workers are started first and the window
      opens once they hold a job (their start-up - imports, face models - is reported, not
@@ -887,6 +889,35 @@ def check_lists(url: str, tokens: list[str], enrolled: int) -> None:
         raise BenchError("an enrolled user has an empty /api/my-photos list")
 
 
+def route_costs(
+    url: str, requests: list[Target], args: argparse.Namespace, server_pid: int
+) -> dict[str, Window]:
+    """One short idle window per route, at a rate serve keeps up with: what each route costs.
+
+    Serve's CPU per request over the mix says nothing about which route costs it; here each
+    route gets the whole of serve for ROUTE_SECONDS, so its CPU per request is its own."""
+    costs = {}
+    for route in dict.fromkeys(target.route for target in requests):
+        window = Window(f"route {route}", args.route_rate, args.route_seconds)
+        mine = [target for target in requests if target.route == route]
+        asyncio.run(_fire(window, url, mine, args.connections, args.timeout, server_pid))
+        costs[route] = window
+    return costs
+
+
+def route_report(costs: dict[str, Window]) -> str:
+    lines = ["serve CPU per request by route (idle, one route at a time):"]
+    for route, window in costs.items():
+        done = max(1, len(window.scheduled_ms))
+        lines.append(
+            f"  {route:16s} {1000 * window.server_cpu / done:6.2f} ms CPU/request "
+            f"({done} requests at {window.rate:g}/s); p50 {window.p(window.scheduled_ms, 0.5):.2f}"
+            f" ms, p99 {window.p99:.2f} ms, errors {window.error_count()}"
+            + (f" (disturbed: others used {window.disturbance:.0%})" if window.disturbed else "")
+        )
+    return "\n".join(lines)
+
+
 def warm_up(url: str, requests: list[Target], args: argparse.Namespace, server_pid: int) -> None:
     """Every request once (fills the cache) and 2 s at the rate, not counted."""
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -1015,6 +1046,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         )
         requests = targets(tokens, galleries)
         warm_up(url, requests, args, server.pid)
+        print(route_report(route_costs(url, requests, args, server.pid)), flush=True)
+        if args.routes_only:
+            return 0
 
         with py_spy(processes, server, args.py_spy, "idle"):
             idle = run_window("idle", url, requests, args, server.pid)
@@ -1134,6 +1168,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--upload-concurrency", type=int, default=1, help="uploads in flight (1 = sequential)"
     )
+    parser.add_argument(
+        "--route-rate", type=float, default=100.0, help="requests/s of each per-route window"
+    )
+    parser.add_argument(
+        "--route-seconds", type=float, default=5.0, help="seconds of each per-route window"
+    )
+    parser.add_argument(
+        "--routes-only",
+        action="store_true",
+        help="stop after the per-route windows (no idle, load, upload or zip phases)",
+    )
     parser.add_argument("--connections", type=int, default=32, help="GET keep-alive connections")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per GET")
     parser.add_argument(
@@ -1147,6 +1192,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     limits = {
         "rate": (1, 2000),
+        "route_rate": (1, 2000),
+        "route_seconds": (1, 120),
         "duration": (1, 600),
         "users": (1, 500),
         "serve_workers": (1, 8),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
+import pickle
 import re
 import shutil
 import time
@@ -25,8 +27,11 @@ from markupsafe import escape
 from sqlalchemy import Engine, select
 
 from photoctl import config, db, events, participant_store, users
-from photoctl.api import csrf
+from photoctl import gallery as gallery_module
+from photoctl.api import csrf, gallery_grid
 from photoctl.api.app import create_app
+from photoctl.api.routes import gallery_pages
+from photoctl.cache import ResponseCache
 from photoctl.ingest import ingest_paths
 from photoctl.models import Match, Photo
 from photoctl.worker import drain_in_process
@@ -394,3 +399,112 @@ def test_after_the_events_purge_the_link_says_when_its_face_data_was_deleted(
     photo = gallery.photo_ids["biden.jpg"]
     assert client.get(f"/g/{token}/photos/{photo}/thumb").status_code == 404
     assert client.post(f"/api/g/{token}/not-me/{photo}").status_code == 410
+
+
+# -- the cached grid (api/gallery_grid.py) ---------------------------------------------------
+
+
+def _tiles(client: TestClient, token: str) -> tuple[list[str], list[int]]:
+    """The filenames of the JSON twin and the photo ids of the page's tiles."""
+    listed = [p["filename"] for p in client.get(f"/api/g/{token}").json()["photos"]]
+    page = client.get(f"/g/{token}").text
+    tile = rf'href="/g/{token}/photos/(\d+)" class="tile"'
+    tiles = [int(found) for found in re.findall(tile, page)]
+    return listed, tiles
+
+
+def _cached_values(client: TestClient) -> list[bytes]:
+    cache = client.app.state.services.cache.cache  # type: ignore[attr-defined]
+    return [pickle.dumps(cache.get(key)) for key in cache.iterkeys()]
+
+
+def test_the_gallery_grid_is_cached_without_the_token_until_a_worker_drops_the_participant(
+    client, gallery
+) -> None:
+    token, ann = gallery.tokens["ann"], gallery.ids["ann"]
+    assert _tiles(client, token) == (
+        ["obama_3.jpg", "obama_2.jpg"],
+        [gallery.photo_ids["obama_3.jpg"], gallery.photo_ids["obama_2.jpg"]],
+    )
+    # The token is kept only as a hash: no cached answer holds it, the grids included.
+    values = _cached_values(client)
+    assert any(b"obama_3.jpg" in value for value in values)
+    assert not any(token.encode() in value for value in values)
+    # A match the cache has not heard of yet is not shown: page and JSON come from the cache.
+    seed_match(gallery.database, gallery.photo_ids["scenery_0.jpg"], ann)
+    assert _tiles(client, token)[0] == ["obama_3.jpg", "obama_2.jpg"]
+    # What a worker does after matching someone: drop their entries from its own cache handle.
+    worker_cache = ResponseCache(gallery.settings, db.database_id(gallery.database))
+    try:
+        worker_cache.drop_users([ann])
+    finally:
+        worker_cache.close()
+    listed, tiles = _tiles(client, token)
+    assert listed == ["scenery_0.jpg", "obama_3.jpg", "obama_2.jpg"]
+    assert tiles[0] == gallery.photo_ids["scenery_0.jpg"] and len(tiles) == 3
+
+
+def test_not_me_and_erasure_from_the_page_drop_the_cached_grid(client, gallery) -> None:
+    token = gallery.tokens["ann"]
+    photo = gallery.photo_ids["obama_3.jpg"]
+    assert len(_tiles(client, token)[1]) == 2  # cached now
+    field = form_token(client, f"/g/{token}/photos/{photo}")
+    same_site = {"Origin": "http://photos.test", "Sec-Fetch-Site": "same-origin"}
+    not_me = f"/g/{token}/not-me/{photo}"
+    answer = client.post(not_me, data={"csrf": field}, headers=same_site, follow_redirects=False)
+    assert answer.status_code == 303
+    assert _tiles(client, token) == (["obama_2.jpg"], [gallery.photo_ids["obama_2.jpg"]])
+    answer = client.post(
+        f"/g/{token}/delete", data={"csrf": field}, headers=same_site, follow_redirects=False
+    )
+    assert answer.status_code == 303
+    assert _tiles(client, token) == ([], [])
+    assert client.get(f"/api/g/{token}").json()["zip_url"] is None
+
+
+def test_purge_close_and_edits_of_the_event_show_at_once_beside_a_cached_grid(
+    client, gallery
+) -> None:
+    ann, bob = gallery.tokens["ann"], gallery.tokens["bob"]
+    assert len(_tiles(client, ann)[1]) == 2 and len(_tiles(client, bob)[1]) == 1  # cached
+    events.edit_event(gallery.database, SLUG, title="Charity Gala, renamed")
+    events.close_event(gallery.database, SLUG)
+    body = client.get(f"/api/g/{ann}").json()
+    assert body["event"]["title"] == "Charity Gala, renamed" and body["event"]["open"] is False
+    assert "Charity Gala, renamed" in client.get(f"/g/{ann}").text
+    # The purge marks every participant erased: no grid is shown, cached or not, even before
+    # (or without) the CLI dropping their entries.
+    events.purge_event(gallery.database, None, SLUG)
+    for token in (ann, bob):
+        assert _tiles(client, token) == ([], [])
+        assert client.get(f"/api/g/{token}").json()["erased_by"] == "purge"
+
+
+def test_the_processing_count_stays_live_beside_a_cached_grid(
+    client, gallery, tmp_path, monkeypatch
+) -> None:
+    # The count is cached for a few seconds for the whole event (gallery_pages.py); without that
+    # short cache, every request reads it, whatever the grid's cache holds.
+    monkeypatch.setattr(gallery_pages, "_PROCESSING_TTL_SECONDS", 0.0)
+    token = gallery.tokens["ann"]
+    assert client.get(f"/api/g/{token}").json()["processing"] == 0  # the grid is cached now
+    late = tmp_path / "late"
+    late.mkdir()
+    write_photo(late / "late.jpg", seed=77)
+    ingest_paths(gallery.database, gallery.settings, [str(late)], event_id=gallery.event.id)
+    body = client.get(f"/api/g/{token}").json()
+    assert body["processing"] == 1 and len(body["photos"]) == 2
+    assert "1 photo of this event is still" in client.get(f"/g/{token}").text
+    assert drain_in_process(gallery.settings, "none").failed == 0
+    assert client.get(f"/api/g/{token}").json()["processing"] == 0
+
+
+def test_a_filename_holding_the_grids_token_marks_stays_a_filename() -> None:
+    item = gallery_module.PhotoItem(7, "<gallery-token>\x01.jpg", None, "2026:05:03", 4, 3, 90.0)
+    grid = gallery_grid.build([item], None, None)
+    token = "T" * 32
+    page = grid.page_html(token)
+    assert f'href="/g/{token}/photos/7"' in page and "&lt;gallery-token&gt;\x01.jpg" in page
+    photos = json.loads(grid.json_photos(token))
+    assert photos[0]["filename"] == "<gallery-token>\x01.jpg"
+    assert photos[0]["thumb_url"] == f"/g/{token}/photos/7/thumb"

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from photoctl import config
 from photoctl.api.guard import DB_RETRY_AFTER_SECONDS, BodyGuard
-from photoctl.api.pages import STATIC_DIR, PageHeaders
+from photoctl.api.pages import STATIC_DIR, ASGIApp, Message, PageHeaders, Receive, Scope, Send
 from photoctl.api.routes import (
     admin,
     auth,
@@ -42,6 +42,30 @@ from photoctl.imaging import return_large_buffers_to_the_system
 from photoctl.logs import setup_logging
 
 log = logging.getLogger(__name__)
+
+
+class ServedBy:
+    """ASGI middleware: the X-Photoctl-Worker header (this process's id) on every answer.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs each
+    request through a task group and a memory stream, which cost every request ~0.1 ms of CPU
+    for one header."""
+
+    def __init__(self, app: ASGIApp, process_id: str) -> None:
+        self.app = app
+        self.header = (b"x-photoctl-worker", process_id.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.header]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -75,16 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyGuard)
     # Outside the guard, so its refusals of participant posts carry the pages' headers too.
     app.add_middleware(PageHeaders)
-    process_id = str(os.getpid())
-
-    @app.middleware("http")
-    async def served_by(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # Which uvicorn worker answered: operators (and tests) can tell processes apart.
-        response = await call_next(request)
-        response.headers["X-Photoctl-Worker"] = process_id
-        return response
+    # Which uvicorn worker answered: operators (and tests) can tell processes apart.
+    app.add_middleware(ServedBy, process_id=str(os.getpid()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

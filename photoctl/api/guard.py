@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from photoctl.api import participant_gate
-from photoctl.api.deps import caller
+from photoctl.api.deps import AUTHENTICATED, lookup_caller
 from photoctl.api.services import Services
 from photoctl.config import Settings
 from photoctl.errors import TransientError
@@ -131,7 +131,7 @@ class BodyGuard:
                 raise HTTPException(
                     401, "Missing bearer token", headers={"WWW-Authenticate": "Bearer"}
                 )
-            caller(services, token.strip())
+            known = lookup_caller(services, token.strip())
         except HTTPException as error:
             return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
         except TransientError as error:
@@ -141,6 +141,8 @@ class BodyGuard:
                 503,
                 headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
             )
+        # The route's CurrentUser takes it from here instead of asking the database again.
+        scope.setdefault("state", {})[AUTHENTICATED] = (token.strip(), known)
         return None
 
 

@@ -166,10 +166,15 @@ def events_list(app: App, as_json: bool) -> None:
 @json_option("One JSON object, with the consent text.")
 @pass_app
 def events_show(app: App, slug: str, as_json: bool) -> None:
-    """One event: state, retention, counts, its page's address and its consent text."""
+    """One event: state, retention, counts, face-service calls and their estimated cost today
+    and in all, its page's address and its consent text."""
+    from photoctl import db, usage
     from photoctl import events as events_module
+    from photoctl.stats import render_event_calls
 
     events_module.require_event(app.engine(), slug)
+    with db.read(app.engine()) as conn:
+        calls = usage.event_summary(conn, slug, app.settings.rekognition)
     summary = next(s for s in events_module.list_events(app.engine()) if s.event.slug == slug)
     event = summary.event
     try:
@@ -178,13 +183,22 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
         url = None
     if as_json:
         click.echo(
-            json.dumps({**summary.as_json(), "page_url": url, "consent_text": event.consent_text})
+            json.dumps(
+                {
+                    **summary.as_json(),
+                    "page_url": url,
+                    "rekognition": calls,
+                    "consent_text": event.consent_text,
+                }
+            )
         )
         return
     click.echo(_summary_line(summary))
     click.echo(f"  {_retention(event)}")
     click.echo(f"  access code: {'required' if event.requires_access_code else 'none'}")
     click.echo(f"  page: {url or '(set serve.public_url to know it)'}")
+    if any(calls["total"][outcome] for outcome in ("accepted", "throttled", "failed")):
+        click.echo(f"  rekognition: {render_event_calls(calls)}")
     click.echo(f"  consent version: {event.consent_version[:12]}")
     click.echo("  consent text:")
     for line in event.consent_text.splitlines():

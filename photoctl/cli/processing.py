@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,7 +38,12 @@ if TYPE_CHECKING:
     help="Keep running and ingest new files as they settle; print only when something changed "
     "(Ctrl-C or SIGTERM stops).",
 )
-@click.option("--dry-run", is_flag=True, help="Report what would be registered; change nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Report what would be registered, and with the rekognition engine the calls and cost "
+    "the new photos will need; change nothing.",
+)
 @click.option(
     "--ignore",
     "ignore",
@@ -116,16 +121,30 @@ def ingest(
                     click.echo(f"error: {name}: {reason}", err=True)
             if seen_errors is None and not report.found and not report.errors:
                 app.warn(f"no images found under {', '.join(paths)}")
+            costs = _dry_run_costs(app, engine, event_id) if dry_run else None
+            estimate = costs(report.new) if costs else None
             if as_json:
-                click.echo(json.dumps(report.as_json()))
+                extra = {"rekognition": estimate.as_json()} if estimate else {}
+                click.echo(json.dumps({**report.as_json(), **extra}))
             if not as_json or watch:
                 prefix = "dry run: would ingest " if dry_run else "ingest: "
                 app.say(f"{prefix}{report.summary()} (database {location})")
+                if estimate:
+                    app.say(f"dry run: {estimate.describe()}")
         seen_errors, seen_unsettled = errors, report.unsettled
 
     watch_loop(app.settings.ingest.watch_interval_seconds if watch else None, scan)
     if any_errors:
         sys.exit(1)
+
+
+def _dry_run_costs(app: App, engine: Engine | None, event_id: int) -> Any:
+    """With the rekognition engine: new photos -> their CallEstimate (ingest_estimate.py)."""
+    if app.settings.faces.engine != "rekognition":
+        return None
+    from photoctl.ingest_estimate import estimate
+
+    return lambda new_photos: estimate(engine, app.settings, event_id, new_photos)
 
 
 def _event_for_photos(engine: Engine | None, slug: str | None) -> int:

@@ -20,10 +20,10 @@ max_tps 3.5 s after one slow-down, 4 s after a 2 s burst (two; tests/test_rekogn
 scripts/bench_faces.py --part rekognition measures it at the endpoint). Waiting happens outside
 any transaction.
 
-Every call ends with its outcome counted in ``service_calls`` (per UTC day and operation:
-accepted, throttled, failed), in the transaction that frees its slot, so counting costs no
-extra round trip. Retries are the caller's and each goes through ``call`` again: the limiter
-sees, spaces and counts every request the service receives.
+Every call ends with its outcome counted in ``service_calls`` (per UTC day, event and
+operation: accepted, throttled, failed), in the transaction that frees its slot, so counting
+costs no extra round trip. Retries are the caller's and each goes through ``call`` again: the
+limiter sees, spaces and counts every request the service receives.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class CallTicket:
 
     operation: str
     outcome: CallOutcome = field(default=CallOutcome.FAILED)
+    event: str = ""  # the slug of the event the call is for ("": none)
 
 
 class CallLimiter:
@@ -120,7 +121,7 @@ class CallLimiter:
         return min(self.limits.max_tps, rate + (self.limits.max_tps - rate) * recovered)
 
     @contextlib.contextmanager
-    def call(self, operation: str = "call") -> Iterator[CallTicket]:
+    def call(self, operation: str = "call", event: str = "") -> Iterator[CallTicket]:
         """Hold one place in flight and one start slot for the duration of a call.
 
         The caller sets the ticket's outcome; it is counted (and a throttle slows everyone
@@ -136,7 +137,7 @@ class CallLimiter:
             slot, start_at = self._acquire(deadline)
         finally:
             self._acquiring.release()
-        ticket = CallTicket(operation)
+        ticket = CallTicket(operation, event=event)
         try:
             delay = start_at - time.time()
             if delay > 0:
@@ -233,12 +234,17 @@ class CallLimiter:
         day = time.strftime("%Y-%m-%d", time.gmtime())
         counts = {outcome.value: int(ticket.outcome == outcome) for outcome in CallOutcome}
         insert = db.dialect_insert(conn, calls_table).values(
-            service=self.limits.name, day=day, operation=ticket.operation, **counts
+            service=self.limits.name,
+            day=day,
+            event=ticket.event,
+            operation=ticket.operation,
+            **counts,
         )
+        key = ("service", "day", "event", "operation")
         column = calls_table.c[ticket.outcome.value]
         conn.execute(
             insert.on_conflict_do_update(
-                index_elements=[calls_table.c.service, calls_table.c.day, calls_table.c.operation],
+                index_elements=[calls_table.c[name] for name in key],
                 set_={ticket.outcome.value: column + 1},
             )
         )

@@ -38,6 +38,8 @@ from photoctl.faces.base import (
     StoredFace,
 )
 from photoctl.faces.limiter import CallLimiter, CallOutcome, LimiterSettings
+from photoctl.faces.rekognition_matching import match_photo_faces
+from photoctl.models import DEFAULT_EVENT_SLUG
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,7 @@ class RekognitionEngine(FaceEngine):
         self.client = client
         self.limiter = limiter
         self.collection_id = collection_id
+        self.event_slug = DEFAULT_EVENT_SLUG  # whose calls these are (service_calls.event)
         self.match_threshold = match_threshold
         self._collection_ready = False
         self._collection_lock = threading.RLock()  # RLock: _call may come back here
@@ -222,7 +225,7 @@ class RekognitionEngine(FaceEngine):
         errors = 0
         while True:
             try:
-                with self.limiter.call(api_name) as ticket:
+                with self.limiter.call(api_name, self.event_slug) as ticket:
                     try:
                         answer = getattr(self.client, operation)(**parameters)
                     except ClientError as error:
@@ -347,30 +350,11 @@ class RekognitionEngine(FaceEngine):
     def match_faces(
         self, faces: Sequence[StoredFace], enrolled: Sequence[EnrolledFace]
     ) -> list[FaceMatch]:
-        selfie_users = {e.external_id: e.user_id for e in enrolled if e.external_id}
-        if not selfie_users:
-            return []  # nobody to find: spend no calls
-        matches: list[FaceMatch] = []
-        for face in faces:
-            if not face.external_id:
-                continue
-            answer = self._call(
-                "search_faces",
-                CollectionId=self.collection_id,
-                FaceId=face.external_id,
-                FaceMatchThreshold=self.match_threshold,
-                MaxFaces=100,
-            )
-            best: dict[int, float] = {}
-            for found in answer.get("FaceMatches", []):
-                user_id = selfie_users.get(found["Face"]["FaceId"])
-                if user_id is not None:
-                    best[user_id] = max(best.get(user_id, 0.0), float(found["Similarity"]))
-            matches.extend(
-                FaceMatch(face.id, user_id, round(similarity, 2))
-                for user_id, similarity in best.items()
-            )
-        return matches
+        # One SearchFaces per new face, or per enrolled selfie: whichever is fewer calls
+        # (rekognition_matching.py); nobody enrolled costs no call.
+        return match_photo_faces(
+            self._call, self.collection_id, self.match_threshold, faces, enrolled
+        )
 
     def match_selfie(self, selfie: EnrolledFace, lookup: FaceLookup) -> list[FaceMatch]:
         if not selfie.external_id:
@@ -437,8 +421,6 @@ class RekognitionEngine(FaceEngine):
     # created on first use (_ensure_collection) and deleted with its event's purge (drop_event).
 
     def collection_for(self, slug: str) -> str:
-        from photoctl.models import DEFAULT_EVENT_SLUG  # here: keeps the import block as it was
-
         base = self.base_collection_id
         return base if slug == DEFAULT_EVENT_SLUG else f"{base}-{slug}"
 
@@ -453,6 +435,7 @@ class RekognitionEngine(FaceEngine):
                 self.client, self.limiter, collection_id, self.match_threshold
             )
             engine.base_collection_id = self.base_collection_id
+            engine.event_slug = slug
             self._event_engines[collection_id] = engine
         return engine
 

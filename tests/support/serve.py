@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from tests.support.cli import photoctl_env
+from tests.support.cli import ForkedCommand, photoctl_env, start_photoctl
 
 
 def free_port() -> int:
@@ -23,7 +22,7 @@ def free_port() -> int:
 @dataclass
 class Server:
     url: str
-    process: subprocess.Popen
+    process: ForkedCommand
     env: dict
 
     def client(self, token: str | None = None) -> httpx.Client:
@@ -47,14 +46,7 @@ def launch_server(
     if "--port" not in args:
         args = ("--port", str(free_port()), *args)
     port = args[args.index("--port") + 1]
-    log = open(log_path, "w")  # lives as long as the server
-    process = subprocess.Popen(
-        [sys.executable, "-m", "photoctl", "serve", *args],
-        env=env,
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    process = start_photoctl(["serve", *args], env, log_path, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

@@ -6,14 +6,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.support.cli import run_photoctl
+from tests.support.cli import ForkedCommand, run_photoctl
+from tests.support.cli import start_photoctl as start_forked
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: fl
 class Background:
     """A photoctl command running in its own session (so the whole group can be killed)."""
 
-    process: subprocess.Popen
+    process: ForkedCommand
     stderr_path: Path
 
     def stderr(self) -> str:
@@ -64,14 +64,7 @@ class Background:
 def start_photoctl(args: list[str], env: dict[str, str], directory: Path, name: str) -> Background:
     directory.mkdir(parents=True, exist_ok=True)
     stderr_path = directory / f"{name}.stderr"
-    with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "photoctl", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            start_new_session=True,
-        )
+    process = start_forked(args, env, Path(os.devnull), stderr_path, new_session=True)
     return Background(process, stderr_path)
 
 

@@ -6,15 +6,20 @@ page has a JSON twin under /api/g/<token>. Forms post back here with the double-
 (csrf.py); the body guard has refused cross-site posts before (participant_gate.py). The images
 and the zip are in gallery_files.py.
 
-The photo list is cached per participant with the user tag the workers drop when they match
-someone, and dropped here on "not me", a new selfie and erasure; the count of photos still
-processing is cached a few seconds for the whole event, since every open gallery polls it.
+The grid of photos (HTML, and the JSON of its photos) is cached per participant with the user
+tag the workers drop when they match someone, and dropped here on "not me", a new selfie and
+erasure (gallery_grid.py); the rest of a page is read per request, in one query for the token,
+its participant and event. The count of photos still processing is cached a few seconds for the
+whole event, since every open gallery polls it. The JSON twin is written out directly (the
+cached photos spliced in); GalleryOut is its schema.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
@@ -22,13 +27,14 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
-from photoctl import events, gallery, participants
+from photoctl import events, participants
+from photoctl.api import gallery_grid
 from photoctl.api.deps import Svc, too_many
+from photoctl.api.gallery_grid import Grid
 from photoctl.api.pages import error_page, form_token_ok, iso_date, render
 from photoctl.api.routes.event_pages import EventOut, event_out, gallery_url, is_open
 from photoctl.api.selfies import received_selfie
 from photoctl.api.services import Services
-from photoctl.cache import user_tag
 from photoctl.errors import ConfigError, TransientError
 
 router = APIRouter(tags=["participants"])
@@ -90,13 +96,10 @@ class ErasedOut(BaseModel):
 
 def holder(svc: Services, token: str) -> tuple[participants.Participant, events.Event]:
     """The participant holding this gallery token and their event; 404 for anyone else."""
-    found = (
-        participants.participant_by_token(svc.database, token) if _TOKEN.fullmatch(token) else None
-    )
-    event = None if found is None else events.get_event_by_id(svc.database, found.event_id)
-    if found is None or event is None:
+    found = participants.gallery_holder(svc.database, token) if _TOKEN.fullmatch(token) else None
+    if found is None:
         raise HTTPException(404, "No gallery at this link")
-    return found, event
+    return found
 
 
 def deleted_on(participant: participants.Participant, event: events.Event) -> str | None:
@@ -106,57 +109,52 @@ def deleted_on(participant: participants.Participant, event: events.Event) -> st
     return event.face_data_deleted_on
 
 
-def _links(token: str, items: list[gallery.PhotoItem]) -> list[PhotoLink]:
-    base = f"/g/{token}/photos"
-    return [
-        PhotoLink(
-            id=item.id,
-            filename=item.filename,
-            taken_at=item.taken_at,
-            width=item.width,
-            height=item.height,
-            page_url=f"{base}/{item.id}",
-            thumb_url=f"{base}/{item.id}/thumb",
-            preview_url=f"{base}/{item.id}/preview",
-            original_url=f"{base}/{item.id}/original",
-        )
-        for item in items
-    ]
+@dataclass(frozen=True)
+class _Live:
+    """What a gallery shows beside its grid, read per request (gallery_grid.py)."""
+
+    face_data_deleted_on: str | None
+    erased_by: str | None
+    processing: int
+    grid: Grid | None  # None once the face data is deleted
 
 
 def _gallery(
     svc: Services,
-    token: str,
     participant: participants.Participant,
     event: events.Event,
     cursor: int | None,
     limit: int = PAGE_PHOTOS,
-) -> GalleryOut:
-    gone = deleted_on(participant, event)
-    items: list[gallery.PhotoItem] = []
-    next_cursor = None
-    processing = 0
-    if participant.erased_at is None:
-        items, next_cursor = svc.cache.get_or_compute(
-            f"gallery:{participant.id}:{limit}:{cursor}",
-            svc.settings.cache.ttl_my_photos,
-            lambda: participants.participant_photos(svc.database, participant.id, limit, cursor),
-            tag=user_tag(participant.id),
-        )
-        processing = svc.cache.get_or_compute(
-            f"processing:{event.id}",
-            _PROCESSING_TTL_SECONDS,
-            lambda: participants.processing_count(svc.database, event.id),
-        )
-    return GalleryOut(
-        event=event_out(event),
-        face_data_deleted_on=gone,
-        erased_by=participant.erased_by,
-        processing=processing,
-        photos=_links(token, items),
-        next_cursor=next_cursor,
-        zip_url=f"/g/{token}/zip" if items else None,
+) -> _Live:
+    if participant.erased_at is not None:
+        return _Live(deleted_on(participant, event), participant.erased_by, 0, None)
+    processing = svc.cache.get_or_compute(
+        f"processing:{event.id}",
+        _PROCESSING_TTL_SECONDS,
+        lambda: participants.processing_count(svc.database, event.id),
     )
+    page = gallery_grid.grid(svc, participant.id, limit, cursor)
+    return _Live(deleted_on(participant, event), participant.erased_by, processing, page)
+
+
+def _gallery_json(live: _Live, event: events.Event, token: str) -> bytes:
+    """GalleryOut as JSON, the cached photos spliced in as they are."""
+    grid = live.grid
+    head = json.dumps(
+        {
+            "event": event_out(event).model_dump(),
+            "face_data_deleted_on": live.face_data_deleted_on,
+            "erased_by": live.erased_by,
+            "processing": live.processing,
+        },
+        separators=(",", ":"),
+    )
+    photos = grid.json_photos(token) if grid is not None else "[]"
+    tail = {
+        "next_cursor": grid.next_cursor if grid is not None else None,
+        "zip_url": f"/g/{token}/zip" if grid is not None and grid.count else None,
+    }
+    return f'{head[:-1]},"photos":{photos},{json.dumps(tail, separators=(",", ":"))[1:]}'.encode()
 
 
 def _html_error(request: Request, error: HTTPException, token: str | None = None) -> Response:
@@ -182,13 +180,15 @@ def gallery_page(
         participant, event = holder(svc, token)
     except HTTPException as error:
         return _html_error(request, error)
+    live = _gallery(svc, participant, event, cursor)
     return render(
         request,
         "gallery.html",
         token=token,
         event=event,
         event_open=is_open(event),
-        gallery=_gallery(svc, token, participant, event, cursor),
+        gallery=live,
+        grid=live.grid.page_html(token) if live.grid is not None and live.grid.count else None,
         link=gallery_url(svc, request, token),
         cursor=cursor,
         welcome=welcome,
@@ -200,11 +200,12 @@ def gallery_page(
 @router.get("/api/g/{token}", response_model=GalleryOut, responses={404: {}})
 def gallery_json(
     token: str, svc: Svc, cursor: Cursor = None, limit: Limit = PAGE_PHOTOS
-) -> GalleryOut:
+) -> Response:
     """The participant's matched photos, newest first, a page at a time, with how many of the
     event's photos are still being processed (poll while it is above 0)."""
     participant, event = holder(svc, token)
-    return _gallery(svc, token, participant, event, cursor, limit)
+    live = _gallery(svc, participant, event, cursor, limit)
+    return Response(_gallery_json(live, event, token), media_type="application/json")
 
 
 def _matched_photo(svc: Services, token: str, photo_id: int) -> events.Event:

@@ -53,6 +53,17 @@ class _QueueCollector:
             value=figures["faces"]["failed"],
         )
         yield from _rekognition_metrics(figures["rekognition"])
+        spend = figures["budget"]
+        yield GaugeMetricFamily(
+            "photoctl_rekognition_budget_reached",
+            "1 while today's billed calls reach faces.daily_budget (workers claim no photo jobs)",
+            value=int(spend["reached"]),
+        )
+        yield GaugeMetricFamily(
+            "photoctl_rekognition_billed_calls_today",
+            "Accepted billed calls today (UTC), every event: what faces.daily_budget counts",
+            value=spend["billed_calls"],
+        )
         cache = self.svc.cache.stats()
         for key in ("size", "hits", "misses"):
             yield GaugeMetricFamily(
@@ -88,6 +99,25 @@ def _rekognition_metrics(calls: dict) -> Iterator[Metric]:
     cost.add_metric(["today"], calls["today"]["estimated_cost_usd"])
     cost.add_metric(["total"], calls["total"]["estimated_cost_usd"])
     yield cost
+    # Per event (label: its slug; "" for calls counted before per-event counts).
+    by_event = calls.get("by_event", {})
+    event_calls = CounterMetricFamily(
+        "photoctl_rekognition_event_calls",
+        "Accepted Rekognition calls by event and operation, all days",
+        labels=["event", "operation"],
+    )
+    event_cost = GaugeMetricFamily(
+        "photoctl_rekognition_event_estimated_cost_usd",
+        "Estimated cost of an event's accepted billed calls (prices from the settings)",
+        labels=["event", "period"],
+    )
+    for slug, figures in by_event.items():
+        for operation, counts in figures["total"]["by_operation"].items():
+            event_calls.add_metric([slug, operation], counts["accepted"])
+        for period in ("today", "total"):
+            event_cost.add_metric([slug, period], figures[period]["estimated_cost_usd"])
+    yield event_calls
+    yield event_cost
     yield GaugeMetricFamily(
         "photoctl_rekognition_stored_faces", "Faces kept in the collection", calls["stored_faces"]
     )

@@ -32,13 +32,13 @@ pytestmark = pytest.mark.xdist_group("seaweedfs")
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 SLUG = "finish-line"
-PHOTOS = 12  # every third photo shows RED (with BLUE), the others BLUE alone
+PHOTOS = 24  # every third photo shows RED (with BLUE), the others BLUE alone
 
 
 @pytest.fixture
 def slow_fake() -> FakeRekognition:
     # Slow enough that B is still busy when it is killed.
-    with FakeRekognition(latency_seconds=0.15) as server:
+    with FakeRekognition(latency_seconds=0.4) as server:
         yield server
 
 

@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, select, update
 
 from photoctl.db import dialect_insert, in_chunks, insert_ignoring_conflicts
-from photoctl.models import DEFAULT_EVENT_ID, IngestRoot, Job, JobKind, Photo, SourceFile
+from photoctl.models import DEFAULT_EVENT_ID, IngestRoot, Job, JobKind, JobState, Photo, SourceFile
 from photoctl.models import display_path as display_path
 
 photos = Photo.__table__
@@ -30,6 +30,8 @@ class NewFile:
     mtime_ns: int
     content_hash: str
     display_name: str | None = None  # the uploader's file name; None: the path's last part
+    # Where the photo's original is kept when not at ``path``: its copy in the storage bucket.
+    stored_at: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def register_files(
     rows = [
         {
             "content_hash": digest,
-            "source_path": file.path,
+            "source_path": file.stored_at or file.path,
             "filename": file.display_name or display_path(file.path.rsplit(b"/", 1)[-1]),
             "album": album,
             "size_bytes": file.size_bytes,
@@ -346,3 +348,33 @@ def photo_id_by_hash(conn: Connection, content_hash: str) -> int:
     return conn.execute(
         select(photos.c.id).where(photos.c.content_hash == content_hash)
     ).scalar_one()
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    photo_id: int
+    source_path: bytes
+    thumb_path: str | None
+    preview_path: str | None
+
+
+def failed_uploads(conn: Connection, finished_before: float) -> list[StoredUpload]:
+    """Uploads never processed whose job failed before the cutoff (and no other job wants)."""
+    failed = and_(
+        jobs.c.photo_id == photos.c.id,
+        jobs.c.state == JobState.FAILED,
+        jobs.c.finished_at < finished_before,
+    )
+    wanted = and_(jobs.c.photo_id == photos.c.id, jobs.c.state != JobState.FAILED)
+    rows = conn.execute(
+        select(photos.c.id, photos.c.source_path, photos.c.thumb_path, photos.c.preview_path)
+        .where(photos.c.uploaded_by.is_not(None), photos.c.processed_at.is_(None))
+        .where(exists().where(failed), ~exists().where(wanted))
+    )
+    return [StoredUpload(row[0], bytes(row[1]), row[2], row[3]) for row in rows]
+
+
+def delete_photos(conn: Connection, photo_ids: Sequence[int]) -> None:
+    """Delete photos; their faces, matches and source files go with them (ON DELETE CASCADE)."""
+    for chunk in in_chunks(photo_ids):
+        conn.execute(delete(photos).where(photos.c.id.in_(chunk)))

@@ -17,10 +17,9 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy import Engine
 
-from photoctl import catalog, db, face_store
+from photoctl import catalog, db, face_store, storage
 from photoctl.config import Settings
 from photoctl.errors import PermanentError, TransientError
-from photoctl.imaging import read_source
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +47,10 @@ def current_source(
     """
     for _ in range(3):  # a photo moves to another of its files at most a few times
         name = catalog.display_path(photo.source_path)
-        source = read_source(
-            photo.source_path,
-            max_bytes=settings.ingest.max_bytes,
-            display_name=name,
-            follow_symlinks=False,
+        # An original in an object store is content-addressed (it cannot change) or was
+        # registered from a bucket: it is read the same way, by ranged/streamed GET.
+        source = storage.read_original(
+            settings, photo.source_path, max_bytes=settings.ingest.max_bytes, display_name=name
         )
 
         def known(path: bytes = photo.source_path) -> tuple[int, int, int] | None:

@@ -20,26 +20,15 @@ from typing import Any
 
 from photoctl.budget_syntax import parse_budget
 from photoctl.config_sources import absolute, convert, find_config_file, mask_password, read_ini
+from photoctl.config_sources import setting_key as _key
 from photoctl.errors import ConfigError
+from photoctl.storage_settings import StorageSettings, check_storage
 
 DEFAULT_DATA_DIR = "photoctl-data"
 ENGINE_NAMES = ("local", "rekognition", "none")
 DETECTOR_NAMES = ("libfacedetection", "hog")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _key(
-    default: Any,
-    doc: str,
-    *,
-    env: str | None = None,
-    minimum: float | None = None,
-    choices: tuple[str, ...] | None = None,
-    parse: Any = None,  # a function of the value raising ValueError("must be ...")
-) -> Any:
-    metadata = {"doc": doc, "env": env, "minimum": minimum, "choices": choices, "parse": parse}
-    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -128,16 +117,6 @@ class IngestSettings:
         "Comma-separated globs: files and folders whose name matches one (case-insensitively) "
         "are not ingested; `ingest --ignore GLOB` adds more",
     )
-
-
-@dataclass(frozen=True)
-class StorageSettings:
-    root: str = _key(
-        "", "Where thumbnails, previews and uploads are written; empty means <data dir>/storage"
-    )
-    thumb_px: int = _key(320, "Longest side of thumbnails", minimum=16)
-    preview_px: int = _key(1600, "Longest side of previews", minimum=64)
-    jpeg_quality: int = _key(85, "JPEG quality of thumbnails and previews", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -456,6 +435,7 @@ def validate(settings: Settings) -> None:
             (f.metadata.get("parse") or str)(value)
         except ValueError as error:
             raise ConfigError(f"{dotted} {error} (from {where})") from None
+    check_storage(settings.storage)
     url = settings.database.url
     if url and not re.match(r"^(sqlite|postgres(ql)?)(\+\w+)?://", url):
         raise ConfigError(

@@ -21,6 +21,20 @@ from typing import Any
 from photoctl.errors import ConfigError
 
 
+def setting_key(
+    default: Any,
+    doc: str,
+    *,
+    env: str | None = None,
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    parse: Any = None,  # a function of the value raising ValueError("must be ...")
+) -> Any:
+    """A settings dataclass field: its default, help text, historic env name and limits."""
+    metadata = {"doc": doc, "env": env, "minimum": minimum, "choices": choices, "parse": parse}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def find_config_file(
     explicit: str | None, data_dir: Path, environ: Mapping[str, str]
 ) -> Path | None:

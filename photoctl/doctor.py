@@ -108,6 +108,17 @@ def _check_schema(engine: Engine) -> Check:
 
 
 def _check_storage(settings: Settings) -> Check:
+    if settings.storage.is_s3:
+        from photoctl.object_store import store_for  # boto3 only where S3 is used
+
+        if store_for(settings.storage).reachable():
+            return Check("storage", True, f"{settings.storage.root} answers")
+        return Check(
+            "storage",
+            False,
+            f"{settings.storage.root} does not answer (bucket missing, credentials refused or "
+            "endpoint down): check storage.endpoint_url and the AWS credentials",
+        )
     root = settings.storage_root
     if not root.exists():
         # doctor only looks: the first worker or upload creates the root.

@@ -36,6 +36,15 @@ class StorageFull(TransientError):
     """
 
 
+class StoreUnavailable(StorageFull):
+    """The object store (S3 storage) cannot be reached, answers too slowly, or fails on its side.
+
+    Handled like a full disk, for the same reason: not the job's fault, and nothing a job's
+    attempts should be spent on. Workers give their jobs back with the attempt refunded and stop
+    claiming until the store answers again; serve answers 503.
+    """
+
+
 class DatabaseUnavailable(TransientError):
     """The database cannot be reached (down, refusing connections, connection lost).
 

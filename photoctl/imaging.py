@@ -17,10 +17,11 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from photoctl import storage
+from photoctl.atomic import atomic_write
 from photoctl.errors import PermanentError, StorageFull
 
 try:  # HEIC support is optional: without pillow-heif those files fail with a clear reason.
@@ -378,23 +379,31 @@ def _camera(exif: Image.Exif) -> str | None:
 
 def write_jpeg(image: Image.Image, destination: Path, quality: int) -> None:
     """Write atomically, so a crash never leaves a half-written file that looks done."""
+    store_jpeg(image, atomic_write(destination), str(destination.parent), quality)
+
+
+def store_jpeg(
+    image: Image.Image,
+    opened: contextlib.AbstractContextManager[BinaryIO],
+    where: str,
+    quality: int,
+) -> None:
+    """Encode into a stream a store opened (``Store.writer``): whole at its key, or not at all."""
     try:
-        with storage.atomic_write(destination) as stream:
+        with opened as stream:
             image.save(stream, "JPEG", quality=quality, optimize=False)
     except OSError as error:
-        _raise_if_full(error, destination)
+        _raise_if_full(error, where)
         raise
 
 
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def _raise_if_full(error: OSError, destination: Path) -> None:
+def _raise_if_full(error: OSError, where: str) -> None:
     """A full disk or quota is the storage's state, not the photo's: say so with its own kind."""
     if error.errno in _FULL_ERRNOS:
-        raise StorageFull(
-            f"storage full: cannot write {destination.parent}: {error.strerror}"
-        ) from error
+        raise StorageFull(f"storage full: cannot write {where}: {error.strerror}") from error
 
 
 def make_thumbnail(preview: Image.Image, longest_px: int) -> Image.Image:

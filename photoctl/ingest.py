@@ -13,6 +13,7 @@ callback; the CLI draws it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -20,7 +21,8 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -29,6 +31,8 @@ from photoctl.catalog import NewFile, display_path
 from photoctl.config import Settings
 from photoctl.errors import ConfigError
 from photoctl.imaging import looks_like_image, open_regular
+from photoctl.ingest_objects import copy_original, is_bucket_root, original_copier, scan_buckets
+from photoctl.ingest_report import IngestReport as IngestReport
 from photoctl.models import DEFAULT_EVENT_ID, JobKind
 from photoctl.walk import (
     Candidate,
@@ -38,6 +42,9 @@ from photoctl.walk import (
     read_error_reason,
     walk_images,
 )
+
+if TYPE_CHECKING:
+    from photoctl.object_store import S3Store
 
 log = logging.getLogger(__name__)
 
@@ -55,47 +62,12 @@ _HASH_TASK_FILES = 64
 _SETTLE_POLL_SECONDS = 0.25
 
 
-@dataclass
-class IngestReport:
-    new: int = 0
-    duplicates: int = 0
-    skipped: int = 0  # unchanged + unsettled
-    unchanged: int = 0  # the part of skipped that was ingested before, same size and mtime
-    unsettled: int = 0  # the part of skipped that is still being written
-    found: int = 0  # image files seen by the walk, whatever became of them
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    seconds: float = 0.0
-    job_ids: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict:
-        return {
-            "new": self.new,
-            "duplicates": self.duplicates,
-            "skipped": self.skipped,
-            "unchanged": self.unchanged,
-            "still_being_written": self.unsettled,
-            "errors": len(self.errors),
-            "seconds": round(self.seconds, 3),
-            "error_files": [{"file": name, "reason": reason} for name, reason in self.errors],
-        }
-
-    def summary(self) -> str:
-        # The first part keeps its historic shape (scripts grep for it); the split follows.
-        split = (
-            f" (skipped: {self.unchanged} unchanged, {self.unsettled} still being written)"
-            if self.skipped
-            else ""
-        )
-        return (
-            f"{self.new} new, {self.duplicates} duplicates, {self.skipped} skipped, "
-            f"{len(self.errors)} errors in {self.seconds:.2f} s{split}"
-        )
-
-
 def check_roots(roots: Sequence[str | bytes]) -> None:
     """ConfigError naming every root that does not exist: a typo, not a file that failed."""
     missing = []
     for root in roots:
+        if is_bucket_root(root):
+            continue
         try:
             os.stat(root)
         except (FileNotFoundError, NotADirectoryError):
@@ -121,26 +93,30 @@ def check_album(album: str | None) -> str | None:
     return album
 
 
-def _hash_file(candidate: Candidate) -> tuple[Candidate, str | None, str | None]:
-    """(candidate as read, sha256 hex or None, error or None); None, None = changed meanwhile."""
+_Hashed = tuple[Candidate, str | None, str | None, bytes | None]
+
+
+def _hash_file(candidate: Candidate, copier: S3Store | None = None) -> _Hashed:
+    """(candidate as read, sha256 hex or None, error or None, where its copy is stored or None);
+    None, None = changed meanwhile. With ``copier`` (S3 storage) the original is copied there."""
+    stored_at = None
     try:
         # Not a plain open: the file may have been replaced by a FIFO since the walk.
         with os.fdopen(open_regular(candidate.path, follow_symlinks=False), "rb") as handle:
             head = handle.read(16)
             if not looks_like_image(head):
-                return (
-                    candidate,
-                    None,
-                    ("not an image (content is not JPEG, PNG, WebP, TIFF, HEIC or GIF)"),
-                )
+                reason = "not an image (content is not JPEG, PNG, WebP, TIFF, HEIC or GIF)"
+                return candidate, None, reason, None
             handle.seek(0)
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
             after = os.fstat(handle.fileno())
+            if after.st_size != candidate.size_bytes or after.st_mtime_ns != candidate.mtime_ns:
+                return candidate, None, None, None
+            if copier is not None:  # (the transfer closes the file once it is sent)
+                stored_at = copy_original(copier, handle, candidate.path, digest)
     except OSError as error:
-        return candidate, None, read_error_reason(error)
-    if after.st_size != candidate.size_bytes or after.st_mtime_ns != candidate.mtime_ns:
-        return candidate, None, None
-    return candidate, digest, None
+        return candidate, None, read_error_reason(error), None
+    return candidate, digest, None, stored_at
 
 
 def _hash_tasks(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
@@ -158,8 +134,8 @@ def _hash_tasks(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
     return tasks
 
 
-def _hash_files(task: Sequence[Candidate]) -> list[tuple[Candidate, str | None, str | None]]:
-    return [_hash_file(candidate) for candidate in task]
+def _hash_files(task: Sequence[Candidate], copier: S3Store | None = None) -> list[_Hashed]:
+    return [_hash_file(candidate, copier) for candidate in task]
 
 
 def ingest_paths(
@@ -186,6 +162,8 @@ def ingest_paths(
     now = time.time() if now is None else now
     album = check_album(album)
     report = IngestReport()
+    buckets = [os.fsdecode(root) for root in roots if is_bucket_root(root)]
+    roots = [root for root in roots if not is_bucket_root(root)]
     if engine is not None and not dry_run:
         with db.write(engine) as conn:
             catalog.register_roots(conn, ingest_roots(roots), now)
@@ -208,7 +186,7 @@ def ingest_paths(
         else:
             fresh.append(candidate)
     writing = engine is not None and not dry_run
-    hashed: list[NewFile] = []
+    hashed: list[NewFile] = scan_buckets(engine, settings, buckets, report) if buckets else []
     unsettled += _hash_and_register(
         engine,
         settings,
@@ -295,16 +273,24 @@ def _hash_and_register(
         progress(0, len(to_hash))
     changed: list[Candidate] = []
     done = 0
+    copier = original_copier(settings) if writing else None
     with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:
-        for results in pool.map(_hash_files, _hash_tasks(to_hash)):
-            for candidate, digest, error in results:
+        tasks = _hash_tasks(to_hash)
+        for results in pool.map(functools.partial(_hash_files, copier=copier), tasks):
+            for candidate, digest, error, stored_at in results:
                 if error:
                     report.errors.append((display_path(candidate.path), error))
                 elif digest is None:
                     changed.append(candidate)
                 else:
                     hashed.append(
-                        NewFile(candidate.path, candidate.size_bytes, candidate.mtime_ns, digest)
+                        NewFile(
+                            candidate.path,
+                            candidate.size_bytes,
+                            candidate.mtime_ns,
+                            digest,
+                            stored_at=stored_at,
+                        )
                     )
             done += len(results)
             if progress:
@@ -437,9 +423,11 @@ class UploadResult:
 def ingest_upload(
     engine: Engine,
     settings: Settings,
-    path: str | bytes | os.PathLike[str],
+    location: bytes,
     content_hash: str,
     *,
+    size_bytes: int,
+    mtime_ns: int,
     album: str | None = None,
     uploaded_by: int | None = None,
     filename: str | None = None,
@@ -447,13 +435,13 @@ def ingest_upload(
 ) -> UploadResult:
     """Register one stored upload (already hashed while it streamed) and enqueue it.
 
-    ``filename`` is the name the uploader gave, shown instead of the stored name; with
-    ``max_waiting`` a new job is refused with QueueFull once that many jobs wait.
+    ``location`` is the stored file's path or ``s3://`` URL, with its size and mtime as the
+    store reports them (what the worker compares before it trusts the hash). ``filename`` is the
+    name the uploader gave, shown instead of the stored name; with ``max_waiting`` a new job is
+    refused with QueueFull once that many jobs wait.
     """
     album = check_album(album)
-    path_bytes = os.fsencode(path)
-    info = os.stat(path_bytes)
-    file = NewFile(path_bytes, info.st_size, info.st_mtime_ns, content_hash, filename)
+    file = NewFile(location, size_bytes, mtime_ns, content_hash, filename)
     registration, job_ids, queue_size = _register(
         engine, [file], album, uploaded_by, time.time(), max_waiting
     )

@@ -1,4 +1,5 @@
-"""What a worker waits out instead of failing jobs: an unreachable database and a full disk.
+"""What a worker waits out instead of failing jobs: an unreachable database, a full disk (or an
+object store that does not answer, which is waited out the same way).
 
 Neither is the photo's fault, so neither may spend a job's attempts or kill a worker. While the
 database does not answer, a worker retries with backoff and says so once when the outage starts
@@ -26,7 +27,7 @@ from sqlalchemy import Engine
 
 from photoctl import db, queue
 from photoctl.config import Settings
-from photoctl.errors import StorageFull, TransientError
+from photoctl.errors import StorageFull, StoreUnavailable, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,16 @@ class FullDisk:
             if first:
                 self.shared.value = time.time()
         if first:
+            until = (
+                "the object store answers"
+                if isinstance(error, StoreUnavailable)
+                else "space is freed"
+            )
             log.error(
-                "[%s] %s: workers stop claiming until space is freed; jobs keep their attempts",
+                "[%s] %s: workers stop claiming until %s; jobs keep their attempts",
                 self.name,
                 error,
+                until,
             )
 
     def wait_for_space(
@@ -140,20 +147,28 @@ class FullDisk:
             sleep(_SPACE_CHECK_SECONDS)
         if should_stop():
             return
+        back = "the object store answers" if isinstance(self.error, StoreUnavailable) else None
         self.error = None
         with self.shared.get_lock():
             paused_at = self.shared.value
             self.shared.value = 0.0
         if paused_at:
             log.warning(
-                "[%s] storage has space again after %.0f s; claiming resumes",
+                "[%s] %s again after %.0f s; claiming resumes",
                 self.name,
+                back or "storage has space",
                 time.time() - paused_at,
             )
 
     def has_space(self) -> bool:
-        """Free space where thumbnails, previews (and a SQLite database) are written."""
-        if not _can_reserve(self.settings.storage_root, _SPACE_MARGIN_BYTES):
+        """Free space where thumbnails, previews (and a SQLite database) are written; on S3
+        storage, an object store that answers."""
+        if self.settings.storage.is_s3:
+            from photoctl.object_store import store_for  # boto3 only where S3 is used
+
+            if not store_for(self.settings.storage).reachable():
+                return False
+        elif not _can_reserve(self.settings.storage_root, _SPACE_MARGIN_BYTES):
             return False
         places = []
         if self.engine.dialect.name == "sqlite" and self.engine.url.database:

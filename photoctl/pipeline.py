@@ -22,7 +22,7 @@ from typing import Protocol
 from photoctl import storage
 from photoctl.catalog import PhotoRecord, ProcessedPhoto, display_path
 from photoctl.config import Settings
-from photoctl.imaging import DecodedPhoto, decode_bytes, make_thumbnail, read_source, write_jpeg
+from photoctl.imaging import DecodedPhoto, decode_bytes, make_thumbnail, store_jpeg
 
 
 class FaceStep(Protocol):
@@ -82,7 +82,7 @@ class PhotoOutcome:
 
 
 def storage_paths(settings: Settings, content_hash: str) -> tuple[Path, Path]:
-    """Where a photo's thumbnail and preview live, fanned out so no directory grows huge."""
+    """Where a photo's thumbnail and preview live on a local storage root (fanned out)."""
     root = settings.storage_root
     return (
         storage.path(root, storage.key(storage.THUMBS, content_hash)),
@@ -104,11 +104,8 @@ def process_photo(
     """
     name = display_path(photo.source_path)
     if data is None:
-        data = read_source(
-            photo.source_path,
-            max_bytes=settings.ingest.max_bytes,
-            display_name=name,
-            follow_symlinks=False,
+        data = storage.read_original(
+            settings, photo.source_path, max_bytes=settings.ingest.max_bytes, display_name=name
         ).data
     decoded = decode_bytes(
         data,
@@ -117,10 +114,13 @@ def process_photo(
         display_name=name,
         detail_px=faces.detail_px,
     )
-    thumb_path, preview_path = storage_paths(settings, photo.content_hash)
+    store = storage.open_store(settings)
+    thumb_key = storage.key(storage.THUMBS, photo.content_hash)
+    preview_key = storage.key(storage.PREVIEWS, photo.content_hash)
     quality = settings.storage.jpeg_quality
-    write_jpeg(decoded.image, preview_path, quality)
-    write_jpeg(make_thumbnail(decoded.image, settings.storage.thumb_px), thumb_path, quality)
+    store_jpeg(decoded.image, store.writer(preview_key), store.describe(preview_key), quality)
+    thumb = make_thumbnail(decoded.image, settings.storage.thumb_px)
+    store_jpeg(thumb, store.writer(thumb_key), store.describe(thumb_key), quality)
     summary = faces.run(photo, decoded)
     processed = ProcessedPhoto(
         photo_id=photo.id,
@@ -128,10 +128,10 @@ def process_photo(
         height=decoded.height,
         taken_at=decoded.taken_at,
         camera=decoded.camera,
-        # Relative to the storage root, not to this worker's working directory: serve resolves
-        # them with settings.storage_file wherever it runs.
-        thumb_path=storage.relative_key(settings.storage_root, thumb_path),
-        preview_path=storage.relative_key(settings.storage_root, preview_path),
+        # Keys, relative to the storage root (a folder or a bucket), not to this worker's
+        # working directory: serve finds them through its store wherever it runs.
+        thumb_path=thumb_key,
+        preview_path=preview_key,
         faces_error=summary.faces_error,
     )
     return PhotoOutcome(processed=processed, faces=summary)

@@ -15,6 +15,7 @@ import pytest
 
 from photoctl import config, db
 from testkit.fake_rekognition import AWS_ENV, FakeRekognition
+from testkit.seaweedfs import SeaweedFS, SeaweedFSUnavailable
 from tests.support import databases
 from tests.support.cli import is_photoctl_variable
 
@@ -48,6 +49,30 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dummy AWS credentials and region, so boto3 signs its requests to the fake endpoint."""
     for name, value in AWS_ENV.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3-compatible server (testkit/seaweedfs.py), one per session and xdist worker."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+    except SeaweedFSUnavailable as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"SeaweedFS could not start: {error} (CI must run the S3 tests)")
+        pytest.skip(f"SeaweedFS could not start: {error}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh bucket on the session's SeaweedFS, with its credentials in the environment."""
+    for name, value in seaweedfs.env.items():
+        monkeypatch.setenv(name, value)
+    bucket = seaweedfs.new_bucket()
+    yield bucket
+    seaweedfs.delete_bucket(bucket)
 
 
 @pytest.fixture(scope="session")

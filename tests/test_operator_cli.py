@@ -344,7 +344,7 @@ def test_json_of_doctor_and_jobs_show_retry_prune(tmp_path: Path, db_url: str) -
     assert json.loads(retried.stdout) == {"queued_again": 1}
     assert "1 jobs queued again" in retried.stderr
     pruned = run_photoctl(["jobs", "prune", "--older-than", "0s", "--json"], env)
-    assert json.loads(pruned.stdout) == {"pruned": 1}
+    assert json.loads(pruned.stdout) == {"pruned": 1, "uploads_deleted": 0}
 
 
 def test_stats_json_carries_a_timestamp_and_text_shows_time_to_findable(

@@ -25,8 +25,9 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from photoctl.db import sqlite_file
 from photoctl.errors import PhotoctlError
@@ -39,6 +40,19 @@ _CHUNK_BYTES = 256 * 1024
 _NEVER_CLOSED: list[int] = []
 
 
+class Served(Protocol):
+    """What a route answers with: a file opened here, or an object (api/object_files.py)."""
+
+    name: str
+    size: int
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+    def response(
+        self, media_type: str | None = None, download_name: str | None = None
+    ) -> Response: ...
+
+
 class FileRefused(PhotoctlError):
     """The file is missing or is not one serve may hand out."""
 
@@ -49,13 +63,14 @@ class ServedFile:
     size: int
     name: str
 
-    def response(self, media_type: str | None = None) -> StreamingResponse:
+    def response(
+        self, media_type: str | None = None, download_name: str | None = None
+    ) -> StreamingResponse:
         media_type = media_type or mimetypes.guess_type(self.name)[0] or "application/octet-stream"
-        return StreamingResponse(
-            self.chunks(),
-            media_type=media_type,
-            headers={"Content-Length": str(self.size)},
-        )
+        headers = {"Content-Length": str(self.size)}
+        if download_name:
+            headers["Content-Disposition"] = f'attachment; filename="{download_name}"'
+        return StreamingResponse(self.chunks(), media_type=media_type, headers=headers)
 
     def chunks(self) -> Iterator[bytes]:
         """The file's bytes; the descriptor is closed once they are read (or the reading stops)."""

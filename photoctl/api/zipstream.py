@@ -15,7 +15,7 @@ import unicodedata
 import zipfile
 from collections.abc import Iterable, Iterator
 
-from photoctl.api.files import ServedFile
+from photoctl.api.files import Served
 
 _MAX_NAME_CHARS = 200
 
@@ -49,7 +49,7 @@ def member_name(photo_id: int, filename: str) -> str:
     return f"{photo_id:06d}-{cleaned[:_MAX_NAME_CHARS] or 'photo'}"
 
 
-def zip_chunks(members: Iterable[tuple[str, ServedFile]]) -> Iterator[bytes]:
+def zip_chunks(members: Iterable[tuple[str, Served]]) -> Iterator[bytes]:
     """The archive of ``members`` (name, opened file), chunk by chunk.
 
     ``members`` is consumed lazily: each file is opened only when its turn comes.

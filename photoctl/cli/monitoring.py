@@ -169,9 +169,13 @@ class Duration(click.ParamType):
 @json_option('Print {"pruned": N} on stdout.')
 @pass_app
 def jobs_prune(app: App, older_than: float, include_failed: bool, as_json: bool) -> None:
-    """Delete finished jobs older than a duration (done ones; failed ones only if asked)."""
-    with db.write(app.engine()) as conn:
-        count = queue.prune_jobs(conn, older_than, include_failed=include_failed)
+    """Delete finished jobs older than a duration (done ones; failed ones only if asked).
+
+    With --include-failed, an upload whose job failed is deleted too: its photo row and its
+    stored file (on disk or in the storage bucket)."""
+    from photoctl.pruning import prune
+
+    report = prune(app.engine(), app.settings, older_than, include_failed=include_failed)
     if as_json:
-        click.echo(json.dumps({"pruned": count}))
-    app.say(f"{count} jobs pruned")
+        click.echo(json.dumps({"pruned": report.jobs, "uploads_deleted": report.uploads_deleted}))
+    app.say(f"{report.jobs} jobs pruned, {report.uploads_deleted} failed uploads deleted")

@@ -13,11 +13,11 @@ from pathlib import PurePath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from photoctl import participants
 from photoctl.api.deps import Svc
-from photoctl.api.files import ServedFile
+from photoctl.api.files import Served
 from photoctl.api.photo_files import Variant, open_photo
 from photoctl.api.routes.gallery_pages import PhotoId, holder
 from photoctl.api.services import Services
@@ -40,23 +40,24 @@ _IMAGE_CACHE = "private, max-age=3600"
     response_class=StreamingResponse,
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Not found"}},
 )
-def gallery_photo(token: str, photo_id: PhotoId, variant: Variant, svc: Svc) -> StreamingResponse:
+def gallery_photo(token: str, photo_id: PhotoId, variant: Variant, svc: Svc) -> Response:
     """A matched photo's thumbnail, preview or original."""
     participant, _ = holder(svc, token)
     files = participants.participant_photo(svc.database, participant.id, photo_id)
     if files is None:
         raise HTTPException(404, "Photo not found")
     served = open_photo(svc, files, variant)
-    response = served.response(media_type=None if variant == "original" else "image/jpeg")
-    response.headers["Cache-Control"] = _IMAGE_CACHE
-    if variant == "original":
-        response.headers["Content-Disposition"] = f'attachment; filename="{served.name}"'
+    original = variant == "original"
+    response = served.response(
+        media_type=None if original else "image/jpeg",
+        download_name=served.name if original else None,
+    )
+    if "Cache-Control" not in response.headers:  # a redirect says how long it may be reused
+        response.headers["Cache-Control"] = _IMAGE_CACHE
     return response
 
 
-def _members(
-    svc: Services, participant_id: int, variant: Variant
-) -> Iterator[tuple[str, ServedFile]]:
+def _members(svc: Services, participant_id: int, variant: Variant) -> Iterator[tuple[str, Served]]:
     cursor: int | None = None
     while True:
         items, cursor = participants.participant_photos(
@@ -67,7 +68,7 @@ def _members(
             if files is None:  # "not me" while the zip was being written
                 continue
             try:
-                served = open_photo(svc, files, variant)
+                served = open_photo(svc, files, variant, stream=True)
             except HTTPException:  # the file is gone: the rest of the zip is still worth having
                 continue
             name = item.filename if variant == "original" else PurePath(item.filename).stem

@@ -139,7 +139,7 @@ def all_photos(
 )
 def photo_file(
     photo_id: PhotoId, variant: Literal["thumb", "preview", "original"], user: CurrentUser, svc: Svc
-) -> StreamingResponse:
+) -> Response:
     """Image bytes, to a user who appears in the photo (any user where serve.gallery = users,
     and admins). A photo the caller may not see is a 404, as if it did not exist."""
     with db.read(svc.database) as conn:
@@ -189,7 +189,7 @@ def upload_photo(
     if waiting >= svc.settings.queue.max_size:
         raise _queue_full()
     try:
-        stored, digest, created = _store_upload(svc, file)
+        stored_key, location, size, mtime_ns, digest, created = _store_upload(svc, file)
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise HTTPException(
@@ -202,8 +202,10 @@ def upload_photo(
         result = ingest_upload(
             svc.database,
             svc.settings,
-            stored,
+            location,
             digest,
+            size_bytes=size,
+            mtime_ns=mtime_ns,
             album=album,
             uploaded_by=user.id,
             filename=_display_filename(file.filename),
@@ -211,7 +213,7 @@ def upload_photo(
         )
     except queue.QueueFull:
         if created:
-            _forget_unregistered(svc, stored, digest)
+            _forget_unregistered(svc, stored_key, digest)
         raise _queue_full() from None
     return UploadAnswer(photo_id=result.photo_id, job_id=result.job_id, duplicate=result.duplicate)
 
@@ -229,24 +231,26 @@ def _display_filename(name: str | None) -> str | None:
     return name[:_MAX_FILENAME_CHARS] or None
 
 
-def _forget_unregistered(svc: Services, stored: Path, digest: str) -> None:
+def _forget_unregistered(svc: Services, stored_key: str, digest: str) -> None:
     """Remove a file this request stored when no photo refers to it (its job was refused)."""
     with db.read(svc.database) as conn:
         if catalog.existing_hashes(conn, [digest]):
             return
-    stored.unlink(missing_ok=True)
+    storage.open_store(svc.settings).delete(stored_key)
 
 
-def _store_upload(svc: Services, upload: UploadFile) -> tuple[Path, str, bool]:
-    """Stream the upload to the storage root, hashing and size-checking as it goes.
+def _store_upload(svc: Services, upload: UploadFile) -> tuple[str, bytes, int, int, str, bool]:
+    """Stream the upload to a staging file, hashing and size-checking as it goes, then publish
+    it at its key in the store (the storage root's folder, or its bucket).
 
-    Returns (stored file, sha256, whether this request created the file).
+    Returns (key, location for source_path, size and mtime as stored, sha256, whether this
+    request created the file).
     """
     limit = svc.settings.ingest.max_bytes
-    root = svc.settings.storage_root
+    store = storage.open_store(svc.settings)
     digest = hashlib.sha256()
     size = 0
-    with storage.staging(root, storage.UPLOADS) as (out, temporary):
+    with store.staging(storage.UPLOADS) as (out, temporary):
         head = upload.file.read(_CHUNK_BYTES)
         if not head:
             raise HTTPException(422, "file: empty upload")
@@ -264,6 +268,7 @@ def _store_upload(svc: Services, upload: UploadFile) -> tuple[Path, str, bool]:
         hexdigest = digest.hexdigest()
         suffix = Path(upload.filename or "").suffix.lower()
         suffix = suffix if suffix in IMAGE_EXTENSIONS else ".upload"
-        final = storage.path(root, storage.key(storage.UPLOADS, hexdigest, suffix))
-        created = storage.publish_once(temporary, final)
-    return final, hexdigest, created
+        stored_key = storage.key(storage.UPLOADS, hexdigest, suffix)
+        created = store.publish(temporary, stored_key)
+    size, mtime_ns = store.stat(stored_key)
+    return stored_key, store.location(stored_key), size, mtime_ns, hexdigest, created

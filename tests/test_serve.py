@@ -9,6 +9,7 @@ tests/test_api.py. Other test files import ``start_server`` and ``Server`` from 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -103,17 +104,27 @@ def test_enrolling_through_the_api_finds_existing_photos(server, event) -> None:
         assert no_face.status_code == 422 and "no face" in no_face.json()["detail"]
 
 
-def test_cache_hits_drops_on_a_new_match_and_clears_from_the_cli(server, event, tmp_path) -> None:
-    def cache_figures() -> dict:
-        import json
+def counted_cache_figures(env: dict[str, str], requests: int) -> dict:
+    """`photoctl cache stats --json` once serve has counted ``requests`` cached reads: serve
+    adds its hits and misses to the shared counters at most every 0.25 s (cache.py)."""
+    deadline = time.monotonic() + 10
+    while True:
+        figures = json.loads(run_photoctl(["cache", "stats", "--json"], env).stdout)
+        if figures["hits"] + figures["misses"] >= requests or time.monotonic() > deadline:
+            return figures
+        time.sleep(0.1)
 
-        return json.loads(run_photoctl(["cache", "stats", "--json"], server.env).stdout)
+
+def test_cache_hits_drops_on_a_new_match_and_clears_from_the_cli(server, event, tmp_path) -> None:
+    def cache_figures(requests: int = 0) -> dict:
+        return counted_cache_figures(server.env, requests)
 
     run_photoctl(["cache", "clear"], server.env)
     with server.client(event.tokens["obama"]) as client:
         assert len(client.get("/api/my-photos").json()["photos"]) == 2
         assert len(client.get("/api/my-photos").json()["photos"]) == 2
-        assert cache_figures()["hits"] == 1 and cache_figures()["misses"] == 1
+        figures = cache_figures(requests=2)
+        assert figures["hits"] == 1 and figures["misses"] == 1
         # A new photo of Obama is processed: his cached list is dropped, not kept for 30 s.
         folder = tmp_path / "late"
         folder.mkdir()
@@ -123,12 +134,13 @@ def test_cache_hits_drops_on_a_new_match_and_clears_from_the_cli(server, event, 
         drain_in_process(event.settings, "local")
         names = [p["filename"] for p in client.get("/api/my-photos").json()["photos"]]
         assert names[0] == "late-obama.jpg" and len(names) == 3
-        assert cache_figures()["size"] >= 1
+        # Every read counted before the clear, so none is added after it.
+        assert cache_figures(requests=3)["size"] >= 1
         cleared = run_photoctl(["cache", "clear"], server.env)
         assert cleared.returncode == 0
         assert cache_figures() == {"size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0}
         client.get("/api/my-photos")
-        assert cache_figures()["misses"] == 1
+        assert cache_figures(requests=1)["misses"] == 1
 
 
 @pytest.mark.slow
@@ -137,16 +149,17 @@ def test_two_workers_share_the_cache_and_the_rate_limits(tmp_path, db_url, seede
     try:
         run_photoctl(["cache", "clear"], pair.env)
         seen: set[str] = set()
+        requests = 0
         deadline = time.monotonic() + 30
         while len(seen) < 2 and time.monotonic() < deadline:
             with pair.client(seeded.tokens["obama"]) as client:  # new connection each time
                 answer = client.get("/api/my-photos")
+                requests += 1
                 assert answer.status_code == 200
                 seen.add(answer.headers["X-Photoctl-Worker"])
         assert len(seen) == 2, "both workers answered"
-        import json
-
-        figures = json.loads(run_photoctl(["cache", "stats", "--json"], pair.env).stdout)
+        figures = counted_cache_figures(pair.env, requests)
+        assert figures["hits"] + figures["misses"] == requests, figures
         assert figures["misses"] == 1, "one miss in all: the other worker hit the shared entry"
 
         answered_by: dict[str, list[int]] = {}

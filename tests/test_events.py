@@ -19,8 +19,7 @@ from photoctl.errors import PermanentError, SeveralFaces
 from photoctl.ingest import ingest_paths
 from photoctl.models import AuditAction, AuditEntry, Face, Match, Photo, Rejection, SelfieFace, User
 from photoctl.worker import drain_in_process
-from testkit.fake_rekognition import make_face_image
-from testkit.photos import settle
+from tests.support.colour_faces import face_photo
 
 RED, BLUE, GREEN, YELLOW = (255, 0, 0), (0, 0, 255), (0, 153, 0), (255, 204, 0)
 
@@ -35,13 +34,6 @@ def rk_settings(settings, fake, aws):
 @pytest.fixture
 def rekognition(rk_settings, engine):
     return faces.make_engine("rekognition", rk_settings, engine)
-
-
-def face_photo(path: Path, colours: list[tuple[int, int, int]], size=(800, 600)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(make_face_image(colours, size))
-    settle(path)
-    return path
 
 
 def ingest_event(engine, settings, folder: Path, slug: str) -> None:

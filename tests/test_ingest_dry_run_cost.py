@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -13,18 +12,11 @@ from photoctl.ingest import ingest_paths
 from photoctl.ingest_estimate import ASSUMED_FACES_PER_PHOTO, estimate
 from photoctl.models import Job, Photo, ServiceCall
 from photoctl.worker import drain_in_process
-from testkit.fake_rekognition import PALETTE, make_face_image
-from testkit.photos import settle
+from testkit.fake_rekognition import PALETTE
 from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.colour_faces import face_photo
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
-
-
-def face_photo(path: Path, colours, size=(900, 600)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(make_face_image(colours, size))
-    settle(path)
-    return path
 
 
 def rows(engine) -> tuple[int, int, int]:
@@ -49,7 +41,7 @@ def test_a_dry_run_prints_the_calls_and_cost_of_the_new_photos_and_writes_nothin
             engine, rekognition, rk_settings, run, selfie, consented=True, access_code=None
         )
     face_photo(tmp_path / "done" / "crowd.jpg", [RED, BLUE, *PALETTE[5:8]], (1400, 700))
-    face_photo(tmp_path / "done" / "red.jpg", [RED])
+    face_photo(tmp_path / "done" / "red.jpg", [RED], (900, 600))
     ingest_paths(engine, rk_settings, [str(tmp_path / "done")], event_id=run.id)
     assert drain_in_process(rk_settings, "rekognition").failed == 0
     for index in range(4):

@@ -24,9 +24,8 @@ from photoctl.errors import ConfigError
 from photoctl.ingest import ingest_paths
 from photoctl.models import Photo, ServiceCall
 from photoctl.worker import drain_in_process
-from testkit.fake_rekognition import make_face_image
-from testkit.photos import settle
 from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.colour_faces import face_photo
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 153, 0)
 
@@ -40,13 +39,6 @@ def rk_settings(settings, fake, aws):
         max_tps=100.0,
         price_per_1000_calls=2.0,
     ).replace("faces", engine="rekognition")
-
-
-def face_photo(path: Path, colours: list[tuple[int, int, int]], size=(800, 600)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(make_face_image(colours, size))
-    settle(path)
-    return path
 
 
 def spend_calls(engine, count: int, *, day: str | None = None, event: str = "default") -> None:

@@ -5,8 +5,6 @@ the same matches."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
@@ -16,8 +14,8 @@ from photoctl.faces.rekognition_matching import match_photo_faces, searches_for
 from photoctl.ingest import ingest_paths
 from photoctl.models import Photo
 from photoctl.worker import drain_in_process
-from testkit.fake_rekognition import PALETTE, make_face_image
-from testkit.photos import settle
+from testkit.fake_rekognition import PALETTE
+from tests.support.colour_faces import face_photo
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -36,13 +34,6 @@ def test_each_photo_takes_the_way_with_fewer_search_calls(new_faces, enrolled, e
     assert searches_for(new_faces, enrolled) == expected
 
 
-def face_photo(path: Path, colours, size=(900, 600)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(make_face_image(colours, size))
-    settle(path)
-    return path
-
-
 def test_a_crowd_photo_is_swept_by_participant_and_finds_what_a_search_by_face_finds(
     settings, engine, fake, aws, tmp_path, monkeypatch
 ) -> None:
@@ -59,7 +50,7 @@ def test_a_crowd_photo_is_swept_by_participant_and_finds_what_a_search_by_face_f
         ).participant.id
     crowd = [RED, BLUE, *PALETTE[5:8]]  # five faces, two of them enrolled
     face_photo(tmp_path / "run" / "crowd.jpg", crowd, (1400, 700))
-    face_photo(tmp_path / "run" / "red.jpg", [RED])
+    face_photo(tmp_path / "run" / "red.jpg", [RED], (900, 600))
     face_photo(tmp_path / "run" / "nobody.jpg", [PALETTE[9]], (950, 600))
     ingest_paths(engine, rk_settings, [str(tmp_path / "run")], event_id=run.id)
     fake.reset_stats()

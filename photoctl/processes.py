@@ -57,7 +57,7 @@ def _boot_time() -> float:
     raise OSError("no btime in /proc/stat")
 
 
-def lower_priority(nice: int) -> None:
+def lower_priority(nice: int, supervisor_pid: int) -> None:
     """Run this worker process `nice` steps below serve.
 
     On Linux with autogroups (kernel.sched_autogroup_enabled = 1, the default of most
@@ -72,7 +72,7 @@ def lower_priority(nice: int) -> None:
     except OSError:
         return  # not permitted here; run at normal priority
     try:
-        if os.getsid(0) != os.getppid():
+        if os.getsid(0) != supervisor_pid:
             return  # the session holds a shell or other programs too: leave it alone
         with open("/proc/self/autogroup") as current:  # "/autogroup-123 nice 0"
             if int(current.read().split()[-1]) >= nice:

@@ -1,14 +1,15 @@
 """The supervisor of `photoctl work`: keeps N worker processes alive and stops them cleanly.
 
-Its steps, each a method of Supervisor: at start-up it requeues the jobs of this host's
-registered workers whose processes are gone (a kill -9 of a previous supervisor) instead of
-waiting out their leases; it spawns children (fresh interpreters: no database connection
-crosses a fork); it reaps the ones that exited, buries the ones that died (their jobs are
-requeued at once instead of waiting for their leases) and respawns them when due (at once, or
-after a back-off when a child died right after starting); on SIGINT/SIGTERM it shuts down: it
-asks children to stop (they finish the job in hand, give back the jobs they claimed but had
-not started, and exit); whoever is still busy after ``queue.shutdown_grace`` is killed and its
-jobs requeued. Signal handlers only set a flag, read by the loop between steps.
+Its steps, each a method of Supervisor: at start-up it requeues the jobs of this host's registered
+workers whose processes are gone (a kill -9 of a previous supervisor) instead of waiting out their
+leases; it spawns children (forked from a server that has imported the worker and its face engine,
+worker_processes.py: no database connection crosses the fork); it reaps the ones that exited,
+buries the ones that died (their jobs are requeued at once instead of waiting for their leases) and
+respawns them when due (at once, or after a back-off when a child died right after starting); on
+SIGINT/SIGTERM it shuts down: it asks children to stop (they finish the job in hand, give back the
+jobs they claimed but had not started, and exit); whoever is still busy after
+``queue.shutdown_grace`` is killed and its jobs requeued. Signal handlers only set a flag, read by
+the loop between steps.
 
 While it runs, it reports progress from the job table: to a callback about every half second
 (the CLI draws a bar on a terminal), or otherwise as a log line every ``log.progress_seconds``,
@@ -18,7 +19,6 @@ so a run from cron or systemd shows it is moving. The loop each child runs is wo
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -34,14 +34,13 @@ from photoctl import db, faces, processes, queue, workers_registry
 from photoctl.config import Settings
 from photoctl.errors import TransientError
 from photoctl.faces import limiter
-from photoctl.worker import child_main
+from photoctl.worker_processes import STOP_SIGNALS, child_main, worker_context
 from photoctl.worker_spec import ChildSpec, WorkReport, new_worker_id
 
 log = logging.getLogger(__name__)
 
 _REAP_INTERVAL_SECONDS = 0.2
 _CRASH_BACKOFF_SECONDS = 5.0
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,7 @@ class Supervisor:
         self.settings, self.options, self.verbosity = settings, options, verbosity
         self.progress = progress
         self.engine = db.make_engine(settings, settings.database_url)
-        self.context = multiprocessing.get_context("spawn")
+        self.context = worker_context(settings.faces.engine)
         self.stop = self.context.Event()
         self.done, self.failed = self.context.Value("q", 0), self.context.Value("q", 0)
         budget = options.max_jobs if options.max_jobs is not None else -1
@@ -238,15 +237,20 @@ class Supervisor:
             self.failed,
             self.budget,
             self.storage_full,
+            os.getpid(),
+            dict(os.environ),
         )
         process = self.context.Process(target=child_main, args=(spec,), name=f"PhotoWorker-{index}")
-        # The child inherits blocked signals and unblocks them once its handlers are set: a
-        # SIGTERM during its start-up then stops it cleanly instead of killing it.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        # The child starts with these signals blocked and unblocks them once its handlers are
+        # set: a SIGTERM during its start-up then stops it cleanly instead of killing it. The
+        # forkserver, started by the first start, inherits the mask and keeps it: a signal to
+        # the process group (Ctrl-C, a service manager's stop) cannot kill it under the live
+        # workers whose exit codes it reports.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             process.start()
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.children[index] = (process, worker_id)
 
     def respawn_due(self) -> None:

@@ -1,13 +1,13 @@
 """The loop each worker process runs: claim a few jobs, run them, record each result.
 
-A worker (a child of the supervisor, supervisor.py, or the whole process in drain_in_process)
-claims small batches, runs each job, and records the result and the job's completion in one
-transaction. A worker whose face engine mostly waits (Rekognition) runs several jobs at once on
-threads (job_threads.py says why); CPU-bound engines run one at a time. A heartbeat thread
-extends the leases of everything it holds, so a job is reclaimed by another worker (on any
-machine) only when its worker really stopped. On SIGINT/SIGTERM (or when
-the supervisor sets the shared stop event, or dies) it finishes the job in hand, gives back the
-jobs it claimed but had not started, records its stop and exits.
+A worker (a child of the supervisor's forkserver, supervisor.py, or the whole process in
+drain_in_process) claims small batches, runs each job, and records the result and the job's
+completion in one transaction. A worker whose face engine mostly waits (Rekognition) runs several
+jobs at once on threads (job_threads.py says why); CPU-bound engines run one at a time. A heartbeat
+thread extends the leases of everything it holds, so a job is reclaimed by another worker (on any
+machine) only when its worker really stopped. On SIGINT/SIGTERM (or when the supervisor sets the
+shared stop event, or dies) it finishes the job in hand, gives back the jobs it claimed but had not
+started, records its stop and exits.
 
 What is not the photo's fault never spends its attempts or kills a worker: a worker waits out
 an unreachable database and a full disk (outages.py says how), giving back what it holds with
@@ -20,7 +20,6 @@ import logging
 import multiprocessing
 import os
 import random
-import signal
 import socket
 import threading
 import time
@@ -28,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from photoctl import catalog, db, face_store, processes, queue, workers_registry
+from photoctl import catalog, db, face_store, queue, workers_registry
 from photoctl.budget import DailyBudget
 from photoctl.cache import ResponseCache
 from photoctl.changed_files import current_source
@@ -36,7 +35,7 @@ from photoctl.config import Settings
 from photoctl.errors import PermanentError, StorageFull, TransientError
 from photoctl.face_step import make_face_step
 from photoctl.job_threads import JobThreads
-from photoctl.logs import job_fields, setup_logging
+from photoctl.logs import job_fields
 from photoctl.models import JobKind
 from photoctl.outages import DatabaseOutage, FullDisk
 from photoctl.pipeline import PhotoOutcome, process_photo
@@ -45,7 +44,6 @@ from photoctl.worker_spec import ChildSpec, WorkReport, new_worker_id
 log = logging.getLogger(__name__)
 
 _FAST_JOB_SECONDS = 0.02
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 T = TypeVar("T")
 
@@ -68,13 +66,15 @@ def drain_in_process(
         context.Value("q", 0),
         context.Value("q", -1),
         context.Value("d", 0.0),
+        os.getpid(),
+        {},
     )
-    _Child(spec, worker_name).run()
+    WorkerLoop(spec, worker_name).run()
     return WorkReport(done=spec.done.value, failed=spec.failed.value, restarted=0)
 
 
-class _Child:
-    """One worker process's loop."""
+class WorkerLoop:
+    """One worker process's loop (worker_processes.child_main starts it in a worker process)."""
 
     def __init__(self, spec: ChildSpec, name: str | None = None) -> None:
         self.spec = spec
@@ -469,29 +469,3 @@ class _Child:
             self.jobs_done += count
         with self.spec.done.get_lock():
             self.spec.done.value += count
-
-
-def child_main(spec: ChildSpec) -> None:
-    """A worker process: stop handlers that only set flags, then its loop.
-
-    The supervisor starts it with SIGINT/SIGTERM blocked; they are unblocked only once the
-    handlers are set, so a stop during start-up is seen, not fatal.
-    """
-    child: _Child | None = None
-    stop_requested = False
-
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-        if child is not None:
-            child.stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    setup_logging(spec.settings, spec.verbosity)
-    if spec.settings.queue.worker_nice:
-        processes.lower_priority(spec.settings.queue.worker_nice)
-    child = _Child(spec)
-    child.stopping = stop_requested
-    child.run()

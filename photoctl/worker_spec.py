@@ -40,6 +40,10 @@ class ChildSpec:
     failed: Any
     budget: Any  # multiprocessing.Value: jobs left to claim under --max-jobs, -1 = unlimited
     storage_full: Any  # multiprocessing.Value: time claiming paused for lack of space, 0 = not
+    supervisor_pid: int  # not the worker's parent: that is the forkserver (worker_processes.py)
+    # The supervisor's environment when it started this child: a forked worker would otherwise
+    # see its forkserver's, as of the first start.
+    environ: dict[str, str]
 
 
 def new_worker_id(index: int) -> str:

@@ -105,9 +105,22 @@ def _live_processes() -> Iterator[tuple[int, int, int]]:
             yield int(entry), int(parent), int(group)
 
 
-def child_pids(parent_pid: int) -> set[int]:
-    """Live children of a process (this kernel has no /proc/PID/task/TID/children)."""
-    return {pid for pid, parent, _ in _live_processes() if parent == parent_pid}
+def descendant_pids(ancestor_pid: int) -> set[int]:
+    """Live descendants of a process (this kernel has no /proc/PID/task/TID/children).
+
+    A supervisor's workers are its grandchildren: it forks them through its forkserver.
+    """
+    children: dict[int, list[int]] = {}
+    for pid, parent, _ in _live_processes():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    todo = [ancestor_pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def group_pids(group: int) -> set[int]:
@@ -252,7 +265,7 @@ class Kill:
 
 
 def kill_a_busy_worker(log: SharedLog, supervisor: Started, attempts: int = 3) -> list[Kill]:
-    """SIGKILL a child of ``supervisor`` in the middle of a job; wait until it is buried.
+    """SIGKILL a worker of ``supervisor`` in the middle of a job; wait until it is buried.
 
     The victim is the child that most recently logged job_started without completing it,
     killed at once. Should a kill still miss (the job finished first, on a starved test
@@ -262,7 +275,7 @@ def kill_a_busy_worker(log: SharedLog, supervisor: Started, attempts: int = 3) -
     kills: list[Kill] = []
 
     def busy_child() -> LogEntry | None:
-        children = child_pids(supervisor.pid)
+        children = descendant_pids(supervisor.pid)
         latest: dict[int, LogEntry] = {}  # pid -> its job_started line
         for entry in log.refresh():
             if entry.pid not in children:
@@ -358,13 +371,13 @@ def test_killed_worker_and_stopped_supervisor_lose_no_photo(
     supervisor = processes(env).start("supervisor", "work", "-n", "3", "--engine", "none", "--json")
     wait_for(lambda: sum(log.completions().values()) >= 6, 60, "6 jobs completed")
 
-    before_kill = child_pids(supervisor.pid)
+    before_kill = descendant_pids(supervisor.pid)
     kills = kill_a_busy_worker(log, supervisor)
     assert supervisor.process.poll() is None, supervisor.tail()
 
     # The supervisor replaces the dead worker, and the replacement takes jobs.
     def replacement_working() -> bool:
-        children = child_pids(supervisor.pid)
+        children = descendant_pids(supervisor.pid)
         return any(
             entry.pid in children and entry.pid not in before_kill
             for entry in log.events("job_started")

@@ -122,8 +122,8 @@ class LocalFaceModel:
     """dlib's face detector, landmark predictor and embedding network, loaded together.
 
     Loading reads about 30 MB of model files; do it once per process with `shared()` (or keep
-    the object from `load()`), in the process that uses it: a worker should load after it has
-    been forked or spawned, not inherit a model from its parent.
+    the object from `load()`). Workers inherit the one their forkserver loaded before forking
+    them (faces/local_preload.py): loading starts no thread and the lock is created free.
     """
 
     def __init__(self, detector: Any, shape_predictor: Any, recognizer: Any, dlib: Any) -> None:

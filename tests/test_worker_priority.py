@@ -3,7 +3,8 @@
 Workers (dlib, CPU-bound) and serve share the machine's cores; a worker lowers its own priority
 at start (processes.lower_priority), and, when `photoctl work` leads its session as a service
 or a terminal would, its session's autogroup too, since on Linux with autogroups a nice value
-only counts inside its session. Real processes, read from /proc: the setting is about them.
+only counts inside its session. And where the workers come from: one forkserver per `work`
+(worker_processes.py). Real processes, read from /proc: the settings are about them.
 """
 
 from __future__ import annotations
@@ -56,5 +57,45 @@ def test_workers_run_at_the_configured_niceness_below_their_supervisor(
             assert int(autogroup.read_text().split()[-1]) >= setting
         os.killpg(work.process.pid, signal.SIGTERM)
         assert work.wait(60) == 0, work.stderr()[-3000:]
+    finally:
+        work.kill()
+
+
+def _status_field(pid: int, name: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {name} in /proc/{pid}/status")
+
+
+def test_workers_are_forked_from_one_server_that_a_group_stop_signal_cannot_kill(
+    tmp_path: Path,
+) -> None:
+    """`work -n 3`'s workers come from one forkserver, which imported them once.
+
+    It is the supervisor's child and keeps SIGINT and SIGTERM blocked: a SIGTERM to the whole
+    process group (Ctrl-C, a service manager's stop) stops the workers cleanly, none reported
+    dead, instead of killing the server that reports their exit codes.
+    """
+    database = tmp_path / "data" / "photoctl.db"
+    env = photoctl_env(tmp_path, f"sqlite:///{database}")
+    made = run_photoctl(["init"], env)
+    assert made.returncode == 0, made.stderr
+    work = start_photoctl(["work", "-n", "3", "--engine", "none"], env, tmp_path / "logs", "work")
+    try:
+        pids = wait_for(
+            lambda: (found := _worker_pids(database)) and len(found) == 3 and found,
+            60,
+            "three registered workers",
+        )
+        [server] = {int(_status_field(pid, "PPid")) for pid in pids}
+        assert server != work.process.pid
+        assert int(_status_field(server, "PPid")) == work.process.pid
+        blocked = int(_status_field(server, "SigBlk"), 16)
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            assert blocked & (1 << (stop - 1)), f"{stop.name} not blocked in the forkserver"
+        os.killpg(work.process.pid, signal.SIGTERM)
+        assert work.wait(60) == 0, work.stderr()[-3000:]
+        assert "died" not in work.stderr(), work.stderr()[-3000:]
     finally:
         work.kill()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
 from testkit.fake_rekognition import AWS_ENV, PALETTE, FakeRekognition, make_face_image
 from testkit.photos import settle
-from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.cli import photoctl_env, run_photoctl, start_photoctl
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 153, 0)
 
@@ -206,26 +204,15 @@ def test_two_supervisors_on_one_postgresql_database_share_the_limits(
     fake.reset_stats()
     fake.tps_quota = 5
     fake.latency_seconds = 0.2
-    command = [
-        sys.executable,
-        "-m",
-        "photoctl",
-        "work",
-        "-n",
-        "2",
-        "--until-empty",
-        "--engine",
-        "rekognition",
-    ]
+    command = ["work", "-n", "2", "--until-empty", "--engine", "rekognition"]
     machines = [
-        subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        start_photoctl(
+            command, env, tmp_path / f"machine{n}.stdout", tmp_path / f"machine{n}.stderr"
         )
-        for _ in range(2)
+        for n in range(2)
     ]
-    for machine in machines:
-        _, stderr = machine.communicate(timeout=180)
-        assert machine.returncode == 0, stderr[-3000:]
+    for n, machine in enumerate(machines):
+        assert machine.wait(180) == 0, (tmp_path / f"machine{n}.stderr").read_text()[-3000:]
     assert _job_states(postgres_url) == {"done": 16}
     assert fake.max_calls_in_any_window(1.0) <= 5 + 1
     assert fake.max_in_flight <= 2
@@ -237,12 +224,12 @@ def test_worker_killed_right_after_index_faces_leaves_one_face_set(tmp_path, db_
     write_face_photo(tmp_path / "event" / "two-people.jpg", [RED, BLUE])
     assert run_photoctl(["ingest", str(tmp_path / "event")], env).returncode == 0
     fake.hold_responses["IndexFaces"] = 30.0  # the answer never reaches the worker
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "photoctl", "work", "-n", "1", "--engine", "rekognition"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    worker = start_photoctl(
+        ["work", "-n", "1", "--engine", "rekognition"],
+        env,
+        tmp_path / "worker.stdout",
+        tmp_path / "worker.stderr",
+        new_session=True,
     )
     deadline = time.monotonic() + 60
     while "IndexFaces" not in fake.processed:

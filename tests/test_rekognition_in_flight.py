@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +22,7 @@ from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
 from testkit.fake_rekognition import AWS_ENV, PALETTE, make_face_image
 from testkit.photos import settle
-from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.cli import photoctl_env, run_photoctl, start_photoctl
 
 
 def write_event(folder: Path, count: int) -> None:
@@ -87,12 +85,12 @@ def test_worker_killed_with_several_jobs_in_flight_loses_none_and_indexes_each_o
     write_event(tmp_path / "event", 6)
     assert run_photoctl(["ingest", str(tmp_path / "event")], env).returncode == 0
     fake.hold_responses["IndexFaces"] = 30.0  # indexed, but the answers never come back
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "photoctl", "work", "-n", "1", "--engine", "rekognition"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    worker = start_photoctl(
+        ["work", "-n", "1", "--engine", "rekognition"],
+        env,
+        tmp_path / "worker.stdout",
+        tmp_path / "worker.stderr",
+        new_session=True,
     )
     deadline = time.monotonic() + 60
     while fake.processed.count("IndexFaces") < 3:

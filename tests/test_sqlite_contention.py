@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from testkit.photos import write_photo
-from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.cli import ForkedCommand, photoctl_env, run_photoctl, start_photoctl
 
 pytestmark = pytest.mark.slow
 
@@ -94,9 +93,9 @@ def read_stats_until(stop: threading.Event, env: dict[str, str]) -> list[Call]:
 
 
 @pytest.fixture
-def supervisor_output(tmp_path: Path) -> Iterator[tuple[Path, Path, list[subprocess.Popen]]]:
+def supervisor_output(tmp_path: Path) -> Iterator[tuple[Path, Path, list[ForkedCommand]]]:
     """Files for the supervisor's output; a supervisor still running at teardown is killed."""
-    started: list[subprocess.Popen] = []
+    started: list[ForkedCommand] = []
     yield tmp_path / "work.stdout", tmp_path / "work.stderr", started
     for process in started:
         try:
@@ -107,7 +106,7 @@ def supervisor_output(tmp_path: Path) -> Iterator[tuple[Path, Path, list[subproc
 
 
 def test_ingest_workers_and_stats_reader_never_see_database_locked(
-    tmp_path: Path, supervisor_output: tuple[Path, Path, list[subprocess.Popen]]
+    tmp_path: Path, supervisor_output: tuple[Path, Path, list[ForkedCommand]]
 ) -> None:
     log_file = tmp_path / "logs" / "photoctl.log"
     env = photoctl_env(
@@ -128,15 +127,14 @@ def test_ingest_workers_and_stats_reader_never_see_database_locked(
     assert first.returncode == 0, first.describe()
 
     stdout_path, stderr_path, started = supervisor_output
-    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "photoctl", "work", "-n", "5", "--engine", "none"]
-            + ["--max-seconds", str(LOAD_SECONDS * 4)],  # a safety net; stopped by SIGTERM below
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-        )
+    supervisor = start_photoctl(
+        ["work", "-n", "5", "--engine", "none"]
+        + ["--max-seconds", str(LOAD_SECONDS * 4)],  # a safety net; stopped by SIGTERM below
+        env,
+        stdout_path,
+        stderr_path,
+        new_session=True,
+    )
     started.append(supervisor)
 
     stop_reading = threading.Event()

@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from typing import Any
 import pytest
 
 from testkit.photos import write_tree
-from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.cli import ForkedCommand, photoctl_env, run_photoctl, start_photoctl
 from tests.support.worker import wait_for
 
 # One xdist process for the module: its 100 big photos are made once (scripts/test.sh).
@@ -131,7 +130,7 @@ def group_pids(group: int) -> set[int]:
 @dataclass
 class Started:
     name: str
-    process: subprocess.Popen
+    process: ForkedCommand
     stdout_path: Path
     stderr_path: Path
 
@@ -157,14 +156,7 @@ class Processes:
     def start(self, name: str, *args: str) -> Started:
         stdout_path = self.directory / f"{name}.stdout"
         stderr_path = self.directory / f"{name}.stderr"
-        with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "photoctl", *args],
-                env=self.env,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
+        process = start_photoctl(list(args), self.env, stdout_path, stderr_path, new_session=True)
         started = Started(name, process, stdout_path, stderr_path)
         self.started.append(started)
         return started

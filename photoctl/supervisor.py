@@ -163,7 +163,7 @@ class Supervisor:
         self.settings, self.options, self.verbosity = settings, options, verbosity
         self.progress = progress
         self.engine = db.make_engine(settings, settings.database_url)
-        self.context = worker_context(settings.faces.engine)
+        self.context = worker_context(settings)
         self.stop = self.context.Event()
         self.done, self.failed = self.context.Value("q", 0), self.context.Value("q", 0)
         budget = options.max_jobs if options.max_jobs is not None else -1

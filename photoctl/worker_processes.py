@@ -22,6 +22,7 @@ import signal
 from multiprocessing.context import ForkServerContext
 
 from photoctl import processes
+from photoctl.config import Settings
 from photoctl.faces import ENGINES
 from photoctl.logs import setup_logging
 from photoctl.worker import WorkerLoop
@@ -36,16 +37,22 @@ _PRELOAD = {
 }
 
 
-def worker_context(engine_name: str) -> ForkServerContext:
-    """The multiprocessing context workers start from, its server preloading ``engine_name``.
+def worker_context(settings: Settings) -> ForkServerContext:
+    """The multiprocessing context workers start from, its server preloading what they use.
 
-    The server is started by the first worker's start and lives as long as this process; the
-    modules it preloads are fixed then (a later call with another engine still works: its
-    workers import what is missing themselves).
+    That is the worker loop, the face engine's module and, with S3 storage, boto3's. The server
+    is started by the first worker's start and lives as long as this process; the modules it
+    preloads are fixed then (a later call with other settings still works: its workers import
+    what is missing themselves).
     """
+    engine_name = settings.faces.engine
+    preload = ["photoctl.worker_processes"]
+    if ENGINES.get(engine_name):
+        preload += _PRELOAD.get(engine_name, [])
+    if settings.storage.is_s3:
+        preload.append("photoctl.object_store")
     context = multiprocessing.get_context("forkserver")
-    engine_modules = _PRELOAD.get(engine_name, []) if ENGINES.get(engine_name) else []
-    context.set_forkserver_preload(["photoctl.worker_processes", *engine_modules])
+    context.set_forkserver_preload(preload)
     return context
 
 

@@ -192,8 +192,9 @@ class RekognitionSettings:
     )
     throttle_cooldown_seconds: float = _key(
         5.0,
-        "After a throttling answer the shared rate is lowered by a third (once per burst), "
-        "then recovers linearly to max_tps over this long",
+        "A throttle this long after the last one is a blip (one start left out, no slow-down); "
+        "others lower the shared rate by a third (once per burst), which then recovers "
+        "linearly to max_tps over this long",
         minimum=0.1,
     )
 

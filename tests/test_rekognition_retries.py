@@ -49,12 +49,57 @@ def test_botocore_sends_each_request_once_so_the_limiter_counts_every_throttle(
     assert counted(engine, "ListFaces") == (1, 3, 0)
 
 
+def test_an_isolated_throttle_is_a_blip_and_costs_no_slow_down(rekognition, engine, fake, caplog):
+    fake.throttle_next(1)
+    with caplog.at_level("INFO"):
+        rekognition._call("list_faces", CollectionId="photoctl")
+    assert caplog.text.count("a blip") == 1 and "shared rate lowered" not in caplog.text
+    assert rekognition.limiter.current_rate() == 200.0  # exactly: nothing to recover from
+    assert counted(engine, "ListFaces") == (1, 1, 0)
+
+
 def test_throttles_of_one_burst_lower_the_shared_rate_once(rekognition, fake, caplog) -> None:
     fake.throttle_next(5)
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         rekognition._call("list_faces", CollectionId="photoctl")
+    # The first throttle could have been a blip; the second, at once, says it was not.
+    assert caplog.text.count("a blip") == 1
     assert caplog.text.count("shared rate lowered") == 1
     assert rekognition.limiter.current_rate() == pytest.approx(200.0 * 2 / 3, rel=0.05)
+
+
+def test_a_blip_leaves_one_start_out_and_throttles_after_it_step_the_rate_down(engine) -> None:
+    """The rule of faces/limiter.py, step by step: a throttle after cooldown_seconds without one
+    is a blip (rate kept, one start left out); another before that is congestion (x 2/3, at once
+    after a blip, else at most once a second); cooldown_seconds of quiet make the next a blip."""
+    limits = LimiterSettings(name="test", max_concurrency=4, max_tps=50.0, cooldown_seconds=5.0)
+    limiter = CallLimiter(engine, limits, "holder")
+    spacing = 1.03 / 50.0
+    t0 = 1_000_000.0
+
+    def state() -> tuple[float, float, float]:
+        with db.write(engine) as conn:
+            return limiter._locked_state(conn)
+
+    limiter._prepare()
+    next_before = state()[0]
+    assert limiter.throttled(now=t0) is None
+    assert state() == pytest.approx((max(next_before, t0) + spacing, 50.0, t0))
+    assert limiter.current_rate(t0 + 0.5) == 50.0
+
+    # 4 s later, within the quiet time: congestion, at once.
+    assert limiter.throttled(now=t0 + 4.0) == pytest.approx(50.0 * 2 / 3)
+    # The same burst for a second after the slow-down: no further step.
+    assert limiter.throttled(now=t0 + 4.9) is None
+    assert limiter.current_rate(t0 + 4.9) == pytest.approx(50.0 * 2 / 3 + 50.0 / 3 * 0.9 / 5)
+    # Throttled again 1.5 s after it, while recovering: a third off the recovered rate.
+    recovered = 50.0 * 2 / 3 + 50.0 / 3 * 1.5 / 5
+    assert limiter.throttled(now=t0 + 5.5) == pytest.approx(recovered * 2 / 3)
+    # Back at max_tps after cooldown_seconds, and the next throttle after that is a blip.
+    assert limiter.current_rate(t0 + 10.5) == pytest.approx(50.0)
+    assert limiter.throttled(now=t0 + 10.5) is None
+    assert state()[1:] == pytest.approx((50.0, t0 + 10.5))
+    assert limiter.current_rate(t0 + 10.6) == 50.0
 
 
 def test_server_errors_are_sent_again_through_the_limiter_a_few_times(

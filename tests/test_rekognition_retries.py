@@ -70,8 +70,9 @@ def test_throttles_of_one_burst_lower_the_shared_rate_once(rekognition, fake, ca
 
 def test_a_blip_leaves_one_start_out_and_throttles_after_it_step_the_rate_down(engine) -> None:
     """The rule of faces/limiter.py, step by step: a throttle after cooldown_seconds without one
-    is a blip (rate kept, one start left out); another before that is congestion (x 2/3, at once
-    after a blip, else at most once a second); cooldown_seconds of quiet make the next a blip."""
+    is a blip (rate kept, one start left out), and so is one of a call sent before the blip was
+    seen; another before that quiet time is congestion (x 2/3, at once after a blip, else at
+    most once a second); cooldown_seconds of quiet make the next a blip again."""
     limits = LimiterSettings(name="test", max_concurrency=4, max_tps=50.0, cooldown_seconds=5.0)
     limiter = CallLimiter(engine, limits, "holder")
     spacing = 1.03 / 50.0
@@ -86,6 +87,9 @@ def test_a_blip_leaves_one_start_out_and_throttles_after_it_step_the_rate_down(e
     assert limiter.throttled(now=t0) is None
     assert state() == pytest.approx((max(next_before, t0) + spacing, 50.0, t0))
     assert limiter.current_rate(t0 + 0.5) == 50.0
+    # A call sent 0.25 s before the blip was seen, throttled too: the same blip.
+    assert limiter.throttled(now=t0 + 0.04, sent_at=t0 - 0.25) is None
+    assert state() == pytest.approx((max(next_before, t0) + 2 * spacing, 50.0, t0))
 
     # 4 s later, within the quiet time: congestion, at once.
     assert limiter.throttled(now=t0 + 4.0) == pytest.approx(50.0 * 2 / 3)

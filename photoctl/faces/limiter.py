@@ -17,16 +17,16 @@ a congested path. A throttle when the limiter has not reacted to one for ``coold
 (5 s by default; the rate is back at max_tps) is a blip: arrival jitter let the service count
 max_tps + 1 calls in some second, which the 3 % margin makes rare but not impossible (1-4 in a
 13 s run at 50 TPS: scripts/bench_faces.py --part rekognition). It costs one start slot, left
-out, and no slow-down. Any further throttle before that quiet time has passed is congestion: it
-lowers the shared rate for everyone by a third, at most once per second (the answers of one
-burst arrive together: every call in flight was sent at the old rate, and lowering once per
-answer used to take the rate to its floor after a one-second blip); a throttle right after a
-blip is congestion at once. The rate then recovers linearly to max_tps over
-``cooldown_seconds``: back over 90 % of max_tps 3.5 s after one slow-down, 4 s after a 2 s
-burst (two; tests/test_rekognition_retries.py; scripts/bench_faces.py --part rekognition
-measures it at the endpoint). Which of the two the last reaction was needs no column of its
-own: a blip stores the rate at max_tps, a slow-down always below it. Waiting happens outside
-any transaction.
+out, and no slow-down; so does each throttle of a call sent before the blip was seen (a stall of
+one process can delay two or three calls at once). Any other throttle before that quiet time has
+passed is congestion: it lowers the shared rate for everyone by a third, at once after a blip,
+else at most once per second (the answers of one burst arrive together: every call in flight
+was sent at the old rate, and lowering once per answer used to take the rate to its floor after
+a one-second blip). The rate then recovers linearly to max_tps over ``cooldown_seconds``: back
+over 90 % of max_tps 3.5 s after one slow-down, 4 s after a 2 s burst (two;
+tests/test_rekognition_retries.py; scripts/bench_faces.py --part rekognition measures it at the
+endpoint). Which of the two the last reaction was needs no column of its own: a blip stores the
+rate at max_tps, a slow-down always below it. Waiting happens outside any transaction.
 
 Every call ends with its outcome counted in ``service_calls`` (per UTC day, event and
 operation: accepted, throttled, failed), in the transaction that frees its slot, so counting
@@ -103,6 +103,7 @@ class CallTicket:
     operation: str
     outcome: CallOutcome = field(default=CallOutcome.FAILED)
     event: str = ""  # the slug of the event the call is for ("": none)
+    start_at: float = 0.0  # its reserved start (time.time())
 
 
 class CallLimiter:
@@ -221,7 +222,7 @@ class CallLimiter:
             slot, start_at = self._acquire(deadline)
         finally:
             self._acquiring.release()
-        ticket = CallTicket(operation, event=event)
+        ticket = CallTicket(operation, event=event, start_at=start_at)
         try:
             delay = start_at - time.time()
             if delay > 0:
@@ -281,7 +282,7 @@ class CallLimiter:
             conn.execute(self._statements(conn).free_held, {"slot_index": slot})
             self._count(conn, ticket)
             if ticket.outcome == CallOutcome.THROTTLED:
-                reaction = self._slow_down(conn, time.time())
+                reaction = self._slow_down(conn, time.time(), ticket.start_at)
         if reaction is not None:
             _log_reaction(*reaction)
 
@@ -290,17 +291,17 @@ class CallLimiter:
         statement = self._statements(conn).counts[ticket.outcome]
         conn.execute(statement, {"day": day, "event": ticket.event, "operation": ticket.operation})
 
-    def _slow_down(self, conn: Connection, now: float) -> tuple[_Reaction, float]:
-        """React to a throttle, a blip or congestion (see the module docstring): how, and the
-        rate allowed now."""
+    def _slow_down(self, conn: Connection, now: float, sent_at: float) -> tuple[_Reaction, float]:
+        """React to a throttle of a call sent at ``sent_at``, a blip or congestion (see the
+        module docstring): how, and the rate allowed now."""
         next_slot_at, rate, slowed_at = self._locked_state(conn)
         current = self.effective_rate(rate, slowed_at, now)
         since = now - slowed_at
         after_blip = rate >= self.limits.max_tps  # a slow-down always stores less
         statement = update(limiters_table).where(limiters_table.c.name == self.limits.name)
+        spacing = (1.0 + _JITTER_MARGIN) / self.limits.max_tps
         if since >= max(self.limits.cooldown_seconds, _THROTTLE_COALESCE_SECONDS):
             # A blip: no slow-down, but the throttled call's start is left out.
-            spacing = (1.0 + _JITTER_MARGIN) / self.limits.max_tps
             conn.execute(
                 statement.values(
                     rate=self.limits.max_tps,
@@ -309,6 +310,11 @@ class CallLimiter:
                 )
             )
             return _Reaction.BLIP, self.limits.max_tps
+        if after_blip and sent_at < slowed_at:
+            # Sent before the blip was seen, like the blip itself (one stall of a process can
+            # make the service count two or three calls too many): one more start left out.
+            conn.execute(statement.values(next_slot_at=max(next_slot_at, now) + spacing))
+            return _Reaction.BLIP_AGAIN, self.limits.max_tps
         if since < _THROTTLE_COALESCE_SECONDS and not after_blip:
             # Same burst: the rate is lowered already; only keep the next start behind.
             conn.execute(statement.values(next_slot_at=max(next_slot_at, now + 1.0 / current)))
@@ -321,18 +327,21 @@ class CallLimiter:
         )
         return _Reaction.LOWERED, lowered
 
-    def throttled(self, now: float | None = None) -> float | None:
-        """The service said "too fast" outside a ``call`` block: react as to a call's throttle;
-        the lowered rate, or None when this one did not lower it (a blip, or the same burst)."""
+    def throttled(self, now: float | None = None, sent_at: float | None = None) -> float | None:
+        """The service said "too fast" to a call sent at ``sent_at`` (default: ``now``, which
+        defaults to now) outside a ``call`` block: react as to a call's throttle; the lowered
+        rate, or None when this one did not lower it (a blip, or the same burst)."""
         self._prepare()
+        now = time.time() if now is None else now
         with db.write(self.database) as conn:
-            reaction, rate = self._slow_down(conn, time.time() if now is None else now)
+            reaction, rate = self._slow_down(conn, now, now if sent_at is None else sent_at)
         _log_reaction(reaction, rate)
         return rate if reaction == _Reaction.LOWERED else None
 
 
 class _Reaction(enum.Enum):
     BLIP = "blip"  # an isolated throttle: one start left out, the rate kept
+    BLIP_AGAIN = "blip again"  # a call sent before the blip was seen: one more start left out
     SAME_BURST = "same burst"  # the rate was lowered for this burst already
     LOWERED = "lowered"  # congestion: the shared rate lowered by a third
 
@@ -346,6 +355,8 @@ def _log_reaction(reaction: _Reaction, rate: float) -> None:
             "%.2f calls/s",
             rate,
         )
+    elif reaction == _Reaction.BLIP_AGAIN:
+        log.info("[FaceRecognition] throttled, sent before the blip: one more start left out")
 
 
 def release_holder(database: Engine, holder_prefix: str) -> int:

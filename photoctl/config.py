@@ -192,9 +192,9 @@ class RekognitionSettings:
     )
     throttle_cooldown_seconds: float = _key(
         5.0,
-        "A throttle this long after the last one is a blip (one start left out, no slow-down); "
-        "others lower the shared rate by a third (once per burst), which then recovers "
-        "linearly to max_tps over this long",
+        "Congestion (throttles that are not one isolated blip) lowers the shared rate by a "
+        "third, once per burst; it recovers linearly to max_tps over this long, and a throttle "
+        "meanwhile lowers it again",
         minimum=0.1,
     )
 

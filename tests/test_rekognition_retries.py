@@ -69,41 +69,50 @@ def test_throttles_of_one_burst_lower_the_shared_rate_once(rekognition, fake, ca
 
 
 def test_a_blip_leaves_one_start_out_and_throttles_after_it_step_the_rate_down(engine) -> None:
-    """The rule of faces/limiter.py, step by step: a throttle after cooldown_seconds without one
-    is a blip (rate kept, one start left out), and so is one of a call sent before the blip was
-    seen; another before that quiet time is congestion (x 2/3, at once after a blip, else at
-    most once a second); cooldown_seconds of quiet make the next a blip again."""
+    """The rule of faces/limiter.py, step by step: a throttle at max_tps over a second after the
+    last reaction is a blip (rate kept, one start left out), and so is one of a call sent before
+    the blip was seen; a call sent after a blip and throttled within the second, or a throttle
+    while recovering from a slow-down, is congestion (x 2/3, at most once a second after a
+    slow-down); back at max_tps after cooldown_seconds, the next throttle is a blip again."""
     limits = LimiterSettings(name="test", max_concurrency=4, max_tps=50.0, cooldown_seconds=5.0)
     limiter = CallLimiter(engine, limits, "holder")
     spacing = 1.03 / 50.0
-    t0 = 1_000_000.0
+    t0 = 1_000_000.0  # in the past: the next start stays where the limiter put it (now)
 
     def state() -> tuple[float, float, float]:
         with db.write(engine) as conn:
             return limiter._locked_state(conn)
 
     limiter._prepare()
-    next_before = state()[0]
+    next_at = state()[0]
+    assert next_at > t0 + 100
     assert limiter.throttled(now=t0) is None
-    assert state() == pytest.approx((max(next_before, t0) + spacing, 50.0, t0))
+    assert state() == pytest.approx((next_at + spacing, 50.0, t0))
     assert limiter.current_rate(t0 + 0.5) == 50.0
     # A call sent 0.25 s before the blip was seen, throttled too: the same blip.
     assert limiter.throttled(now=t0 + 0.04, sent_at=t0 - 0.25) is None
-    assert state() == pytest.approx((max(next_before, t0) + 2 * spacing, 50.0, t0))
+    assert state() == pytest.approx((next_at + 2 * spacing, 50.0, t0))
+    # 1.5 s after it: another blip.
+    assert limiter.throttled(now=t0 + 1.5) is None
+    assert state() == pytest.approx((next_at + 3 * spacing, 50.0, t0 + 1.5))
 
-    # 4 s later, within the quiet time: congestion, at once.
-    assert limiter.throttled(now=t0 + 4.0) == pytest.approx(50.0 * 2 / 3)
+    # A call sent after that blip, throttled within the second: congestion, at once.
+    assert limiter.throttled(now=t0 + 2.0, sent_at=t0 + 1.7) == pytest.approx(50.0 * 2 / 3)
     # The same burst for a second after the slow-down: no further step.
-    assert limiter.throttled(now=t0 + 4.9) is None
-    assert limiter.current_rate(t0 + 4.9) == pytest.approx(50.0 * 2 / 3 + 50.0 / 3 * 0.9 / 5)
+    assert limiter.throttled(now=t0 + 2.9) is None
+    assert limiter.current_rate(t0 + 2.9) == pytest.approx(50.0 * 2 / 3 + 50.0 / 3 * 0.9 / 5)
     # Throttled again 1.5 s after it, while recovering: a third off the recovered rate.
     recovered = 50.0 * 2 / 3 + 50.0 / 3 * 1.5 / 5
-    assert limiter.throttled(now=t0 + 5.5) == pytest.approx(recovered * 2 / 3)
-    # Back at max_tps after cooldown_seconds, and the next throttle after that is a blip.
-    assert limiter.current_rate(t0 + 10.5) == pytest.approx(50.0)
-    assert limiter.throttled(now=t0 + 10.5) is None
-    assert state()[1:] == pytest.approx((50.0, t0 + 10.5))
-    assert limiter.current_rate(t0 + 10.6) == 50.0
+    assert limiter.throttled(now=t0 + 3.5) == pytest.approx(recovered * 2 / 3)
+    # Still recovering 4.9 s later: congestion again, not a blip.
+    assert limiter.current_rate(t0 + 8.4) < 50.0
+    lowered = limiter.throttled(now=t0 + 8.4)
+    assert lowered is not None and lowered < 50.0 * 2 / 3
+    # Back at max_tps cooldown_seconds after that, and the next throttle is a blip.
+    assert limiter.current_rate(t0 + 13.4) == pytest.approx(50.0)
+    assert limiter.throttled(now=t0 + 13.4) is None
+    assert state()[1:] == pytest.approx((50.0, t0 + 13.4))
+    assert limiter.current_rate(t0 + 13.5) == 50.0
 
 
 def test_server_errors_are_sent_again_through_the_limiter_a_few_times(

@@ -12,21 +12,24 @@ exactly 1/rate apart the service sees max_tps + 1 calls in some second whenever 
 little later than the one max_tps calls after it (scripts/bench_faces.py: 9-14 throttled answers
 in 300-400 calls at 20 TPS with 4 workers, none with the margin, 19.4 calls/s accepted).
 
-A throttling answer is told apart as a blip or congestion, like TCP tells one lost packet from
-a congested path. A throttle when the limiter has not reacted to one for ``cooldown_seconds``
-(5 s by default; the rate is back at max_tps) is a blip: arrival jitter let the service count
-max_tps + 1 calls in some second, which the 3 % margin makes rare but not impossible (1-4 in a
-13 s run at 50 TPS: scripts/bench_faces.py --part rekognition). It costs one start slot, left
-out, and no slow-down; so does each throttle of a call sent before the blip was seen (a stall of
-one process can delay two or three calls at once). Any other throttle before that quiet time has
-passed is congestion: it lowers the shared rate for everyone by a third, at once after a blip,
-else at most once per second (the answers of one burst arrive together: every call in flight
-was sent at the old rate, and lowering once per answer used to take the rate to its floor after
-a one-second blip). The rate then recovers linearly to max_tps over ``cooldown_seconds``: back
-over 90 % of max_tps 3.5 s after one slow-down, 4 s after a 2 s burst (two;
-tests/test_rekognition_retries.py; scripts/bench_faces.py --part rekognition measures it at the
-endpoint). Which of the two the last reaction was needs no column of its own: a blip stores the
-rate at max_tps, a slow-down always below it. Waiting happens outside any transaction.
+A throttling answer is told apart as a blip or congestion, like TCP tells one lost packet from a
+congested path. A throttle while the rate is at max_tps and more than a second after the last one
+the limiter reacted to is a blip: arrival jitter let the service count max_tps + 1 calls in some
+second, which the 3 % margin makes rare but not impossible (0-4 in a 13 s run at 50 TPS, more on a
+busy machine: scripts/bench_faces.py --part rekognition). It costs one start slot, left out, and no
+slow-down; so does each throttle of a call sent before the blip was seen (a stall of one process
+can delay two or three calls at once). Leaving a start out per throttle also answers a quota a
+little under max_tps in proportion: a throttle every few seconds costs a start every few seconds.
+Any other throttle is congestion: a call sent after a blip and throttled within the second, or a
+throttle within ``cooldown_seconds`` (5 s by default) of a slow-down, while the rate recovers.
+Congestion lowers the shared rate for everyone by a third, at once after a blip, else at most once
+per second (the answers of one burst arrive together: every call in flight was sent at the old
+rate, and lowering once per answer used to take the rate to its floor after a one-second blip). The
+rate then recovers linearly to max_tps over ``cooldown_seconds``: back over 90 % of max_tps 3.5 s
+after one slow-down, 4 s after a 2 s burst (two; tests/test_rekognition_retries.py;
+scripts/bench_faces.py --part rekognition measures it at the endpoint). Which of the two the last
+reaction was needs no column of its own: a blip stores the rate at max_tps, a slow-down always
+below it. Waiting happens outside any transaction.
 
 Every call ends with its outcome counted in ``service_calls`` (per UTC day, event and
 operation: accepted, throttled, failed), in the transaction that frees its slot, so counting
@@ -300,7 +303,13 @@ class CallLimiter:
         after_blip = rate >= self.limits.max_tps  # a slow-down always stores less
         statement = update(limiters_table).where(limiters_table.c.name == self.limits.name)
         spacing = (1.0 + _JITTER_MARGIN) / self.limits.max_tps
-        if since >= max(self.limits.cooldown_seconds, _THROTTLE_COALESCE_SECONDS):
+        # The rate is at max_tps a second after a blip, or once recovered from a slow-down.
+        quiet = (
+            _THROTTLE_COALESCE_SECONDS
+            if after_blip
+            else max(self.limits.cooldown_seconds, _THROTTLE_COALESCE_SECONDS)
+        )
+        if since >= quiet:
             # A blip: no slow-down, but the throttled call's start is left out.
             conn.execute(
                 statement.values(

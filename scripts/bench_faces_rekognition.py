@@ -205,7 +205,7 @@ def burst_when_busy(
         if args.rk_blip_every > 0 and accepted > 0:
             now = time.monotonic()
             if next_blip is None:
-                next_blip = now + args.rk_blip_every / 2
+                next_blip = now + args.rk_blip_every  # never two closer than that
             elif now >= next_blip:
                 fake_request(url, "/_fake/config", {"throttle_next": 1})
                 next_blip += args.rk_blip_every

@@ -192,8 +192,9 @@ class RekognitionSettings:
     )
     throttle_cooldown_seconds: float = _key(
         5.0,
-        "After a throttling answer the shared rate is lowered by a third (once per burst), "
-        "then recovers linearly to max_tps over this long",
+        "Congestion (throttles that are not one isolated blip) lowers the shared rate by a "
+        "third, once per burst; it recovers linearly to max_tps over this long, and a throttle "
+        "meanwhile lowers it again",
         minimum=0.1,
     )
 

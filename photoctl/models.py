@@ -276,7 +276,7 @@ class RateLimiter(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     next_slot_at: Mapped[float] = mapped_column(Float)  # earliest time the next call may start
     rate: Mapped[float] = mapped_column(Float)  # calls per second now allowed (adapts)
-    slowed_at: Mapped[float] = mapped_column(Float)  # last throttling answer
+    slowed_at: Mapped[float] = mapped_column(Float)  # last reaction to a throttle
 
 
 class LimiterSlot(Base):

@@ -689,6 +689,14 @@ def main() -> None:
         help="seconds the endpoint throttles every request, mid-run; 0 = no burst (1)",
     )
     rk.add_argument(
+        "--rk-blip-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="until the burst, the endpoint throttles one request this often: isolated throttles "
+        "as arrival jitter makes on a busy machine, to see what each costs; 0 = none (0)",
+    )
+    rk.add_argument(
         "--rk-burst-after",
         type=int,
         default=600,

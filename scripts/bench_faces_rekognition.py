@@ -16,6 +16,9 @@ a quota, and how fast the rate recovers after a burst of throttling.
      request for RK_BURST seconds (POST /_fake/config throttle_for_seconds). The steady rate is
      measured before the burst; the recovery is the time from the burst's last throttled answer
      until a 1 s window holds >= 90 % of the quota in accepted calls.
+  5. with --rk-blip-every S: until the burst, the endpoint throttles one request every S seconds
+     (POST /_fake/config throttle_next), the isolated throttles arrival jitter makes on a busy
+     machine, so that what each costs the steady rate can be measured on a quiet one.
 
 Targets (issue 11): at a 50 TPS quota and 300 ms latency, `work -n 2` accepts >= 95 % of the quota
 (47.5 calls/s) with no throttled answer before the burst, no failed or retried job and never more
@@ -160,7 +163,7 @@ def run_rekognition_cli(
     burst = threading.Thread(
         target=burst_when_busy, args=(url, args, finished, burst_at), daemon=True
     )
-    if args.rk_burst > 0:
+    if args.rk_burst > 0 or args.rk_blip_every > 0:
         burst.start()
     with LoadMeter([fake_pid]) as load:
         wall, done = run_photoctl(
@@ -189,13 +192,23 @@ def run_rekognition_cli(
 def burst_when_busy(
     url: str, args: argparse.Namespace, finished: threading.Event, burst_at: list[float]
 ) -> None:
-    """Once RK_BURST_AFTER calls were accepted, make the endpoint throttle for RK_BURST s."""
-    while not finished.wait(0.25):
+    """Once RK_BURST_AFTER calls were accepted, make the endpoint throttle for RK_BURST s; until
+    then, with RK_BLIP_EVERY, have it throttle one request that often (a blip)."""
+    next_blip = None
+    while not finished.wait(0.05 if args.rk_blip_every > 0 else 0.25):
         # Counters only: the records grow with the run, and the endpoint's CPU counts as ours.
-        if fake_request(url, "/_fake/stats?records=0")["accepted"] >= args.rk_burst_after:
+        accepted = fake_request(url, "/_fake/stats?records=0")["accepted"]
+        if args.rk_burst > 0 and accepted >= args.rk_burst_after:
             burst_at.append(time.monotonic())
             fake_request(url, "/_fake/config", {"throttle_for_seconds": args.rk_burst})
             return
+        if args.rk_blip_every > 0 and accepted > 0:
+            now = time.monotonic()
+            if next_blip is None:
+                next_blip = now + args.rk_blip_every  # never two closer than that
+            elif now >= next_blip:
+                fake_request(url, "/_fake/config", {"throttle_next": 1})
+                next_blip += args.rk_blip_every
 
 
 # Calls that started up to this long after the configured burst still count as its throttles:

@@ -49,12 +49,70 @@ def test_botocore_sends_each_request_once_so_the_limiter_counts_every_throttle(
     assert counted(engine, "ListFaces") == (1, 3, 0)
 
 
+def test_an_isolated_throttle_is_a_blip_and_costs_no_slow_down(rekognition, engine, fake, caplog):
+    fake.throttle_next(1)
+    with caplog.at_level("INFO"):
+        rekognition._call("list_faces", CollectionId="photoctl")
+    assert caplog.text.count("a blip") == 1 and "shared rate lowered" not in caplog.text
+    assert rekognition.limiter.current_rate() == 200.0  # exactly: nothing to recover from
+    assert counted(engine, "ListFaces") == (1, 1, 0)
+
+
 def test_throttles_of_one_burst_lower_the_shared_rate_once(rekognition, fake, caplog) -> None:
     fake.throttle_next(5)
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         rekognition._call("list_faces", CollectionId="photoctl")
+    # The first throttle could have been a blip; the second, at once, says it was not.
+    assert caplog.text.count("a blip") == 1
     assert caplog.text.count("shared rate lowered") == 1
     assert rekognition.limiter.current_rate() == pytest.approx(200.0 * 2 / 3, rel=0.05)
+
+
+def test_a_blip_leaves_one_start_out_and_throttles_after_it_step_the_rate_down(engine) -> None:
+    """The rule of faces/limiter.py, step by step: a throttle at max_tps over a second after the
+    last reaction is a blip (rate kept, one start left out), and so is one of a call sent before
+    the blip was seen; a call sent after a blip and throttled within the second, or a throttle
+    while recovering from a slow-down, is congestion (x 2/3, at most once a second after a
+    slow-down); back at max_tps after cooldown_seconds, the next throttle is a blip again."""
+    limits = LimiterSettings(name="test", max_concurrency=4, max_tps=50.0, cooldown_seconds=5.0)
+    limiter = CallLimiter(engine, limits, "holder")
+    spacing = 1.03 / 50.0
+    t0 = 1_000_000.0  # in the past: the next start stays where the limiter put it (now)
+
+    def state() -> tuple[float, float, float]:
+        with db.write(engine) as conn:
+            return limiter._locked_state(conn)
+
+    limiter._prepare()
+    next_at = state()[0]
+    assert next_at > t0 + 100
+    assert limiter.throttled(now=t0) is None
+    assert state() == pytest.approx((next_at + spacing, 50.0, t0))
+    assert limiter.current_rate(t0 + 0.5) == 50.0
+    # A call sent 0.25 s before the blip was seen, throttled too: the same blip.
+    assert limiter.throttled(now=t0 + 0.04, sent_at=t0 - 0.25) is None
+    assert state() == pytest.approx((next_at + 2 * spacing, 50.0, t0))
+    # 1.5 s after it: another blip.
+    assert limiter.throttled(now=t0 + 1.5) is None
+    assert state() == pytest.approx((next_at + 3 * spacing, 50.0, t0 + 1.5))
+
+    # A call sent after that blip, throttled within the second: congestion, at once.
+    assert limiter.throttled(now=t0 + 2.0, sent_at=t0 + 1.7) == pytest.approx(50.0 * 2 / 3)
+    # The same burst for a second after the slow-down: no further step.
+    assert limiter.throttled(now=t0 + 2.9) is None
+    assert limiter.current_rate(t0 + 2.9) == pytest.approx(50.0 * 2 / 3 + 50.0 / 3 * 0.9 / 5)
+    # Throttled again 1.5 s after it, while recovering: a third off the recovered rate.
+    recovered = 50.0 * 2 / 3 + 50.0 / 3 * 1.5 / 5
+    assert limiter.throttled(now=t0 + 3.5) == pytest.approx(recovered * 2 / 3)
+    # Still recovering 4.9 s later: congestion again, not a blip.
+    assert limiter.current_rate(t0 + 8.4) < 50.0
+    lowered = limiter.throttled(now=t0 + 8.4)
+    assert lowered is not None and lowered < 50.0 * 2 / 3
+    # Back at max_tps cooldown_seconds after that, and the next throttle is a blip.
+    assert limiter.current_rate(t0 + 13.4) == pytest.approx(50.0)
+    assert limiter.throttled(now=t0 + 13.4) is None
+    assert state()[1:] == pytest.approx((50.0, t0 + 13.4))
+    assert limiter.current_rate(t0 + 13.5) == 50.0
 
 
 def test_server_errors_are_sent_again_through_the_limiter_a_few_times(

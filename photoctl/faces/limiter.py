@@ -12,13 +12,24 @@ exactly 1/rate apart the service sees max_tps + 1 calls in some second whenever 
 little later than the one max_tps calls after it (scripts/bench_faces.py: 9-14 throttled answers
 in 300-400 calls at 20 TPS with 4 workers, none with the margin, 19.4 calls/s accepted).
 
-A throttling answer lowers the shared rate for everyone by a third, at most once per second:
-the answers of one burst arrive together (every call in flight was sent at the old rate), and
-halving once per answer used to take the rate to its floor after a one-second blip. The rate
-then recovers linearly to max_tps over ``cooldown_seconds`` (5 s by default): back over 90 % of
-max_tps 3.5 s after one slow-down, 4 s after a 2 s burst (two; tests/test_rekognition_retries.py;
-scripts/bench_faces.py --part rekognition measures it at the endpoint). Waiting happens outside
-any transaction.
+A throttling answer is told apart as a blip or congestion, like TCP tells one lost packet from a
+congested path. A throttle while the rate is at max_tps and more than a second after the last one
+the limiter reacted to is a blip: arrival jitter let the service count max_tps + 1 calls in some
+second, which the 3 % margin makes rare but not impossible (0-4 in a 13 s run at 50 TPS, more on a
+busy machine: scripts/bench_faces.py --part rekognition). It costs one start slot, left out, and no
+slow-down; so does each throttle of a call sent before the blip was seen (a stall of one process
+can delay two or three calls at once). Leaving a start out per throttle also answers a quota a
+little under max_tps in proportion: a throttle every few seconds costs a start every few seconds.
+Any other throttle is congestion: a call sent after a blip and throttled within the second, or a
+throttle within ``cooldown_seconds`` (5 s by default) of a slow-down, while the rate recovers.
+Congestion lowers the shared rate for everyone by a third, at once after a blip, else at most once
+per second (the answers of one burst arrive together: every call in flight was sent at the old
+rate, and lowering once per answer used to take the rate to its floor after a one-second blip). The
+rate then recovers linearly to max_tps over ``cooldown_seconds``: back over 90 % of max_tps 3.5 s
+after one slow-down, 4 s after a 2 s burst (two; tests/test_rekognition_retries.py;
+scripts/bench_faces.py --part rekognition measures it at the endpoint). Which of the two the last
+reaction was needs no column of its own: a blip stores the rate at max_tps, a slow-down always
+below it. Waiting happens outside any transaction.
 
 Every call ends with its outcome counted in ``service_calls`` (per UTC day, event and
 operation: accepted, throttled, failed), in the transaction that frees its slot, so counting
@@ -52,7 +63,7 @@ calls_table = ServiceCall.__table__
 _SLOT_LEASE_SECONDS = 120.0
 _MIN_RATE_FRACTION = 0.1
 _JITTER_MARGIN = 0.03  # starts are spaced 3 % wider than 1/rate (see the module docstring)
-_THROTTLE_FACTOR = 2 / 3  # a throttle lowers the rate to this fraction of what it was
+_THROTTLE_FACTOR = 2 / 3  # congestion lowers the rate to this fraction of what it was
 _THROTTLE_COALESCE_SECONDS = 1.0  # throttles this soon after a slow-down belong to its burst
 
 
@@ -95,6 +106,7 @@ class CallTicket:
     operation: str
     outcome: CallOutcome = field(default=CallOutcome.FAILED)
     event: str = ""  # the slug of the event the call is for ("": none)
+    start_at: float = 0.0  # its reserved start (time.time())
 
 
 class CallLimiter:
@@ -213,7 +225,7 @@ class CallLimiter:
             slot, start_at = self._acquire(deadline)
         finally:
             self._acquiring.release()
-        ticket = CallTicket(operation, event=event)
+        ticket = CallTicket(operation, event=event, start_at=start_at)
         try:
             delay = start_at - time.time()
             if delay > 0:
@@ -268,50 +280,92 @@ class CallLimiter:
         return start_at
 
     def _release(self, slot: int, ticket: CallTicket) -> None:
-        lowered = None
+        reaction = None
         with db.write(self.database) as conn:
             conn.execute(self._statements(conn).free_held, {"slot_index": slot})
             self._count(conn, ticket)
             if ticket.outcome == CallOutcome.THROTTLED:
-                lowered = self._slow_down(conn, time.time())
-        if lowered is not None:
-            log.warning("[FaceRecognition] throttled: shared rate lowered to %.2f calls/s", lowered)
+                reaction = self._slow_down(conn, time.time(), ticket.start_at)
+        if reaction is not None:
+            _log_reaction(*reaction)
 
     def _count(self, conn: Connection, ticket: CallTicket) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime())
         statement = self._statements(conn).counts[ticket.outcome]
         conn.execute(statement, {"day": day, "event": ticket.event, "operation": ticket.operation})
 
-    def _slow_down(self, conn: Connection, now: float) -> float | None:
-        """Lower the shared rate after a throttle, once per burst; the new rate, or None."""
+    def _slow_down(self, conn: Connection, now: float, sent_at: float) -> tuple[_Reaction, float]:
+        """React to a throttle of a call sent at ``sent_at``, a blip or congestion (see the
+        module docstring): how, and the rate allowed now."""
         next_slot_at, rate, slowed_at = self._locked_state(conn)
         current = self.effective_rate(rate, slowed_at, now)
-        if now - slowed_at < _THROTTLE_COALESCE_SECONDS:
-            # Same burst: the rate is lowered already; only keep the next start behind.
+        since = now - slowed_at
+        after_blip = rate >= self.limits.max_tps  # a slow-down always stores less
+        statement = update(limiters_table).where(limiters_table.c.name == self.limits.name)
+        spacing = (1.0 + _JITTER_MARGIN) / self.limits.max_tps
+        # The rate is at max_tps a second after a blip, or once recovered from a slow-down.
+        quiet = (
+            _THROTTLE_COALESCE_SECONDS
+            if after_blip
+            else max(self.limits.cooldown_seconds, _THROTTLE_COALESCE_SECONDS)
+        )
+        if since >= quiet:
+            # A blip: no slow-down, but the throttled call's start is left out.
             conn.execute(
-                update(limiters_table)
-                .where(limiters_table.c.name == self.limits.name)
-                .values(next_slot_at=max(next_slot_at, now + 1.0 / current))
+                statement.values(
+                    rate=self.limits.max_tps,
+                    slowed_at=now,
+                    next_slot_at=max(next_slot_at, now) + spacing,
+                )
             )
-            return None
+            return _Reaction.BLIP, self.limits.max_tps
+        if after_blip and sent_at < slowed_at:
+            # Sent before the blip was seen, like the blip itself (one stall of a process can
+            # make the service count two or three calls too many): one more start left out.
+            conn.execute(statement.values(next_slot_at=max(next_slot_at, now) + spacing))
+            return _Reaction.BLIP_AGAIN, self.limits.max_tps
+        if since < _THROTTLE_COALESCE_SECONDS and not after_blip:
+            # Same burst: the rate is lowered already; only keep the next start behind.
+            conn.execute(statement.values(next_slot_at=max(next_slot_at, now + 1.0 / current)))
+            return _Reaction.SAME_BURST, current
         lowered = max(self.limits.max_tps * _MIN_RATE_FRACTION, current * _THROTTLE_FACTOR)
         conn.execute(
-            update(limiters_table)
-            .where(limiters_table.c.name == self.limits.name)
-            .values(
+            statement.values(
                 rate=lowered, slowed_at=now, next_slot_at=max(next_slot_at, now + 1.0 / lowered)
             )
         )
-        return lowered
+        return _Reaction.LOWERED, lowered
 
-    def throttled(self, now: float | None = None) -> float | None:
-        """The service said "too fast" outside a ``call`` block: slow everyone down."""
+    def throttled(self, now: float | None = None, sent_at: float | None = None) -> float | None:
+        """The service said "too fast" to a call sent at ``sent_at`` (default: ``now``, which
+        defaults to now) outside a ``call`` block: react as to a call's throttle; the lowered
+        rate, or None when this one did not lower it (a blip, or the same burst)."""
         self._prepare()
+        now = time.time() if now is None else now
         with db.write(self.database) as conn:
-            lowered = self._slow_down(conn, time.time() if now is None else now)
-        if lowered is not None:
-            log.warning("[FaceRecognition] throttled: shared rate lowered to %.2f calls/s", lowered)
-        return lowered
+            reaction, rate = self._slow_down(conn, now, now if sent_at is None else sent_at)
+        _log_reaction(reaction, rate)
+        return rate if reaction == _Reaction.LOWERED else None
+
+
+class _Reaction(enum.Enum):
+    BLIP = "blip"  # an isolated throttle: one start left out, the rate kept
+    BLIP_AGAIN = "blip again"  # a call sent before the blip was seen: one more start left out
+    SAME_BURST = "same burst"  # the rate was lowered for this burst already
+    LOWERED = "lowered"  # congestion: the shared rate lowered by a third
+
+
+def _log_reaction(reaction: _Reaction, rate: float) -> None:
+    if reaction == _Reaction.LOWERED:
+        log.warning("[FaceRecognition] throttled: shared rate lowered to %.2f calls/s", rate)
+    elif reaction == _Reaction.BLIP:
+        log.info(
+            "[FaceRecognition] throttled once (a blip): one start left out, rate kept at "
+            "%.2f calls/s",
+            rate,
+        )
+    elif reaction == _Reaction.BLIP_AGAIN:
+        log.info("[FaceRecognition] throttled, sent before the blip: one more start left out")
 
 
 def release_holder(database: Engine, holder_prefix: str) -> int:

@@ -27,6 +27,7 @@ PARTICIPANT_PATHS = ("/g/{token}", "/api/g/{token}")
 # A window in which processes outside the benchmark used more than this share of the machine's
 # CPU is flagged: on a shared 2-core machine their load, not photoctl's, decides the tail.
 DISTURBED_SHARE = 0.10
+PROBE_SLEEP_MS = 20.0  # _serve_probe.py's sleep between two looks at the event loop
 
 
 class BenchError(Exception):
@@ -302,9 +303,11 @@ def _fill(window: Window, result: dict, requests: list[Target]) -> None:
 
 
 def probe_report(path: Path, window: Window) -> str:
-    """What _serve_probe.py recorded during the window: collections and loop stalls."""
+    """What _serve_probe.py recorded during the window: collections and loop stalls, and for
+    the stalls over 10 ms what the loop's thread did meanwhile and when they happened."""
     gcs: dict[int, list[float]] = {}
     lags: list[float] = []
+    long: list[list[float]] = []  # [when, late, ran, waited, others, stolen] of stalls > 10 ms
     end = window.began_at + window.elapsed
     try:
         lines = path.read_text().splitlines()
@@ -318,13 +321,28 @@ def probe_report(path: Path, window: Window) -> str:
             gcs.setdefault(int(parts[2]), []).append(float(parts[3]))
         elif parts[0] == "lag":
             lags.append(float(parts[2]))
+            if float(parts[2]) > 10 and len(parts) >= 7:
+                long.append([float(value) for value in parts[1:7]])
     collections = ", ".join(
         f"gen {gen} x{len(times)} (max {max(times):.1f} ms, total {sum(times):.0f} ms)"
         for gen, times in sorted(gcs.items())
     )
     worst = ", ".join(f"{lag:.0f}" for lag in sorted(lags, reverse=True)[:8])
-    return (
+    report = (
         f"  serve probes: collections {collections or 'none over 1 ms'}; event loop late "
         f"> 2 ms {len(lags)} times (> 10 ms {sum(lag > 10 for lag in lags)}, > 50 ms "
         f"{sum(lag > 50 for lag in lags)}; worst {worst or '-'} ms)"
     )
+    if long:
+        late, ran, waited, others, stolen = (sum(row[i] for row in long) for i in range(1, 6))
+        spans = late + PROBE_SLEEP_MS * len(long)  # each stall ends a 20 ms sleep
+        at = [row[0] - window.began_at for row in long]
+        report += (
+            f"\n  loop stalls > 10 ms ({late:.0f} ms in all; over their {spans:.0f} ms of sleep "
+            f"+ lateness): the loop's thread ran {ran:.0f} ms, waited for a CPU {waited:.0f} "
+            f"ms, was off the CPU {max(0.0, spans - ran - waited):.0f} ms (up to "
+            f"{PROBE_SLEEP_MS * len(long):.0f} of it idle, the rest blocked: GIL, I/O); serve's "
+            f"other threads ran {others:.0f} ms; hypervisor steal {stolen:.0f} ms; "
+            f"at t = {min(at):.1f}-{max(at):.1f} s of the window"
+        )
+    return report

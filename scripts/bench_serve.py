@@ -689,7 +689,7 @@ def under_load(
         time.sleep(0.1)
     lead = time.perf_counter() - began
     niceness = f"serve: {priorities(server.pid)}; work: {priorities(work.pid)}"
-    ingest_began = time.perf_counter()
+    ingest_began = time.monotonic()  # the load generator's clock: compared with the window
     ingest = processes.photoctl(
         ["-q", "ingest", str(tmp / "batch"), "--album", "Batch"], "ingest-load.log"
     )
@@ -698,7 +698,7 @@ def under_load(
 
     def watch_ingest() -> None:
         ingest.wait()
-        ingest_seconds.append(time.perf_counter() - ingest_began)
+        ingest_seconds.append(time.monotonic() - ingest_began)
 
     watcher = threading.Thread(target=watch_ingest, daemon=True)
     watcher.start()
@@ -737,6 +737,7 @@ def under_load(
         "queued_at_end": after.get("queued", 0),
         "failed": after.get("failed", 0) - before.get("failed", 0),
         "ingest_seconds": ingest_seconds[0] if ingest_seconds else None,
+        "ingest_began_in_window": ingest_began - window.began_at,
         "ingest_exit": ingest.returncode,
         "enqueued_by_ingest": sum(after.values()) - sum(before.values()),
     }
@@ -808,7 +809,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         print(
             f"  concurrent ingest: {drained['enqueued_by_ingest']} jobs enqueued, "
             + (
-                f"finished in {ingest_time:.1f} s (exit {drained['ingest_exit']})"
+                f"ran from t = {drained['ingest_began_in_window']:.1f} s of the window for "
+                f"{ingest_time:.1f} s (exit {drained['ingest_exit']})"
                 if ingest_time is not None
                 else "did not finish (stopped)"
             )

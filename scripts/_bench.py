@@ -98,6 +98,70 @@ def own_cpu_seconds(pids: Sequence[int] = ()) -> float:
     )
 
 
+def descendants(pid: int) -> list[int]:
+    """A process and every process below it (Linux /proc), the process first."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        pending.extend(int(child) for child in children)
+    return found
+
+
+def group_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (Linux /proc), 0 elsewhere."""
+    return sum(process_cpu_seconds(current) for current in descendants(pid))
+
+
+def group_run_delay_seconds(pid: int) -> float:
+    """Seconds the threads of a process and its descendants spent runnable but waiting for a
+    CPU (/proc/PID/task/TID/schedstat; threads that have exited are not counted)."""
+    total = 0
+    for current in descendants(pid):
+        try:
+            threads = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                total += int(
+                    Path(f"/proc/{current}/task/{thread}/schedstat").read_text().split()[1]
+                )
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
+def priorities(pid: int) -> str:
+    """'nice N in autogroup-K nice M' of a process and its descendants (Linux), for reports."""
+    seen = []
+    for current in descendants(pid):
+        try:
+            nice = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()[16]
+            autogroup = Path(f"/proc/{current}/autogroup").read_text().strip().lstrip("/")
+        except (OSError, IndexError):
+            continue
+        entry = f"nice {nice} in {autogroup}"
+        if entry not in seen:
+            seen.append(entry)
+    return "; ".join(seen) or "?"
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
 class LoadMeter:
     """CPU used during a measurement: by this benchmark (and its children), and by the rest
     of the machine (other users' tests...), in cores on average."""

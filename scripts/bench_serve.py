@@ -44,19 +44,23 @@ children with it).
      and its children) before, at its highest while the zip streams (sampled every 20 ms), and
      after.
 
-The load generator is open-loop: request i is scheduled at start + i/RATE whatever happened to
-the earlier ones, on an asyncio loop with one httpx.AsyncClient whose keep-alive pool holds
-CONNECTIONS connections, each driven by one "lane" coroutine taking requests from a FIFO (so
-nothing ever queues inside httpx's pool, whose cost grows with its backlog). Latency is
-measured from the scheduled time to the end of the response (so a stalled server cannot hide
-behind a slowed-down client: no coordinated omission); the latency from the actual send is
-printed beside it, and so are the scheduler lag (the generator's own loop running late), the
-wait for a free connection, the achieved rate, the generator's CPU use and the CPU use of the
-serve process(es) (per request: independent of what else runs on the machine). A response that
-is not 200, a transport error or a timeout counts as an error. The machine's CPU use in each
-window is split into serve, generator, workers and everything else (from /proc); a window in
-which other processes used more than 10% of the machine is flagged as disturbed, since on a
-2-core machine their load, not photoctl's, then decides the tail.
+The load generator (scripts/_loadgen.py, which says why it is built as it is) is a process of
+its own, in a session (autogroup) of its own at GENERATOR_NICE (-5: above serve and the
+workers, so the instrument is not what waits for a CPU), open-loop: request i is due at start +
+i/RATE whatever happened to the earlier ones, sent on one of CONNECTIONS keep-alive connections
+opened before the clock starts (a request due while all are busy waits for one, and that wait
+counts), one thread on epoll, ~0.1 ms of CPU a request. Latency is measured from the due time to
+the last byte of the answer (a stalled server cannot hide behind a slowed-down client: no
+coordinated omission); the latency from the actual send is printed beside it, and so are the
+generator's lateness (due -> noticed) and its wait for a free connection, the achieved rate,
+the generator's CPU use and the CPU use of the serve process(es) (per request: independent of
+what else runs on the machine), and the time each spent runnable but waiting for a CPU
+(/proc schedstat). A response that is not 200, a transport error or a timeout counts as an
+error. The machine's CPU use in each window is split into serve, generator, workers and
+everything else (from /proc); a window in which other processes used more than 10% of the
+machine is flagged as disturbed, since on a 2-core machine their load, not photoctl's, then
+decides the tail. `--probe` runs serve under scripts/_serve_probe.py and adds, per window, its
+garbage collections and the times its event loop ran late.
 
 Targets on a 2-core machine: p99 <= 50 ms and no errors at 200 requests/s while the queue drains,
 p99 under load <= 2x the idle p99, 100 uploads in <= 2 s, the zip's first byte in <= 200 ms with
@@ -89,7 +93,6 @@ import hashlib
 import io
 import os
 import random
-import resource
 import shlex
 import shutil
 import signal
@@ -102,11 +105,11 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from _bench import clean_env, load_average
+from _bench import clean_env, descendants, priorities
+from _serve_window import BenchError, Target, Window, fire, probe_report, targets
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,15 +124,7 @@ TARGET_UPLOAD_SECONDS = 2.0
 TARGET_ZIP_FIRST_BYTE_MS = 200.0
 # "Memory flat": what serve may grow by while a zip streams (one chunk and one open file).
 ZIP_RSS_GROWTH_MB = 20.0
-PARTICIPANT_PATHS = ("/g/{token}", "/api/g/{token}")
 PROGRESS_EVERY_SECONDS = 5.0
-# A window in which processes outside the benchmark used more than this share of the machine's
-# CPU is flagged: on a shared 2-core machine their load, not photoctl's, decides the tail.
-DISTURBED_SHARE = 0.10
-
-
-class BenchError(Exception):
-    """The benchmark itself could not run (a command failed, the server did not start...)."""
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -143,13 +138,15 @@ class Processes:
         self.running: list[subprocess.Popen] = []
         self.lock = threading.Lock()
 
-    def start(self, args: list[str], log_name: str, **extra_env: str) -> subprocess.Popen:
+    def start(
+        self, args: list[str], log_name: str, *, stdin: int | None = None, **extra_env: str
+    ) -> subprocess.Popen:
         log = open(self.workdir / log_name, "ab")  # closed by the child's exit
         process = subprocess.Popen(
             args,
             cwd=self.workdir,
             env={**self.env, **extra_env},
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=subprocess.PIPE if log_name.endswith(".out") else log,
             stderr=log,
             start_new_session=True,
@@ -342,305 +339,6 @@ class QueueFigures:
             return conn.execute(query).fetchone()[0]
 
 
-# -- load generator -------------------------------------------------------------------------
-
-
-@dataclass
-class Window:
-    name: str
-    rate: float
-    duration: float
-    scheduled_ms: list[float] = field(default_factory=list)  # latency from the scheduled time
-    sent_ms: list[float] = field(default_factory=list)  # latency from the actual send
-    lag_ms: list[float] = field(default_factory=list)  # send - scheduled
-    loop_lag_ms: list[float] = field(default_factory=list)  # put on the FIFO - scheduled
-    errors: dict[str, int] = field(default_factory=dict)
-    by_route: dict[str, list[float]] = field(default_factory=dict)  # latency from scheduled
-    nonempty: int = 0
-    requests: int = 0
-    elapsed: float = 0.0  # first scheduled send to last response
-    client_cpu: float = 0.0  # seconds of CPU of this process during the window
-    server_cpu: float = 0.0  # seconds of CPU of serve (and its uvicorn workers) in the window
-    load_before: str = ""
-    load_after: str = ""
-    machine_busy: float = 0.0  # CPU seconds used on the whole machine (all cores) in the window
-    machine_steal: float = 0.0  # CPU seconds the hypervisor gave to others
-    workers_cpu: float | None = None  # the `photoctl work` tree, under load
-    progress: list[str] = field(default_factory=list)
-
-    def error_count(self) -> int:
-        return sum(self.errors.values())
-
-    def p(self, values: list[float], q: float) -> float:
-        if not values:
-            return float("nan")
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    @property
-    def cores(self) -> int:
-        return os.cpu_count() or 1
-
-    @property
-    def others(self) -> float:
-        mine = self.server_cpu + self.client_cpu + (self.workers_cpu or 0.0)
-        return max(0.0, self.machine_busy - mine)
-
-    @property
-    def disturbance(self) -> float:
-        """Share of the machine's CPU used by processes outside this benchmark."""
-        capacity = self.cores * self.elapsed
-        return self.others / capacity if capacity else 0.0
-
-    @property
-    def disturbed(self) -> bool:
-        return self.disturbance > DISTURBED_SHARE
-
-    @property
-    def p99(self) -> float:
-        return self.p(self.scheduled_ms, 0.99)
-
-    def report(self) -> str:
-        done = len(self.scheduled_ms)
-        achieved = self.requests / self.elapsed if self.elapsed else 0.0
-        lines = [
-            f"{self.name}: {self.requests} requests scheduled at {self.rate:g}/s for "
-            f"{self.duration:g} s; achieved {achieved:.1f} requests/s "
-            f"({self.elapsed:.2f} s first send to last answer)",
-            f"  latency from scheduled time: p50 {self.p(self.scheduled_ms, 0.5):.2f} ms, "
-            f"p90 {self.p(self.scheduled_ms, 0.9):.2f} ms, p99 {self.p99:.2f} ms, "
-            f"p99.9 {self.p(self.scheduled_ms, 0.999):.2f} ms, "
-            f"max {max(self.scheduled_ms, default=float('nan')):.2f} ms",
-            f"  latency from actual send:    p50 {self.p(self.sent_ms, 0.5):.2f} ms, "
-            f"p99 {self.p(self.sent_ms, 0.99):.2f} ms, "
-            f"max {max(self.sent_ms, default=float('nan')):.2f} ms",
-            f"  generator: scheduler lag p99 {self.p(self.loop_lag_ms, 0.99):.2f} ms, "
-            f"max {max(self.loop_lag_ms, default=0):.2f} ms; send - scheduled (lag + wait for "
-            f"a free connection) p50 {self.p(self.lag_ms, 0.5):.2f} ms, "
-            f"p99 {self.p(self.lag_ms, 0.99):.2f} ms, max {max(self.lag_ms, default=0):.2f} ms; "
-            f"CPU {self.client_cpu:.2f} s "
-            f"({100 * self.client_cpu / self.elapsed if self.elapsed else 0:.0f}% of one core)",
-            f"  serve CPU {self.server_cpu:.2f} s "
-            f"({100 * self.server_cpu / self.elapsed if self.elapsed else 0:.0f}% of one core, "
-            f"{1000 * self.server_cpu / max(1, done):.2f} ms per request); "
-            f"machine load average {self.load_before} before, {self.load_after} after",
-            f"  machine CPU: {self.machine_busy:.1f} s busy of {self.cores * self.elapsed:.0f} s "
-            f"({self.cores} cores): serve {self.server_cpu:.1f}, generator {self.client_cpu:.1f}"
-            + (f", workers {self.workers_cpu:.1f}" if self.workers_cpu is not None else "")
-            + f", everything else {self.others:.1f}"
-            + (" (the concurrent ingest included)" if self.workers_cpu is not None else "")
-            + f"; steal {self.machine_steal:.1f} s",
-            *(
-                [
-                    f"  WARNING: other processes used {self.others:.1f} s of CPU in this window "
-                    f"({self.disturbance:.0%} of the machine): these figures measure them too"
-                ]
-                if self.disturbed
-                else []
-            ),
-            "  p99 by route: "
-            + ", ".join(
-                f"{route} {self.p(values, 0.99):.2f} ms ({len(values)})"
-                for route, values in self.by_route.items()
-            ),
-            f"  answers: {done - self.error_count()} ok ({self.nonempty} non-empty lists), "
-            f"errors {self.error_count()}"
-            + (f" {dict(sorted(self.errors.items()))}" if self.errors else ""),
-        ]
-        return "\n".join(lines)
-
-
-def _group_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its descendants (Linux /proc), 0 elsewhere."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, pending, seen = 0.0, [pid], set()
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except (OSError, IndexError, ValueError):
-            continue
-        pending.extend(int(child) for child in children)
-    return total
-
-
-def _descendants(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        pending.extend(int(child) for child in children)
-    return found
-
-
-def _priorities(pid: int) -> str:
-    """'nice N, autogroup-K nice M' of a process and its descendants (Linux), for the report."""
-    seen = []
-    for current in _descendants(pid):
-        try:
-            nice = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()[16]
-            autogroup = Path(f"/proc/{current}/autogroup").read_text().strip().lstrip("/")
-        except (OSError, IndexError):
-            continue
-        entry = f"nice {nice} in {autogroup}"
-        if entry not in seen:
-            seen.append(entry)
-    return "; ".join(seen) or "?"
-
-
-def _machine_cpu() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq) / tick, steal / tick
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass(frozen=True)
-class Target:
-    """One request of the round robin: a route (for the report), its path and headers."""
-
-    route: str
-    path: str
-    headers: dict[str, str]
-
-
-def targets(tokens: list[str], galleries: list[str]) -> list[Target]:
-    """my-photos for each user, interleaved with each participant's gallery page and JSON."""
-    mine = [
-        Target("/api/my-photos", "/api/my-photos", {"Authorization": f"Bearer {token}"})
-        for token in tokens
-    ]
-    theirs = [
-        [
-            Target(path.split("{")[0] + "<token>", path.format(token=token), {})
-            for token in galleries
-        ]
-        for path in PARTICIPANT_PATHS
-    ]
-    mixed: list[Target] = []
-    for index in range(max(len(mine), *(len(group) for group in theirs), 1)):
-        for group in (mine, *theirs):
-            if group:
-                mixed.append(group[index % len(group)])
-    return mixed
-
-
-async def _fire(
-    window: Window,
-    url: str,
-    requests: list[Target],
-    connections: int,
-    timeout: float,
-    server_pid: int,
-    on_tick=None,  # called every PROGRESS_EVERY_SECONDS with the elapsed time
-    workers_pid: int | None = None,
-) -> None:
-    """Open loop over CONNECTIONS lanes, each a coroutine holding one keep-alive connection.
-
-    The scheduler puts request i on a FIFO queue at start + i/rate; a free lane takes it and
-    sends it. Requests never wait inside httpx's pool (there are exactly as many lanes as pooled
-    connections): a queue of thousands of waiting requests there costs the pool O(n) work per
-    answer, and a generator that slows down as the backlog grows would report its own collapse
-    as server latency. A backlog here is only the FIFO, and it is measured (wait for a lane).
-    """
-    loop = asyncio.get_running_loop()
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    total = int(window.rate * window.duration)
-    window.requests = total
-    backlog: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
-
-        async def lane() -> None:
-            while (item := await backlog.get()) is not None:
-                index, scheduled = item
-                sent = loop.time()
-                window.lag_ms.append((sent - scheduled) * 1000)
-                target = requests[index % len(requests)]
-                try:
-                    answer = await client.get(target.path, headers=target.headers)
-                    done = loop.time()
-                    if answer.status_code != 200:
-                        key = f"HTTP {answer.status_code} {target.route}"
-                        window.errors[key] = window.errors.get(key, 0) + 1
-                    elif b'"id"' in answer.content or b'class="tile"' in answer.content:
-                        window.nonempty += 1
-                except httpx.HTTPError as error:
-                    done = loop.time()
-                    key = type(error).__name__
-                    window.errors[key] = window.errors.get(key, 0) + 1
-                window.scheduled_ms.append((done - scheduled) * 1000)
-                window.sent_ms.append((done - sent) * 1000)
-                window.by_route.setdefault(target.route, []).append((done - scheduled) * 1000)
-
-        async def ticks(start: float) -> None:
-            for number in range(1, int(window.duration / PROGRESS_EVERY_SECONDS) + 1):
-                await asyncio.sleep(start + number * PROGRESS_EVERY_SECONDS - loop.time())
-                await on_tick(number * PROGRESS_EVERY_SECONDS)
-
-        # Open every lane's connection before the clock starts.
-        await asyncio.gather(
-            *(client.get("/healthz") for _ in range(connections)), return_exceptions=True
-        )
-        window.load_before = load_average(all_three=True)
-        cpu_before, server_before = _cpu_seconds(), _group_cpu_seconds(server_pid)
-        busy_before, steal_before = _machine_cpu()
-        workers_before = _group_cpu_seconds(workers_pid) if workers_pid else 0.0
-        lanes = [asyncio.create_task(lane()) for _ in range(connections)]
-        start = loop.time() + 0.05
-        ticker = asyncio.create_task(ticks(start)) if on_tick is not None else None
-        for index in range(total):
-            scheduled = start + index / window.rate
-            delay = scheduled - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            window.loop_lag_ms.append((loop.time() - scheduled) * 1000)
-            backlog.put_nowait((index, scheduled))
-        for _ in lanes:
-            backlog.put_nowait(None)
-        await asyncio.gather(*lanes)
-        window.elapsed = loop.time() - start
-        window.client_cpu = _cpu_seconds() - cpu_before
-        window.server_cpu = _group_cpu_seconds(server_pid) - server_before
-        busy_after, steal_after = _machine_cpu()
-        window.machine_busy = busy_after - busy_before
-        window.machine_steal = steal_after - steal_before
-        if workers_pid:
-            window.workers_cpu = _group_cpu_seconds(workers_pid) - workers_before
-        window.load_after = load_average(all_three=True)
-        if ticker is not None:
-            await ticker
-
-
-def run_window(
-    name: str,
-    url: str,
-    requests: list[Target],
-    args: argparse.Namespace,
-    server_pid: int,
-) -> Window:
-    window = Window(name, args.rate, args.duration)
-    asyncio.run(_fire(window, url, requests, args.connections, args.timeout, server_pid))
-    return window
-
-
 async def _upload_all(
     url: str, tokens: list[str], photos: list[bytes], concurrency: int
 ) -> tuple[float, list[float], dict[str, int]]:
@@ -699,11 +397,18 @@ def py_spy(processes: Processes, server: subprocess.Popen, out: Path | None, nam
         print(f"  py-spy profile: {out / f'{name}.txt'}", file=sys.stderr)
 
 
-def start_server(processes: Processes, workers: int) -> tuple[subprocess.Popen, str]:
+PROBE = Path(__file__).resolve().with_name("_serve_probe.py")
+
+
+def start_server(
+    processes: Processes, workers: int, probe: Path | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    server = processes.photoctl(
-        ["-q", "serve", "--port", str(port), "--workers", str(workers)], "serve.log"
-    )
+    command = ["-q", "serve", "--port", str(port), "--workers", str(workers)]
+    if probe is None:
+        server = processes.photoctl(command, "serve.log")
+    else:
+        server = processes.start([sys.executable, str(PROBE), str(probe), *command], "serve.log")
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -827,7 +532,7 @@ def match_zip_photos(database: Path, gallery_token: str, count: int) -> int:
 
 def _rss_mb(pid: int) -> float:
     total = 0
-    for current in _descendants(pid):
+    for current in descendants(pid):
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -889,8 +594,32 @@ def check_lists(url: str, tokens: list[str], enrolled: int) -> None:
         raise BenchError("an enrolled user has an empty /api/my-photos list")
 
 
+def run_window(
+    processes: Processes,
+    name: str,
+    url: str,
+    requests: list[Target],
+    args: argparse.Namespace,
+    server_pid: int,
+    rate: float | None = None,
+    duration: float | None = None,
+) -> Window:
+    window = Window(name, rate or args.rate, duration or args.duration)
+    fire(
+        window, processes, url, requests, args.connections, args.timeout, args.generator_nice,
+        server_pid,
+    )  # fmt: skip
+    if args.probe:
+        window.probe = probe_report(processes.workdir / "probe.txt", window)
+    return window
+
+
 def route_costs(
-    url: str, requests: list[Target], args: argparse.Namespace, server_pid: int
+    processes: Processes,
+    url: str,
+    requests: list[Target],
+    args: argparse.Namespace,
+    server_pid: int,
 ) -> dict[str, Window]:
     """One short idle window per route, at a rate serve keeps up with: what each route costs.
 
@@ -898,10 +627,11 @@ def route_costs(
     route gets the whole of serve for ROUTE_SECONDS, so its CPU per request is its own."""
     costs = {}
     for route in dict.fromkeys(target.route for target in requests):
-        window = Window(f"route {route}", args.route_rate, args.route_seconds)
         mine = [target for target in requests if target.route == route]
-        asyncio.run(_fire(window, url, mine, args.connections, args.timeout, server_pid))
-        costs[route] = window
+        costs[route] = run_window(
+            processes, f"route {route}", url, mine, args, server_pid,
+            args.route_rate, args.route_seconds,
+        )  # fmt: skip
     return costs
 
 
@@ -918,13 +648,18 @@ def route_report(costs: dict[str, Window]) -> str:
     return "\n".join(lines)
 
 
-def warm_up(url: str, requests: list[Target], args: argparse.Namespace, server_pid: int) -> None:
+def warm_up(
+    processes: Processes,
+    url: str,
+    requests: list[Target],
+    args: argparse.Namespace,
+    server_pid: int,
+) -> None:
     """Every request once (fills the cache) and 2 s at the rate, not counted."""
     with httpx.Client(base_url=url, timeout=30) as client:
         for target in requests:
             client.get(target.path, headers=target.headers)
-    warm = argparse.Namespace(**{**vars(args), "duration": 2.0})
-    run_window("warm-up", url, requests, warm, server_pid)
+    run_window(processes, "warm-up", url, requests, args, server_pid, duration=2.0)
 
 
 def under_load(
@@ -953,8 +688,8 @@ def under_load(
             raise BenchError("photoctl work claimed nothing within 120 s")
         time.sleep(0.1)
     lead = time.perf_counter() - began
-    priorities = f"serve: {_priorities(server.pid)}; work: {_priorities(work.pid)}"
-    ingest_began = time.perf_counter()
+    niceness = f"serve: {priorities(server.pid)}; work: {priorities(work.pid)}"
+    ingest_began = time.monotonic()  # the load generator's clock: compared with the window
     ingest = processes.photoctl(
         ["-q", "ingest", str(tmp / "batch"), "--album", "Batch"], "ingest-load.log"
     )
@@ -963,15 +698,15 @@ def under_load(
 
     def watch_ingest() -> None:
         ingest.wait()
-        ingest_seconds.append(time.perf_counter() - ingest_began)
+        ingest_seconds.append(time.monotonic() - ingest_began)
 
     watcher = threading.Thread(target=watch_ingest, daemon=True)
     watcher.start()
 
     window = Window("under load", args.rate, args.duration)
 
-    async def tick(elapsed: float) -> None:
-        states = await asyncio.to_thread(figures.states)
+    def tick(elapsed: float) -> None:
+        states = figures.states()
         line = (
             f"  t={elapsed:4.0f} s: done {states.get('done', 0) - done_at_start} in the window, "
             f"running {states.get('running', 0)}, queued {states.get('queued', 0)}, "
@@ -981,9 +716,12 @@ def under_load(
         print(line, file=sys.stderr)
 
     with py_spy(processes, server, args.py_spy, "load"):
-        asyncio.run(
-            _fire(window, url, requests, args.connections, args.timeout, server.pid, tick, work.pid)
-        )
+        fire(
+            window, processes, url, requests, args.connections, args.timeout,
+            args.generator_nice, server.pid, tick, PROGRESS_EVERY_SECONDS, work.pid,
+        )  # fmt: skip
+    if args.probe:
+        window.probe = probe_report(processes.workdir / "probe.txt", window)
     after = figures.states()
     processes.stop(work, grace=60, sig=signal.SIGINT)
     watcher.join(120)
@@ -993,12 +731,13 @@ def under_load(
         processes.forget(ingest)
     drained = {
         "workers_lead_seconds": lead,
-        "priorities": priorities,
+        "priorities": niceness,
         "done_in_window": after.get("done", 0) - done_at_start,
         "queued_at_start": before.get("queued", 0),
         "queued_at_end": after.get("queued", 0),
         "failed": after.get("failed", 0) - before.get("failed", 0),
         "ingest_seconds": ingest_seconds[0] if ingest_seconds else None,
+        "ingest_began_in_window": ingest_began - window.began_at,
         "ingest_exit": ingest.returncode,
         "enqueued_by_ingest": sum(after.values()) - sum(before.values()),
     }
@@ -1030,7 +769,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     try:
         tokens = setup(processes, args, tmp)
         figures = QueueFigures(tmp / "data" / "photoctl.db")
-        server, url = start_server(processes, args.serve_workers)
+        server, url = start_server(
+            processes, args.serve_workers, tmp / "probe.txt" if args.probe else None
+        )
         print(
             f"serve: {url}, {args.serve_workers} uvicorn worker(s), pid {server.pid}",
             file=sys.stderr,
@@ -1045,13 +786,13 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
             file=sys.stderr,
         )
         requests = targets(tokens, galleries)
-        warm_up(url, requests, args, server.pid)
-        print(route_report(route_costs(url, requests, args, server.pid)), flush=True)
+        warm_up(processes, url, requests, args, server.pid)
+        print(route_report(route_costs(processes, url, requests, args, server.pid)), flush=True)
         if args.routes_only:
             return 0
 
         with py_spy(processes, server, args.py_spy, "idle"):
-            idle = run_window("idle", url, requests, args, server.pid)
+            idle = run_window(processes, "idle", url, requests, args, server.pid)
         print(idle.report())
 
         load, drained = under_load(processes, figures, url, requests, args, tmp, server)
@@ -1068,7 +809,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         print(
             f"  concurrent ingest: {drained['enqueued_by_ingest']} jobs enqueued, "
             + (
-                f"finished in {ingest_time:.1f} s (exit {drained['ingest_exit']})"
+                f"ran from t = {drained['ingest_began_in_window']:.1f} s of the window for "
+                f"{ingest_time:.1f} s (exit {drained['ingest_exit']})"
                 if ingest_time is not None
                 else "did not finish (stopped)"
             )
@@ -1179,13 +921,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="stop after the per-route windows (no idle, load, upload or zip phases)",
     )
-    parser.add_argument("--connections", type=int, default=32, help="GET keep-alive connections")
+    parser.add_argument(
+        "--connections", type=int, default=64, help="the load generator's keep-alive connections"
+    )
+    parser.add_argument(
+        "--generator-nice",
+        type=int,
+        default=-5,
+        help="nice value of the load generator process and its autogroup (root may go below 0)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per GET")
     parser.add_argument(
         "--work-under-shell",
         action="store_true",
         help="start photoctl work under `sh -c`, so that it does not lead its session (see "
         "the module docstring)",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="run serve under scripts/_serve_probe.py and report its garbage collections and "
+        "event-loop stalls in each window (one uvicorn worker only)",
     )
     parser.add_argument("--py-spy", type=Path, metavar="DIR", help="profile serve into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -1203,6 +959,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "uploads": (0, 1000),
         "upload_concurrency": (1, 32),
         "connections": (1, 256),
+        "generator_nice": (-20, 19),
         "participants": (1, 30),
         "zip_photos": (1, 1000),
     }
@@ -1211,6 +968,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be between {low} and {high}")
     if not 0 <= args.enrolled <= args.users:
         parser.error("--enrolled must be between 0 and --users")
+    if args.probe and args.serve_workers != 1:
+        parser.error("--probe needs --serve-workers 1")
     if args.rate * args.duration > 200_000:
         parser.error("--rate x --duration is capped at 200,000 requests")
     return args

@@ -204,3 +204,25 @@ def test_generated_requests_never_get_a_server_error(seeded_server, seeded) -> N
         cwd=seeded_server.env["PHOTOCTL_DATA_DIR"],
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+
+
+def test_serve_processes_freeze_the_heap_they_start_with(tmp_path, monkeypatch) -> None:
+    """uvicorn's factory leaves the start-up heap out of garbage collections (full ones paused
+    serve for tens of ms); the app itself still works."""
+    import gc
+
+    from fastapi.testclient import TestClient
+
+    from photoctl.api import app as app_module
+
+    monkeypatch.setenv("PHOTOCTL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PHOTOCTL_DATABASE_URL", f"sqlite:///{tmp_path / 'data' / 'p.db'}")
+    monkeypatch.setattr(app_module, "setup_logging", lambda settings: None)
+    frozen_before = gc.get_freeze_count()
+    try:
+        app = app_module.app_from_env()
+        assert gc.get_freeze_count() > frozen_before + 10_000
+        with TestClient(app) as client:
+            assert client.get("/healthz").status_code == 200
+    finally:
+        gc.unfreeze()

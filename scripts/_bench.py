@@ -7,6 +7,7 @@ scrubbed, how load is read). Imported as ``_bench`` (scripts/ is on sys.path whe
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import subprocess
@@ -15,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -218,10 +220,55 @@ def run_photoctl(
         *args,
     ]
     started = time.perf_counter()
-    done = subprocess.run(
+    done = run_counting_descendants(
         command, cwd=data_dir.parent, env=env, capture_output=True, text=True, check=False
     )
     return time.perf_counter() - started, done
+
+
+def run_counting_descendants(command: Sequence[str], **options: Any) -> subprocess.CompletedProcess:
+    """subprocess.run, then wait for what the command left running, so that this process's
+    RUSAGE_CHILDREN holds the CPU of every process the command started.
+
+    `photoctl work` forks its workers from a forkserver, its own child that it does not wait
+    for (the server exits by itself once the supervisor is gone). Without this, the workers' CPU,
+    which the server waits for, would reach init instead of this benchmark. As a child subreaper
+    (Linux prctl), this process adopts such orphans, and waits for the ones the command left.
+    """
+    _become_subreaper()
+    before = _child_pids(os.getpid())
+    done = subprocess.run(command, **options)
+    for pid in sorted(_child_pids(os.getpid()) - before):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # waited for elsewhere meanwhile
+    return done
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans' CPU goes uncounted, as before
+
+
+def _child_pids(parent: int) -> set[int]:
+    """Live children of ``parent``, from /proc (empty where there is none)."""
+    found = set()
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == parent:  # zombies too: waiting for them counts their CPU
+                found.add(int(entry))
+    return found
 
 
 def require(done: subprocess.CompletedProcess[str], what: str) -> None:

@@ -30,7 +30,6 @@ import os
 import pstats
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from _bench import clean_env, cli_command, load_average
+from _bench import clean_env, cli_command, load_average, run_counting_descendants
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -190,14 +189,14 @@ def run_workers(
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
-    done = subprocess.run(
+    done = run_counting_descendants(
         command, cwd=data_dir, env=env, capture_output=True, text=True, check=False
     )
     ended = time.time()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"photoctl work failed ({done.returncode}):\n{done.stderr}")
-    # The supervisor waits for its workers, so their CPU time is in its own, which is in ours.
+    # The forkserver waits for the workers and run_counting_descendants for it: all in ours.
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return started, ended, cpu
 

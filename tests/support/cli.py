@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from photoctl.config import HISTORIC_ENV_NAMES
@@ -28,6 +31,11 @@ COMMAND = [sys.executable, "-m", "photoctl"]
 # Imported once in the forkserver; every command's child starts with them loaded (serve's too).
 _PRELOAD = ["photoctl.cli", "photoctl.api.app", "photoctl.api.serve", "tests.support.cli"]
 _forkserver: multiprocessing.context.ForkServerContext | None = None
+# A forkserver child's exit code is read once from a pipe, by whichever thread asks first, and
+# Process.start() asks for every finished child (multiprocessing's cleanup of its children): two
+# threads asking at once (a test running commands from a thread pool) could both read, the
+# loser seeing end-of-file, which multiprocessing reports as exit code 255. One lock for both.
+_POLLING = threading.Lock()
 
 
 def is_photoctl_variable(name: str) -> bool:
@@ -89,19 +97,25 @@ class ForkedCommand:
 
     @property
     def returncode(self) -> int | None:
-        return self._process.exitcode
+        return self.poll()
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        # Reading the exit code consumes it from the forkserver's status pipe; see _POLLING.
+        with _POLLING:
+            return self._process.exitcode
 
     def wait(self, timeout: float | None = None) -> int:
-        self._process.join(timeout)
-        if self._process.exitcode is None:
-            raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        return self._process.exitcode
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            # Readable once the child has exited; waiting does not consume the exit code.
+            multiprocessing.connection.wait([self._process.sentinel], left)
+        return code
 
     def send_signal(self, signal_number: int) -> None:
-        if self._process.exitcode is None:
+        if self.poll() is None:
             os.kill(self.pid, signal_number)
 
     def terminate(self) -> None:
@@ -138,7 +152,8 @@ def start_photoctl(
         ),
         name="photoctl " + " ".join(args)[:60],
     )
-    process.start()
+    with _POLLING:
+        process.start()
     return ForkedCommand(list(args), process)
 
 

@@ -169,6 +169,10 @@ class Supervisor:
         budget = options.max_jobs if options.max_jobs is not None else -1
         self.budget = self.context.Value("q", budget)
         self.storage_full = self.context.Value("d", 0.0)
+        # Workers get the reading end, only this process holds the writing one: when it dies,
+        # however it dies, each worker reads end-of-file and stops. Their parent is the
+        # forkserver, which lives on while they do, so a changed parent pid cannot tell them.
+        self.alive_reader, self.alive_writer = self.context.Pipe(duplex=False)
         self.children: dict[int, tuple[Any, str]] = {}  # index: (process, worker id)
         self.spawned_at: dict[int, float] = {}
         self.respawn_at: dict[int, float] = {}  # index of a dead child: when to replace it
@@ -239,6 +243,7 @@ class Supervisor:
             self.storage_full,
             os.getpid(),
             dict(os.environ),
+            self.alive_reader,
         )
         process = self.context.Process(target=child_main, args=(spec,), name=f"PhotoWorker-{index}")
         # The child starts with these signals blocked and unblocks them once its handlers are

@@ -44,6 +44,9 @@ class ChildSpec:
     # The supervisor's environment when it started this child: a forked worker would otherwise
     # see its forkserver's, as of the first start.
     environ: dict[str, str]
+    # Read end of a pipe only the supervisor writes to: end-of-file once it is gone. None when
+    # the loop runs in the calling process (drain_in_process).
+    supervisor_alive: Any
 
 
 def new_worker_id(index: int) -> str:

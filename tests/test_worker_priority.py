@@ -9,6 +9,7 @@ only counts inside its session. And where the workers come from: one forkserver 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -99,3 +100,36 @@ def test_workers_are_forked_from_one_server_that_a_group_stop_signal_cannot_kill
         assert "died" not in work.stderr(), work.stderr()[-3000:]
     finally:
         work.kill()
+
+
+def test_workers_stop_by_themselves_when_their_supervisor_is_killed_with_sigkill(
+    tmp_path: Path,
+) -> None:
+    """A worker's parent is the forkserver, which outlives the supervisor while workers run: a
+    supervisor killed with -9 must still leave no worker running on (each records its stop)."""
+    database = tmp_path / "data" / "photoctl.db"
+    env = photoctl_env(tmp_path, f"sqlite:///{database}")
+    made = run_photoctl(["init"], env)
+    assert made.returncode == 0, made.stderr
+    work = start_photoctl(["work", "-n", "2", "--engine", "none"], env, tmp_path / "logs", "work")
+    try:
+        pids = wait_for(
+            lambda: (found := _worker_pids(database)) and len(found) == 2 and found,
+            60,
+            "two registered workers",
+        )
+        os.kill(work.process.pid, signal.SIGKILL)  # the supervisor alone, not its group
+        wait_for(lambda: not _worker_pids(database), 30, "both workers to record their stop")
+        for pid in pids:
+            wait_for(lambda pid=pid: not _running(pid), 10, f"worker {pid} to exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of its group
+            os.killpg(work.process.pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -11,7 +11,9 @@ Nothing else crosses the fork: the server never opens a database connection, a b
 a thread of ours. What a spawned child got from its parent at each start and a forked one would
 not, the supervisor hands over in the ChildSpec: the environment (the server keeps the one it
 started with), so credentials or settings changed since still reach new workers.
-The working directory and sys.path travel with multiprocessing's own preparation data.
+The working directory and sys.path travel with multiprocessing's own preparation data. A
+worker's parent is the server, not the supervisor, and the server lives on while workers do: a
+worker learns that its supervisor is gone from a pipe only the supervisor writes to.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _REAP_INTERVAL_SECONDS = 0.2
 _CRASH_BACKOFF_SECONDS = 5.0
+_SERVER_LOST = 255  # multiprocessing's exit code for a child whose forkserver died
 
 
 @dataclass(frozen=True)
@@ -274,12 +275,25 @@ class Supervisor:
             del self.children[index]
             if process.exitcode == 0:
                 continue  # finished: queue empty (--until-empty) or budget spent
+            if process.exitcode == _SERVER_LOST and processes.is_running(process.pid, time.time()):
+                self.outlive(index, process.pid)
             self.restarted += 1
             self.bury(index, worker_id, process.exitcode)
             # A child that dies right after starting would die again at once: back off.
             lived = time.monotonic() - self.spawned_at[index]
             backoff = _CRASH_BACKOFF_SECONDS if lived < 5 else 0
             self.respawn_at[index] = time.monotonic() + backoff
+
+    def outlive(self, index: int, pid: int) -> None:
+        """Wait for a worker whose forkserver died (multiprocessing then reports exit code 255
+        for a worker that still runs): it stops by itself, its parent gone; after the grace it
+        is killed. Only then are its jobs requeued, so no job runs twice."""
+        log.warning("[PhotoWorker-%d] lost its forkserver; waiting for it to stop", index)
+        deadline = time.monotonic() + self.settings.queue.shutdown_grace
+        while processes.is_running(pid, time.time()) and time.monotonic() < deadline:
+            time.sleep(_REAP_INTERVAL_SECONDS)
+        if processes.is_running(pid, time.time()):
+            os.kill(pid, signal.SIGKILL)
 
     def bury(self, index: int, worker_id: str, exitcode: int | None) -> None:
         """Requeue at once what a dead child held, and record its stop."""

@@ -83,6 +83,7 @@ class WorkerLoop:
         self.name = name or f"PhotoWorker-{spec.index}"  # in every log line of this worker
         self.worker_id = spec.worker_id
         self.stopping = False
+        self.parent_pid = os.getppid()
         self.engine = db.make_engine(self.settings, spec.database_url)
         self.faces = make_face_step(spec.engine_name, self.settings, self.engine, self.worker_id)
         self.policy = queue.RetryPolicy(
@@ -106,8 +107,10 @@ class WorkerLoop:
         self.threads = JobThreads(in_flight, self._start_job, self.name) if in_flight > 1 else None
 
     def should_stop(self) -> bool:
+        if self.stopping or self.spec.stop.is_set() or os.getppid() != self.parent_pid:
+            return True  # a changed parent: the forkserver that reports this worker is gone
         alive = self.spec.supervisor_alive  # end-of-file reads as ready: the supervisor is gone
-        return self.stopping or self.spec.stop.is_set() or (alive is not None and alive.poll())
+        return alive is not None and alive.poll()
 
     def _db(self, action: Callable[[], T]) -> T:
         """Run a database action, waiting out an outage (outages.DatabaseOutage.wait_out)."""

@@ -185,6 +185,9 @@ def _run_command(
 
     if new_session:
         os.setsid()
+    # As a shell would start it, whatever mask the forkserver was started with (one started by
+    # photoctl's own supervisor in this test process blocks SIGINT and SIGTERM).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
     os.environ.clear()
     os.environ.update(env)

@@ -133,3 +133,40 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_workers_of_a_killed_forkserver_stop_before_their_replacements_start(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the forkserver: multiprocessing reports each of its live workers as exit code
+    255. They stop by themselves (their parent is gone) and only then are replaced, so no more
+    than `-n` workers run and none of their jobs is handed out while they still run it."""
+    database = tmp_path / "data" / "photoctl.db"
+    env = photoctl_env(tmp_path, f"sqlite:///{database}")
+    made = run_photoctl(["init"], env)
+    assert made.returncode == 0, made.stderr
+    work = start_photoctl(["work", "-n", "2", "--engine", "none"], env, tmp_path / "logs", "work")
+    try:
+        old = wait_for(
+            lambda: (found := _worker_pids(database)) and len(found) == 2 and found,
+            60,
+            "two registered workers",
+        )
+        [server] = {int(_status_field(pid, "PPid")) for pid in old}
+        os.kill(server, signal.SIGKILL)
+        new = wait_for(
+            lambda: (
+                (found := _worker_pids(database))
+                and len(found) == 2
+                and not set(found) & set(old)
+                and found
+            ),
+            60,
+            "two replacement workers, and neither of the old ones, registered",
+        )
+        assert len(new) == 2
+        assert not [pid for pid in old if _running(pid)], "a worker of the dead server still runs"
+        os.killpg(work.process.pid, signal.SIGTERM)
+        assert work.wait(60) == 0, work.stderr()[-3000:]
+    finally:
+        work.kill()

@@ -25,14 +25,13 @@ from multiprocessing.context import ForkServerContext
 
 from photoctl import processes
 from photoctl.config import Settings
-from photoctl.faces import ENGINES
 from photoctl.logs import setup_logging
 from photoctl.worker import WorkerLoop
 from photoctl.worker_spec import ChildSpec
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
-# Imported by the server before any worker is forked, by face engine.
+# Imported by the server before any worker is forked, by face engine (`none`: nothing more).
 _PRELOAD = {
     "local": ["photoctl.faces.local", "photoctl.faces.local_preload"],
     "rekognition": ["photoctl.faces.rekognition"],
@@ -47,10 +46,7 @@ def worker_context(settings: Settings) -> ForkServerContext:
     preloads are fixed then (a later call with other settings still works: its workers import
     what is missing themselves).
     """
-    engine_name = settings.faces.engine
-    preload = ["photoctl.worker_processes"]
-    if ENGINES.get(engine_name):
-        preload += _PRELOAD.get(engine_name, [])
+    preload = ["photoctl.worker_processes", *_PRELOAD.get(settings.faces.engine, [])]
     if settings.storage.is_s3:
         preload.append("photoctl.object_store")
     context = multiprocessing.get_context("forkserver")

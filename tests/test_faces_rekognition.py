@@ -7,8 +7,6 @@ see them: at the endpoint.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from photoctl.worker import drain_in_process
 from testkit.fake_rekognition import AWS_ENV, PALETTE, FakeRekognition, make_face_image
 from testkit.photos import settle
 from tests.support.cli import photoctl_env, run_photoctl, start_photoctl
+from tests.support.worker import start_photoctl as start_worker
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 153, 0)
 
@@ -224,19 +223,13 @@ def test_worker_killed_right_after_index_faces_leaves_one_face_set(tmp_path, db_
     write_face_photo(tmp_path / "event" / "two-people.jpg", [RED, BLUE])
     assert run_photoctl(["ingest", str(tmp_path / "event")], env).returncode == 0
     fake.hold_responses["IndexFaces"] = 30.0  # the answer never reaches the worker
-    worker = start_photoctl(
-        ["work", "-n", "1", "--engine", "rekognition"],
-        env,
-        tmp_path / "worker.stdout",
-        tmp_path / "worker.stderr",
-        new_session=True,
-    )
+    worker = start_worker(["work", "-n", "1", "--engine", "rekognition"], env, tmp_path, "worker")
     deadline = time.monotonic() + 60
     while "IndexFaces" not in fake.processed:
-        assert time.monotonic() < deadline and worker.poll() is None, "IndexFaces never came"
+        running = worker.process.poll() is None
+        assert time.monotonic() < deadline and running, "IndexFaces never came"
         time.sleep(0.05)
-    os.killpg(worker.pid, signal.SIGKILL)  # the whole machine dies: nobody requeues the job
-    worker.wait(10)
+    worker.kill()  # the whole machine dies: nobody requeues the job
     fake.hold_responses.clear()
     collection = "photoctl"
     assert len(fake.stored_faces(collection)) == 2, "the interrupted attempt did index"

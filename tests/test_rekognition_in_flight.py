@@ -7,8 +7,6 @@ flight where AWS would: at the endpoint.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +20,8 @@ from photoctl.ingest import ingest_paths
 from photoctl.worker import drain_in_process
 from testkit.fake_rekognition import AWS_ENV, PALETTE, make_face_image
 from testkit.photos import settle
-from tests.support.cli import photoctl_env, run_photoctl, start_photoctl
+from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.worker import start_photoctl
 
 
 def write_event(folder: Path, count: int) -> None:
@@ -85,19 +84,13 @@ def test_worker_killed_with_several_jobs_in_flight_loses_none_and_indexes_each_o
     write_event(tmp_path / "event", 6)
     assert run_photoctl(["ingest", str(tmp_path / "event")], env).returncode == 0
     fake.hold_responses["IndexFaces"] = 30.0  # indexed, but the answers never come back
-    worker = start_photoctl(
-        ["work", "-n", "1", "--engine", "rekognition"],
-        env,
-        tmp_path / "worker.stdout",
-        tmp_path / "worker.stderr",
-        new_session=True,
-    )
+    worker = start_photoctl(["work", "-n", "1", "--engine", "rekognition"], env, tmp_path, "worker")
     deadline = time.monotonic() + 60
     while fake.processed.count("IndexFaces") < 3:
-        assert time.monotonic() < deadline and worker.poll() is None, "IndexFaces never came"
+        running = worker.process.poll() is None
+        assert time.monotonic() < deadline and running, "IndexFaces never came"
         time.sleep(0.05)
-    os.killpg(worker.pid, signal.SIGKILL)  # the machine dies: nobody requeues its jobs
-    worker.wait(10)
+    worker.kill()  # the machine dies: nobody requeues its jobs
     fake.hold_responses.clear()
 
     rescue = run_photoctl(

@@ -13,12 +13,13 @@ import contextlib
 import os
 import signal
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import photoctl_env, run_photoctl
-from tests.support.worker import start_photoctl, wait_for
+from tests.support.worker import Background, start_photoctl, wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
@@ -69,6 +70,27 @@ def _status_field(pid: int, name: str) -> str:
     raise AssertionError(f"no {name} in /proc/{pid}/status")
 
 
+@contextlib.contextmanager
+def _working(tmp_path: Path, workers: int) -> Iterator[tuple[Path, Background, list[int]]]:
+    """`photoctl work -n WORKERS --engine none` in a session of its own on a new SQLite
+    database: (database, the running command, its registered workers' pids); killed after."""
+    database = tmp_path / "data" / "photoctl.db"
+    env = photoctl_env(tmp_path, f"sqlite:///{database}")
+    made = run_photoctl(["init"], env)
+    assert made.returncode == 0, made.stderr
+    args = ["work", "-n", str(workers), "--engine", "none"]
+    work = start_photoctl(args, env, tmp_path / "logs", "work")
+    try:
+        pids = wait_for(
+            lambda: (found := _worker_pids(database)) and len(found) == workers and found,
+            60,
+            f"{workers} registered workers",
+        )
+        yield database, work, pids
+    finally:
+        work.kill()
+
+
 def test_workers_are_forked_from_one_server_that_a_group_stop_signal_cannot_kill(
     tmp_path: Path,
 ) -> None:
@@ -78,17 +100,7 @@ def test_workers_are_forked_from_one_server_that_a_group_stop_signal_cannot_kill
     process group (Ctrl-C, a service manager's stop) stops the workers cleanly, none reported
     dead, instead of killing the server that reports their exit codes.
     """
-    database = tmp_path / "data" / "photoctl.db"
-    env = photoctl_env(tmp_path, f"sqlite:///{database}")
-    made = run_photoctl(["init"], env)
-    assert made.returncode == 0, made.stderr
-    work = start_photoctl(["work", "-n", "3", "--engine", "none"], env, tmp_path / "logs", "work")
-    try:
-        pids = wait_for(
-            lambda: (found := _worker_pids(database)) and len(found) == 3 and found,
-            60,
-            "three registered workers",
-        )
+    with _working(tmp_path, 3) as (_, work, pids):
         [server] = {int(_status_field(pid, "PPid")) for pid in pids}
         assert server != work.process.pid
         assert int(_status_field(server, "PPid")) == work.process.pid
@@ -98,8 +110,6 @@ def test_workers_are_forked_from_one_server_that_a_group_stop_signal_cannot_kill
         os.killpg(work.process.pid, signal.SIGTERM)
         assert work.wait(60) == 0, work.stderr()[-3000:]
         assert "died" not in work.stderr(), work.stderr()[-3000:]
-    finally:
-        work.kill()
 
 
 def test_workers_stop_by_themselves_when_their_supervisor_is_killed_with_sigkill(
@@ -107,24 +117,11 @@ def test_workers_stop_by_themselves_when_their_supervisor_is_killed_with_sigkill
 ) -> None:
     """A worker's parent is the forkserver, which outlives the supervisor while workers run: a
     supervisor killed with -9 must still leave no worker running on (each records its stop)."""
-    database = tmp_path / "data" / "photoctl.db"
-    env = photoctl_env(tmp_path, f"sqlite:///{database}")
-    made = run_photoctl(["init"], env)
-    assert made.returncode == 0, made.stderr
-    work = start_photoctl(["work", "-n", "2", "--engine", "none"], env, tmp_path / "logs", "work")
-    try:
-        pids = wait_for(
-            lambda: (found := _worker_pids(database)) and len(found) == 2 and found,
-            60,
-            "two registered workers",
-        )
+    with _working(tmp_path, 2) as (database, work, pids):
         os.kill(work.process.pid, signal.SIGKILL)  # the supervisor alone, not its group
         wait_for(lambda: not _worker_pids(database), 30, "both workers to record their stop")
         for pid in pids:
             wait_for(lambda pid=pid: not _running(pid), 10, f"worker {pid} to exit")
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # whatever is left of its group
-            os.killpg(work.process.pid, signal.SIGKILL)
 
 
 def _running(pid: int) -> bool:
@@ -141,17 +138,7 @@ def test_workers_of_a_killed_forkserver_stop_before_their_replacements_start(
     """kill -9 of the forkserver: multiprocessing reports each of its live workers as exit code
     255. They stop by themselves (their parent is gone) and only then are replaced, so no more
     than `-n` workers run and none of their jobs is handed out while they still run it."""
-    database = tmp_path / "data" / "photoctl.db"
-    env = photoctl_env(tmp_path, f"sqlite:///{database}")
-    made = run_photoctl(["init"], env)
-    assert made.returncode == 0, made.stderr
-    work = start_photoctl(["work", "-n", "2", "--engine", "none"], env, tmp_path / "logs", "work")
-    try:
-        old = wait_for(
-            lambda: (found := _worker_pids(database)) and len(found) == 2 and found,
-            60,
-            "two registered workers",
-        )
+    with _working(tmp_path, 2) as (database, work, old):
         [server] = {int(_status_field(pid, "PPid")) for pid in old}
         os.kill(server, signal.SIGKILL)
         new = wait_for(
@@ -168,5 +155,3 @@ def test_workers_of_a_killed_forkserver_stop_before_their_replacements_start(
         assert not [pid for pid in old if _running(pid)], "a worker of the dead server still runs"
         os.killpg(work.process.pid, signal.SIGTERM)
         assert work.wait(60) == 0, work.stderr()[-3000:]
-    finally:
-        work.kill()

@@ -7,7 +7,7 @@ Everything runs as real `photoctl` subprocesses writing to one shared log file
 (completion is fenced by the worker id), so counting those lines across every process shows
 that no job was lost and none was recorded twice. The tests read the lines' fields (event,
 worker, job, how, requeued), never their human text, which is free to change. The photos are
-12 MP JPEGs that take ~0.2-0.3 s each to process, long enough to kill a worker in the middle of
+12 MP JPEGs that take ~0.1-0.3 s each to process, long enough to kill a worker in the middle of
 one.
 
 Signals: each supervisor gets its own session (``start_new_session``) so that teardown can kill
@@ -35,11 +35,12 @@ from testkit.photos import write_tree
 from tests.support.cli import ForkedCommand, photoctl_env, run_photoctl, start_photoctl
 from tests.support.worker import wait_for
 
-# One xdist process for the module: its 100 big photos are made once (scripts/test.sh).
+# One xdist process for the module: its PHOTO_COUNT big photos are made once (scripts/test.sh).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("worker_crash")]
 
-PHOTO_COUNT = 100
-PHOTO_SIZE = (4000, 3000)  # ~0.2 s of one core each with --engine none
+PHOTO_COUNT = 60
+BATCH = 30  # the tree is two folders of BATCH photos: set000 and set001
+PHOTO_SIZE = (4000, 3000)  # ~0.1-0.3 s of one core each with --engine none
 SHUTDOWN_GRACE_SECONDS = 10
 # Replacing a worker that lived less than 5 s waits 5 s (supervisor._CRASH_BACKOFF_SECONDS).
 RESPAWN_TIMEOUT_SECONDS = 30
@@ -177,7 +178,7 @@ class Processes:
 def big_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tree of PHOTO_COUNT distinct settled 12 MP JPEGs (each test ingests it afresh)."""
     root = tmp_path_factory.mktemp("big-photos")
-    write_tree(root, PHOTO_COUNT, size=PHOTO_SIZE, per_folder=30)
+    write_tree(root, PHOTO_COUNT, size=PHOTO_SIZE, per_folder=BATCH)
     return root
 
 
@@ -215,11 +216,11 @@ def processes(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Processes]]
         group.kill_leftovers()
 
 
-def ingest(env: dict[str, str], tree: Path) -> None:
+def ingest(env: dict[str, str], tree: Path, count: int = PHOTO_COUNT) -> None:
     result = run_photoctl(["ingest", "--json", str(tree)], env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    assert (report["new"], report["errors"]) == (PHOTO_COUNT, 0), report
+    assert (report["new"], report["errors"]) == (count, 0), report
 
 
 def list_jobs(env: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -358,7 +359,7 @@ def test_killed_worker_and_stopped_supervisor_lose_no_photo(
 ) -> None:
     env = crash_env(tmp_path)
     log = SharedLog(tmp_path / "logs" / "photoctl.log")
-    ingest(env, big_photos)
+    ingest(env, big_photos / "set000", BATCH)
 
     supervisor = processes(env).start("supervisor", "work", "-n", "3", "--engine", "none", "--json")
     wait_for(lambda: sum(log.completions().values()) >= 6, 60, "6 jobs completed")
@@ -366,6 +367,16 @@ def test_killed_worker_and_stopped_supervisor_lose_no_photo(
     before_kill = descendant_pids(supervisor.pid)
     kills = kill_a_busy_worker(log, supervisor)
     assert supervisor.process.poll() is None, supervisor.tail()
+
+    # The replacement comes after a back-off (the victim lived less than 5 s), long enough for
+    # the other two to drain the first batch: the second arrives once the replacement is there,
+    # so that it has jobs to take and some are still queued when the supervisor is stopped.
+    wait_for(
+        lambda: descendant_pids(supervisor.pid) - before_kill,
+        RESPAWN_TIMEOUT_SECONDS,
+        "a replacement worker process",
+    )
+    ingest(env, big_photos / "set001", BATCH)
 
     # The supervisor replaces the dead worker, and the replacement takes jobs.
     def replacement_working() -> bool:

@@ -3,9 +3,9 @@
 # included. PostgreSQL tests use PHOTOCTL_TEST_POSTGRES_URL (default
 # postgresql://postgres@127.0.0.1:5432/postgres) and are skipped only where no server answers,
 # never when CI is set. Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
-# Tests run in PHOTOCTL_TEST_PROCESSES pytest-xdist processes (default: one more than the cores,
-# since many tests spend their time waiting on the processes they start; 0 runs
-# them in this process, which is what to use with -x or --pdb).
+# Tests run in PHOTOCTL_TEST_PROCESSES pytest-xdist processes (default: two more than the cores,
+# since many tests spend their time waiting on the processes they start, on rate limits or on
+# sleeps; 0 runs them in this process, which is what to use with -x or --pdb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser tests drive Debian's headless Chromium through its chromedriver (selenium).
@@ -30,7 +30,7 @@ python3 -m venv .venv
 unset PYTHONDONTWRITEBYTECODE
 # Tests talk to this machine only: no EC2 instance-metadata lookups by boto3.
 export AWS_EC2_METADATA_DISABLED=true
-processes="${PHOTOCTL_TEST_PROCESSES:-$(($(nproc) + 1))}"
+processes="${PHOTOCTL_TEST_PROCESSES:-$(($(nproc) + 2))}"
 if [ "$processes" -gt 0 ]; then
     # loadgroup: tests spread one by one, except those marked xdist_group (sharing an
     # expensive module fixture), which stay in one process.

@@ -25,6 +25,12 @@ POSTGRES_ADMIN_URL = os.environ.get(
 DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (order kept otherwise): xdist hands tests out in this order, and a long
+    test started last would keep one process busy while the others have nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No PHOTOCTL_* or historic variable from the developer's shell leaks into a test."""

@@ -254,6 +254,7 @@ def test_users_token_and_users_delete_revoke_every_login_token(tmp_path, db_url,
 # -- 6: login timing does not tell which names exist or have a password -----------------------
 
 
+@pytest.mark.slow
 def test_login_takes_as_long_for_unknown_names_and_users_without_password(
     tmp_path,
     db_url,

@@ -132,6 +132,7 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_workers_of_a_killed_forkserver_stop_before_their_replacements_start(
     tmp_path: Path,
 ) -> None:

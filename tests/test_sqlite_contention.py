@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 LOAD_SECONDS = 20.0
 BATCH_EVERY_SECONDS = 1.0
 PHOTOS_PER_BATCH = 20
-PHOTO_SIZE = (800, 600)
+PHOTO_SIZE = (320, 240)
 SHUTDOWN_GRACE_SECONDS = 10
 LOCKED = "database is locked"
 

@@ -44,7 +44,8 @@ WAIT_SECONDS = 60
 # Read before conftest's clean_environment removes every PHOTOCTL_* variable from the tests.
 ARTIFACTS_ROOT = os.environ.get("PHOTOCTL_TEST_ARTIFACTS")
 
-pytestmark = pytest.mark.slow
+# One xdist process for the module: one Chromium (~1.2 CPU-s to start) serves its four tests.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402

@@ -28,8 +28,16 @@ from photoctl.config import HISTORIC_ENV_NAMES
 
 COMMAND = [sys.executable, "-m", "photoctl"]
 
-# Imported once in the forkserver; every command's child starts with them loaded (serve's too).
-_PRELOAD = ["photoctl.cli", "photoctl.api.app", "photoctl.api.serve", "tests.support.cli"]
+# Imported once in the forkserver; every command's child starts with them loaded (serve's too),
+# the local engine's dlib models included, as workers get them from photoctl's own forkserver:
+# each `users enroll` or served selfie would otherwise load them again (0.9 CPU-s).
+_PRELOAD = [
+    "photoctl.cli",
+    "photoctl.api.app",
+    "photoctl.api.serve",
+    "photoctl.faces.local_preload",
+    "tests.support.cli",
+]
 _forkserver: multiprocessing.context.ForkServerContext | None = None
 # A forkserver child's exit code is read once from a pipe, by whichever thread asks first, and
 # Process.start() asks for every finished child (multiprocessing's cleanup of its children): two

@@ -122,6 +122,10 @@ def _rekognition_env(tmp_path: Path, db_url: str, fake: FakeRekognition, **extra
         "PHOTOCTL_REKOGNITION_ENDPOINT_URL": fake.endpoint_url,
         "PHOTOCTL_INGEST_SETTLE_SECONDS": "0",
         "PHOTOCTL_QUEUE_LEASE_SECONDS": "5",
+        # Workers at the test's own priority: the quota is judged at the endpoint, and niced
+        # workers starved by other tests' load send the calls the limiter granted late, several
+        # bunched into one second (as the crash tests do).
+        "PHOTOCTL_QUEUE_WORKER_NICE": "0",
     }
     return photoctl_env(tmp_path, db_url, **{**AWS_ENV, **settings, **extra})
 

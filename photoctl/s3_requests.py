@@ -62,6 +62,8 @@ _THROTTLING_CODES = frozenset(
 _ATTEMPTS = 2
 _PAUSE_SECONDS = 0.05  # botocore's non-throttling base scale
 _THROTTLED_PAUSE_SECONDS = 1.0
+# Sent but never signed (botocore's SIGNED_HEADERS_BLACKLIST): a proxy may change them.
+_UNSIGNED = frozenset({"expect", "transfer-encoding", "user-agent", "x-amzn-trace-id"})
 _ERROR_CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
@@ -95,7 +97,7 @@ class SignedRequests:
         ContentType: str,  # noqa: N803
         IfNoneMatch: str | None = None,  # noqa: N803
     ) -> dict[str, Any]:
-        headers = {"Content-Type": ContentType}
+        headers: dict[str, Any] = {"Content-Type": ContentType}
         if IfNoneMatch is not None:
             headers["If-None-Match"] = IfNoneMatch
         if isinstance(Body, bytes | bytearray | memoryview):
@@ -109,6 +111,9 @@ class SignedRequests:
                 digest.update(chunk)
             payload = digest.hexdigest()
             size = Body.tell() - start
+            # As the client sends a file: the server may answer (412 for a conditional PUT)
+            # before the body is sent. Bytes, which is what botocore's connection looks for.
+            headers["Expect"] = b"100-continue"
         headers["Content-Length"] = str(size)
         for attempt in range(1, _ATTEMPTS + 1):
             if start is not None:
@@ -137,7 +142,7 @@ class SignedRequests:
         method: str,
         bucket: str,
         key: str,
-        headers: dict[str, str],
+        headers: dict[str, Any],
         body: Any,
         payload: str,
         operation: str,
@@ -175,12 +180,12 @@ class SignedRequests:
         )
 
     def sign(
-        self, method: str, path: str, headers: dict[str, str], payload: str, now: float = 0.0
+        self, method: str, path: str, headers: dict[str, Any], payload: str, now: float = 0.0
     ) -> dict[str, str]:
         """The SigV4 headers (X-Amz-*, Authorization) for a request with these headers.
 
-        ``path`` is already quoted (S3 signs it as sent, without normalizing it); every header
-        given is signed, with the host and the X-Amz ones.
+        ``path`` is already quoted (S3 signs it as sent, without normalizing it); the headers
+        given are signed (but those a proxy may change), with the host and the X-Amz ones.
         """
         if self.credentials is None:
             raise NoCredentialsError()
@@ -189,7 +194,11 @@ class SignedRequests:
         added = {"X-Amz-Date": stamp, "X-Amz-Content-SHA256": payload}
         if frozen.token:
             added["X-Amz-Security-Token"] = frozen.token
-        signed = {name.lower(): " ".join(value.split()) for name, value in headers.items()}
+        signed = {
+            name.lower(): " ".join(value.split())
+            for name, value in headers.items()
+            if name.lower() not in _UNSIGNED
+        }
         signed.update((name.lower(), value) for name, value in added.items())
         signed["host"] = self.host
         names = sorted(signed)

@@ -11,7 +11,10 @@ fails with that reason); a store that cannot be reached, answers late (``storage
 or answers with a server error is errors.StoreUnavailable, a TransientError (workers give the job
 back with its attempt and wait for the store, as for a full disk; serve answers 503).
 Credentials come from the usual AWS chain; one client per process and settings (clients are
-thread-safe, but not shared across a fork, hence the pid in the cache key).
+thread-safe, but not shared across a fork, hence the pid in the cache key). With an
+``endpoint_url`` (an S3-compatible server) the single-object PUTs and GETs, three or four a
+photo, skip the client's per-call pipeline: s3_requests.SignedRequests signs them and sends them
+on the same client's HTTP session, answering and failing as the client would.
 """
 
 from __future__ import annotations

@@ -29,8 +29,15 @@ import time
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
+import urllib3
 from botocore.awsrequest import AWSPreparedRequest
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    ResponseStreamingError,
+)
 from botocore.response import StreamingBody
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -77,7 +84,6 @@ class SignedRequests:
         self.region = region
         self.credentials = credentials  # botocore's: refreshable ones are refreshed per request
         self.http = http
-        self._scope = ""
         self._signing_key = ("", "", b"")  # (secret, scope, key): derived once a day
 
     @classmethod
@@ -155,15 +161,18 @@ class SignedRequests:
         )
         try:
             response = self.http.send(request)
+            status = response.status_code
+            if status < 300:
+                return response
+            try:  # the error document (read here for a GET); this also frees the connection
+                content = response.content
+            except urllib3.exceptions.HTTPError as failure:
+                raise ResponseStreamingError(error=failure) from None
         except (ConnectionError, HTTPClientError):
             if attempt == _ATTEMPTS:
                 raise
             time.sleep(random.random() * _PAUSE_SECONDS)
             return None
-        status = response.status_code
-        if status < 300:
-            return response
-        content = response.content  # the error document; also frees the connection
         found = _ERROR_CODE.search(content)
         code = found.group(1).decode() if found else str(status)
         throttled = code in _THROTTLING_CODES or status == 429

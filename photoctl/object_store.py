@@ -11,7 +11,10 @@ fails with that reason); a store that cannot be reached, answers late (``storage
 or answers with a server error is errors.StoreUnavailable, a TransientError (workers give the job
 back with its attempt and wait for the store, as for a full disk; serve answers 503).
 Credentials come from the usual AWS chain; one client per process and settings (clients are
-thread-safe, but not shared across a fork, hence the pid in the cache key).
+thread-safe, but not shared across a fork, hence the pid in the cache key). With an
+``endpoint_url`` (an S3-compatible server) the single-object PUTs and GETs, three or four a
+photo, skip the client's per-call pipeline: s3_requests.SignedRequests signs them and sends them
+on the same client's HTTP session, answering and failing as the client would.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from photoctl.errors import PermanentError, StoreUnavailable
 from photoctl.imaging import SourceFile
+from photoctl.s3_requests import SignedRequests
 from photoctl.storage_settings import S3_SCHEME, StorageSettings, split_s3_url
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -59,9 +63,11 @@ def translated(what: str) -> Iterator[None]:
 
 
 @functools.lru_cache(maxsize=8)
-def _client(endpoint_url: str, region: str, timeout: float, pid: int) -> Any:
+def _connection(endpoint_url: str, region: str, timeout: float, pid: int) -> tuple[Any, Any]:
+    """(client, what sends single-object PUTs and GETs): s3_requests.SignedRequests on the
+    client's HTTP session when the endpoint is an S3-compatible server's, else the client."""
     session = boto3.session.Session()
-    return session.client(
+    client = session.client(
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region or None,
@@ -79,15 +85,24 @@ def _client(endpoint_url: str, region: str, timeout: float, pid: int) -> Any:
             response_checksum_validation="when_required",
         ),
     )
+    # AWS itself is left to the client: it knows virtual-hosted addressing, each region's
+    # endpoint and the redirect of a bucket in another region.
+    signed = SignedRequests.of_client(client, session.get_credentials()) if endpoint_url else None
+    return client, signed or client
+
+
+def _connection_for(storage: StorageSettings) -> tuple[Any, Any]:
+    return _connection(storage.endpoint_url, storage.region, storage.timeout_seconds, os.getpid())
 
 
 def client_for(storage: StorageSettings) -> Any:
-    return _client(storage.endpoint_url, storage.region, storage.timeout_seconds, os.getpid())
+    return _connection_for(storage)[0]
 
 
 def store_for(storage: StorageSettings) -> S3Store:
     bucket, prefix = split_s3_url(storage.root)
-    return S3Store(client_for(storage), bucket, prefix, multipart_mb=storage.multipart_mb)
+    client, objects = _connection_for(storage)
+    return S3Store(client, bucket, prefix, multipart_mb=storage.multipart_mb, objects=objects)
 
 
 def object_url(bucket: str, key: str) -> str:
@@ -97,8 +112,18 @@ def object_url(bucket: str, key: str) -> str:
 class S3Store:
     """Keys under ``prefix`` in ``bucket`` (storage.Store)."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str, *, multipart_mb: int = 16) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        *,
+        multipart_mb: int = 16,
+        objects: Any = None,
+    ) -> None:
         self.client = client
+        # Single-object PUTs and GETs (the hot requests) go here: SignedRequests or the client.
+        self.objects = objects or client
         self.bucket = bucket
         self.prefix = prefix
         part = multipart_mb * 1024 * 1024
@@ -124,7 +149,7 @@ class S3Store:
         buffer = io.BytesIO()
         yield buffer
         with translated(f"writing {self.describe(stored_key)}"):
-            self.client.put_object(
+            self.objects.put_object(
                 Bucket=self.bucket,
                 Key=self.object_key(stored_key),
                 Body=buffer.getvalue(),
@@ -155,7 +180,7 @@ class S3Store:
         if size < self.transfer.multipart_threshold:
             with translated(where):
                 try:
-                    self.client.put_object(
+                    self.objects.put_object(
                         Bucket=self.bucket,
                         Key=self.object_key(stored_key),
                         Body=source,
@@ -181,7 +206,7 @@ class S3Store:
 
     def read(self, stored_key: str, *, max_bytes: int, display_name: str) -> bytes:
         return read_object(
-            self.client, self.bucket, self.object_key(stored_key), max_bytes, display_name
+            self.objects, self.bucket, self.object_key(stored_key), max_bytes, display_name
         ).data
 
     def delete(self, stored_key: str) -> None:
@@ -227,12 +252,15 @@ class S3Store:
 
 
 def read_object(
-    client: Any, bucket: str, key: str, max_bytes: int, display_name: str
+    objects: Any, bucket: str, key: str, max_bytes: int, display_name: str
 ) -> SourceFile:
-    """The object's bytes, refused (PermanentError) past ``max_bytes`` before any is read."""
+    """The object's bytes, refused (PermanentError) past ``max_bytes`` before any is read.
+
+    ``objects`` is the client or a SignedRequests: both answer get_object alike.
+    """
     where = object_url(bucket, key)
     with translated(f"{display_name} ({where})"):
-        answer = client.get_object(Bucket=bucket, Key=key)
+        answer = objects.get_object(Bucket=bucket, Key=key)
         size = int(answer["ContentLength"])
         if size > max_bytes:
             answer["Body"].close()
@@ -251,7 +279,7 @@ def read_url(
 ) -> SourceFile:
     """An original stored at ``s3://bucket/key`` (any bucket the credentials can read)."""
     bucket, key = url[len(S3_SCHEME) :].split("/", 1)
-    return read_object(client_for(storage), bucket, key, max_bytes, display_name)
+    return read_object(_connection_for(storage)[1], bucket, key, max_bytes, display_name)
 
 
 def fingerprint(etag: str) -> int:

@@ -3,7 +3,8 @@
 Put it in front of a real server (SeaweedFS's S3 port) to see what photoctl does when that
 server goes away or answers too slowly, without touching the server itself: ``mode = "pass"``
 forwards bytes both ways, ``"down"`` closes every new connection at once (and cuts the open
-ones), ``"hang"`` accepts connections and never answers.
+ones), ``"hang"`` accepts connections and never answers. ``refuse_next(n)`` is a blip: the open
+connections are cut and the next ``n`` new ones closed at once, then it forwards again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._to_refuse = 0
+        self.refused = 0  # connections closed at once by refuse_next
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -34,10 +37,26 @@ class TcpProxy:
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
         if mode != "pass":
-            with self._lock:
-                for sock in list(self._open):
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+            self._cut_open()
+
+    def _cut_open(self) -> None:
+        with self._lock:
+            for sock in list(self._open):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def refuse_next(self, count: int) -> None:
+        with self._lock:
+            self._to_refuse = count
+        self._cut_open()
+
+    def _refusing(self) -> bool:
+        with self._lock:
+            if self._to_refuse <= 0:
+                return False
+            self._to_refuse -= 1
+            self.refused += 1
+            return True
 
     def close(self) -> None:
         self._closed = True
@@ -57,7 +76,7 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            if self.mode == "down":
+            if self.mode == "down" or self._refusing():
                 client.close()
                 continue
             self._track(client)

@@ -1,7 +1,7 @@
 """The hot object requests sent outside botocore's client pipeline (photoctl/s3_requests.py).
 
-Single-object PUTs and GETs to an S3-compatible endpoint are signed by photoctl and sent on the
-client's HTTP session. They must be what the client would send (the same SigV4 signature) and
+Single-object PUTs and GETs to an S3-compatible endpoint are signed with botocore's S3SigV4Auth
+and sent on the client's HTTP session. They must be accepted as the client's would be and
 fail as the client's calls do, against a real SeaweedFS: refused credentials are the store being
 unavailable, a missing object is named, a blip is retried once, refreshed credentials are used.
 """
@@ -9,17 +9,13 @@ unavailable, a missing object is named, a blip is retried once, refreshed creden
 from __future__ import annotations
 
 import datetime
-import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import botocore.auth
 import pytest
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import ReadOnlyCredentials, RefreshableCredentials
+from botocore.credentials import RefreshableCredentials
 
 from photoctl import config
 from photoctl.errors import PermanentError, StoreUnavailable
@@ -59,38 +55,6 @@ def proxy(seaweedfs: SeaweedFS) -> Iterator[TcpProxy]:
 def write(store: S3Store, stored_key: str, content: bytes) -> None:
     with store.writer(stored_key) as stream:
         stream.write(content)
-
-
-@pytest.mark.parametrize("token", [None, "a-session-token"])
-def test_the_signature_is_the_one_botocore_computes_for_the_same_request(
-    monkeypatch: pytest.MonkeyPatch, token: str | None
-) -> None:
-    moment = datetime.datetime(2026, 11, 29, 23, 59, 58, tzinfo=datetime.UTC)
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: moment)
-    credentials = ReadOnlyCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG", token)
-
-    class Fixed:
-        def get_frozen_credentials(self) -> ReadOnlyCredentials:
-            return credentials
-
-    signer = SignedRequests("http://127.0.0.1:8333", "eu-west-3", Fixed(), http=None)
-    body = b"thumbnail bytes"
-    headers: dict[str, Any] = {
-        "Content-Type": "image/jpeg",
-        "If-None-Match": "*",
-        "Content-Length": "15",
-        "Expect": b"100-continue",  # never signed
-    }
-    path = "/bucket/p/odd%20name%20%C3%A9%2B.jpg"
-    payload = hashlib.sha256(body).hexdigest()
-    ours = signer.sign("PUT", path, headers, payload, now=moment.timestamp())
-
-    request = AWSRequest("PUT", f"http://127.0.0.1:8333{path}", dict(headers), body)
-    S3SigV4Auth(credentials, "s3", "eu-west-3").add_auth(request)
-
-    assert ours["Authorization"] == request.headers["Authorization"]
-    assert ours["X-Amz-Date"] == request.headers["X-Amz-Date"]
-    assert ours.get("X-Amz-Security-Token") == request.headers.get("X-Amz-Security-Token")
 
 
 def test_store_for_an_s3_compatible_endpoint_sends_single_object_requests_signed_here(

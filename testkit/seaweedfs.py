@@ -161,6 +161,7 @@ class SeaweedFS:
                 )
             try:
                 client.list_buckets()
+                self._store_one_object(client)
                 return
             except (BotoCoreError, ClientError) as error:
                 if time.monotonic() > deadline:
@@ -168,6 +169,20 @@ class SeaweedFS:
                         f"S3 did not answer within {timeout:g} s ({error}): {self.log_tail()}"
                     ) from None
             time.sleep(0.2)
+
+    @staticmethod
+    def _store_one_object(client: Any) -> None:
+        """Write, then remove, an object: the gateway answers before the volume server has
+        registered with the master, and until then a first write can take seconds, longer
+        than the short timeouts some tests set. Ready means ready to store."""
+        bucket = f"warm-up-{uuid.uuid4().hex[:12]}"
+        client.create_bucket(Bucket=bucket)
+        try:
+            client.put_object(Bucket=bucket, Key="warm-up", Body=b"warm-up")
+            client.delete_object(Bucket=bucket, Key="warm-up")
+        finally:
+            with contextlib.suppress(Exception):
+                client.delete_bucket(Bucket=bucket)
 
     def stop(self) -> None:
         self._end_process()

@@ -258,6 +258,20 @@ def test_login_gives_a_working_token_and_is_rate_limited(api, event) -> None:
     assert anonymous.post("/api/login", json={"name": ""}).status_code == 422
 
 
+def test_a_login_name_no_user_can_have_is_refused_not_a_server_error(api, event) -> None:
+    """A NUL cannot be stored in PostgreSQL text (schemathesis found the 500 there), and a lone
+    surrogate cannot be encoded for either database."""
+    anonymous = api.as_(None)
+    for name in ("a\x00b", "\x00"):
+        answer = anonymous.post("/api/login", json={"name": name, "password": "guess"})
+        assert answer.status_code == 422, (name, answer.text)
+    lone_surrogate = b'{"name": "a\\ud800b", "password": "guess"}'
+    answer = anonymous.post(
+        "/api/login", content=lone_surrogate, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code in (401, 422), answer.text
+
+
 def test_uploads_are_accepted_at_once_and_enqueued(api, event, tmp_path) -> None:
     photo = write_photo(tmp_path / "new.jpg", seed=77, size=(1200, 800))
     client = api.as_(event.tokens["obama"])

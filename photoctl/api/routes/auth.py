@@ -12,7 +12,9 @@ router = APIRouter(tags=["auth"])
 
 
 class Credentials(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    # No user's name holds a NUL (a command line cannot carry one), and PostgreSQL text cannot
+    # store one: such a name is refused before it is looked up, not a server error.
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")
     password: str = Field(min_length=1, max_length=1000)
 
 

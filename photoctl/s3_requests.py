@@ -83,35 +83,48 @@ class SignedRequests:
         headers: dict[str, Any] = {"Content-Type": ContentType}
         if IfNoneMatch is not None:
             headers["If-None-Match"] = IfNoneMatch
-        if isinstance(Body, bytes | bytearray | memoryview):
-            start = None
-            size = len(Body)
-        else:  # an open file, sent from where it stands (again on a retry)
+        if not isinstance(Body, bytes | bytearray | memoryview):  # an open file, from here on
             start = Body.tell()
-            size = Body.seek(0, io.SEEK_END) - start
+            headers["Content-Length"] = str(Body.seek(0, io.SEEK_END) - start)
+            Body.seek(start)
             # As the client sends a file: the server may answer (412 for a conditional PUT)
             # before the body is sent. Bytes, which is what botocore's connection looks for.
             headers["Expect"] = b"100-continue"
-        headers["Content-Length"] = str(size)
-        for attempt in range(1, _ATTEMPTS + 1):
-            if start is not None:
-                Body.seek(start)  # type: ignore[union-attr]
-            response = self._send(attempt, "PUT", Bucket, Key, headers, Body, "PutObject")
-            if response is not None:
-                return {"ETag": response.headers.get("ETag", "")}
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        else:
+            headers["Content-Length"] = str(len(Body))
+        response = self._request("PUT", Bucket, Key, headers, Body, "PutObject")
+        return {"ETag": response.headers.get("ETag", "")}
 
     def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
         """The answer as the client gives it: ContentLength, ETag and an unread Body."""
+        response = self._request("GET", Bucket, Key, {}, b"", "GetObject")
+        size = int(response.headers["Content-Length"])
+        return {
+            "ContentLength": size,
+            "ETag": response.headers.get("ETag", ""),
+            "Body": StreamingBody(response.raw, size),
+        }
+
+    def _request(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        headers: dict[str, Any],
+        body: Any,
+        operation: str,
+    ) -> Any:
+        """The 2xx response, a transient failure tried once more; raises when that fails too.
+
+        A file body is sent from where it stands, again from there on the second attempt.
+        """
+        start = None if isinstance(body, bytes | bytearray | memoryview) else body.tell()
         for attempt in range(1, _ATTEMPTS + 1):
-            response = self._send(attempt, "GET", Bucket, Key, {}, b"", "GetObject")
+            if start is not None:
+                body.seek(start)
+            response = self._send(attempt, method, bucket, key, headers, body, operation)
             if response is not None:
-                size = int(response.headers["Content-Length"])
-                return {
-                    "ContentLength": size,
-                    "ETag": response.headers.get("ETag", ""),
-                    "Body": StreamingBody(response.raw, size),
-                }
+                return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _send(

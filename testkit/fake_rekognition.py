@@ -994,17 +994,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         region=args.region,
         verbose=args.verbose,
     ).start()
-    host = args.host if args.host not in ("", "0.0.0.0") else "127.0.0.1"
-    # The first stdout line is the contract with harnesses: flush it immediately.
-    print(f"http://{host}:{fake.port}", flush=True)
-
     stopping = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
         stopping.set()
 
+    # Before the address is printed: a harness may stop the fake as soon as it has it.
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    host = args.host if args.host not in ("", "0.0.0.0") else "127.0.0.1"
+    # The first stdout line is the contract with harnesses: flush it immediately.
+    print(f"http://{host}:{fake.port}", flush=True)
     # Poll so signal handlers get a chance to run in the main thread.
     while not stopping.wait(0.2):
         pass

@@ -163,6 +163,28 @@ def set_purged(conn: Connection, event_id: int, now: float) -> None:
     )
 
 
+# Built once: every face write of a job asks. FOR SHARE (PostgreSQL; SQLite's write lock,
+# taken at BEGIN IMMEDIATE, already serializes) holds back set_purged's UPDATE until the asking
+# transaction ends.
+_TAKES_FACE_DATA = (
+    select(events_table.c.purged_at)
+    .where(events_table.c.id == bindparam("event"))
+    .with_for_update(read=True)
+)
+
+
+def takes_face_data(conn: Connection, event_id: int) -> bool:
+    """Whether face data of the event may still be stored: false once it is purged.
+
+    Every transaction that stores faces, selfies or matches asks first, in that transaction. A
+    purge commits its mark, then deletes the rows: a write that asked before the mark commits
+    before it (the purge's deletion comes after and takes its rows too), and one that asks after
+    it sees the mark and stores nothing, whatever the worker read when its job started.
+    """
+    row = conn.execute(_TAKES_FACE_DATA, {"event": event_id}).first()
+    return row is not None and row.purged_at is None
+
+
 # Built once: every photo job asks (see face_store.py on statements built once).
 _EVENT_OF_PHOTO = (
     select(*_COLUMNS)

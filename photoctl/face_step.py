@@ -34,7 +34,10 @@ most 100 per photo) are named the same way, in the log and the job's reason.
 Matching is scoped by the photo's event: its faces go to the event's index (Rekognition: the
 event's collection) and are matched against the selfies of that event's users only. A photo of
 a purged event gets no faces at all: nobody can enroll there any more, and its face data was
-deleted on purpose.
+deleted on purpose. A purge may also come while the step runs: each of its writes first asks
+whether the event still takes face data (``event_store.takes_face_data``, in the same
+transaction), and when it does not, the step stores nothing and deletes the event's index again,
+which its own call to the engine may have re-created (drop_purged_index).
 """
 
 from __future__ import annotations
@@ -48,13 +51,36 @@ from sqlalchemy import Engine
 from photoctl import audit, db, event_store, face_store, faces
 from photoctl.catalog import PhotoRecord
 from photoctl.config import Settings
-from photoctl.errors import FacesRefused
+from photoctl.errors import FacesRefused, TransientError
 from photoctl.faces.base import FaceEngine, StoredFace
 from photoctl.imaging import DecodedPhoto
 from photoctl.models import AuditAction
 from photoctl.pipeline import FaceStep, FaceSummary, NoFaces
 
 log = logging.getLogger(__name__)
+
+
+class EventPurged(Exception):
+    """The event was purged while its face data was being found: store none of it."""
+
+
+def drop_purged_index(engine: FaceEngine, slug: str, what: str) -> None:
+    """Delete a purged event's index again after ``what`` (a call to the engine that came after
+    the purge had deleted it may have re-created it); a failure is logged with the remedy."""
+    log.info("[FaceRecognition] event %s was purged during %s: nothing of it is kept", slug, what)
+    if not engine.keeps_index:
+        return
+    try:
+        engine.drop_event(slug)
+    except TransientError as error:
+        log.error(
+            "[FaceRecognition] event %s was purged during %s, and its index could not be "
+            "deleted again (%s): run `photoctl events purge %s` to delete it",
+            slug,
+            what,
+            error,
+            slug,
+        )
 
 
 def make_face_step(
@@ -86,23 +112,28 @@ class EngineFaceStep:
             return FaceSummary()
         engine = self.engine.for_event(event.slug)
         try:
-            found, note = self.photo_faces(photo, lambda: decoded.sharpest, engine)
+            found, note = self.photo_faces(photo, lambda: decoded.sharpest, engine, event.id)
             if not found:
                 return FaceSummary(note=note)
             with db.read(self.database) as conn:
                 enrolled = face_store.enrolled_faces(conn, engine.name, event.id)
             matches = engine.match_faces(found, enrolled)
+            if matches:
+                with db.write(self.database) as conn:
+                    if not event_store.takes_face_data(conn, event.id):
+                        raise EventPurged
+                    gained = face_store.store_matches(conn, matches)
+                    if gained:
+                        # Only matches really inserted: a rerun of the job audits nothing twice.
+                        audit.record(
+                            conn, event.id, AuditAction.MATCHES, source="photo", users=len(gained)
+                        )
         except FacesRefused as refused:
             log.warning("[FaceRecognition] photo %d: faces failed: %s", photo.id, refused)
             return FaceSummary(faces_error=str(refused))
-        if matches:
-            with db.write(self.database) as conn:
-                gained = face_store.store_matches(conn, matches)
-                if gained:
-                    # Only matches really inserted: a rerun of the job audits nothing twice.
-                    audit.record(
-                        conn, event.id, AuditAction.MATCHES, source="photo", users=len(gained)
-                    )
+        except EventPurged:
+            drop_purged_index(engine, event.slug, f"the face step of photo {photo.id}")
+            return FaceSummary()
         users = tuple(sorted({m.user_id for m in matches}))
         return FaceSummary(faces=len(found), matches=len(users), user_ids=users, note=note)
 
@@ -110,14 +141,15 @@ class EngineFaceStep:
         self,
         photo: PhotoRecord,
         image_of: Callable[[], Image.Image],
-        engine: FaceEngine | None = None,
+        engine: FaceEngine,
+        event_id: int,
     ) -> tuple[list[StoredFace], str | None]:
         """The photo's faces for this engine: stored ones if checkpointed, else found and stored;
         and the engine's note on faces it left out (only when it was asked).
 
         ``engine`` is this step's engine for the photo's event (``FaceEngine.for_event``).
+        Raises EventPurged when the event was purged before the faces could be stored.
         """
-        engine = engine or self.engine
         name = engine.name
         with db.read(self.database) as conn:
             checkpoint = face_store.faces_checkpoint(conn, photo.id)
@@ -129,6 +161,8 @@ class EngineFaceStep:
             engine.discard_photo_faces(photo.id)
         elif engine.keeps_index:
             with db.write(self.database) as conn:
+                if not event_store.takes_face_data(conn, event_id):
+                    raise EventPurged
                 face_store.set_faces_checkpoint(conn, photo.id, pending)
         try:
             records, note = engine.index_photo_reporting(photo.id, image_of())
@@ -141,6 +175,8 @@ class EngineFaceStep:
         if note:
             log.warning("[FaceRecognition] photo %d: %s", photo.id, note)
         with db.write(self.database) as conn:
+            if not event_store.takes_face_data(conn, event_id):
+                raise EventPurged
             face_store.store_faces(conn, photo.id, name, records)
             face_store.set_faces_checkpoint(conn, photo.id, name)
             return face_store.photo_faces(conn, photo.id, name), note

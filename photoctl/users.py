@@ -36,7 +36,7 @@ from photoctl.errors import (
     PhotoctlError,
     SeveralFaces,
 )
-from photoctl.face_step import StoredFaces
+from photoctl.face_step import StoredFaces, drop_purged_index
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
 from photoctl.models import LoginToken, Match, Photo, SelfieFace, User, display_path
@@ -247,10 +247,17 @@ def enroll_selfie(
         raise NoFace(f"{shown}: no face found in the selfie")
     replaced: list[str] = []
     with db.write(database) as conn:
-        if replace:
+        # A purge that came meanwhile: keep nothing (see event_store.takes_face_data).
+        purged = not event_store.takes_face_data(conn, event.id)
+        if purged:
+            selfie_face = None
+        elif replace:
             selfie_face, replaced = face_store.replace_selfie(conn, engine.name, user_id, record)
         else:
             selfie_face = face_store.add_selfie(conn, engine.name, user_id, record)
+    if selfie_face is None:
+        drop_purged_index(engine, event.slug, f"the enrollment of user {user_id}")
+        raise _purged_meanwhile(event.slug)
     if replaced:
         engine.forget(replaced)
     with db.write(database) as conn:
@@ -263,9 +270,18 @@ def enroll_selfie(
     found = engine.match_selfie(selfie_face, StoredFaces(database, event.id))
     if found:
         with db.write(database) as conn:
-            face_store.store_matches(conn, found, source="selfie")
+            purged = not event_store.takes_face_data(conn, event.id)
+            if not purged:
+                face_store.store_matches(conn, found, source="selfie")
+        if purged:
+            # The selfie committed before the purge's mark: the purge deleted it.
+            raise _purged_meanwhile(event.slug)
     with db.read(database) as conn:
         return len(face_store.photos_of_user(conn, user_id))
+
+
+def _purged_meanwhile(slug: str) -> PermanentError:
+    return PermanentError(f"event {slug!r} was purged during the enrollment: nothing of it is kept")
 
 
 def delete_user(

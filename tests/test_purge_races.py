@@ -1,0 +1,199 @@
+"""A purge that lands while a photo's faces or a selfie are being found keeps none of them.
+
+A worker reads its photo's event when its job starts; the purge may come at any moment after
+that, from another process: before the step's pending checkpoint, between it and IndexFaces
+(whose call then re-creates the collection the purge deleted), after IndexFaces, or between
+storing the faces and storing the matches. Whatever the moment, once both are over the event has
+no face, selfie or match row and no collection, and the job is done. The same holds for an
+enrollment. Faces are colour squares on the local fake Rekognition endpoint (no dlib).
+
+The moment is chosen by running the purge from inside the engine method the step calls at that
+point, as another process would have, with an engine of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from photoctl import db, event_store, events, face_store, faces, participants, users
+from photoctl.errors import PermanentError
+from photoctl.faces.base import FaceRecord
+from photoctl.faces.rekognition import RekognitionEngine
+from photoctl.ingest import ingest_paths
+from photoctl.models import Face, Match, Photo, SelfieFace, User
+from photoctl.worker import drain_in_process
+from tests.support.colour_faces import face_photo
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+SLUG = "run"
+COLLECTION = f"photoctl-{SLUG}"
+
+
+@pytest.fixture
+def rk_settings(settings, fake, aws):
+    return settings.replace(
+        "rekognition", endpoint_url=fake.endpoint_url, region="eu-west-1", max_tps=50.0
+    ).replace("faces", engine="rekognition")
+
+
+@pytest.fixture
+def purger(rk_settings, engine) -> RekognitionEngine:
+    """The engine of the operator's `events purge`, another process's in real life."""
+    made = faces.make_engine("rekognition", rk_settings, engine)
+    assert isinstance(made, RekognitionEngine)
+    return made
+
+
+@pytest.fixture
+def enrolled_red(tmp_path, rk_settings, engine, purger) -> participants.Enrolled:
+    """An event with one participant (a red face) and its collection, before any photo."""
+    events.create_event(engine, SLUG, title="Run", date=None, retention_days=30)
+    selfie = face_photo(tmp_path / "selfies" / "red.jpg", [RED], size=(640, 480))
+    return participants.enroll_participant(
+        engine,
+        purger,
+        rk_settings,
+        events.require_event(engine, SLUG),
+        selfie,
+        consented=True,
+        access_code=None,
+    )
+
+
+@pytest.fixture
+def purge_inside(
+    monkeypatch: pytest.MonkeyPatch, engine, purger
+) -> Iterator[Callable[[str, bool], None]]:
+    """purge_inside(method, after): the next call of RekognitionEngine.<method> runs the purge
+    before (or after) doing its own work, once."""
+    fired: list[str] = []
+
+    def arm(method: str, after: bool) -> None:
+        original = getattr(RekognitionEngine, method)
+
+        def wrapped(self, *args, **kwargs):
+            if fired:
+                return original(self, *args, **kwargs)
+            fired.append(method)
+            if not after:
+                events.purge_event(engine, purger, SLUG)
+            result = original(self, *args, **kwargs)
+            if after:
+                events.purge_event(engine, purger, SLUG)
+            return result
+
+        monkeypatch.setattr(RekognitionEngine, method, wrapped)
+
+    yield arm
+    assert fired, "the purge never ran: the step no longer calls the patched method"
+
+
+def count(engine, model, *conditions) -> int:
+    with db.read(engine) as conn:
+        return conn.execute(select(func.count()).select_from(model).where(*conditions)).scalar()
+
+
+def face_data_of_event(engine) -> dict[str, int]:
+    event = events.require_event(engine, SLUG)
+    photos = select(Photo.id).where(Photo.event_id == event.id)
+    users_ = select(User.id).where(User.event_id == event.id)
+    return {
+        "faces": count(engine, Face, Face.photo_id.in_(photos)),
+        "selfies": count(engine, SelfieFace, SelfieFace.user_id.in_(users_)),
+        "matches": count(engine, Match, Match.user_id.in_(users_) | Match.photo_id.in_(photos)),
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "after"),
+    [
+        ("for_event", True),  # after the job read its event, before the pending checkpoint
+        ("index_photo_reporting", False),  # after the checkpoint: IndexFaces re-creates it
+        ("index_photo_reporting", True),  # after IndexFaces, before the faces are stored
+        ("match_faces", True),  # faces stored, matches not yet
+    ],
+    ids=["before-checkpoint", "before-index", "after-index", "before-matches"],
+)
+def test_a_purge_while_a_photo_is_processed_leaves_no_face_data_and_no_collection(
+    method: str, after: bool, enrolled_red, purge_inside, rk_settings, engine, purger, tmp_path
+) -> None:
+    assert COLLECTION in purger.client.list_collections()["CollectionIds"]
+    face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
+    event = events.require_event(engine, SLUG)
+    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
+    purge_inside(method, after)
+
+    report = drain_in_process(rk_settings, "rekognition")
+
+    assert (report.done, report.failed) == (1, 0), "the photo itself is fine: the job is done"
+    assert face_data_of_event(engine) == {"faces": 0, "selfies": 0, "matches": 0}
+    assert COLLECTION not in purger.client.list_collections()["CollectionIds"]
+    photos, _ = participants.participant_photos(engine, enrolled_red.participant.id, 100, None)
+    assert photos == []
+
+
+@pytest.mark.parametrize(
+    ("method", "after"),
+    [("index_selfie", True), ("match_selfie", True)],
+    ids=["after-index", "before-matches"],
+)
+def test_a_purge_during_an_enrollment_keeps_none_of_the_selfie(
+    method: str, after: bool, enrolled_red, purge_inside, rk_settings, engine, purger, tmp_path
+) -> None:
+    face_photo(tmp_path / "photos" / "blue.jpg", [BLUE], size=(700, 500))
+    event = events.require_event(engine, SLUG)
+    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
+    assert drain_in_process(rk_settings, "rekognition").failed == 0
+    selfie = face_photo(tmp_path / "selfies" / "blue.jpg", [BLUE], size=(640, 480))
+    # The operator's `users enroll`, in its own process: an engine that is not the purger's.
+    enroller = faces.make_engine("rekognition", rk_settings, engine)
+    purge_inside(method, after)
+
+    with pytest.raises(PermanentError, match="purged during the enrollment"):
+        users.enroll_selfie(
+            engine, enroller, rk_settings, enrolled_red.participant.id, selfie, replace=False
+        )
+
+    assert face_data_of_event(engine) == {"faces": 0, "selfies": 0, "matches": 0}
+    assert COLLECTION not in purger.client.list_collections()["CollectionIds"]
+
+
+def test_a_purge_waits_for_a_face_write_that_asked_before_its_mark(
+    engine, settings, tmp_path
+) -> None:
+    """The two transactions really overlap: the writer has asked and not yet committed when the
+    purge starts. The purge's mark waits for the writer's commit (PostgreSQL: the share lock
+    of takes_face_data; SQLite: the write lock), and its deletion then takes the new face."""
+    events.create_event(engine, SLUG, title="Run", date=None, retention_days=30)
+    face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
+    event = events.require_event(engine, SLUG)
+    ingest_paths(engine, settings, [str(tmp_path / "photos")], event_id=event.id)
+    with db.read(engine) as conn:
+        photo_id = conn.execute(select(Photo.id).where(Photo.event_id == event.id)).scalar_one()
+    asked, purge_done = threading.Event(), threading.Event()
+
+    def purge() -> None:
+        asked.wait(10)
+        events.purge_event(engine, None, SLUG)
+        purge_done.set()
+
+    purging = threading.Thread(target=purge)
+    purging.start()
+    try:
+        with db.write(engine) as conn:
+            assert event_store.takes_face_data(conn, event.id)
+            asked.set()
+            time.sleep(0.5)  # the purge has started meanwhile, and waits
+            assert not purge_done.is_set(), "the purge's mark did not wait for this write"
+            face_store.store_faces(conn, photo_id, "local", [FaceRecord((0, 0, 0.2, 0.2), 0.9)])
+    finally:
+        purging.join(30)
+    assert purge_done.is_set()
+    assert face_data_of_event(engine)["faces"] == 0
+    with db.read(engine) as conn:
+        assert not event_store.takes_face_data(conn, event.id)

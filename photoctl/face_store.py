@@ -181,7 +181,13 @@ def store_matches(
 
     Matches from a photo are stored not yet findable (``findable_at`` NULL): the job's final
     transaction publishes them (``mark_findable``). Matches from an enrollment are findable at
-    once. A match stored already (a rerun) is kept as it is; a rejected pair is never stored.
+    once. A match stored already (a rerun) is kept as it is; a rejected pair is never stored,
+    nor a match of a user erased or deleted since the caller read who is enrolled.
+
+    The users' rows are share-locked first (PostgreSQL; SQLite's write lock already serializes):
+    "not me" (reject_match), erasure (participant_store.mark_erased) and deletion each lock the
+    row before they write, so either they wait for this transaction and then remove what it
+    stored, or it waits for them and then sees the rejection or the erasure.
     """
     now = time.time() if now is None else now
     best: dict[tuple[int, int], FaceMatch] = {}
@@ -198,6 +204,8 @@ def store_matches(
         key = (photo_of[match.face_id], match.user_id)
         if key not in best or match.similarity > best[key].similarity:
             best[key] = match
+    live = _users_taking_matches(conn, sorted({user_id for _, user_id in best}))
+    best = {key: match for key, match in best.items() if key[1] in live}
     rejected = rejected_pairs(conn, list(best))
     rows = [
         {
@@ -222,6 +230,21 @@ def store_matches(
     return sorted(set(gained))
 
 
+def _users_taking_matches(conn: Connection, user_ids: Sequence[int]) -> set[int]:
+    """The users among ``user_ids`` that still exist and are not erased, share-locked until the
+    transaction ends (see store_matches)."""
+    live: set[int] = set()
+    for chunk in db.in_chunks(user_ids, _IN_CHUNK):
+        live.update(
+            conn.execute(
+                select(users_table.c.id)
+                .where(users_table.c.id.in_(list(chunk)), users_table.c.erased_at.is_(None))
+                .with_for_update(read=True)
+            ).scalars()
+        )
+    return live
+
+
 def rejected_pairs(conn: Connection, pairs: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
     """The (photo id, user id) pairs among ``pairs`` that the user rejected ("not me")."""
     found: set[tuple[int, int]] = set()
@@ -240,6 +263,9 @@ def rejected_pairs(conn: Connection, pairs: Sequence[tuple[int, int]]) -> set[tu
 def reject_match(conn: Connection, user_id: int, photo_id: int, now: float) -> bool:
     """ "Not me": drop the user's match in the photo and remember the pair; False if there was
     no such match (then nothing is written)."""
+    # The user's row first: a store_matches that read no rejection yet then commits before this
+    # delete looks for the match (see store_matches).
+    conn.execute(select(users_table.c.id).where(users_table.c.id == user_id).with_for_update())
     removed = conn.execute(
         delete(matches_table).where(
             matches_table.c.user_id == user_id, matches_table.c.photo_id == photo_id

@@ -1,14 +1,17 @@
-"""A purge that lands while a photo's faces or a selfie are being found keeps none of them.
+"""Face data written while it is being deleted stays deleted: purge, erasure, "not me".
 
-A worker reads its photo's event when its job starts; the purge may come at any moment after
-that, from another process: before the step's pending checkpoint, between it and IndexFaces
-(whose call then re-creates the collection the purge deleted), after IndexFaces, or between
-storing the faces and storing the matches. Whatever the moment, once both are over the event has
-no face, selfie or match row and no collection, and the job is done. The same holds for an
-enrollment. Faces are colour squares on the local fake Rekognition endpoint (no dlib).
+A worker reads its photo's event and the enrolled users when its job starts; a purge, an
+erasure or a "not me" may come at any moment after that, from another process. A purge before
+the step's pending checkpoint, between it and IndexFaces (whose call then re-creates the
+collection the purge deleted), after IndexFaces, or between storing the faces and the matches:
+once both are over the event has no face, selfie or match row and no collection, and the job is
+done. The same holds for an enrollment. A participant erased while a photo is matched gets no
+match from it; a "not me" is never undone by a match stored at the same moment.
 
-The moment is chosen by running the purge from inside the engine method the step calls at that
-point, as another process would have, with an engine of its own.
+The moment is chosen by running the purge or the erasure from inside the engine method the step
+calls at that point, as another process would have, with an engine of its own; overlapping
+transactions are held open in a thread. Faces are colour squares on the local fake Rekognition
+endpoint (no dlib).
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from sqlalchemy import func, select
 
 from photoctl import db, event_store, events, face_store, faces, participants, users
 from photoctl.errors import PermanentError
-from photoctl.faces.base import FaceRecord
+from photoctl.faces.base import FaceMatch, FaceRecord
 from photoctl.faces.rekognition import RekognitionEngine
 from photoctl.ingest import ingest_paths
-from photoctl.models import Face, Match, Photo, SelfieFace, User
+from photoctl.models import Face, Match, Photo, Rejection, SelfieFace, User
 from photoctl.worker import drain_in_process
 from tests.support.colour_faces import face_photo
 
@@ -197,3 +200,99 @@ def test_a_purge_waits_for_a_face_write_that_asked_before_its_mark(
     assert face_data_of_event(engine)["faces"] == 0
     with db.read(engine) as conn:
         assert not event_store.takes_face_data(conn, event.id)
+
+
+@pytest.fixture
+def processed_red(enrolled_red, rk_settings, engine, tmp_path) -> tuple[int, int, int]:
+    """A red photo of the event processed: (photo id, its face id, the participant's id), the
+    participant matched in it."""
+    face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
+    event = events.require_event(engine, SLUG)
+    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
+    assert drain_in_process(rk_settings, "rekognition").failed == 0
+    user_id = enrolled_red.participant.id
+    with db.read(engine) as conn:
+        photo_id, face_id = conn.execute(
+            select(Match.photo_id, Match.face_id).where(Match.user_id == user_id)
+        ).one()
+    return photo_id, face_id, user_id
+
+
+def hold_open(engine, write: Callable, seconds: float) -> threading.Thread:
+    """Run ``write(conn)`` in a write transaction on a thread, and keep the transaction open
+    ``seconds`` after it returns; the thread is returned once ``write`` has returned."""
+    written = threading.Event()
+
+    def run() -> None:
+        with db.write(engine) as conn:
+            write(conn)
+            written.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert written.wait(30)
+    return thread
+
+
+def test_a_participant_erased_while_a_photo_is_matched_gets_no_match_from_it(
+    enrolled_red, monkeypatch, rk_settings, engine, purger, tmp_path
+) -> None:
+    """The erasure lands after the step read who is enrolled, before it stores the matches."""
+    user_id = enrolled_red.participant.id
+    original = RekognitionEngine.match_faces
+
+    def match_then_erase(self, *args, **kwargs):
+        matches = original(self, *args, **kwargs)
+        assert [m.user_id for m in matches] == [user_id]
+        participants.erase_participant(engine, purger, rk_settings, user_id)
+        return matches
+
+    monkeypatch.setattr(RekognitionEngine, "match_faces", match_then_erase)
+    face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
+    event = events.require_event(engine, SLUG)
+    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
+
+    assert drain_in_process(rk_settings, "rekognition").failed == 0
+
+    assert count(engine, Match, Match.user_id == user_id) == 0
+    assert count(engine, SelfieFace, SelfieFace.user_id == user_id) == 0
+
+
+def test_an_erasure_waits_for_a_match_write_in_progress_and_then_removes_its_match(
+    processed_red, rk_settings, engine, purger
+) -> None:
+    photo_id, face_id, user_id = processed_red
+    with db.write(engine) as conn:  # the match is about to be stored (again), as by a rerun
+        conn.execute(Match.__table__.delete().where(Match.user_id == user_id))
+    stored: list[list[int]] = []
+    writer = hold_open(
+        engine,
+        lambda conn: stored.append(
+            face_store.store_matches(conn, [FaceMatch(face_id, user_id, 99.0)])
+        ),
+        0.5,
+    )
+    try:
+        participants.erase_participant(engine, purger, rk_settings, user_id)
+    finally:
+        writer.join(30)
+
+    assert stored == [[user_id]], "the write stored its match before the erasure's deletion"
+    assert count(engine, Match, Match.user_id == user_id) == 0
+
+
+def test_not_me_is_not_undone_by_a_match_stored_at_the_same_moment(processed_red, engine) -> None:
+    photo_id, face_id, user_id = processed_red
+    rejecting = hold_open(
+        engine, lambda conn: face_store.reject_match(conn, user_id, photo_id, time.time()), 0.5
+    )
+    try:
+        with db.write(engine) as conn:  # a rerun of the photo's job stores its match
+            gained = face_store.store_matches(conn, [FaceMatch(face_id, user_id, 99.0)])
+    finally:
+        rejecting.join(30)
+
+    assert gained == []
+    assert count(engine, Match, Match.user_id == user_id) == 0
+    assert count(engine, Rejection, Rejection.user_id == user_id) == 1

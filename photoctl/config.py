@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from photoctl.budget_syntax import parse_budget
-from photoctl.config_sources import absolute, convert, find_config_file, mask_password, read_ini
+from photoctl.config_sources import (
+    absolute,
+    convert,
+    find_config_file,
+    mask_password,
+    parse_trusted_proxies,
+    read_ini,
+)
 from photoctl.config_sources import setting_key as _key
 from photoctl.errors import ConfigError
 from photoctl.storage_settings import StorageSettings, check_storage
@@ -233,6 +240,13 @@ class ServeSettings:
         minimum=1,
     )
     public_url: str = _key("", "Prefix for thumb_url/preview_url; empty means relative URLs")
+    trusted_proxies: str = _key(
+        "127.0.0.1,::1",
+        "Reverse proxies (addresses or networks, comma-separated; * any; empty none) whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed: the client address rate limits "
+        "count by is then the one the proxy saw",
+        parse=parse_trusted_proxies,
+    )
     selfie_rate: str = _key("5/minute", "Selfie posts allowed per user (limits syntax)")
     enroll_rate_per_address: str = _key(
         "30/10minutes",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import configparser
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -145,3 +146,23 @@ def mask_password(value: Any) -> Any:
     if isinstance(value, str):
         return _URL_PASSWORD.sub(r"\g<head>***", value)
     return value
+
+
+def parse_trusted_proxies(value: str) -> list[str]:
+    """``serve.trusted_proxies``: comma-separated addresses or networks, or ``*``; empty: none.
+
+    Raises ValueError("must be ...") naming the item that is neither, so a typo is not a proxy
+    silently distrusted (or an address silently trusted).
+    """
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    for item in items:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"must list IP addresses or networks (or *), separated by commas; {item!r} is "
+                "neither"
+            ) from None
+    return items

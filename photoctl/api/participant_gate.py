@@ -7,8 +7,8 @@ and an enrollment over its rate (per client address, then per event), so neither
 spooled selfie. The size limits stay the guard's: a selfie route takes a selfie, the rest a
 small form.
 
-The client address is the socket's peer: behind a reverse proxy every participant shares the
-proxy's, so raise ``serve.enroll_rate_per_address`` there (the per-event limit still holds).
+The client address is the socket's peer, or the address a proxy listed in
+``serve.trusted_proxies`` saw (uvicorn's proxy-headers middleware, set up by api/serve.py).
 An address is kept only as a rate-limit counter's key, which expires with its window; it is
 never written to the database or the audit log.
 """

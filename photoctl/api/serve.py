@@ -3,7 +3,8 @@
 uvicorn's worker processes import the app by name (`app_from_env`) and build it from the
 environment, so the settings are handed to them there. Two things uvicorn gets wrong for us
 are put right before it starts: a busy port is one clear error instead of uvicorn's log line,
-and the listener of --workers N gets TCP_NODELAY.
+and the listener of --workers N gets TCP_NODELAY. uvicorn's proxy-headers middleware takes the
+client address from X-Forwarded-For only when the peer is one of ``serve.trusted_proxies``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from uvicorn.config import Config
 
 from photoctl import db
 from photoctl.config import Settings
+from photoctl.config_sources import parse_trusted_proxies
 from photoctl.errors import ConfigError
 
 
@@ -43,12 +45,16 @@ def run_server(
     host, port = host or settings.serve.host, port or settings.serve.port
     check_can_listen(host, port)
     listen_without_nagle()
+    # Ours, not uvicorn's FORWARDED_ALLOW_IPS: one setting, shown by `config show`.
+    proxies = parse_trusted_proxies(settings.serve.trusted_proxies)
     uvicorn.run(
         "photoctl.api.app:app_from_env",
         factory=True,
         host=host,
         port=port,
         workers=workers or settings.serve.workers,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies,
         log_level="warning" if verbosity < 0 else "info",
         access_log=verbosity > 0,
     )

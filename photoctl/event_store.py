@@ -132,6 +132,15 @@ def access_code_hash(conn: Connection, event_id: int) -> str | None:
     ).scalar()
 
 
+def replace_access_code_hash(conn: Connection, event_id: int, old: str, new: str) -> None:
+    """Store ``new`` in place of ``old``; a code changed meanwhile stays as it was changed."""
+    conn.execute(
+        update(events_table)
+        .where(events_table.c.id == event_id, events_table.c.access_code_hash == old)
+        .values(access_code_hash=new)
+    )
+
+
 def insert_event(conn: Connection, **values: Any) -> int:
     return conn.execute(
         events_table.insert().values(**values).returning(events_table.c.id)

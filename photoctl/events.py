@@ -10,9 +10,12 @@ hand. A purge deletes every face, embedding, selfie face, match and rejection of
 its Rekognition collection, leaves the photos, marks its participants erased, and is audited.
 It can run again at any time (cron) and then only cleans what appeared since.
 
-Access codes are short and meant to be printed on a badge or bib; they are stored as a SHA-256
-hash of the code with spaces, dashes and case removed. They make enrolling someone else's face
-from a photo harder, not impossible: anyone holding the code can still enroll any face.
+Access codes are short and meant to be printed on a badge or bib; they are stored hashed as
+passwords are (salted scrypt, users.hash_password) with spaces, dashes and case removed: a code
+is short enough that a fast unsalted hash taken from the database would give it away. Codes
+stored before that as a SHA-256 hash still open enrollment, and are hashed again with scrypt
+the first time they do. They make enrolling someone else's face from a photo harder, not
+impossible: anyone holding the code can still enroll any face.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from photoctl import audit, db, event_store, face_store, participant_store
+from photoctl import audit, db, event_store, face_store, participant_store, users
 from photoctl.errors import ConfigError
 from photoctl.event_store import Event
 from photoctl.faces.base import FaceEngine
@@ -86,7 +89,7 @@ def normalize_access_code(code: str) -> str:
 
 
 def hash_access_code(code: str) -> str:
-    return hashlib.sha256(normalize_access_code(code).encode()).hexdigest()
+    return users.hash_password(normalize_access_code(code))
 
 
 def new_access_code() -> str:
@@ -127,7 +130,17 @@ def access_code_matches(database: Engine, event: Event, code: str | None) -> boo
         stored = event_store.access_code_hash(conn, event.id)
     if stored is None:
         return True
-    return bool(code) and hmac.compare_digest(hash_access_code(code or ""), stored)
+    given = normalize_access_code(code or "")
+    if not given:
+        return False
+    if stored.startswith("scrypt$"):
+        return users.verify_password(given, stored)
+    # A code set before codes were salted (SHA-256): it opens, and is hashed again.
+    if not hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), stored):
+        return False
+    with db.write(database) as conn:
+        event_store.replace_access_code_hash(conn, event.id, stored, hash_access_code(given))
+    return True
 
 
 def create_event(

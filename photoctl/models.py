@@ -89,7 +89,7 @@ class Event(Base):
     retention_days: Mapped[int] = mapped_column(Integer)
     consent_text: Mapped[str] = mapped_column(Text)
     consent_version: Mapped[str] = mapped_column(String(64))  # sha256 hex of consent_text
-    access_code_hash: Mapped[str | None] = mapped_column(String(64))
+    access_code_hash: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
     purged_at: Mapped[float | None] = mapped_column(Float)

@@ -6,6 +6,7 @@ tests/test_events.py; these check options, output, exit codes and the QR poster.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -13,11 +14,11 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from photoctl import db, events
 from photoctl.cli import cli
-from photoctl.models import Face, Photo
+from photoctl.models import Event, Face, Photo
 from testkit.fake_rekognition import AWS_ENV, FakeRekognition
 from testkit.photos import write_photo
 
@@ -90,6 +91,40 @@ def test_consent_file_and_chosen_access_code(run, engine, tmp_path) -> None:
     assert event.consent_text == "We keep your face template for 10 days. Ask us anything."
     assert events.access_code_matches(engine, event, "BLUE 42")
     assert not events.access_code_matches(engine, event, None)
+
+
+def stored_code_hash(engine, slug: str) -> str:
+    with db.read(engine) as conn:
+        return conn.execute(select(Event.access_code_hash).where(Event.slug == slug)).scalar_one()
+
+
+def test_access_codes_are_stored_salted_and_slow_to_guess(run, engine) -> None:
+    for slug in ("gala", "ball"):
+        created = run("events", "create", slug, "--title", slug, "--access-code", "blue-42")
+        assert created.exit_code == 0, created.output
+    gala, ball = stored_code_hash(engine, "gala"), stored_code_hash(engine, "ball")
+    assert gala.startswith("scrypt$") and ball.startswith("scrypt$")
+    assert gala != ball, "the same code hashes differently per event (salted)"
+    assert hashlib.sha256(b"BLUE42").hexdigest() not in (gala, ball)
+    assert events.access_code_matches(engine, events.require_event(engine, "gala"), "blue 42")
+    assert not events.access_code_matches(engine, events.require_event(engine, "gala"), "blue-43")
+
+
+def test_a_code_stored_before_salting_still_opens_and_is_hashed_again(run, engine) -> None:
+    assert run("events", "create", "gala", "--title", "Gala").exit_code == 0
+    with db.write(engine) as conn:  # as a database from before this change holds it
+        conn.execute(
+            update(Event)
+            .where(Event.slug == "gala")
+            .values(access_code_hash=hashlib.sha256(b"BLUE42").hexdigest())
+        )
+    event = events.require_event(engine, "gala")
+
+    assert not events.access_code_matches(engine, event, "blue-43")
+    assert stored_code_hash(engine, "gala") == hashlib.sha256(b"BLUE42").hexdigest()
+    assert events.access_code_matches(engine, event, "Blue-42")
+    assert stored_code_hash(engine, "gala").startswith("scrypt$")
+    assert events.access_code_matches(engine, event, "BLUE42"), "and it still opens"
 
 
 def test_events_qr_writes_a_png_of_the_event_page(run, tmp_path) -> None:

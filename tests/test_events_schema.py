@@ -1,8 +1,10 @@
-"""Migration 0007 on a database that holds rows: every photo and user lands in the default
-event, nothing is lost, ids keep growing (SQLite AUTOINCREMENT survives the table rebuild)."""
+"""Migrations on a database that holds rows. 0007: every photo and user lands in the default
+event, nothing is lost, ids keep growing (SQLite AUTOINCREMENT survives the table rebuild).
+0010: events keep their rows and their unsalted access codes still open enrollment."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from sqlalchemy import text
@@ -92,4 +94,41 @@ def test_upgrade_from_0006_puts_existing_photos_and_users_in_the_default_event(
             assert conn.execute(text("PRAGMA foreign_key_check")).first() is None
         for table in ("users", "photos", "events", "audit_log"):
             assert "AUTOINCREMENT" in schemas[table], schemas[table]
+    engine.dispose()
+
+
+def test_upgrade_to_0010_keeps_events_and_their_unsalted_codes_still_open(
+    tmp_path: Path, empty_db_url: str
+) -> None:
+    settings = config.load(
+        data_dir=str(tmp_path / "data"), environ={}, overrides={"database.url": empty_db_url}
+    )
+    engine = db.make_engine(settings)
+    upgraded_to(engine, "0009")
+    legacy = hashlib.sha256(b"BLUE42").hexdigest()
+    with db.write(engine) as conn:
+        conn.execute(
+            text(
+                "INSERT INTO events (slug, title, retention_days, consent_text, consent_version,"
+                " access_code_hash, created_at) VALUES ('gala', 'Gala', 30, 'c', 'v', :code, 0)"
+            ),
+            {"code": legacy},
+        )
+
+    db.ensure_schema(engine)
+
+    gala = events.require_event(engine, "gala")
+    assert gala.requires_access_code and gala.title == "Gala"
+    assert events.access_code_matches(engine, gala, "blue-42")
+    with db.read(engine) as conn:
+        stored = conn.execute(text("SELECT access_code_hash FROM events WHERE slug = 'gala'"))
+        assert stored.scalar_one().startswith("scrypt$"), "hashed again once it opened"
+    assert events.create_event(engine, "e", title="E", date=None, retention_days=1).id == 3
+    if not db.is_postgresql(engine):
+        with db.read(engine) as conn:
+            events_sql = conn.execute(
+                text("SELECT sql FROM sqlite_master WHERE name = 'events'")
+            ).scalar_one()
+            assert conn.execute(text("PRAGMA foreign_key_check")).first() is None
+        assert "AUTOINCREMENT" in events_sql
     engine.dispose()

@@ -18,6 +18,7 @@ so a run from cron or systemd shows it is moving. The loop each child runs is wo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -35,12 +36,13 @@ from photoctl.config import Settings
 from photoctl.errors import TransientError
 from photoctl.faces import limiter
 from photoctl.worker_processes import STOP_SIGNALS, child_main, worker_context
-from photoctl.worker_spec import ChildSpec, WorkReport, new_worker_id
+from photoctl.worker_spec import ChildSpec, WorkReport, new_worker_id, supervisor_pid_of
 
 log = logging.getLogger(__name__)
 
 _REAP_INTERVAL_SECONDS = 0.2
 _CRASH_BACKOFF_SECONDS = 5.0
+_KILLED_EXIT_SECONDS = 5.0  # a process killed with SIGKILL is gone well within this
 _SERVER_LOST = 255  # multiprocessing's exit code for a child whose forkserver died
 
 
@@ -182,7 +184,9 @@ class Supervisor:
 
     def run(self) -> WorkReport:
         """Start up, supervise until done, a limit or a signal, and shut down."""
-        self.start_up()
+        if not self.start_up():
+            self.engine.dispose()
+            return WorkReport(done=0, failed=0, restarted=0)
         reporter = ProgressReporter(self.engine, self.progress, self.settings.log.progress_seconds)
         try:
             with stop_signals_handled(self.request_stop):
@@ -199,12 +203,26 @@ class Supervisor:
         """SIGINT/SIGTERM: only a flag (the loop acts on it: nothing else is safe in a handler)."""
         self.stop_requested = True
 
-    def start_up(self) -> None:
-        """Before any child: the schema, the face engine, the jobs of workers that are gone."""
+    def start_up(self) -> bool:
+        """Before any child: the schema, the jobs of workers that are gone, the face engine.
+
+        False for --until-empty when nothing is queued, retrying or running: the children would
+        only start and exit, so none is started (cron on an idle queue costs a query, not a
+        forkserver, a model load or a call to the face service).
+        """
         db.ensure_schema(self.engine)
         # First, as the engine's check calls the service under the limiter: a worker killed
         # with every call slot in hand would otherwise make it wait for their leases.
-        requeue_jobs_of_gone_workers(self.engine)
+        requeue_jobs_of_gone_workers(self.engine, orphan_grace=self.settings.queue.shutdown_grace)
+        if self.options.until_empty:
+            with db.read(self.engine) as conn:
+                unfinished = queue.unfinished_count(conn)
+            if not unfinished:
+                log.info(
+                    "[Startup] Nothing queued, retrying or running: no worker started",
+                    extra={"event": "nothing_to_do"},
+                )
+                return False
         face_engine = faces.make_engine(self.settings.faces.engine, self.settings, self.engine)
         if face_engine is not None:
             # Fail fast, with the reason, rather than in every child.
@@ -212,6 +230,7 @@ class Supervisor:
         with db.read(self.engine) as conn:
             pending = queue.waiting_count(conn)
         log.info("[Startup] Photo queue initialized with %d pending jobs", pending)
+        return True
 
     def supervise(self, reporter: ProgressReporter) -> None:
         """Reap, bury and respawn until no child is left, a signal, or --max-seconds."""
@@ -366,7 +385,9 @@ def run_workers(
     return Supervisor(settings, options, verbosity, progress).run()
 
 
-def requeue_jobs_of_gone_workers(engine: Engine, hostname: str | None = None) -> int:
+def requeue_jobs_of_gone_workers(
+    engine: Engine, hostname: str | None = None, orphan_grace: float = 0.0
+) -> int:
     """Requeue at once the jobs of this host's registered workers whose processes are gone.
 
     A supervisor killed with -9 takes its children along without recording anything, and their
@@ -374,6 +395,13 @@ def requeue_jobs_of_gone_workers(engine: Engine, hostname: str | None = None) ->
     worker registered from this host that never recorded a stop, whose pid is no longer running
     or now belongs to a process started after the worker registered (the pid was reused), is
     gone. Workers of other hosts are left to their leases: this host cannot see their processes.
+
+    A worker whose supervisor is gone but which still runs is finishing that supervisor's
+    shutdown: killed along with it and still exiting, or stopping by itself once its job in hand
+    is done. It is given ``orphan_grace`` seconds, as a shutdown gives, then killed; counted as
+    running instead, it would keep its call slots for their whole lease (two minutes) while
+    this supervisor waited for one.
+
     Returns how many jobs went back to the queue; a database that does not answer is not an
     error here (the leases still bring the jobs back).
     """
@@ -381,6 +409,7 @@ def requeue_jobs_of_gone_workers(engine: Engine, hostname: str | None = None) ->
     try:
         with db.read(engine) as conn:
             registered = workers_registry.unstopped_workers_on_host(conn, hostname)
+        stop_orphans(registered, orphan_grace)
         gone = [w for w in registered if not processes.is_running(w.pid, w.started_at)]
         requeued = 0
         for worker in gone:
@@ -402,3 +431,42 @@ def requeue_jobs_of_gone_workers(engine: Engine, hostname: str | None = None) ->
             len(gone),
         )
     return requeued
+
+
+def stop_orphans(registered: list[workers_registry.RegisteredWorker], grace: float) -> None:
+    """Wait up to ``grace`` seconds for the running workers whose supervisor is gone to exit;
+    kill those still running then (see requeue_jobs_of_gone_workers)."""
+
+    def orphaned(worker: workers_registry.RegisteredWorker) -> bool:
+        supervisor = supervisor_pid_of(worker.id)
+        return (
+            supervisor is not None
+            and processes.is_running(worker.pid, worker.started_at)
+            and not processes.is_running(supervisor, worker.started_at)
+        )
+
+    orphans = [worker for worker in registered if orphaned(worker)]
+    if not orphans:
+        return
+    log.info(
+        "[Startup] Waiting up to %.0f s for %d workers whose supervisor is gone to stop",
+        grace,
+        len(orphans),
+    )
+    orphans = _running_until(orphans, time.monotonic() + grace)
+    for worker in orphans:
+        log.warning("[Startup] Killing worker %s: still running after the grace", worker.id)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
+    _running_until(orphans, time.monotonic() + _KILLED_EXIT_SECONDS)
+
+
+def _running_until(
+    workers: list[workers_registry.RegisteredWorker], deadline: float
+) -> list[workers_registry.RegisteredWorker]:
+    """Wait until none of ``workers`` runs or the deadline; those still running."""
+    while True:
+        workers = [w for w in workers if processes.is_running(w.pid, w.started_at)]
+        if not workers or time.monotonic() >= deadline:
+            return workers
+        time.sleep(_REAP_INTERVAL_SECONDS / 2)

@@ -52,3 +52,9 @@ class ChildSpec:
 def new_worker_id(index: int) -> str:
     """A new id for child ``index``: this host and process, the index, a random part."""
     return f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"
+
+
+def supervisor_pid_of(worker_id: str) -> int | None:
+    """The pid of the supervisor that started a worker, read from its id (new_worker_id)."""
+    parts = worker_id.rsplit(":", 3)
+    return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None

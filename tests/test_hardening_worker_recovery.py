@@ -8,8 +8,11 @@ crashed workers in a respawn storm, and a restart after kill -9 waited out the l
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import re
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -261,6 +264,68 @@ def test_only_workers_whose_process_is_gone_lose_their_jobs(engine, settings) ->
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_workers_whose_supervisor_is_gone_are_waited_for_then_killed_and_lose_their_jobs(
+    engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A supervisor started right after a kill -9 of the last one finds its workers still
+    running: killed along with it but not gone yet, or finishing their job in hand. It waits
+    for them (the grace), kills those still there, and only then gives their jobs and call
+    slots back; a worker whose supervisor runs is left alone."""
+    from photoctl.faces import limiter
+    from photoctl.supervisor import requeue_jobs_of_gone_workers
+
+    caplog.set_level(logging.INFO, logger="photoctl")
+    dead_supervisor = subprocess.Popen(["true"])
+    dead_supervisor.wait()
+    stuck = subprocess.Popen(["sleep", "60"])  # ignores that its supervisor is gone
+    stopping = subprocess.Popen(["sleep", "1"])  # stops by itself within the grace
+    supervised = subprocess.Popen(["sleep", "60"])
+    live_supervisor = subprocess.Popen(["sleep", "60"])
+    calls_in_flight = contextlib.ExitStack()  # closed at the end: as in the middle of calls
+    try:
+        now = time.time() + 1  # each registered after its process started
+        workers = {
+            f"this-host:{dead_supervisor.pid}:0:stuck": stuck.pid,
+            f"this-host:{dead_supervisor.pid}:1:stoppin": stopping.pid,
+            f"this-host:{live_supervisor.pid}:0:supervis": supervised.pid,
+        }
+        with db.write(engine) as conn:
+            for worker_id, pid in workers.items():
+                workers_registry.register_worker(conn, worker_id, "this-host", pid, now=now)
+            queue.enqueue_jobs(conn, "noop", [None] * 3, now=now - 10)
+            for worker_id in workers:
+                assert queue.claim_jobs(conn, worker_id, 1, lease_seconds=300)
+        limits = limiter.LimiterSettings("rekognition", max_concurrency=3, max_tps=5.0)
+        for worker_id in workers:
+            calls_in_flight.enter_context(limiter.CallLimiter(engine, limits, worker_id).call())
+
+        began = time.monotonic()
+        requeued = requeue_jobs_of_gone_workers(engine, hostname="this-host", orphan_grace=2.0)
+
+        assert 2.0 <= time.monotonic() - began < 7
+        assert requeued == 2
+        assert stopping.wait(1) == 0, "the worker that stopped by itself was not killed"
+        assert stuck.wait(1) == -signal.SIGKILL
+        assert supervised.poll() is None
+        with db.read(engine) as conn:
+            held = sorted(conn.execute(select(Job.state, Job.worker_id)).all(), key=str)
+            slot_holders = set(conn.execute(select(limiter.slots_table.c.holder)).scalars())
+        assert held == [
+            ("retrying", None),
+            ("retrying", None),
+            ("running", f"this-host:{live_supervisor.pid}:0:supervis"),
+        ]
+        assert slot_holders == {None, f"this-host:{live_supervisor.pid}:0:supervis"}
+        said = "\n".join(record.getMessage() for record in caplog.records)
+        assert "Waiting up to 2 s for 2 workers whose supervisor is gone to stop" in said
+        assert f"Killing worker this-host:{dead_supervisor.pid}:0:stuck" in said
+    finally:
+        calls_in_flight.close()
+        for process in (stuck, stopping, supervised, live_supervisor):
+            process.kill()
+            process.wait()
 
 
 def test_sqlite_database_on_a_full_disk_pauses_claiming_until_space_is_back(

@@ -14,6 +14,7 @@ import logging
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -280,7 +281,8 @@ def test_workers_whose_supervisor_is_gone_are_waited_for_then_killed_and_lose_th
     dead_supervisor = subprocess.Popen(["true"])
     dead_supervisor.wait()
     stuck = subprocess.Popen(["sleep", "60"])  # ignores that its supervisor is gone
-    stopping = subprocess.Popen(["sleep", "1"])  # stops by itself within the grace
+    # Stops by itself within the grace: once its input ends, half a second into the wait.
+    stopping = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     supervised = subprocess.Popen(["sleep", "60"])
     live_supervisor = subprocess.Popen(["sleep", "60"])
     calls_in_flight = contextlib.ExitStack()  # closed at the end: as in the middle of calls
@@ -302,6 +304,8 @@ def test_workers_whose_supervisor_is_gone_are_waited_for_then_killed_and_lose_th
             calls_in_flight.enter_context(limiter.CallLimiter(engine, limits, worker_id).call())
 
         began = time.monotonic()
+        assert stopping.stdin is not None
+        threading.Timer(0.5, stopping.stdin.close).start()
         requeued = requeue_jobs_of_gone_workers(engine, hostname="this-host", orphan_grace=2.0)
 
         assert 2.0 <= time.monotonic() - began < 7

@@ -204,7 +204,7 @@ def store_matches(
         key = (photo_of[match.face_id], match.user_id)
         if key not in best or match.similarity > best[key].similarity:
             best[key] = match
-    live = _users_taking_matches(conn, sorted({user_id for _, user_id in best}))
+    live = users_taking_face_data(conn, sorted({user_id for _, user_id in best}))
     best = {key: match for key, match in best.items() if key[1] in live}
     rejected = rejected_pairs(conn, list(best))
     rows = [
@@ -230,9 +230,9 @@ def store_matches(
     return sorted(set(gained))
 
 
-def _users_taking_matches(conn: Connection, user_ids: Sequence[int]) -> set[int]:
+def users_taking_face_data(conn: Connection, user_ids: Sequence[int]) -> set[int]:
     """The users among ``user_ids`` that still exist and are not erased, share-locked until the
-    transaction ends (see store_matches)."""
+    transaction ends: asked before storing a match (store_matches) or a selfie (users.py)."""
     live: set[int] = set()
     for chunk in db.in_chunks(user_ids, _IN_CHUNK):
         live.update(

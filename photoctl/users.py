@@ -247,17 +247,25 @@ def enroll_selfie(
         raise NoFace(f"{shown}: no face found in the selfie")
     replaced: list[str] = []
     with db.write(database) as conn:
-        # A purge that came meanwhile: keep nothing (see event_store.takes_face_data).
+        # A purge, an erasure or a deletion that came meanwhile: keep nothing (see
+        # event_store.takes_face_data and face_store.store_matches).
         purged = not event_store.takes_face_data(conn, event.id)
-        if purged:
+        erased = not purged and not face_store.users_taking_face_data(conn, [user_id])
+        if purged or erased:
             selfie_face = None
         elif replace:
             selfie_face, replaced = face_store.replace_selfie(conn, engine.name, user_id, record)
         else:
             selfie_face = face_store.add_selfie(conn, engine.name, user_id, record)
-    if selfie_face is None:
+    if purged:
         drop_purged_index(engine, event.slug, f"the enrollment of user {user_id}")
         raise _purged_meanwhile(event.slug)
+    if selfie_face is None:
+        if record.external_id:
+            engine.forget([record.external_id])
+        raise PermanentError(
+            f"user {user_id} was erased or deleted during the enrollment: nothing of it is kept"
+        )
     if replaced:
         engine.forget(replaced)
     with db.write(database) as conn:

@@ -6,7 +6,8 @@ the step's pending checkpoint, between it and IndexFaces (whose call then re-cre
 collection the purge deleted), after IndexFaces, or between storing the faces and the matches:
 once both are over the event has no face, selfie or match row and no collection, and the job is
 done. The same holds for an enrollment. A participant erased while a photo is matched gets no
-match from it; a "not me" is never undone by a match stored at the same moment.
+match from it, and one erased while adding a selfie keeps none of it; a "not me" is never
+undone by a match stored at the same moment.
 
 The moment is chosen by running the purge or the erasure from inside the engine method the step
 calls at that point, as another process would have, with an engine of its own; overlapping
@@ -296,3 +297,28 @@ def test_not_me_is_not_undone_by_a_match_stored_at_the_same_moment(processed_red
     assert gained == []
     assert count(engine, Match, Match.user_id == user_id) == 0
     assert count(engine, Rejection, Rejection.user_id == user_id) == 1
+
+
+def test_a_participant_erased_while_adding_a_selfie_keeps_none_of_it(
+    enrolled_red, monkeypatch, rk_settings, engine, purger, tmp_path
+) -> None:
+    """The erasure lands after IndexFaces indexed the new selfie, before it is stored: neither
+    the database nor the collection keeps it."""
+    user_id = enrolled_red.participant.id
+    original = RekognitionEngine.index_selfie
+
+    def index_then_erase(self, *args, **kwargs):
+        record = original(self, *args, **kwargs)
+        participants.erase_participant(engine, purger, rk_settings, user_id)
+        return record
+
+    monkeypatch.setattr(RekognitionEngine, "index_selfie", index_then_erase)
+    selfie = face_photo(tmp_path / "selfies" / "red-again.jpg", [RED], size=(640, 480))
+    enroller = faces.make_engine("rekognition", rk_settings, engine)
+
+    with pytest.raises(PermanentError, match="erased or deleted during the enrollment"):
+        participants.add_selfie(engine, enroller, rk_settings, user_id, selfie)
+
+    assert count(engine, SelfieFace, SelfieFace.user_id == user_id) == 0
+    indexed = purger.client.list_faces(CollectionId=COLLECTION, MaxResults=4096)["Faces"]
+    assert [f for f in indexed if f.get("ExternalImageId", "").endswith(f"-{user_id}")] == []

@@ -53,6 +53,9 @@ def cache_stats(app: App, as_json: bool) -> None:
 def serve(app: App, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the HTTP API (OpenAPI docs at /docs).
 
+    Behind a reverse proxy on another machine, list it in serve.trusted_proxies: rate limits
+    then count by the client address it forwards (X-Forwarded-For), not by the proxy's.
+
     \b
     Example:
       photoctl serve --port 8000 --workers 2

@@ -342,8 +342,11 @@ def purge_event(
         face_engine.drop_event(event.slug)
     with db.write(database) as conn:
         user_ids = participant_store.event_user_ids(conn, event.id)
+        # Users' rows before their face data, as every writer of both does (erasure, "not me",
+        # store_matches): two transactions taking them in opposite orders can deadlock.
+        erased = participant_store.mark_event_erased(conn, event.id, now)
         counts = face_store.delete_event_face_data(conn, event.id)
-        counts["participants_erased"] = participant_store.mark_event_erased(conn, event.id, now)
+        counts["participants_erased"] = erased
         first = event.purged_at is None
         if first or any(counts.values()):
             audit.record(

@@ -333,15 +333,15 @@ def add_selfie(
     return EnrolledFace(user_id, record.embedding, record.external_id)
 
 
-def selfie_external_ids(conn: Connection, user_id: int) -> list[str]:
-    """The engine ids of a user's selfie faces (those an engine with an index holds)."""
-    return list(
-        conn.execute(
-            select(selfies_table.c.external_id).where(
-                selfies_table.c.user_id == user_id, selfies_table.c.external_id.is_not(None)
-            )
-        ).scalars()
-    )
+def selfie_external_ids(conn: Connection, user_id: int, besides: Sequence[str] = ()) -> list[str]:
+    """The engine ids of a user's selfie faces (those an engine with an index holds), but
+    those in ``besides`` (read earlier: what was stored since)."""
+    found = conn.execute(
+        select(selfies_table.c.external_id).where(
+            selfies_table.c.user_id == user_id, selfies_table.c.external_id.is_not(None)
+        )
+    ).scalars()
+    return [external_id for external_id in found if external_id not in besides]
 
 
 def photos_of_user(conn: Connection, user_id: int) -> list[tuple[int, float]]:

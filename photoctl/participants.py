@@ -275,11 +275,13 @@ def erase_participant(
         face_engine.for_event(event.slug).forget(external_ids)
     now = time.time()
     with db.write(database) as conn:
-        # The mark first: its row lock makes a worker storing matches for this participant
-        # finish before the deletion below, or see the mark (face_store.store_matches).
+        # The mark first: its row lock makes a worker storing matches or a selfie for this
+        # participant finish before the deletion below, or see the mark (face_store).
         erased = participant_store.mark_erased(conn, participant_id, ERASED_BY_PARTICIPANT, now)
+        late = face_store.selfie_external_ids(conn, participant_id, besides=external_ids)
         counts = face_store.delete_user_face_data(conn, participant_id)
         if erased:
             audit.record(
                 conn, participant.event_id, AuditAction.ERASE, participant_id, now=now, **counts
             )
+    users.forget_late_selfies(face_engine, event, late)

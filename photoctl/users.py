@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from photoctl.errors import (
     PhotoctlError,
     SeveralFaces,
 )
+from photoctl.event_store import Event
 from photoctl.face_step import StoredFaces, drop_purged_index
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
@@ -45,6 +47,7 @@ if TYPE_CHECKING:  # a type only: importing users need not load diskcache
     from photoctl.cache import ResponseCache
 
 users_table = User.__table__
+log = logging.getLogger(__name__)
 login_tokens = LoginToken.__table__
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
@@ -288,6 +291,26 @@ def enroll_selfie(
         return len(face_store.photos_of_user(conn, user_id))
 
 
+def forget_late_selfies(engine: FaceEngine | None, event: Event | None, late: list[str]) -> None:
+    """Take out of the engine's index the selfie faces stored while their user was being erased
+    or deleted: after the ids it forgot were read, before the rows went (under the user's row
+    lock no later selfie is stored). Rare; a failure is logged, not raised: the rows are gone,
+    and the face goes with the event's index at its purge."""
+    if not late:
+        return
+    try:
+        if engine is None or event is None:
+            raise ConfigError("no face engine to reach them")
+        engine.for_event(event.slug).forget(late)
+    except PhotoctlError as error:
+        log.error(
+            "[Users] %d selfie faces stored during an erasure are still in the face engine's "
+            "index (%s): they go with the event's index at its purge",
+            len(late),
+            error,
+        )
+
+
 def _purged_meanwhile(slug: str) -> PermanentError:
     return PermanentError(f"event {slug!r} was purged during the enrollment: nothing of it is kept")
 
@@ -309,9 +332,13 @@ def delete_user(
             raise ConfigError("this user's selfie is held by a face engine; give --engine")
         engine.for_event(event.slug).forget(external_ids)
     with db.write(database) as conn:
+        # The row first, as erasure does (participants.erase_participant).
+        conn.execute(select(users_table.c.id).where(users_table.c.id == user_id).with_for_update())
+        late = face_store.selfie_external_ids(conn, user_id, besides=external_ids)
         # The foreign key cascades too; said here so revocation does not hang on a pragma.
         conn.execute(delete(login_tokens).where(login_tokens.c.user_id == user_id))
         conn.execute(delete(users_table).where(users_table.c.id == user_id))
+    forget_late_selfies(engine, event, late)
     if cache is not None:
         # After the commit: a request racing the delete could otherwise cache the list again.
         cache.drop_users([user_id])

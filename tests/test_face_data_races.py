@@ -322,3 +322,67 @@ def test_a_participant_erased_while_adding_a_selfie_keeps_none_of_it(
     assert count(engine, SelfieFace, SelfieFace.user_id == user_id) == 0
     indexed = purger.client.list_faces(CollectionId=COLLECTION, MaxResults=4096)["Faces"]
     assert [f for f in indexed if f.get("ExternalImageId", "").endswith(f"-{user_id}")] == []
+
+
+def test_a_selfie_stored_while_its_participant_is_erased_leaves_the_collection_too(
+    enrolled_red, monkeypatch, rk_settings, engine, purger, tmp_path
+) -> None:
+    """The selfie commits after the erasure read which faces to forget, before its deletion:
+    the erasure finds it under the participant's row lock and forgets it as well."""
+    user_id = enrolled_red.participant.id
+    selfie = face_photo(tmp_path / "selfies" / "red-again.jpg", [RED], size=(640, 480))
+    enroller = faces.make_engine("rekognition", rk_settings, engine)
+    original = RekognitionEngine.forget
+    added: list[int] = []
+
+    def forget_then_add_a_selfie(self, external_ids):
+        original(self, external_ids)
+        if not added:
+            added.append(
+                users.enroll_selfie(engine, enroller, rk_settings, user_id, selfie, replace=False)
+            )
+
+    monkeypatch.setattr(RekognitionEngine, "forget", forget_then_add_a_selfie)
+
+    participants.erase_participant(engine, purger, rk_settings, user_id)
+
+    assert added, "the selfie was stored in the window"
+    assert count(engine, SelfieFace, SelfieFace.user_id == user_id) == 0
+    indexed = purger.client.list_faces(CollectionId=COLLECTION, MaxResults=4096)["Faces"]
+    assert [f for f in indexed if f.get("ExternalImageId", "").endswith(f"-{user_id}")] == []
+
+
+def test_a_purge_and_an_erasure_at_the_same_moment_both_finish(
+    processed_red, monkeypatch, rk_settings, engine, purger
+) -> None:
+    """Each takes the users' rows before their face data. In opposite orders (the purge used
+    to delete matches first) PostgreSQL found a deadlock and failed one of them."""
+    _, _, user_id = processed_red
+    marked = threading.Event()
+    original = face_store.delete_user_face_data
+
+    def marked_then_slow(conn, erased_user_id):
+        marked.set()  # the erasure holds the participant's row now
+        time.sleep(0.5)  # the purge starts meanwhile
+        return original(conn, erased_user_id)
+
+    monkeypatch.setattr(face_store, "delete_user_face_data", marked_then_slow)
+    failures: list[BaseException] = []
+
+    def erase() -> None:
+        try:
+            participants.erase_participant(engine, purger, rk_settings, user_id)
+        except BaseException as error:  # reported below, on the test's thread
+            failures.append(error)
+
+    erasing = threading.Thread(target=erase)
+    erasing.start()
+    try:
+        assert marked.wait(30)
+        report = events.purge_event(engine, purger, SLUG)
+    finally:
+        erasing.join(30)
+
+    assert failures == []
+    assert report.first_purge
+    assert face_data_of_event(engine) == {"faces": 0, "selfies": 0, "matches": 0}

@@ -39,6 +39,16 @@ def is_running(pid: int, registered_at: float) -> bool:
     return started_at <= registered_at + _PID_START_SLACK_SECONDS
 
 
+def is_photoctl(pid: int) -> bool:
+    """Whether the process runs photoctl: its command line names it. A worker's does, whether
+    it came from the CLI or from the forkserver, whose command line lists the photoctl modules
+    it preloads (worker_processes.py)."""
+    try:
+        return b"photoctl" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _signal_zero(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -18,7 +18,6 @@ so a run from cron or systemd shows it is moving. The loop each child runs is wo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -454,11 +453,21 @@ def stop_orphans(registered: list[workers_registry.RegisteredWorker], grace: flo
         len(orphans),
     )
     orphans = _running_until(orphans, time.monotonic() + grace)
+    killed = []
     for worker in orphans:
+        if not processes.is_photoctl(worker.pid):
+            # Another pid namespace (a container with this host name) or a reused pid: not
+            # ours to kill. Its jobs and slots wait for their leases.
+            continue
         log.warning("[Startup] Killing worker %s: still running after the grace", worker.id)
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(worker.pid, signal.SIGKILL)
-    _running_until(orphans, time.monotonic() + _KILLED_EXIT_SECONDS)
+            killed.append(worker)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            log.warning("[Startup] Worker %s is another user's: left to its leases", worker.id)
+    _running_until(killed, time.monotonic() + _KILLED_EXIT_SECONDS)
 
 
 def _running_until(

@@ -14,6 +14,7 @@ import logging
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -273,14 +274,17 @@ def test_workers_whose_supervisor_is_gone_are_waited_for_then_killed_and_lose_th
     """A supervisor started right after a kill -9 of the last one finds its workers still
     running: killed along with it but not gone yet, or finishing their job in hand. It waits
     for them (the grace), kills those still there, and only then gives their jobs and call
-    slots back; a worker whose supervisor runs is left alone."""
+    slots back. A worker whose supervisor runs is left alone, and so is a process that is not
+    photoctl's (another pid namespace with this host name, or a reused pid)."""
     from photoctl.faces import limiter
     from photoctl.supervisor import requeue_jobs_of_gone_workers
 
     caplog.set_level(logging.INFO, logger="photoctl")
     dead_supervisor = subprocess.Popen(["true"])
     dead_supervisor.wait()
-    stuck = subprocess.Popen(["sleep", "60"])  # ignores that its supervisor is gone
+    # Ignores that its supervisor is gone; its command line names photoctl, as a worker's does.
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "photoctl"])
+    not_ours = subprocess.Popen(["sleep", "60"])
     # Stops by itself within the grace: once its input ends, half a second into the wait.
     stopping = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     supervised = subprocess.Popen(["sleep", "60"])
@@ -291,15 +295,16 @@ def test_workers_whose_supervisor_is_gone_are_waited_for_then_killed_and_lose_th
         workers = {
             f"this-host:{dead_supervisor.pid}:0:stuck": stuck.pid,
             f"this-host:{dead_supervisor.pid}:1:stoppin": stopping.pid,
+            f"this-host:{dead_supervisor.pid}:2:not-ours": not_ours.pid,
             f"this-host:{live_supervisor.pid}:0:supervis": supervised.pid,
         }
         with db.write(engine) as conn:
             for worker_id, pid in workers.items():
                 workers_registry.register_worker(conn, worker_id, "this-host", pid, now=now)
-            queue.enqueue_jobs(conn, "noop", [None] * 3, now=now - 10)
+            queue.enqueue_jobs(conn, "noop", [None] * 4, now=now - 10)
             for worker_id in workers:
                 assert queue.claim_jobs(conn, worker_id, 1, lease_seconds=300)
-        limits = limiter.LimiterSettings("rekognition", max_concurrency=3, max_tps=5.0)
+        limits = limiter.LimiterSettings("rekognition", max_concurrency=4, max_tps=5.0)
         for worker_id in workers:
             calls_in_flight.enter_context(limiter.CallLimiter(engine, limits, worker_id).call())
 
@@ -312,22 +317,27 @@ def test_workers_whose_supervisor_is_gone_are_waited_for_then_killed_and_lose_th
         assert requeued == 2
         assert stopping.wait(1) == 0, "the worker that stopped by itself was not killed"
         assert stuck.wait(1) == -signal.SIGKILL
-        assert supervised.poll() is None
+        assert supervised.poll() is None and not_ours.poll() is None
         with db.read(engine) as conn:
             held = sorted(conn.execute(select(Job.state, Job.worker_id)).all(), key=str)
             slot_holders = set(conn.execute(select(limiter.slots_table.c.holder)).scalars())
         assert held == [
             ("retrying", None),
             ("retrying", None),
+            ("running", f"this-host:{dead_supervisor.pid}:2:not-ours"),
             ("running", f"this-host:{live_supervisor.pid}:0:supervis"),
         ]
-        assert slot_holders == {None, f"this-host:{live_supervisor.pid}:0:supervis"}
+        assert slot_holders == {
+            None,
+            f"this-host:{dead_supervisor.pid}:2:not-ours",
+            f"this-host:{live_supervisor.pid}:0:supervis",
+        }
         said = "\n".join(record.getMessage() for record in caplog.records)
-        assert "Waiting up to 2 s for 2 workers whose supervisor is gone to stop" in said
+        assert "Waiting up to 2 s for 3 workers whose supervisor is gone to stop" in said
         assert f"Killing worker this-host:{dead_supervisor.pid}:0:stuck" in said
     finally:
         calls_in_flight.close()
-        for process in (stuck, stopping, supervised, live_supervisor):
+        for process in (stuck, not_ours, stopping, supervised, live_supervisor):
             process.kill()
             process.wait()
 

@@ -242,7 +242,7 @@ class ServeSettings:
     public_url: str = _key("", "Prefix for thumb_url/preview_url; empty means relative URLs")
     trusted_proxies: str = _key(
         "127.0.0.1,::1",
-        "Reverse proxies (addresses or networks, comma-separated; * any; empty none) whose "
+        "Reverse proxies (addresses or networks, comma-separated; empty: none) whose "
         "X-Forwarded-For and X-Forwarded-Proto are believed: the client address rate limits "
         "count by is then the one the proxy saw",
         parse=parse_trusted_proxies,

@@ -149,20 +149,25 @@ def mask_password(value: Any) -> Any:
 
 
 def parse_trusted_proxies(value: str) -> list[str]:
-    """``serve.trusted_proxies``: comma-separated addresses or networks, or ``*``; empty: none.
+    """``serve.trusted_proxies``: comma-separated addresses or networks; empty: none.
 
     Raises ValueError("must be ...") naming the item that is neither, so a typo is not a proxy
-    silently distrusted (or an address silently trusted).
+    silently distrusted. Networks are strict (``10.0.0.0/8``, not ``10.0.0.1/8``), as uvicorn
+    reads them: it takes anything else for a literal and never matches it. ``*`` is refused:
+    uvicorn then takes the leftmost X-Forwarded-For address, which the client writes itself.
     """
     items = [item.strip() for item in value.split(",") if item.strip()]
     for item in items:
         if item == "*":
-            continue
+            raise ValueError(
+                "must list the proxies' addresses or networks: with * any client could choose "
+                "the address rate limits count it by"
+            )
         try:
-            ipaddress.ip_network(item, strict=False)
+            ipaddress.ip_network(item)
         except ValueError:
             raise ValueError(
-                f"must list IP addresses or networks (or *), separated by commas; {item!r} is "
-                "neither"
+                f"must list IP addresses or networks (such as 10.0.0.0/8), separated by "
+                f"commas; {item!r} is neither"
             ) from None
     return items

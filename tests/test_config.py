@@ -56,8 +56,16 @@ def test_config_ini_in_working_directory_is_found(tmp_path: Path) -> None:
         ({"PHOTOCTL_DATABASE_URL": "mysql://x/y"}, "database.url must be a sqlite:// or "),
         (
             {"PHOTOCTL_SERVE_TRUSTED_PROXIES": "10.0.0.1, proxy.internal"},
-            "serve.trusted_proxies must list IP addresses or networks (or *), separated by "
-            "commas; 'proxy.internal' is neither",
+            "serve.trusted_proxies must list IP addresses or networks (such as 10.0.0.0/8), "
+            "separated by commas; 'proxy.internal' is neither",
+        ),
+        (  # uvicorn would take it for a literal and never match it
+            {"PHOTOCTL_SERVE_TRUSTED_PROXIES": "10.0.0.1/8"},
+            "'10.0.0.1/8' is neither",
+        ),
+        (
+            {"PHOTOCTL_SERVE_TRUSTED_PROXIES": "*"},
+            "with * any client could choose the address rate limits count it by",
         ),
     ],
 )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -31,10 +32,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from photoctl import audit, db, event_store, face_store, participant_store, users
-from photoctl.errors import ConfigError
+from photoctl.errors import ConfigError, PhotoctlError
 from photoctl.event_store import Event
 from photoctl.faces.base import FaceEngine
 from photoctl.models import DEFAULT_EVENT_SLUG, AuditAction
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Event",
@@ -282,11 +285,15 @@ def close_event(database: Engine, slug: str) -> Event:
     return closed
 
 
-def expired_events(database: Engine, now: float | None = None) -> list[Event]:
-    """Events past their retention whose face data is not purged yet (or has come back:
-    faces stored by a worker that raced the purge)."""
+def expired_events(
+    database: Engine, now: float | None = None, face_engine: FaceEngine | None = None
+) -> list[Event]:
+    """Events past their retention whose face data is not purged yet, or has come back: rows
+    stored by a release before writes checked the purge, or (asking ``face_engine``, one call)
+    an index a worker racing the purge re-created and could not delete again."""
     now = time.time() if now is None else now
     due: list[Event] = []
+    purged: list[Event] = []
     with db.read(database) as conn:
         for event in event_store.all_events(conn):
             ends = event.retention_ends_at
@@ -294,7 +301,16 @@ def expired_events(database: Engine, now: float | None = None) -> list[Event]:
                 continue
             if event.purged_at is None or face_store.event_has_face_data(conn, event.id):
                 due.append(event)
-    return due
+            else:
+                purged.append(event)
+    if purged and face_engine is not None and face_engine.keeps_index:
+        try:
+            indexed = face_engine.indexed_events([event.slug for event in purged])
+        except PhotoctlError as error:  # the other events can still be purged
+            log.warning("[Purge] Could not list the face engine's indexes: %s", error)
+            indexed = set()
+        due += [event for event in purged if event.slug in indexed]
+    return sorted(due, key=lambda event: event.id)
 
 
 @dataclass(frozen=True)

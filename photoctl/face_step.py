@@ -51,7 +51,7 @@ from sqlalchemy import Engine
 from photoctl import audit, db, event_store, face_store, faces
 from photoctl.catalog import PhotoRecord
 from photoctl.config import Settings
-from photoctl.errors import FacesRefused, TransientError
+from photoctl.errors import FacesRefused, PhotoctlError
 from photoctl.faces.base import FaceEngine, StoredFace
 from photoctl.imaging import DecodedPhoto
 from photoctl.models import AuditAction
@@ -72,10 +72,11 @@ def drop_purged_index(engine: FaceEngine, slug: str, what: str) -> None:
         return
     try:
         engine.drop_event(slug)
-    except TransientError as error:
+    except PhotoctlError as error:
+        # The job is done either way; `events purge --expired` (cron) deletes the index later.
         log.error(
             "[FaceRecognition] event %s was purged during %s, and its index could not be "
-            "deleted again (%s): run `photoctl events purge %s` to delete it",
+            "deleted again (%s): `photoctl events purge %s` deletes it",
             slug,
             what,
             error,

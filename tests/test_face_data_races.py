@@ -386,3 +386,36 @@ def test_a_purge_and_an_erasure_at_the_same_moment_both_finish(
     assert failures == []
     assert report.first_purge
     assert face_data_of_event(engine) == {"faces": 0, "selfies": 0, "matches": 0}
+
+
+def test_an_index_a_racing_worker_could_not_delete_again_goes_at_the_next_purge_expired(
+    enrolled_red, monkeypatch, fake, rk_settings, engine, purger, tmp_path
+) -> None:
+    """The purge lands before IndexFaces, which re-creates the collection, and the worker's
+    second DeleteCollection is refused: the job is still done, and the daily `events purge
+    --expired` finds the collection (one ListCollections) and deletes it."""
+    original = RekognitionEngine.index_photo_reporting
+
+    def purge_then_index(self, *args, **kwargs):
+        if not fake.calls("DeleteCollection"):
+            events.purge_event(engine, purger, SLUG)
+            fake.fail_next(1, "AccessDeniedException", status=400, operation="DeleteCollection")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RekognitionEngine, "index_photo_reporting", purge_then_index)
+    face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
+    event = events.require_event(engine, SLUG)
+    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
+
+    report = drain_in_process(rk_settings, "rekognition")
+
+    assert (report.done, report.failed) == (1, 0)
+    assert face_data_of_event(engine) == {"faces": 0, "selfies": 0, "matches": 0}
+    assert COLLECTION in purger.client.list_collections()["CollectionIds"], "left behind"
+    closed = events.close_event(engine, SLUG)
+    past_retention = closed.closed_at + 31 * 86400
+    assert events.expired_events(engine, now=past_retention) == [], "no row tells"
+    due = events.expired_events(engine, now=past_retention, face_engine=purger)
+    assert [e.slug for e in due] == [SLUG]
+    events.purge_event(engine, purger, SLUG)
+    assert COLLECTION not in purger.client.list_collections()["CollectionIds"]

@@ -319,6 +319,7 @@ def events_purge(
     if bool(slug) == expired:
         raise UsageProblem("give either SLUG or --expired")
     database = app.engine()
+    face_engine = app.face_engine()
     if slug:
         targets = [events_module.require_event(database, slug)]
         if not yes and not dry_run and sys.stdin.isatty():
@@ -327,7 +328,7 @@ def events_purge(
                 click.echo(f"{slug} not purged", err=True)
                 sys.exit(1)
     else:
-        targets = events_module.expired_events(database)
+        targets = events_module.expired_events(database, face_engine=face_engine)
     if dry_run:
         for event in targets:
             click.echo(json.dumps(event.as_json()) if as_json else event.slug)
@@ -336,7 +337,6 @@ def events_purge(
     if not targets:
         app.say("nothing to purge")
         return
-    face_engine = app.face_engine()
     cache = response_cache(app, scoped=True)
     failed = 0
     for event in targets:

@@ -140,6 +140,10 @@ class FaceEngine(ABC):
     def drop_event(self, slug: str) -> None:  # noqa: B027
         """Delete the index of one event's faces (if the engine keeps one), all at once."""
 
+    def indexed_events(self, slugs: Sequence[str]) -> set[str]:
+        """Those of these events whose index the engine holds (one that keeps none: none)."""
+        return set()
+
     @abstractmethod
     def check(self) -> str:
         """Raise ConfigError saying what is missing; return a one-line description if ready."""

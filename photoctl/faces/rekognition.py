@@ -452,6 +452,16 @@ class RekognitionEngine(FaceEngine):
                 engine._collection_ready = False
         log.info("[FaceRecognition][AWS] Deleted collection %s", collection_id)
 
+    def indexed_events(self, slugs: Sequence[str]) -> set[str]:
+        existing: set[str] = set()
+        page: dict[str, Any] = {}
+        while True:
+            answer = self._call("list_collections", MaxResults=1000, **page)
+            existing.update(answer.get("CollectionIds", []))
+            if not answer.get("NextToken"):
+                return {slug for slug in slugs if self.collection_for(slug) in existing}
+            page = {"NextToken": answer["NextToken"]}
+
     def check(self) -> str:
         import boto3
 

@@ -16,6 +16,13 @@ The transaction rule, which a function's first parameter tells:
   ``write`` or ``read`` below, keeps it short, and holds none across a slow call (a face engine,
   a file read).
 
+Face data is written and deleted in transactions that may overlap (a worker, a purge, an
+erasure, a "not me"), so rows are locked in one order: the event's row, then users' rows, then
+the face data itself. A writer asks first, share-locking (``event_store.takes_face_data``,
+``face_store.users_taking_face_data``); a deleter writes its mark on those rows first, then
+deletes. On PostgreSQL the opposite order can deadlock, and a writer that does not ask can store
+after the deletion; on SQLite ``BEGIN IMMEDIATE`` serializes them anyway.
+
 Where SQLite and PostgreSQL differ, the difference is read from the connection
 (``conn.dialect.name``), in the helpers here (``is_postgresql``, ``dialect_insert``,
 ``insert_ignoring_conflicts``) or beside the one statement that needs it (queue.py's claim): no

@@ -21,20 +21,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import boto3
 import pytest
 from sqlalchemy import func, select
 
-from photoctl import db, event_store, events, face_store, faces, participants, users
+from photoctl import config, db, event_store, events, face_store, faces, participants, queue, users
 from photoctl.errors import PermanentError
 from photoctl.faces.base import FaceMatch, FaceRecord
 from photoctl.faces.rekognition import RekognitionEngine
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo, Rejection, SelfieFace, User
 from photoctl.worker import drain_in_process
+from testkit.fake_rekognition import AWS_ENV
+from tests.support.cli import photoctl_env, run_photoctl
 from tests.support.colour_faces import face_photo
+from tests.support.worker import start_photoctl, wait_for
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 SLUG = "run"
+PHOTOS = 100
 COLLECTION = f"photoctl-{SLUG}"
 
 
@@ -419,3 +424,59 @@ def test_an_index_a_racing_worker_could_not_delete_again_goes_at_the_next_purge_
     assert [e.slug for e in due] == [SLUG]
     events.purge_event(engine, purger, SLUG)
     assert COLLECTION not in purger.client.list_collections()["CollectionIds"]
+
+
+@pytest.mark.slow
+def test_a_purge_in_the_middle_of_a_real_work_run_leaves_no_face_data(
+    tmp_path, db_url, fake
+) -> None:
+    """The same through the real CLI, processes and database: whichever moment each job is at
+    when `events purge` lands, once `work` ends nothing of the event's face data is left, in the
+    database or in Rekognition, and every job is done."""
+    env = photoctl_env(
+        tmp_path,
+        db_url,
+        **AWS_ENV,
+        PHOTOCTL_FACES_ENGINE="rekognition",
+        PHOTOCTL_REKOGNITION_ENDPOINT_URL=fake.endpoint_url,
+        PHOTOCTL_REKOGNITION_MAX_TPS="50",
+        PHOTOCTL_INGEST_SETTLE_SECONDS="0",
+    )
+    selfie = face_photo(tmp_path / "red.jpg", [RED], size=(640, 480))
+    assert run_photoctl(["users", "add", "red", "--selfie", str(selfie)], env).returncode == 0
+    for index in range(PHOTOS):
+        colours = [RED, BLUE] if index % 2 else [BLUE]
+        size = (400 + index, 300)  # one photo each, not one content ingested once
+        face_photo(tmp_path / "photos" / f"IMG_{index:03d}.jpg", colours, size=size)
+    assert run_photoctl(["ingest", str(tmp_path / "photos")], env).returncode == 0
+    fake.latency_seconds = 0.1  # a run of seconds, so that the purge lands in its middle
+    work = start_photoctl(["work", "-n", "2", "--until-empty"], env, tmp_path, "work")
+    try:
+        wait_for(lambda: fake.processed.count("IndexFaces") >= 12, 60, "12 photos indexed")
+        purge = run_photoctl(["events", "purge", "default", "--yes"], env)
+        assert purge.returncode == 0, purge.stderr[-3000:]
+        assert work.wait(120) == 0, work.stderr()[-3000:]
+    finally:
+        work.kill()
+
+    check = db.make_engine(config.load(environ={}, overrides={"database.url": db_url}))
+    try:
+        with db.read(check) as conn:
+            states = {k: v for k, v in queue.count_by_state(conn).items() if v}
+            kept = {
+                model.__tablename__: conn.execute(select(func.count()).select_from(model)).scalar()
+                for model in (Face, SelfieFace, Match)
+            }
+    finally:
+        check.dispose()
+    assert states == {"done": PHOTOS}
+    assert kept == {"faces": 0, "selfie_faces": 0, "matches": 0}
+    assert fake.processed.count("IndexFaces") < PHOTOS + 1, "photos after the purge got none"
+    client = boto3.client(
+        "rekognition",
+        endpoint_url=fake.endpoint_url,
+        region_name="eu-west-1",
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+    assert "photoctl" not in client.list_collections()["CollectionIds"]

@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from photoctl import db, face_store, faces, queue, users
+from photoctl.faces.base import EnrolledFace
+from photoctl.faces.rekognition import RekognitionEngine
 from photoctl.ingest import ingest_paths
 from photoctl.models import Face, Match, Photo
 from photoctl.worker import drain_in_process
@@ -76,6 +79,36 @@ def test_photos_are_matched_to_enrolled_users_both_ways_and_deletion_reaches_the
     assert f"user-{red_user}" not in remaining and f"user-{green_user}" in remaining
     with db.read(engine) as conn:
         assert conn.execute(select(func.count()).select_from(Match)).scalar_one() == 1
+
+
+def test_only_indexing_creates_a_deleted_collection_again(
+    rk_settings, engine, fake, aws, tmp_path
+) -> None:
+    """A search, listing or deletion that finds the collection gone (its event purged meanwhile)
+    answers "no faces" instead of creating it again; indexing still creates it."""
+    engine_rk = faces.make_engine("rekognition", rk_settings, engine)
+    assert isinstance(engine_rk, RekognitionEngine)
+    red = engine_rk.index_selfie(1, Image.open(write_face_photo(tmp_path / "r.jpg", [RED])))
+    assert red is not None and red.external_id
+    collection = rk_settings.rekognition.collection_id
+    engine_rk.client.delete_collection(CollectionId=collection)  # another process's purge
+
+    assert engine_rk.match_selfie(EnrolledFace(1, None, red.external_id), _NoFaces()) == []
+    engine_rk.forget([red.external_id])
+    engine_rk.discard_photo_faces(7)
+    assert collection not in engine_rk.client.list_collections()["CollectionIds"]
+    assert [c.operation for c in fake.calls("CreateCollection")] == ["CreateCollection"]
+
+    assert engine_rk.index_photo(8, Image.open(write_face_photo(tmp_path / "b.jpg", [BLUE])))
+    assert collection in engine_rk.client.list_collections()["CollectionIds"]
+
+
+class _NoFaces:
+    def all_faces(self, engine: str) -> list:
+        return []
+
+    def faces_by_external_id(self, external_ids) -> list:
+        return []
 
 
 def test_no_search_calls_are_spent_while_nobody_is_enrolled(

@@ -248,6 +248,10 @@ class RekognitionEngine(FaceEngine):
                     continue
                 if code == "ResourceNotFoundException" and operation != "create_collection":
                     self._collection_ready = False
+                    if operation != "index_faces":
+                        # No collection holds no face to find, list or delete. Only indexing
+                        # creates one again: a search racing its event's purge must not.
+                        return {}
                     self._ensure_collection()
                     continue
                 if code in SERVER_ERROR_CODES and errors + 1 < ERROR_ATTEMPTS:
@@ -388,7 +392,6 @@ class RekognitionEngine(FaceEngine):
 
     def discard_photo_faces(self, photo_id: int) -> None:
         """After a crash between IndexFaces and storing its answer: delete what it indexed."""
-        self._ensure_collection()
         wanted = str(photo_id)
         orphans: list[str] = []
         token = None

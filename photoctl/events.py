@@ -288,9 +288,10 @@ def close_event(database: Engine, slug: str) -> Event:
 def expired_events(
     database: Engine, now: float | None = None, face_engine: FaceEngine | None = None
 ) -> list[Event]:
-    """Events past their retention whose face data is not purged yet, or has come back: rows
-    stored by a release before writes checked the purge, or (asking ``face_engine``, one call)
-    an index a worker racing the purge re-created and could not delete again."""
+    """Events past their retention whose face data is not purged yet, or has come back: rows a
+    worker of an older photoctl stored after the purge (writes check it now), or (asking
+    ``face_engine``, one call) an index a worker racing the purge re-created and could not
+    delete again."""
     now = time.time() if now is None else now
     due: list[Event] = []
     purged: list[Event] = []

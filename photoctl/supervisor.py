@@ -183,20 +183,22 @@ class Supervisor:
 
     def run(self) -> WorkReport:
         """Start up, supervise until done, a limit or a signal, and shut down."""
-        if not self.start_up():
-            self.engine.dispose()
-            return WorkReport(done=0, failed=0, restarted=0)
-        reporter = ProgressReporter(self.engine, self.progress, self.settings.log.progress_seconds)
         try:
-            with stop_signals_handled(self.request_stop):
-                for index in range(self.options.workers):
-                    self.spawn(index)
-                self.supervise(reporter)
-                self.shutdown()
-                reporter.tick(last=True)
+            if self.start_up():
+                self.supervise_children()
         finally:
             self.engine.dispose()
         return WorkReport(done=self.done.value, failed=self.failed.value, restarted=self.restarted)
+
+    def supervise_children(self) -> None:
+        """Spawn the children, supervise them, shut them down."""
+        reporter = ProgressReporter(self.engine, self.progress, self.settings.log.progress_seconds)
+        with stop_signals_handled(self.request_stop):
+            for index in range(self.options.workers):
+                self.spawn(index)
+            self.supervise(reporter)
+            self.shutdown()
+            reporter.tick(last=True)
 
     def request_stop(self, signum: int, _frame: object) -> None:
         """SIGINT/SIGTERM: only a flag (the loop acts on it: nothing else is safe in a handler)."""

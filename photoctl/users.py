@@ -46,8 +46,8 @@ from photoctl.models import LoginToken, Match, Photo, SelfieFace, User, display_
 if TYPE_CHECKING:  # a type only: importing users need not load diskcache
     from photoctl.cache import ResponseCache
 
-users_table = User.__table__
 log = logging.getLogger(__name__)
+users_table = User.__table__
 login_tokens = LoginToken.__table__
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}

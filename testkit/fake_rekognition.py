@@ -544,6 +544,19 @@ class FakeRekognition:
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def client(self, config: Any = None) -> Any:
+        """A boto3 Rekognition client of this fake, with AWS_ENV's credentials and region."""
+        import boto3  # only a harness that talks to the fake needs it, not the fake itself
+
+        return boto3.client(
+            "rekognition",
+            endpoint_url=self.endpoint_url,
+            region_name=AWS_ENV["AWS_REGION"],
+            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            config=config,
+        )
+
     # ----------------------------------------------------------------- knobs
 
     def throttle_next(self, n: int = 1) -> None:

@@ -57,6 +57,14 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
+@pytest.fixture
+def rekognition_settings(settings: config.Settings, fake: FakeRekognition, aws: None):
+    """The test's settings with the Rekognition engine, at the fake endpoint (50 calls/s)."""
+    return settings.replace(
+        "rekognition", endpoint_url=fake.endpoint_url, region="eu-west-1", max_tps=50.0
+    ).replace("faces", engine="rekognition")
+
+
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     """A real S3-compatible server (testkit/seaweedfs.py), one per session and xdist worker."""

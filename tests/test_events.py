@@ -25,15 +25,8 @@ RED, BLUE, GREEN, YELLOW = (255, 0, 0), (0, 0, 255), (0, 153, 0), (255, 204, 0)
 
 
 @pytest.fixture
-def rk_settings(settings, fake, aws):
-    return settings.replace(
-        "rekognition", endpoint_url=fake.endpoint_url, region="eu-west-1", max_tps=50.0
-    ).replace("faces", engine="rekognition")
-
-
-@pytest.fixture
-def rekognition(rk_settings, engine):
-    return faces.make_engine("rekognition", rk_settings, engine)
+def rekognition(rekognition_settings, engine):
+    return faces.make_engine("rekognition", rekognition_settings, engine)
 
 
 def ingest_event(engine, settings, folder: Path, slug: str) -> None:
@@ -57,7 +50,7 @@ def collections(rekognition) -> set[str]:
 
 
 @pytest.fixture
-def two_events(tmp_path, rk_settings, engine):
+def two_events(tmp_path, rekognition_settings, engine):
     """Red runs and swims; blue only runs, green only swims. Photos of both events."""
     events.create_event(engine, "run", title="Run", date="2026-05-03", retention_days=30)
     events.create_event(engine, "swim", title="Swim", date=None, retention_days=30)
@@ -67,8 +60,8 @@ def two_events(tmp_path, rk_settings, engine):
     face_photo(run / "run-blue.jpg", [BLUE], size=(820, 600))
     face_photo(swim / "swim-red-green.jpg", [RED, GREEN])
     face_photo(swim / "swim-red.jpg", [RED], size=(900, 600))
-    ingest_event(engine, rk_settings, run, "run")
-    ingest_event(engine, rk_settings, swim, "swim")
+    ingest_event(engine, rekognition_settings, run, "run")
+    ingest_event(engine, rekognition_settings, swim, "swim")
     for colour, name in ((RED, "red"), (BLUE, "blue"), (GREEN, "green"), (YELLOW, "yellow")):
         face_photo(tmp_path / "selfies" / f"{name}.jpg", [colour], size=(640, 480))
     face_photo(tmp_path / "selfies" / "red-and-blue.jpg", [RED, BLUE], size=(640, 480))
@@ -88,11 +81,11 @@ def enroll(engine, rekognition, settings, slug: str, selfie: Path, code: str | N
 
 
 def test_matching_never_crosses_events_in_either_direction(
-    two_events, rk_settings, engine, rekognition, tmp_path
+    two_events, rekognition_settings, engine, rekognition, tmp_path
 ) -> None:
     selfies = two_events
-    red_runner = enroll(engine, rekognition, rk_settings, "run", selfies / "red.jpg")
-    red_swimmer = enroll(engine, rekognition, rk_settings, "swim", selfies / "red.jpg")
+    red_runner = enroll(engine, rekognition, rekognition_settings, "run", selfies / "red.jpg")
+    red_swimmer = enroll(engine, rekognition, rekognition_settings, "swim", selfies / "red.jpg")
     assert red_runner.matched_photos == 2
     assert photo_names(engine, red_runner.participant.id) == {"run-red-blue.jpg", "run-red.jpg"}
     assert photo_names(engine, red_swimmer.participant.id) == {
@@ -101,7 +94,7 @@ def test_matching_never_crosses_events_in_either_direction(
     }
     # New photos after enrollment: matched only within their own event, too.
     face_photo(tmp_path / "run2" / "run-late-red.jpg", [RED], size=(1000, 700))
-    ingest_event(engine, rk_settings, tmp_path / "run2", "run")
+    ingest_event(engine, rekognition_settings, tmp_path / "run2", "run")
     assert "run-late-red.jpg" in photo_names(engine, red_runner.participant.id)
     assert "run-late-red.jpg" not in photo_names(engine, red_swimmer.participant.id)
     photo_side = [e.detail for e in events.event_audit(engine, "run") if e.action == "matches"]
@@ -118,7 +111,7 @@ def test_matching_never_crosses_events_in_either_direction(
 
 
 def test_enrollment_refuses_without_consent_wrong_code_closed_event_or_a_crowd_selfie(
-    two_events, rk_settings, engine, rekognition
+    two_events, rekognition_settings, engine, rekognition
 ) -> None:
     selfies = two_events
     events.create_event(
@@ -131,7 +124,7 @@ def test_enrollment_refuses_without_consent_wrong_code_closed_event_or_a_crowd_s
         return participants.enroll_participant(
             engine,
             rekognition,
-            rk_settings,
+            rekognition_settings,
             events.require_event(engine, slug),
             selfies / selfie,
             consented=consented,
@@ -155,10 +148,10 @@ def test_enrollment_refuses_without_consent_wrong_code_closed_event_or_a_crowd_s
 
 
 def test_not_me_never_comes_back_and_another_selfie_adds_recall(
-    two_events, rk_settings, engine, rekognition
+    two_events, rekognition_settings, engine, rekognition
 ) -> None:
     selfies = two_events
-    red = enroll(engine, rekognition, rk_settings, "run", selfies / "red.jpg")
+    red = enroll(engine, rekognition, rekognition_settings, "run", selfies / "red.jpg")
     pid = red.participant.id
     with db.read(engine) as conn:
         ids = dict(conn.execute(select(Photo.filename, Photo.id)).all())
@@ -170,7 +163,9 @@ def test_not_me_never_comes_back_and_another_selfie_adds_recall(
     assert participants.participant_photo(engine, pid, ids["run-red.jpg"]) is not None
     # A second selfie (blue: think of it as the same person in other light) adds its photos,
     # keeps the first selfie, and the rejected photo stays rejected.
-    added = participants.add_selfie(engine, rekognition, rk_settings, pid, selfies / "blue.jpg")
+    added = participants.add_selfie(
+        engine, rekognition, rekognition_settings, pid, selfies / "blue.jpg"
+    )
     assert added == 1
     assert photo_names(engine, pid) == {"run-red.jpg", "run-blue.jpg"}
     assert count(engine, SelfieFace, SelfieFace.user_id == pid) == 2
@@ -190,16 +185,16 @@ def test_not_me_never_comes_back_and_another_selfie_adds_recall(
 
 
 def test_erasing_a_participant_removes_their_face_data_everywhere_and_keeps_the_tombstone(
-    two_events, rk_settings, engine, rekognition
+    two_events, rekognition_settings, engine, rekognition
 ) -> None:
     selfies = two_events
-    red = enroll(engine, rekognition, rk_settings, "run", selfies / "red.jpg")
-    blue = enroll(engine, rekognition, rk_settings, "run", selfies / "blue.jpg")
+    red = enroll(engine, rekognition, rekognition_settings, "run", selfies / "red.jpg")
+    blue = enroll(engine, rekognition, rekognition_settings, "run", selfies / "blue.jpg")
     pid = red.participant.id
     selfie_ids = {f["FaceId"] for f in fake_faces(rekognition, "photoctl-run", f"user-{pid}")}
     assert len(selfie_ids) == 1
-    participants.erase_participant(engine, rekognition, rk_settings, pid)
-    participants.erase_participant(engine, rekognition, rk_settings, pid)  # a no-op
+    participants.erase_participant(engine, rekognition, rekognition_settings, pid)
+    participants.erase_participant(engine, rekognition, rekognition_settings, pid)  # a no-op
     assert fake_faces(rekognition, "photoctl-run", f"user-{pid}") == []
     for model in (SelfieFace, Match, Rejection):
         assert count(engine, model, model.user_id == pid) == 0
@@ -207,7 +202,7 @@ def test_erasing_a_participant_removes_their_face_data_everywhere_and_keeps_the_
     assert after is not None and after.erased_at is not None and after.erased_by == "participant"
     assert photo_names(engine, blue.participant.id) == {"run-red-blue.jpg", "run-blue.jpg"}
     with pytest.raises(participants.ParticipantErased):
-        participants.add_selfie(engine, rekognition, rk_settings, pid, selfies / "red.jpg")
+        participants.add_selfie(engine, rekognition, rekognition_settings, pid, selfies / "red.jpg")
     actions = [e.action for e in events.event_audit(engine, "run") if e.participant_id == pid]
     assert actions == ["consent", "enroll", "matches", "erase"]
     # The log holds counts and versions: no token (nor its hash), no embedding.
@@ -228,11 +223,11 @@ def fake_faces(rekognition, collection: str, external_id: str) -> list[dict]:
 
 
 def test_purge_removes_every_face_of_the_event_and_its_collection_leaves_photos_and_repeats(
-    two_events, rk_settings, engine, rekognition, fake, tmp_path
+    two_events, rekognition_settings, engine, rekognition, fake, tmp_path
 ) -> None:
     selfies = two_events
-    runner = enroll(engine, rekognition, rk_settings, "run", selfies / "red.jpg")
-    swimmer = enroll(engine, rekognition, rk_settings, "swim", selfies / "red.jpg")
+    runner = enroll(engine, rekognition, rekognition_settings, "run", selfies / "red.jpg")
+    swimmer = enroll(engine, rekognition, rekognition_settings, "swim", selfies / "red.jpg")
     with db.read(engine) as conn:
         ids = dict(conn.execute(select(Photo.filename, Photo.id)).all())
     assert participants.not_me(engine, runner.participant.id, ids["run-red.jpg"])
@@ -262,10 +257,10 @@ def test_purge_removes_every_face_of_the_event_and_its_collection_leaves_photos_
     tombstone = participants.participant_by_token(engine, runner.gallery_token)
     assert tombstone is not None and tombstone.erased_by == "purge"
     with pytest.raises(participants.EventClosed):
-        enroll(engine, rekognition, rk_settings, "run", selfies / "blue.jpg")
+        enroll(engine, rekognition, rekognition_settings, "run", selfies / "blue.jpg")
     with pytest.raises(PermanentError, match="purged"):  # the path `users enroll` takes too
         users.enroll_selfie(
-            engine, rekognition, rk_settings, runner.participant.id, selfies / "blue.jpg"
+            engine, rekognition, rekognition_settings, runner.participant.id, selfies / "blue.jpg"
         )
 
     again = events.purge_event(engine, rekognition, "run")
@@ -275,7 +270,7 @@ def test_purge_removes_every_face_of_the_event_and_its_collection_leaves_photos_
 
     # A photo that reaches the purged event later gets no faces (nobody can enroll there).
     face_photo(tmp_path / "late" / "late-red.jpg", [RED], size=(700, 500))
-    ingest_event(engine, rk_settings, tmp_path / "late", "run")
+    ingest_event(engine, rekognition_settings, tmp_path / "late", "run")
     assert count(engine, Face, Face.photo_id.in_(run_photos)) == 0
     actions = [e.action for e in events.event_audit(engine, "run")]
     assert actions == [

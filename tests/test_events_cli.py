@@ -205,15 +205,7 @@ def test_events_purge_from_cron_reaches_rekognition_and_exits_by_outcome(
 
 
 def _collection(fake: FakeRekognition, collection_id: str):
-    import boto3
-
-    client = boto3.client(
-        "rekognition",
-        endpoint_url=fake.endpoint_url,
-        region_name="eu-west-1",
-        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
+    client = fake.client()
     client.create_collection(CollectionId=collection_id)
     return client
 

@@ -27,14 +27,20 @@ def upgraded_to(engine, revision: str) -> None:
             connection.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
 
 
+def engine_at(tmp_path: Path, database_url: str, revision: str):
+    """An engine on an empty database migrated up to ``revision`` only."""
+    settings = config.load(
+        data_dir=str(tmp_path / "data"), environ={}, overrides={"database.url": database_url}
+    )
+    engine = db.make_engine(settings)
+    upgraded_to(engine, revision)
+    return engine
+
+
 def test_upgrade_from_0006_puts_existing_photos_and_users_in_the_default_event(
     tmp_path: Path, empty_db_url: str
 ) -> None:
-    settings = config.load(
-        data_dir=str(tmp_path / "data"), environ={}, overrides={"database.url": empty_db_url}
-    )
-    engine = db.make_engine(settings)
-    upgraded_to(engine, "0006")
+    engine = engine_at(tmp_path, empty_db_url, "0006")
     with db.write(engine) as conn:
         for number in (1, 2):
             conn.execute(
@@ -100,11 +106,7 @@ def test_upgrade_from_0006_puts_existing_photos_and_users_in_the_default_event(
 def test_upgrade_to_0010_keeps_events_and_their_unsalted_codes_still_open(
     tmp_path: Path, empty_db_url: str
 ) -> None:
-    settings = config.load(
-        data_dir=str(tmp_path / "data"), environ={}, overrides={"database.url": empty_db_url}
-    )
-    engine = db.make_engine(settings)
-    upgraded_to(engine, "0009")
+    engine = engine_at(tmp_path, empty_db_url, "0009")
     legacy = hashlib.sha256(b"BLUE42").hexdigest()
     with db.write(engine) as conn:
         conn.execute(

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-import boto3
 import pytest
 from sqlalchemy import func, select
 
@@ -44,29 +43,22 @@ COLLECTION = f"photoctl-{SLUG}"
 
 
 @pytest.fixture
-def rk_settings(settings, fake, aws):
-    return settings.replace(
-        "rekognition", endpoint_url=fake.endpoint_url, region="eu-west-1", max_tps=50.0
-    ).replace("faces", engine="rekognition")
-
-
-@pytest.fixture
-def purger(rk_settings, engine) -> RekognitionEngine:
+def purger(rekognition_settings, engine) -> RekognitionEngine:
     """The engine of the operator's `events purge`, another process's in real life."""
-    made = faces.make_engine("rekognition", rk_settings, engine)
+    made = faces.make_engine("rekognition", rekognition_settings, engine)
     assert isinstance(made, RekognitionEngine)
     return made
 
 
 @pytest.fixture
-def enrolled_red(tmp_path, rk_settings, engine, purger) -> participants.Enrolled:
+def enrolled_red(tmp_path, rekognition_settings, engine, purger) -> participants.Enrolled:
     """An event with one participant (a red face) and its collection, before any photo."""
     events.create_event(engine, SLUG, title="Run", date=None, retention_days=30)
     selfie = face_photo(tmp_path / "selfies" / "red.jpg", [RED], size=(640, 480))
     return participants.enroll_participant(
         engine,
         purger,
-        rk_settings,
+        rekognition_settings,
         events.require_event(engine, SLUG),
         selfie,
         consented=True,
@@ -129,15 +121,22 @@ def face_data_of_event(engine) -> dict[str, int]:
     ids=["before-checkpoint", "before-index", "after-index", "before-matches"],
 )
 def test_a_purge_while_a_photo_is_processed_leaves_no_face_data_and_no_collection(
-    method: str, after: bool, enrolled_red, purge_inside, rk_settings, engine, purger, tmp_path
+    method: str,
+    after: bool,
+    enrolled_red,
+    purge_inside,
+    rekognition_settings,
+    engine,
+    purger,
+    tmp_path,
 ) -> None:
     assert COLLECTION in purger.client.list_collections()["CollectionIds"]
     face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
     event = events.require_event(engine, SLUG)
-    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
+    ingest_paths(engine, rekognition_settings, [str(tmp_path / "photos")], event_id=event.id)
     purge_inside(method, after)
 
-    report = drain_in_process(rk_settings, "rekognition")
+    report = drain_in_process(rekognition_settings, "rekognition")
 
     assert (report.done, report.failed) == (1, 0), "the photo itself is fine: the job is done"
     assert face_data_of_event(engine) == {"faces": 0, "selfies": 0, "matches": 0}
@@ -152,20 +151,32 @@ def test_a_purge_while_a_photo_is_processed_leaves_no_face_data_and_no_collectio
     ids=["after-index", "before-matches"],
 )
 def test_a_purge_during_an_enrollment_keeps_none_of_the_selfie(
-    method: str, after: bool, enrolled_red, purge_inside, rk_settings, engine, purger, tmp_path
+    method: str,
+    after: bool,
+    enrolled_red,
+    purge_inside,
+    rekognition_settings,
+    engine,
+    purger,
+    tmp_path,
 ) -> None:
     face_photo(tmp_path / "photos" / "blue.jpg", [BLUE], size=(700, 500))
     event = events.require_event(engine, SLUG)
-    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
-    assert drain_in_process(rk_settings, "rekognition").failed == 0
+    ingest_paths(engine, rekognition_settings, [str(tmp_path / "photos")], event_id=event.id)
+    assert drain_in_process(rekognition_settings, "rekognition").failed == 0
     selfie = face_photo(tmp_path / "selfies" / "blue.jpg", [BLUE], size=(640, 480))
     # The operator's `users enroll`, in its own process: an engine that is not the purger's.
-    enroller = faces.make_engine("rekognition", rk_settings, engine)
+    enroller = faces.make_engine("rekognition", rekognition_settings, engine)
     purge_inside(method, after)
 
     with pytest.raises(PermanentError, match="purged during the enrollment"):
         users.enroll_selfie(
-            engine, enroller, rk_settings, enrolled_red.participant.id, selfie, replace=False
+            engine,
+            enroller,
+            rekognition_settings,
+            enrolled_red.participant.id,
+            selfie,
+            replace=False,
         )
 
     assert face_data_of_event(engine) == {"faces": 0, "selfies": 0, "matches": 0}
@@ -209,13 +220,13 @@ def test_a_purge_waits_for_a_face_write_that_asked_before_its_mark(
 
 
 @pytest.fixture
-def processed_red(enrolled_red, rk_settings, engine, tmp_path) -> tuple[int, int, int]:
+def processed_red(enrolled_red, rekognition_settings, engine, tmp_path) -> tuple[int, int, int]:
     """A red photo of the event processed: (photo id, its face id, the participant's id), the
     participant matched in it."""
     face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
     event = events.require_event(engine, SLUG)
-    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
-    assert drain_in_process(rk_settings, "rekognition").failed == 0
+    ingest_paths(engine, rekognition_settings, [str(tmp_path / "photos")], event_id=event.id)
+    assert drain_in_process(rekognition_settings, "rekognition").failed == 0
     user_id = enrolled_red.participant.id
     with db.read(engine) as conn:
         photo_id, face_id = conn.execute(
@@ -242,7 +253,7 @@ def hold_open(engine, write: Callable, seconds: float) -> threading.Thread:
 
 
 def test_a_participant_erased_while_a_photo_is_matched_gets_no_match_from_it(
-    enrolled_red, monkeypatch, rk_settings, engine, purger, tmp_path
+    enrolled_red, monkeypatch, rekognition_settings, engine, purger, tmp_path
 ) -> None:
     """The erasure lands after the step read who is enrolled, before it stores the matches."""
     user_id = enrolled_red.participant.id
@@ -251,22 +262,22 @@ def test_a_participant_erased_while_a_photo_is_matched_gets_no_match_from_it(
     def match_then_erase(self, *args, **kwargs):
         matches = original(self, *args, **kwargs)
         assert [m.user_id for m in matches] == [user_id]
-        participants.erase_participant(engine, purger, rk_settings, user_id)
+        participants.erase_participant(engine, purger, rekognition_settings, user_id)
         return matches
 
     monkeypatch.setattr(RekognitionEngine, "match_faces", match_then_erase)
     face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
     event = events.require_event(engine, SLUG)
-    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
+    ingest_paths(engine, rekognition_settings, [str(tmp_path / "photos")], event_id=event.id)
 
-    assert drain_in_process(rk_settings, "rekognition").failed == 0
+    assert drain_in_process(rekognition_settings, "rekognition").failed == 0
 
     assert count(engine, Match, Match.user_id == user_id) == 0
     assert count(engine, SelfieFace, SelfieFace.user_id == user_id) == 0
 
 
 def test_an_erasure_waits_for_a_match_write_in_progress_and_then_removes_its_match(
-    processed_red, rk_settings, engine, purger
+    processed_red, rekognition_settings, engine, purger
 ) -> None:
     photo_id, face_id, user_id = processed_red
     with db.write(engine) as conn:  # the match is about to be stored (again), as by a rerun
@@ -280,7 +291,7 @@ def test_an_erasure_waits_for_a_match_write_in_progress_and_then_removes_its_mat
         0.5,
     )
     try:
-        participants.erase_participant(engine, purger, rk_settings, user_id)
+        participants.erase_participant(engine, purger, rekognition_settings, user_id)
     finally:
         writer.join(30)
 
@@ -305,7 +316,7 @@ def test_not_me_is_not_undone_by_a_match_stored_at_the_same_moment(processed_red
 
 
 def test_a_participant_erased_while_adding_a_selfie_keeps_none_of_it(
-    enrolled_red, monkeypatch, rk_settings, engine, purger, tmp_path
+    enrolled_red, monkeypatch, rekognition_settings, engine, purger, tmp_path
 ) -> None:
     """The erasure lands after IndexFaces indexed the new selfie, before it is stored: neither
     the database nor the collection keeps it."""
@@ -314,15 +325,15 @@ def test_a_participant_erased_while_adding_a_selfie_keeps_none_of_it(
 
     def index_then_erase(self, *args, **kwargs):
         record = original(self, *args, **kwargs)
-        participants.erase_participant(engine, purger, rk_settings, user_id)
+        participants.erase_participant(engine, purger, rekognition_settings, user_id)
         return record
 
     monkeypatch.setattr(RekognitionEngine, "index_selfie", index_then_erase)
     selfie = face_photo(tmp_path / "selfies" / "red-again.jpg", [RED], size=(640, 480))
-    enroller = faces.make_engine("rekognition", rk_settings, engine)
+    enroller = faces.make_engine("rekognition", rekognition_settings, engine)
 
     with pytest.raises(PermanentError, match="erased or deleted during the enrollment"):
-        participants.add_selfie(engine, enroller, rk_settings, user_id, selfie)
+        participants.add_selfie(engine, enroller, rekognition_settings, user_id, selfie)
 
     assert count(engine, SelfieFace, SelfieFace.user_id == user_id) == 0
     indexed = purger.client.list_faces(CollectionId=COLLECTION, MaxResults=4096)["Faces"]
@@ -330,13 +341,13 @@ def test_a_participant_erased_while_adding_a_selfie_keeps_none_of_it(
 
 
 def test_a_selfie_stored_while_its_participant_is_erased_leaves_the_collection_too(
-    enrolled_red, monkeypatch, rk_settings, engine, purger, tmp_path
+    enrolled_red, monkeypatch, rekognition_settings, engine, purger, tmp_path
 ) -> None:
     """The selfie commits after the erasure read which faces to forget, before its deletion:
     the erasure finds it under the participant's row lock and forgets it as well."""
     user_id = enrolled_red.participant.id
     selfie = face_photo(tmp_path / "selfies" / "red-again.jpg", [RED], size=(640, 480))
-    enroller = faces.make_engine("rekognition", rk_settings, engine)
+    enroller = faces.make_engine("rekognition", rekognition_settings, engine)
     original = RekognitionEngine.forget
     added: list[int] = []
 
@@ -344,12 +355,14 @@ def test_a_selfie_stored_while_its_participant_is_erased_leaves_the_collection_t
         original(self, external_ids)
         if not added:
             added.append(
-                users.enroll_selfie(engine, enroller, rk_settings, user_id, selfie, replace=False)
+                users.enroll_selfie(
+                    engine, enroller, rekognition_settings, user_id, selfie, replace=False
+                )
             )
 
     monkeypatch.setattr(RekognitionEngine, "forget", forget_then_add_a_selfie)
 
-    participants.erase_participant(engine, purger, rk_settings, user_id)
+    participants.erase_participant(engine, purger, rekognition_settings, user_id)
 
     assert added, "the selfie was stored in the window"
     assert count(engine, SelfieFace, SelfieFace.user_id == user_id) == 0
@@ -358,7 +371,7 @@ def test_a_selfie_stored_while_its_participant_is_erased_leaves_the_collection_t
 
 
 def test_a_purge_and_an_erasure_at_the_same_moment_both_finish(
-    processed_red, monkeypatch, rk_settings, engine, purger
+    processed_red, monkeypatch, rekognition_settings, engine, purger
 ) -> None:
     """Each takes the users' rows before their face data. In opposite orders (the purge used
     to delete matches first) PostgreSQL found a deadlock and failed one of them."""
@@ -376,7 +389,7 @@ def test_a_purge_and_an_erasure_at_the_same_moment_both_finish(
 
     def erase() -> None:
         try:
-            participants.erase_participant(engine, purger, rk_settings, user_id)
+            participants.erase_participant(engine, purger, rekognition_settings, user_id)
         except BaseException as error:  # reported below, on the test's thread
             failures.append(error)
 
@@ -394,7 +407,7 @@ def test_a_purge_and_an_erasure_at_the_same_moment_both_finish(
 
 
 def test_an_index_a_racing_worker_could_not_delete_again_goes_at_the_next_purge_expired(
-    enrolled_red, monkeypatch, fake, rk_settings, engine, purger, tmp_path
+    enrolled_red, monkeypatch, fake, rekognition_settings, engine, purger, tmp_path
 ) -> None:
     """The purge lands before IndexFaces, which re-creates the collection, and the worker's
     second DeleteCollection is refused: the job is still done, and the daily `events purge
@@ -410,9 +423,9 @@ def test_an_index_a_racing_worker_could_not_delete_again_goes_at_the_next_purge_
     monkeypatch.setattr(RekognitionEngine, "index_photo_reporting", purge_then_index)
     face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
     event = events.require_event(engine, SLUG)
-    ingest_paths(engine, rk_settings, [str(tmp_path / "photos")], event_id=event.id)
+    ingest_paths(engine, rekognition_settings, [str(tmp_path / "photos")], event_id=event.id)
 
-    report = drain_in_process(rk_settings, "rekognition")
+    report = drain_in_process(rekognition_settings, "rekognition")
 
     assert (report.done, report.failed) == (1, 0)
     assert face_data_of_event(engine) == {"faces": 0, "selfies": 0, "matches": 0}
@@ -472,11 +485,4 @@ def test_a_purge_in_the_middle_of_a_real_work_run_leaves_no_face_data(
     assert states == {"done": PHOTOS}
     assert kept == {"faces": 0, "selfie_faces": 0, "matches": 0}
     assert fake.processed.count("IndexFaces") < PHOTOS + 1, "photos after the purge got none"
-    client = boto3.client(
-        "rekognition",
-        endpoint_url=fake.endpoint_url,
-        region_name="eu-west-1",
-        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
-    assert "photoctl" not in client.list_collections()["CollectionIds"]
+    assert "photoctl" not in fake.client().list_collections()["CollectionIds"]

@@ -27,24 +27,13 @@ DATA = Path(__file__).with_name("data")
 NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
 
 
-def make_client(fake: FakeRekognition, config: Config | None = None) -> Any:
-    return boto3.client(
-        "rekognition",
-        endpoint_url=fake.endpoint_url,
-        region_name="eu-west-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        config=config,
-    )
-
-
 def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
     return excinfo.value.response["Error"]["Code"]
 
 
 @pytest.fixture
 def client(fake: FakeRekognition) -> Any:
-    return make_client(fake, NO_RETRY)
+    return fake.client(NO_RETRY)
 
 
 def test_create_collection_twice(fake: FakeRekognition, client: Any) -> None:
@@ -207,7 +196,7 @@ def test_throttling_above_quota(fake: FakeRekognition, client: Any) -> None:
 
 
 def test_injected_failures_and_retry_counting(fake: FakeRekognition) -> None:
-    no_retry = make_client(fake, NO_RETRY)
+    no_retry = fake.client(NO_RETRY)
     fake.throttle_next(1)
     with pytest.raises(ClientError) as excinfo:
         no_retry.list_collections()
@@ -221,7 +210,7 @@ def test_injected_failures_and_retry_counting(fake: FakeRekognition) -> None:
     # Surprise: the Config key `max_attempts` counts *retries*, so 1 means two attempts.
     # (A server error is used because its backoff is 50 ms, not up to 1 s as for throttling.)
     fake.reset_stats()
-    one_retry = make_client(fake, Config(retries={"max_attempts": 1, "mode": "standard"}))
+    one_retry = fake.client(Config(retries={"max_attempts": 1, "mode": "standard"}))
     fake.fail_next(1, "InternalServerError")
     assert one_retry.list_collections()["CollectionIds"] == []
     assert len(fake.calls("ListCollections")) == 2
@@ -230,7 +219,7 @@ def test_injected_failures_and_retry_counting(fake: FakeRekognition) -> None:
 def test_max_in_flight_with_latency(fake: FakeRekognition) -> None:
     fake.latency_seconds = 0.2
     # One client is thread-safe; its pool must be big enough for all threads at once.
-    client = make_client(fake, Config(max_pool_connections=16, retries={"total_max_attempts": 1}))
+    client = fake.client(Config(max_pool_connections=16, retries={"total_max_attempts": 1}))
     client.list_collections()  # warm up outside the timed burst
     fake.reset_stats()
     workers = 8

@@ -284,4 +284,6 @@ def erase_participant(
             audit.record(
                 conn, participant.event_id, AuditAction.ERASE, participant_id, now=now, **counts
             )
+    # After the commit: no earlier version of the deleted rows stays in SQLite's WAL.
+    db.truncate_wal(database)
     users.forget_late_selfies(face_engine, event, late)

@@ -15,6 +15,8 @@ cache dir clean; what stays in pg_wal is said in the README.
 from __future__ import annotations
 
 import shutil
+import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,3 +156,39 @@ def test_deleted_face_data_and_cached_grids_are_in_no_file_of_the_data_or_cache_
     for folder in (settings.data_dir, settings.cache_dir):
         left = files_holding(folder, needles)
         assert left == [], "\n".join(left)
+
+
+def test_a_reader_holding_the_wal_delays_the_truncation_to_the_next_deletion(
+    tmp_path: Path,
+) -> None:
+    """A reader that never leaves: the deletion stands, one warning, the bytes stay until the
+    next deletion after the reader is gone (a SQLite database in the data dir)."""
+    env = photoctl_env(tmp_path)
+    for args in (["init"], ["users", "add", "first-0f1e2d"], ["users", "add", "second-3c4b5a"]):
+        done = run_photoctl(args, env)
+        assert done.returncode == 0, done.stderr
+    data_dir = tmp_path / "data"
+    names = {name: name.encode() for name in ("first-0f1e2d", "second-3c4b5a")}
+    writer = sqlite3.connect(data_dir / "photoctl.db", isolation_level=None)
+    reader = sqlite3.connect(data_dir / "photoctl.db", isolation_level=None)
+    try:
+        # A frame in the WAL, then a read transaction whose snapshot needs it.
+        writer.execute("UPDATE photoctl_meta SET value = value || '' WHERE key = 'database_id'")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM users").fetchone()
+        started = time.monotonic()
+        deleted = run_photoctl(["users", "delete", "first-0f1e2d", "--yes"], env)
+        assert deleted.returncode == 0, deleted.stderr
+        assert 9 < time.monotonic() - started < 60
+        assert "photoctl.db-wal still holds deleted data" in deleted.stderr
+        assert files_holding(data_dir, names) != []  # the warning's reason
+        reader.execute("COMMIT")
+        deleted = run_photoctl(["users", "delete", "second-3c4b5a", "--yes"], env)
+        assert deleted.returncode == 0, deleted.stderr
+        assert "still holds" not in deleted.stderr
+        # The writer's connection is still open: the WAL is there, emptied by the checkpoint.
+        assert (data_dir / "photoctl.db-wal").exists()
+        assert files_holding(data_dir, names) == []
+    finally:
+        reader.close()
+        writer.close()

@@ -42,6 +42,23 @@ def truncate(path: str | Path, patience_seconds: float = PATIENCE_SECONDS) -> bo
     path = Path(path)
     if not path.is_file():
         return True
+    try:
+        done = _checkpoint(path, patience_seconds)
+    except sqlite3.Error as error:
+        # The deletion is committed: a failed clean-up must not report it as failed.
+        log.warning("%s-wal may still hold deleted data: %s", path, error)
+        return False
+    if not done:
+        log.warning(
+            "%s-wal still holds deleted data: readers kept it busy for %.0f s; the next "
+            "erasure or purge empties it, as does the last process closing the database",
+            path,
+            patience_seconds,
+        )
+    return done
+
+
+def _checkpoint(path: Path, patience_seconds: float) -> bool:
     # mode=rw: never create a database here.
     uri = f"file:{quote(str(path.absolute()))}?mode=rw"
     connection = sqlite3.connect(uri, uri=True, timeout=_TURN_SECONDS, isolation_level=None)
@@ -57,12 +74,6 @@ def truncate(path: str | Path, patience_seconds: float = PATIENCE_SECONDS) -> bo
             if not busy:
                 return True
             if time.monotonic() >= deadline:
-                log.warning(
-                    "%s-wal still holds deleted data: readers kept it busy for %.0f s; the next "
-                    "erasure or purge empties it, as does the last process closing the database",
-                    path,
-                    patience_seconds,
-                )
                 return False
             time.sleep(_PAUSE_SECONDS)
     finally:

@@ -160,6 +160,8 @@ def _remove_failed(
         face_engine.for_event(event.slug).forget(external_ids)
     with db.write(database) as conn:
         participant_store.delete_participant(conn, participant_id)
+    # A selfie may have been stored before the failure: no copy of it in SQLite's WAL either.
+    db.truncate_wal(database)
 
 
 def participant_by_token(database: Engine, token: str) -> Participant | None:

@@ -34,7 +34,6 @@ from tests.support.cli import photoctl_env, run_photoctl
 from tests.support.serve import Server, start_server, stop_server
 
 DATA = Path(__file__).parent / "data"
-pytestmark = pytest.mark.slow
 
 
 @dataclass
@@ -158,6 +157,7 @@ def test_deleted_face_data_and_cached_grids_are_in_no_file_of_the_data_or_cache_
         assert left == [], "\n".join(left)
 
 
+@pytest.mark.slow  # waits out the checkpoint's 10 s of patience
 def test_a_reader_holding_the_wal_delays_the_truncation_to_the_next_deletion(
     tmp_path: Path,
 ) -> None:

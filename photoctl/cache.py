@@ -2,9 +2,14 @@
 
 Entries carry a tag per user, so a worker that finds a user in a new photo drops that user's
 entries (``drop_users``) and the photo shows up on their next request instead of after the TTL.
-Keys and tags start with the identity of the database the answer came from
-(``db.database_id``): the cache directory is per data dir, and two databases (SQLite and
-PostgreSQL, or two PostgreSQL databases) used with one data dir both number users from 1.
+An erasure, a user's deletion or a purge calls ``forget_users`` instead, which also truncates
+the cache's SQLite WAL (sqlite_wal.py): the dropped entries' bytes must not stay in a file.
+Keys and tags are typed parts (``CacheKey``) written as one JSON array that starts with the
+identity of the database the answer came from (``db.database_id``): the cache directory is per
+data dir, and two databases (SQLite and PostgreSQL, or two PostgreSQL databases) used with one
+data dir both number users from 1. JSON, not a format string, so that no value a client sends
+can spell another key: ``?album=None`` is ``"None"``, no album is ``null``, and a ``:`` in an
+album name is only a character of that name.
 Hit and miss counts live in the cache too (atomic increments), so they add up across processes.
 They are added by one background thread per process, not by the request: an increment is a write
 transaction, and SQLite's lock is not fair, so under concurrent requests (threads, uvicorn
@@ -15,24 +20,39 @@ writes at most every 0.25 s: one write per request cost serve 0.1-0.3 ms of CPU 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import diskcache
 
+from photoctl import sqlite_wal
 from photoctl.config import Settings
 
+# Not JSON arrays, so no CacheKey can be one of them.
 _HITS, _MISSES = "stats:hits", "stats:misses"
 _FLUSH_EVERY_SECONDS = 0.25
+
+# Pragmas of every diskcache SQLite file photoctl opens (the response cache, the rate limits),
+# applied by diskcache to each of its connections: a dropped entry is zeroed in the file, and
+# the WAL does not keep growing with old versions of it.
+PRIVATE_SQLITE = {
+    "sqlite_secure_delete": 1,
+    "sqlite_journal_size_limit": sqlite_wal.WAL_SIZE_LIMIT_BYTES,
+}
+
+# A key or a tag: what it is ("grid", "user", ...) and its values, each typed.
+CacheKey = tuple[str | int | None, ...]
 
 log = logging.getLogger(__name__)
 
 
-def user_tag(user_id: int) -> str:
-    return f"user:{user_id}"
+def user_tag(user_id: int) -> CacheKey:
+    return ("user", user_id)
 
 
 class ResponseCache:
@@ -40,7 +60,7 @@ class ResponseCache:
     only the whole-cache operations (``clear``, ``stats``) may be used."""
 
     def __init__(self, settings: Settings, database_id: str | None = None) -> None:
-        self._scope = f"db:{database_id}:" if database_id else None
+        self._database_id = database_id
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
         # tag_index makes evict(tag) an indexed delete instead of a scan.
         self.cache = diskcache.Cache(
@@ -48,6 +68,7 @@ class ResponseCache:
             tag_index=True,
             size_limit=settings.cache.size_limit_bytes,
             eviction_policy="least-recently-stored",
+            **PRIVATE_SQLITE,
         )
         self._pending = {_HITS: 0, _MISSES: 0}
         self._pending_lock = threading.Lock()
@@ -56,24 +77,33 @@ class ResponseCache:
         self._closed = False
 
     def get_or_compute(
-        self, key: str, ttl_seconds: float, compute: Callable[[], Any], tag: str | None = None
+        self,
+        key: CacheKey,
+        ttl_seconds: float,
+        compute: Callable[[], Any],
+        tag: CacheKey | None = None,
     ) -> Any:
-        key = self._scoped(key)
-        tag = None if tag is None else self._scoped(tag)
-        value = self.cache.get(key, default=None)
+        scoped = self._scoped(key)
+        scoped_tag = None if tag is None else self._scoped(tag)
+        value = self.cache.get(scoped, default=None)
         if value is not None:
             self._count(_HITS)
             return value
         self._count(_MISSES)
         value = compute()
         if ttl_seconds > 0:
-            self.cache.set(key, value, expire=ttl_seconds, tag=tag)
+            self.cache.set(scoped, value, expire=ttl_seconds, tag=scoped_tag)
         return value
 
-    def _scoped(self, name: str) -> str:
-        if self._scope is None:
+    def _scoped(self, parts: CacheKey) -> str:
+        if self._database_id is None:
             raise RuntimeError("a ResponseCache without database_id cannot hold answers")
-        return self._scope + name
+        # A string here would be taken apart character by character: refuse it outright.
+        if not isinstance(parts, tuple) or not all(
+            part is None or isinstance(part, (str, int)) for part in parts
+        ):
+            raise TypeError(f"a cache key is a tuple of str, int and None, not {parts!r}")
+        return json.dumps(["db", self._database_id, *parts], separators=(",", ":"))
 
     def _count(self, key: str) -> None:
         with self._pending_lock:
@@ -109,6 +139,12 @@ class ResponseCache:
     def drop_users(self, user_ids: Iterable[int]) -> None:
         for user_id in user_ids:
             self.cache.evict(self._scoped(user_tag(user_id)))
+
+    def forget_users(self, user_ids: Iterable[int]) -> None:
+        """Drop the users' entries for good, after their face data was deleted: also out of
+        the cache's WAL. Not for the hot path (a worker's new match calls ``drop_users``)."""
+        self.drop_users(user_ids)
+        sqlite_wal.truncate(Path(self.cache.directory) / diskcache.core.DBNAME)
 
     def clear(self) -> int:
         """Empty the cache, counters included; returns how many entries were removed."""

@@ -43,6 +43,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, exc, tex
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
+from photoctl import sqlite_wal
 from photoctl.config import Settings
 from photoctl.errors import (
     ConfigError,
@@ -107,8 +108,11 @@ def _sqlite_engine(url: str, settings: Settings, *, create: bool = True) -> Engi
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         # Deleted rows are overwritten with zeros, so a deleted user's selfie embedding
-        # (biometric data) does not linger in free pages of the file or in the WAL.
+        # (biometric data) does not linger in free pages of the file. Their earlier versions in
+        # the WAL go with the truncating checkpoint after each deletion (``truncate_wal``); the
+        # size limit bounds what the WAL keeps between two.
         cursor.execute("PRAGMA secure_delete = ON")
+        cursor.execute(f"PRAGMA journal_size_limit = {sqlite_wal.WAL_SIZE_LIMIT_BYTES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -131,6 +135,13 @@ def sqlite_path(settings: Settings) -> Path | None:
     """The absolute path of the SQLite database file, or None for PostgreSQL or memory."""
     database = sqlite_file(normalize_url(settings.database_url))
     return None if database is None else Path(os.path.abspath(database))
+
+
+def truncate_wal(engine: Engine) -> bool:
+    """After face data was deleted: leave no earlier version of it in the SQLite WAL
+    (sqlite_wal.truncate; False if readers kept it busy). Nothing to do on PostgreSQL."""
+    database = sqlite_file(engine.url.render_as_string(hide_password=False))
+    return True if database is None else sqlite_wal.truncate(database)
 
 
 def database_location(settings: Settings) -> str:

@@ -374,6 +374,8 @@ def purge_event(
                 collection_deleted=keeps_index,
                 **counts,
             )
+    # After the commit: no earlier version of the deleted rows stays in SQLite's WAL.
+    db.truncate_wal(database)
     return PurgeReport(event.slug, first, keeps_index, counts, user_ids)
 
 

@@ -160,6 +160,8 @@ def _remove_failed(
         face_engine.for_event(event.slug).forget(external_ids)
     with db.write(database) as conn:
         participant_store.delete_participant(conn, participant_id)
+    # A selfie may have been stored before the failure: no copy of it in SQLite's WAL either.
+    db.truncate_wal(database)
 
 
 def participant_by_token(database: Engine, token: str) -> Participant | None:
@@ -284,4 +286,6 @@ def erase_participant(
             audit.record(
                 conn, participant.event_id, AuditAction.ERASE, participant_id, now=now, **counts
             )
+    # After the commit: no earlier version of the deleted rows stays in SQLite's WAL.
+    db.truncate_wal(database)
     users.forget_late_selfies(face_engine, event, late)

@@ -14,15 +14,26 @@ from limits import RateLimitItem, parse
 from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 
+from photoctl.cache import PRIVATE_SQLITE
+
 
 class DiskcacheStorage(Storage):
-    """Fixed-window counters in a diskcache directory: ``diskcache:///path/to/dir``."""
+    """Fixed-window counters in a diskcache directory: ``diskcache:///path/to/dir``.
+
+    A counter's window is its diskcache expiry, and it must never lose it: diskcache's ``incr``
+    of a key that expired since it was read re-creates the key *without* an expiry, a counter
+    that then only grows (enrollment closed for good, until ``cache clear``). So ``incr`` only
+    ever increments a live key that has an expiry, with ``default=None`` (which refuses an
+    expired or missing key instead of re-creating it), inside one transaction; anything else
+    starts a new window with its expiry. A counter left without one by an older photoctl is
+    treated as expired.
+    """
 
     STORAGE_SCHEME = ["diskcache"]
 
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: str) -> None:
         directory = uri.split("://", 1)[1]
-        self.cache = diskcache.Cache(directory)
+        self.cache = diskcache.Cache(directory, **PRIVATE_SQLITE)
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     @property
@@ -31,20 +42,23 @@ class DiskcacheStorage(Storage):
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         with self.cache.transact():
-            count = self.cache.get(key, default=None)
-            if count is None:
-                self.cache.set(key, amount, expire=expiry, tag="ratelimit")
-                self.cache.set(
-                    f"{key}:expires", time.time() + expiry, expire=expiry, tag="ratelimit"
-                )
-                return amount
-            return self.cache.incr(key, amount)
+            _, expires_at = self.cache.get(key, default=None, expire_time=True)
+            if expires_at is not None:
+                try:
+                    # Expired since the line above: KeyError, never a counter without expiry.
+                    return self.cache.incr(key, amount, default=None)
+                except KeyError:
+                    pass
+            self.cache.set(key, amount, expire=expiry, tag="ratelimit")
+            return amount
 
     def get(self, key: str) -> int:
-        return int(self.cache.get(key, default=0))
+        count, expires_at = self.cache.get(key, default=0, expire_time=True)
+        return int(count) if expires_at is not None else 0
 
     def get_expiry(self, key: str) -> float:
-        return float(self.cache.get(f"{key}:expires", default=time.time()))
+        _, expires_at = self.cache.get(key, default=None, expire_time=True)
+        return time.time() if expires_at is None else float(expires_at)
 
     def check(self) -> bool:
         return True

@@ -338,10 +338,12 @@ def delete_user(
         # The foreign key cascades too; said here so revocation does not hang on a pragma.
         conn.execute(delete(login_tokens).where(login_tokens.c.user_id == user_id))
         conn.execute(delete(users_table).where(users_table.c.id == user_id))
+    # After the commit: no earlier version of the deleted rows stays in SQLite's WAL.
+    db.truncate_wal(database)
     forget_late_selfies(engine, event, late)
     if cache is not None:
         # After the commit: a request racing the delete could otherwise cache the list again.
-        cache.drop_users([user_id])
+        cache.forget_users([user_id])
 
 
 @functools.cache

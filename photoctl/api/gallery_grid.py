@@ -80,7 +80,7 @@ def grid(svc: Services, participant_id: int, limit: int, cursor: int | None) -> 
         return build(items, cursor, next_cursor)
 
     return svc.cache.get_or_compute(
-        f"grid:{participant_id}:{limit}:{cursor}",
+        ("grid", participant_id, limit, cursor),
         svc.settings.cache.ttl_my_photos,
         compute,
         tag=user_tag(participant_id),

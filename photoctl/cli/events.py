@@ -348,7 +348,7 @@ def events_purge(
             failed += 1
             click.echo(f"error: purge of {event.slug}: {error}", err=True)
             continue
-        cache.drop_users(report.user_ids)
+        cache.forget_users(report.user_ids)
         if as_json:
             click.echo(json.dumps(report.as_json()))
         counts = ", ".join(f"{value} {name}" for name, value in report.counts.items())

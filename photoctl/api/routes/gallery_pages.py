@@ -129,7 +129,7 @@ def _gallery(
     if participant.erased_at is not None:
         return _Live(deleted_on(participant, event), participant.erased_by, 0, None)
     processing = svc.cache.get_or_compute(
-        f"processing:{event.id}",
+        ("processing", event.id),
         _PROCESSING_TTL_SECONDS,
         lambda: participants.processing_count(svc.database, event.id),
     )
@@ -329,7 +329,7 @@ def _erase(svc: Services, token: str) -> str | None:
                 "Your face data cannot be deleted right now; nothing was deleted. Try again later.",
                 headers={"Retry-After": "60"},
             ) from None
-    svc.cache.drop_users([participant.id])
+    svc.cache.forget_users([participant.id])
     participant, event = holder(svc, token)
     return deleted_on(participant, event)
 

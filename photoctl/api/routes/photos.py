@@ -100,7 +100,7 @@ def my_photos(user: CurrentUser, svc: Svc, limit: Limit = 50, cursor: Cursor = N
             return _json(_page(svc, *gallery.my_photos(conn, user.id, limit, cursor)))
 
     answer = svc.cache.get_or_compute(
-        f"my-json:{user.id}:{limit}:{cursor}",
+        ("my-json", user.id, limit, cursor),
         svc.settings.cache.ttl_my_photos,
         compute,
         tag=user_tag(user.id),
@@ -120,11 +120,10 @@ def all_photos(
         with db.read(svc.database) as conn:
             return _json(_page(svc, *gallery.all_photos(conn, album, limit, cursor, only_user)))
 
-    # Everyone's gallery is one entry for all callers; a restricted one is the caller's own,
-    # dropped with their other entries when they are found in a new photo.
-    scope = "all" if only_user is None else f"user{only_user}"
+    # Everyone's gallery (only_user None) is one entry for all callers; a restricted one is the
+    # caller's own, dropped with their other entries when they are found in a new photo.
     answer = svc.cache.get_or_compute(
-        f"all-json:{scope}:{album}:{limit}:{cursor}",
+        ("all-json", only_user, album, limit, cursor),
         svc.settings.cache.ttl_all_photos,
         compute,
         tag=None if only_user is None else user_tag(only_user),

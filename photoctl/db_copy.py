@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, Integer, Table, func, inspect, select, text
+from sqlalchemy import Connection, Engine, Integer, Table, exc, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from photoctl import db, workers_registry
@@ -212,7 +212,7 @@ def _copy_rows(
             if table is meta:
                 rows = [row for row in rows if row["key"] not in (ID_KEY, "copied_from")]
             if rows:
-                writing.execute(table.insert(), rows)
+                _insert(writing, table, rows)
             written[table.name] += len(rows)
             done += len(batch)
             if progress:
@@ -224,6 +224,18 @@ def _copy_rows(
     )
     written[meta.name] += 2
     return own_id, written
+
+
+def _insert(writing: Connection, table: Table, rows: list[dict[str, object]]) -> None:
+    try:
+        writing.execute(table.insert(), rows)
+    except (exc.DataError, exc.IntegrityError) as error:
+        # SQLite keeps what PostgreSQL refuses (a string longer than its column, a NUL byte).
+        reason = (str(error.orig or error).strip().splitlines() or ["refused"])[0]
+        raise PhotoctlError(
+            f"db copy: the target refused a row of {table.name} ({reason}); nothing was "
+            "committed: fix that row in the source and copy again"
+        ) from None
 
 
 def _id_column(table: Table) -> str | None:

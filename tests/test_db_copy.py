@@ -23,6 +23,7 @@ from sqlalchemy import Engine, create_engine, insert, inspect, select
 from photoctl import db
 from photoctl.models import Base, Photo, User, Worker
 from testkit.photos import settle, write_photo
+from tests.support import databases
 from tests.support.cli import photoctl_env, run_photoctl
 from tests.support.serve import launch_server, stop_server
 
@@ -211,3 +212,32 @@ def test_db_copy_refuses_while_workers_run_and_into_a_database_that_holds_data(
     assert rows_of(copy) == rows_of(original)  # PostgreSQL to SQLite as well
     copy.dispose()
     original.dispose()
+
+
+@pytest.mark.postgres
+def test_a_copy_the_target_refuses_commits_nothing_and_a_rerun_works(
+    tmp_path: Path, sqlite_template: Path, empty_postgres_url: str
+) -> None:
+    source_url = databases.clone_sqlite(sqlite_template, tmp_path / "data" / "photoctl.db")
+    env = photoctl_env(tmp_path, source_url)
+    ok(["users", "add", "carol"], env, tmp_path)
+    source = engine_of(source_url)
+    with source.begin() as conn:  # SQLite keeps a name longer than users.name allows
+        conn.exec_driver_sql("UPDATE users SET name = ? WHERE name = 'carol'", ("c" * 300,))
+
+    refused = run_photoctl(["db", "copy", "--to", empty_postgres_url], env, cwd=tmp_path)
+    target = engine_of(empty_postgres_url)
+    with target.connect() as conn:
+        users_after_refusal = conn.exec_driver_sql("SELECT count(*) FROM users").scalar()
+    with source.begin() as conn:
+        conn.exec_driver_sql("UPDATE users SET name = 'carol'")
+    rerun = run_photoctl(["db", "copy", "--to", empty_postgres_url], env, cwd=tmp_path)
+
+    assert refused.returncode == 1
+    assert "db copy: the target refused a row of users" in refused.stderr
+    assert "nothing was committed" in refused.stderr
+    assert users_after_refusal == 0
+    assert rerun.returncode == 0, rerun.stderr
+    assert rows_of(target) == rows_of(source)
+    source.dispose()
+    target.dispose()

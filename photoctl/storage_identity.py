@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from photoctl import db
 from photoctl.errors import ConfigError
-from photoctl.models import Meta
+from photoctl.models import Meta, Photo
 from photoctl.storage_settings import S3_SCHEME, split_s3_url
 
 if TYPE_CHECKING:
@@ -103,6 +103,29 @@ def ensure_same(settings: Settings, engine: Engine, *, record: bool = True) -> s
     if found is not None and found != own:
         raise StorageMismatch(mismatch_message(found, own))
     return own
+
+
+SAMPLE = 20
+
+
+def missing_from_store(settings: Settings, engine: Engine) -> tuple[int, int]:
+    """(thumbnails looked for, of which missing) in this process's store: a sample of the
+    newest photos' thumbnails, so that a move recorded before the files were copied shows."""
+    from photoctl.storage import open_store
+
+    with db.read(engine) as conn:
+        keys = (
+            conn.execute(
+                select(Photo.thumb_path)
+                .where(Photo.thumb_path.is_not(None))
+                .order_by(Photo.id.desc())
+                .limit(SAMPLE)
+            )
+            .scalars()
+            .all()
+        )
+    store = open_store(settings)
+    return len(keys), sum(1 for key in keys if key is not None and not store.exists(key))
 
 
 def move(settings: Settings, engine: Engine) -> tuple[str | None, str]:

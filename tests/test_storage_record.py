@@ -145,13 +145,22 @@ def test_init_move_storage_records_the_new_storage_and_the_old_one_is_refused(
     assert run_photoctl(["init"], env_a, cwd=home_a).returncode == 0
     assert run_photoctl(["ingest", str(photos(tmp_path, 1))], env_a, cwd=home_a).returncode == 0
     assert run_photoctl(["work", "--until-empty"], env_a, cwd=home_a).returncode == 0
+    too_early = run_photoctl(["init", "--move-storage"], env_b, cwd=home_b)  # files not there
+    back = run_photoctl(["init", "--move-storage"], env_a, cwd=home_a)
     shutil.copytree(home_a / "data" / "storage", home_b / "data" / "storage")
 
     moved = run_photoctl(["init", "--move-storage"], env_b, cwd=home_b)
     now_b = run_photoctl(["work", "--until-empty"], env_b, cwd=home_b)
     now_a = run_photoctl(["work", "--until-empty"], env_a, cwd=home_a)
 
+    assert too_early.returncode == 0, too_early.stderr
+    storage_b = home_b / "data" / "storage"
+    assert f"warning: 1 of the 1 newest thumbnails are not in {storage_b}: copy" in (
+        too_early.stderr
+    )
+    assert back.returncode == 0, back.stderr
     assert moved.returncode == 0, moved.stderr
+    assert "warning" not in moved.stderr
     assert f"storage moved from {home_a / 'data' / 'storage'} to " in moved.stderr
     assert recorded_storage(db_url) == str(home_b / "data" / "storage")
     assert now_b.returncode == 0, now_b.stderr

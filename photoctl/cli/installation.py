@@ -44,6 +44,12 @@ def init(app: App, move_storage: bool) -> None:
         before, storage = storage_identity.move(settings, engine)
         if before not in (None, storage):
             app.say(f"init: storage moved from {before} to {storage}")
+        looked, missing = storage_identity.missing_from_store(settings, engine)
+        if missing:
+            app.warn(
+                f"{missing} of the {looked} newest thumbnails are not in {storage}: copy the "
+                "files there (rsync -a, aws s3 sync), or their images answer 404"
+            )
     else:
         storage = storage_identity.ensure_same(settings, engine)
     state = "already there" if existed else "created"

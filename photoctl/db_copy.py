@@ -82,6 +82,14 @@ def copy_database(
 ) -> CopyReport:
     """Copy every row of ``source`` into the empty database at ``target_url`` (see module)."""
     started = time.monotonic()
+    try:
+        make_url(target_url)
+    except exc.ArgumentError:
+        # Not echoed: an unparsable URL may still hold a password.
+        raise ConfigError(
+            "db copy: --to is not a database URL (postgresql://user@host/name, or "
+            "sqlite:////absolute/path.db)"
+        ) from None
     target = db.make_engine(settings, target_url)
     # As the operator wrote them (password hidden), not as normalised for the driver.
     report = CopyReport(

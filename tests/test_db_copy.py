@@ -200,6 +200,7 @@ def test_db_copy_refuses_while_workers_run_and_into_a_database_that_holds_data(
         conn.exec_driver_sql("UPDATE workers SET stopped_at = heartbeat_at")
     into_foreign = run_photoctl(["db", "copy", "--to", f"sqlite:///{foreign}"], env, cwd=tmp_path)
     works = run_photoctl(["db", "copy", "--to", f"sqlite:///{target}", "--json"], env, cwd=tmp_path)
+    garbled = run_photoctl(["db", "copy", "--to", "p@ss word"], env, cwd=tmp_path)
 
     assert running.returncode == 2
     assert "1 worker(s) are running on this database" in running.stderr
@@ -207,6 +208,8 @@ def test_db_copy_refuses_while_workers_run_and_into_a_database_that_holds_data(
     assert into_foreign.returncode == 2
     assert "tables that are not photoctl's: notes" in into_foreign.stderr
     assert works.returncode == 0, works.stderr
+    assert garbled.returncode == 2 and "--to is not a database URL" in garbled.stderr
+    assert "p@ss" not in garbled.stderr
     assert json.loads(works.stdout)["tables"]["workers"] == 1
     copy, original = engine_of(f"sqlite:///{target}"), engine_of(db_url)
     assert rows_of(copy) == rows_of(original)  # PostgreSQL to SQLite as well

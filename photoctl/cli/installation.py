@@ -32,7 +32,7 @@ def init(app: App, move_storage: bool) -> None:
     \b
     Example:
       photoctl --data-dir /srv/photoctl init
-      photoctl --config /srv/new-storage.ini init --move-storage
+      photoctl init --move-storage      # after moving the files to this storage
     """
     from photoctl import storage_identity
 

@@ -195,6 +195,8 @@ def test_db_copy_refuses_while_workers_run_and_into_a_database_that_holds_data(
         )
     source.dispose()
 
+    # An organizer who ran `photoctl init` on the new database first: still empty enough.
+    ok(["--database-url", f"sqlite:///{target}", "init"], env, tmp_path)
     running = run_photoctl(["db", "copy", "--to", f"sqlite:///{target}"], env, cwd=tmp_path)
     with engine_of(db_url).begin() as conn:
         conn.exec_driver_sql("UPDATE workers SET stopped_at = heartbeat_at")

@@ -12,9 +12,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from photoctl import config, storage_identity
+from testkit.seaweedfs import SeaweedFS
 from tests.support.cli import photoctl_env, run_photoctl
 
 DATA = Path(__file__).parent / "data"
@@ -186,3 +188,32 @@ def test_s3_storages_compare_by_bucket_prefix_and_normalised_endpoint(tmp_path: 
         "s3://photos/2026", "http://seaweedfs:8333"
     )
     assert identity("s3://photos") == "s3://photos"
+
+
+@pytest.mark.xdist_group("seaweedfs")
+def test_a_machine_without_the_bucket_config_is_refused_and_one_spelling_it_otherwise_works(
+    tmp_path: Path, db_url: str, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    root = f"s3://{s3_bucket}/event"
+    bucket_env = {**seaweedfs.env, "PHOTOCTL_STORAGE_ROOT": root}
+    env_a, home_a = machine(tmp_path, "a", db_url)
+    env_a.update(bucket_env, PHOTOCTL_STORAGE_ENDPOINT_URL=seaweedfs.endpoint_url)
+    env_b, home_b = machine(tmp_path, "b", db_url)  # forgot the [storage] settings
+    env_c, home_c = machine(tmp_path, "c", db_url)
+    # The same bucket and server, spelled with trailing slashes.
+    env_c.update(
+        bucket_env,
+        PHOTOCTL_STORAGE_ROOT=root + "/",
+        PHOTOCTL_STORAGE_ENDPOINT_URL=seaweedfs.endpoint_url + "/",
+    )
+
+    init = run_photoctl(["init"], env_a, cwd=home_a)
+    forgot = run_photoctl(["work", "--until-empty"], env_b, cwd=home_b)
+    same = run_photoctl(["work", "--until-empty"], env_c, cwd=home_c)
+
+    recorded = f"{root} at {seaweedfs.endpoint_url}"
+    assert init.returncode == 0, init.stderr
+    assert recorded_storage(db_url) == recorded
+    assert forgot.returncode == 2
+    assert recorded in forgot.stderr and str(home_b / "data" / "storage") in forgot.stderr
+    assert same.returncode == 0, same.stderr

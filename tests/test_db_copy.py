@@ -21,7 +21,16 @@ import pytest
 from sqlalchemy import Engine, create_engine, insert, inspect, select
 
 from photoctl import db
-from photoctl.models import Base, Photo, User, Worker
+from photoctl.models import (
+    Base,
+    LimiterSlot,
+    LoginToken,
+    Photo,
+    RateLimiter,
+    ServiceCall,
+    User,
+    Worker,
+)
 from testkit.photos import settle, write_photo
 from tests.support import databases
 from tests.support.cli import photoctl_env, run_photoctl
@@ -100,6 +109,33 @@ def build_source(tmp_path: Path, env: dict[str, str]) -> tuple[str, str]:
     return token, photos[1]["filename"]
 
 
+def fill_what_the_local_engine_leaves_empty(source: Engine) -> None:
+    """Rows of the tables only Rekognition or /api/login write, as they would look."""
+    now = time.time()
+    with source.begin() as conn:
+        user_id = conn.execute(select(User.id).order_by(User.id)).scalars().first()
+        conn.execute(
+            insert(LoginToken).values(token_hash="ab" * 32, user_id=user_id, created_at=now)
+        )
+        conn.execute(
+            insert(ServiceCall).values(
+                service="rekognition",
+                day="2026-05-03",
+                event=SLUG,
+                operation="IndexFaces",
+                accepted=3,
+                throttled=1,
+                failed=0,
+            )
+        )
+        conn.execute(
+            insert(RateLimiter).values(name="rekognition", next_slot_at=now, rate=5.0, slowed_at=0)
+        )
+        conn.execute(
+            insert(LimiterSlot).values(name="rekognition", slot=0, holder=None, expires_at=0)
+        )
+
+
 @pytest.mark.postgres
 def test_db_copy_moves_every_row_to_postgresql_and_the_copy_is_live(
     tmp_path: Path, empty_postgres_url: str
@@ -107,6 +143,7 @@ def test_db_copy_moves_every_row_to_postgresql_and_the_copy_is_live(
     env = photoctl_env(tmp_path)  # SQLite in tmp_path/data, as `photoctl init` makes it
     token, kept = build_source(tmp_path, env)
     source = engine_of(f"sqlite:///{tmp_path / 'data' / 'photoctl.db'}")
+    fill_what_the_local_engine_leaves_empty(source)
     before = rows_of(source)
 
     copied = run_photoctl(["db", "copy", "--to", empty_postgres_url, "--json"], env, cwd=tmp_path)
@@ -122,10 +159,7 @@ def test_db_copy_moves_every_row_to_postgresql_and_the_copy_is_live(
             "sqlite_sequence",
         }
     assert source_tables == set(before)  # every table of the source is compared
-    for table in ("events", "photos", "jobs", "users", "faces", "selfie_faces", "matches"):
-        assert before[table], f"the source should hold {table} rows"
-    for table in ("rejections", "audit_log", "source_files", "ingest_roots", "workers"):
-        assert before[table], f"the source should hold {table} rows"
+    assert [table for table, rows in before.items() if not rows] == []  # no table left out
     for table, rows in before.items():
         assert after[table] == rows, table
     assert report["tables"]["photos"] == len(before["photos"])

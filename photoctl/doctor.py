@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -21,16 +23,45 @@ class Check:
 
 
 def run_checks(settings: Settings, engine: Engine) -> list[Check]:
+    """Every check, in order; one that fails unexpectedly is its own FAIL line, never the end
+    of the report (the operator needs the other lines most when something is broken)."""
     database = _check_database(engine)
     checks = [_check_config(settings), database]
     if database.ok:
-        checks.append(_check_schema(engine))
-    checks.append(_check_storage(settings))
-    checks.append(_check_face_engine(settings, engine if database.ok else None))
+        checks.append(_guarded("schema", _check_schema, engine))
+    checks.append(_guarded("storage", _check_storage, settings))
     schema_ok = any(check.name == "schema" and check.ok for check in checks)
+    if schema_ok:
+        checks.append(_guarded("storage record", _check_storage_record, settings, engine))
+    checks.append(_check_face_engine(settings, engine if database.ok else None))
     if schema_ok and settings.faces.daily_budget.strip():
-        checks.append(_check_budget(settings, engine))
+        checks.append(_guarded("budget", _check_budget, settings, engine))
     return checks
+
+
+def _guarded(name: str, check: Callable[..., Check], *args: Any) -> Check:
+    try:
+        return check(*args)
+    except PhotoctlError as error:
+        return Check(name, False, str(error))
+
+
+def _check_storage_record(settings: Settings, engine: Engine) -> Check:
+    """Whether this process's storage is the one the database records (storage_identity.py)."""
+    from photoctl import storage_identity
+
+    own = storage_identity.identity(settings)
+    with db.read(engine) as conn:
+        found = storage_identity.recorded(conn)
+    if found is None:
+        return Check(
+            "storage record",
+            True,
+            f"none recorded yet: the next init, ingest, work or serve records {own}",
+        )
+    if found != own:
+        return Check("storage record", False, storage_identity.mismatch_message(found, own))
+    return Check("storage record", True, f"{own}, as recorded in the database")
 
 
 def _check_budget(settings: Settings, engine: Engine) -> Check:
@@ -49,6 +80,15 @@ def _check_budget(settings: Settings, engine: Engine) -> Check:
             "it) if more is planned",
         )
     return Check("budget", True, spend.describe())
+
+
+def _missing_bucket(settings: Settings, bucket: str) -> str:
+    endpoint = settings.storage.endpoint_url
+    command = f"aws s3 mb s3://{bucket}" + (f" --endpoint-url {endpoint}" if endpoint else "")
+    return (
+        f"bucket {bucket} does not exist: create it with `{command}` (or your provider's "
+        "console), or fix storage.root"
+    )
 
 
 def _check_config(settings: Settings) -> Check:
@@ -109,9 +149,15 @@ def _check_schema(engine: Engine) -> Check:
 
 def _check_storage(settings: Settings) -> Check:
     if settings.storage.is_s3:
-        from photoctl.object_store import store_for  # boto3 only where S3 is used
+        # boto3 only where S3 is used
+        from photoctl.object_store import ObjectMissing, store_for
 
-        if store_for(settings.storage).reachable():
+        store = store_for(settings.storage)
+        try:
+            answers = store.reachable()
+        except ObjectMissing:  # HeadBucket's 404: the bucket itself
+            return Check("storage", False, _missing_bucket(settings, store.bucket))
+        if answers:
             return Check("storage", True, f"{settings.storage.root} answers")
         return Check(
             "storage",

@@ -9,7 +9,7 @@ stop at their next safe point, anything else unwinds (transactions roll back).
 The package is the root group and the entry point; `common` holds what every command shares,
 and each command family has its own module (`processing`: ingest, work; `monitoring`: stats,
 jobs; `accounts`: users; `installation`: init, config, doctor; `serving`: cache, serve;
-`events`: events, audit).
+`events`: events, audit; `database`: db copy).
 Commands only parse, call one function in the core, and print.
 """
 
@@ -26,7 +26,15 @@ import click
 from dotenv import load_dotenv
 
 from photoctl import config as config_module
-from photoctl.cli import accounts, events, installation, monitoring, processing, serving
+from photoctl.cli import (
+    accounts,
+    database,
+    events,
+    installation,
+    monitoring,
+    processing,
+    serving,
+)
 from photoctl.cli.common import (
     App,
     PhotoctlGroup,
@@ -123,6 +131,7 @@ cli.add_command(serving.cache)
 cli.add_command(serving.serve)
 cli.add_command(events.events)
 cli.add_command(events.audit)
+cli.add_command(database.db)
 
 
 def main() -> None:

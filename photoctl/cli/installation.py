@@ -15,25 +15,48 @@ from photoctl.errors import ConfigError, NoDatabase, TransientError
 
 
 @click.command()
+@click.option(
+    "--move-storage",
+    is_flag=True,
+    help="Record this process's storage (storage.root, storage.endpoint_url) as the one the "
+    "database's files are in, replacing the recorded one: after moving the files there.",
+)
 @pass_app
-def init(app: App) -> None:
+def init(app: App, move_storage: bool) -> None:
     """Create the data dir and the database at the latest schema; running it again is harmless.
 
     Only init, ingest and users add create a database: every other command exits 2 on one that
     does not exist, so a cron line run from the wrong directory fails instead of starting afresh.
+    The database records its storage: ingest, work and serve refuse another one (exit 2).
 
     \b
     Example:
       photoctl --data-dir /srv/photoctl init
+      photoctl init --move-storage      # after moving the files to this storage
     """
+    from photoctl import storage_identity
+
     settings = app.settings
     existed = app.engine_if_exists() is not None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = app.engine(create=True)
+    if move_storage:
+        before, storage = storage_identity.move(settings, engine)
+        if before not in (None, storage):
+            app.say(f"init: storage moved from {before} to {storage}")
+        looked, missing = storage_identity.missing_from_store(settings, engine)
+        if missing:
+            app.warn(
+                f"{missing} of the {looked} newest thumbnails are not in {storage}: copy the "
+                "files there (rsync -a, aws s3 sync), or their images answer 404"
+            )
+    else:
+        storage = storage_identity.ensure_same(settings, engine)
     state = "already there" if existed else "created"
     click.echo(
         f"init: database {state} at {db.database_location(settings)} "
-        f"(schema {db.current_revision(engine)}); data dir {settings.data_dir}",
+        f"(schema {db.current_revision(engine)}); data dir {settings.data_dir}; "
+        f"storage {storage}",
         err=True,
     )
 

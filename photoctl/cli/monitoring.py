@@ -174,7 +174,9 @@ def jobs_prune(app: App, older_than: float, include_failed: bool, as_json: bool)
     With --include-failed, an upload whose job failed is deleted too: its photo row and its
     stored file (on disk or in the storage bucket)."""
     from photoctl.pruning import prune
+    from photoctl.storage_identity import ensure_same
 
+    ensure_same(app.settings, app.engine())  # it deletes stored files: the right ones only
     report = prune(app.engine(), app.settings, older_than, include_failed=include_failed)
     if as_json:
         click.echo(json.dumps({"pruned": report.jobs, "uploads_deleted": report.uploads_deleted}))

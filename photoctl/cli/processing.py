@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from photoctl import config as config_module
-from photoctl import db
+from photoctl import db, storage_identity
 from photoctl.cli.common import App, json_option, pass_app, progress_bar, stop_request, watch_loop
 from photoctl.errors import ConfigError
 
@@ -82,6 +82,8 @@ def ingest(
     check_roots(paths)
     # A dry run reports against the database if there is one, and creates nothing.
     engine = app.engine(create=True) if not dry_run else app.engine_if_exists()
+    if engine is not None:
+        storage_identity.ensure_same(app.settings, engine, record=not dry_run)
     event_id = _event_for_photos(engine, event_slug)
     location = db.database_location(app.settings)
     any_errors = False
@@ -213,7 +215,9 @@ def work(
     """
     from photoctl.supervisor import WorkOptions, run_workers
 
-    app.engine()  # exits 2, creating nothing, when there is no database to work on
+    # Exits 2, creating nothing, when there is no database to work on, or when this machine's
+    # storage is not the database's (its thumbnails would land where serve never looks).
+    storage_identity.ensure_same(app.settings, app.engine())
     settings = app.settings
     if engine_name:
         settings = settings.replace("faces", engine=engine_name)

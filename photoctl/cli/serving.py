@@ -61,5 +61,9 @@ def serve(app: App, host: str | None, port: int | None, workers: int | None) -> 
       photoctl serve --port 8000 --workers 2
     """
     from photoctl.api.serve import run_server
+    from photoctl.storage_identity import ensure_same
 
+    # Images served from another storage than the database's would all answer 404.
+    ensure_same(app.settings, app.engine())
+    app.engine().dispose()  # uvicorn's processes make their own
     run_server(app.settings, host=host, port=port, workers=workers, verbosity=app.verbosity)

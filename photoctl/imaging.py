@@ -13,7 +13,6 @@ import errno
 import io
 import os
 import stat
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,15 @@ try:  # HEIC support is optional: without pillow-heif those files fail with a cl
     pillow_heif.register_heif_opener()
 except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
     pass
+
+# Pillow's own bomb guard is one process-wide number (Image.MAX_IMAGE_PIXELS: 89.5 MP, a warning
+# above it, an error above twice it), which refused a 101.8 MP camera's JPEG whatever
+# ingest.max_pixels said. Setting it per decode would race between serve's request threads and
+# a worker's job threads, as would the warnings filter that made its warning an error
+# (warnings.catch_warnings is not thread-safe). So it is switched off here, once, and every
+# image is checked against the limit its caller passes (ingest.max_pixels, serve's
+# max_decode_pixels) from its header, before a pixel is decoded: _refuse_bomb in _opened.
+Image.MAX_IMAGE_PIXELS = None
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".gif"}
@@ -217,12 +225,11 @@ def _decoding(display_name: str) -> Iterator[None]:
     """Pillow's many ways of saying "bad input" as one PermanentError that names the file.
 
     One place for both the header check and the decode, so they cannot disagree on what is
-    refused; a decompression-bomb warning counts as an error.
+    refused. Pillow's own bomb errors cannot come (its limit is off, see MAX_IMAGE_PIXELS above)
+    unless something else in the process turns it back on; they are refused all the same.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+        yield
     except PermanentError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -239,6 +246,21 @@ def _refuse_bomb(width: int, height: int, max_pixels: int, display_name: str) ->
             f"{display_name}: decompression bomb refused "
             f"({width}x{height} pixels, limit {max_pixels:,})"
         )
+
+
+def _opened(source: Path | bytes | BinaryIO, max_pixels: int, display_name: str) -> Image.Image:
+    """An image opened (its header read, no pixel decoded) and checked against ``max_pixels``.
+
+    Call inside ``_decoding``. The only way photoctl opens an image: Pillow's own limit is off
+    (see MAX_IMAGE_PIXELS above), so this check is the guard.
+    """
+    image = Image.open(source)
+    try:
+        _refuse_bomb(*image.size, max_pixels, display_name)
+    except PermanentError:
+        image.close()
+        raise
+    return image
 
 
 def check_decode_size(
@@ -258,9 +280,8 @@ def check_decode_size(
     bounds the size the decode really has, after JPEG's DCT scaling. Raises PermanentError.
     """
     with _decoding(display_name):
-        with Image.open(path) as image:
+        with _opened(path, max_pixels, display_name) as image:
             width, height = image.size
-            _refuse_bomb(width, height, max_pixels, display_name)
             # JPEG: the scale it will really decode at (the engine may want detail).
             image.draft("RGB", draft_box(image.size, preview_px, detail_px))
             decoded_width, decoded_height = image.size
@@ -313,9 +334,8 @@ def decode_bytes(
     if not data:
         raise PermanentError(f"{display_name}: empty file")
     with _decoding(display_name):
-        image: Image.Image = Image.open(io.BytesIO(data))
+        image = _opened(io.BytesIO(data), max_pixels, display_name)
         width, height = image.size
-        _refuse_bomb(width, height, max_pixels, display_name)
         exif = image.getexif()
         swaps_axes = _orientation_swaps_axes(exif)  # read before exif_transpose removes it
         # Decode at the smallest DCT scale that still covers the preview (JPEG only).

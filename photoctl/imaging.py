@@ -21,6 +21,10 @@ from typing import BinaryIO
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from photoctl.atomic import atomic_write
+from photoctl.decode_memory import BYTES_PER_DECODED_PIXEL
+from photoctl.decode_memory import (  # app.py's name for it
+    return_large_buffers_to_the_system as return_large_buffers_to_the_system,
+)
 from photoctl.errors import PermanentError, StorageFull
 
 try:  # HEIC support is optional: without pillow-heif those files fail with a clear reason.
@@ -198,28 +202,6 @@ def read_source(
     return SourceFile(data=data, size_bytes=after.st_size, mtime_ns=after.st_mtime_ns)
 
 
-# glibc's mallopt parameter: allocations at least this large are served by mmap.
-_M_MMAP_THRESHOLD = -3
-
-
-def return_large_buffers_to_the_system(threshold_bytes: int = 4 * 1024 * 1024) -> bool:
-    """Make large allocations (Pillow's 16 MB image blocks) mmap'd, so freeing gives them back.
-
-    By default glibc raises its mmap threshold after the first large free, and each thread has
-    its own arena: a decode of a big image in one of serve's threads then stays resident after
-    the request (four decodes in four threads held 1.9 GB), even when decodes take turns.
-    Returns False where the C library is not glibc (nothing is changed there).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
-    except (OSError, AttributeError):
-        return False
-
-
 @contextlib.contextmanager
 def _decoding(display_name: str) -> Iterator[None]:
     """Pillow's many ways of saying "bad input" as one PermanentError that names the file.
@@ -271,8 +253,9 @@ def check_decode_size(
     max_decoded_pixels: int,
     display_name: str,
     detail_px: int = 0,
-) -> None:
-    """Refuse, from the header alone, an image whose decode would take too much memory.
+) -> int:
+    """Refuse, from the header alone, an image whose decode would take too much memory; return
+    the memory its decode will take (estimated bytes, for decode_memory.DecodeBudget).
 
     ``decode_photo`` guards the original's pixel count (``max_pixels``, as in the workers), but
     a format without reduced decoding (PNG, HEIC, WebP) is decoded at full size: a 10 KB PNG of
@@ -290,6 +273,7 @@ def check_decode_size(
             f"{display_name}: image too large to decode here ({width}x{height} pixels, "
             f"decoded at {decoded_width}x{decoded_height}; limit {max_decoded_pixels:,} pixels)"
         )
+    return decoded_width * decoded_height * BYTES_PER_DECODED_PIXEL
 
 
 def draft_box(size: tuple[int, int], preview_px: int, detail_px: int = 0) -> tuple[int, int]:
@@ -339,12 +323,14 @@ def decode_bytes(
         exif = image.getexif()
         swaps_axes = _orientation_swaps_axes(exif)  # read before exif_transpose removes it
         # Decode at the smallest DCT scale that still covers the preview (JPEG only).
-        image.draft("RGB", draft_box(image.size, preview_px, detail_px))
+        box = draft_box(image.size, preview_px, detail_px)
+        image.draft("RGB", box)
         image.load()
+        image = _reduced(image, box)
         # In place: without an orientation to undo, a copy of the whole decode is wasted.
         ImageOps.exif_transpose(image, in_place=True)
         if image.mode != "RGB":
-            image = _to_rgb(image)
+            image = _reduced(_to_rgb(image), box)
         detail = None
         if detail_px > 0:
             # The preview is resized out of the detail decode, never from a full-size copy of
@@ -364,9 +350,30 @@ def decode_bytes(
     )
 
 
+# Modes whose Image.reduce is a plain average of each channel, made without a full-size copy
+# (LA and RGBA are premultiplied through one; P would average palette indices).
+_REDUCIBLE_MODES = frozenset({"L", "RGB", "CMYK", "YCbCr", "I", "F"})
+
+
+def _reduced(image: Image.Image, box: tuple[int, int]) -> Image.Image:
+    """What JPEG's draft does, for the formats without it (PNG, WebP, TIFF, HEIC): a box
+    reduction by the largest whole factor that keeps both sides >= ``box``, right after the
+    decode, so the full-size decode is freed before anything else is made from it.
+
+    A 7000x7000 PNG selfie (196 MB decoded) went whole to the face engine, which only needs
+    2400 px; each of two parallel decodes then held ~290 MB. Other modes are reduced once they
+    are RGB (decode_bytes).
+    """
+    factor = min(image.width // box[0], image.height // box[1])
+    if factor < 2 or image.mode not in _REDUCIBLE_MODES:
+        return image
+    return image.reduce(factor)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+        # convert() copies even an RGBA image: one full-size copy fewer.
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background

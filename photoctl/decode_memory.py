@@ -7,6 +7,7 @@ memory fits one budget; the functions below make glibc return what they freed.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import functools
@@ -24,7 +25,8 @@ _M_MMAP_THRESHOLD = -3
 class DecodeBudget:
     """At most ``slots`` decodes at once, and together at most ``budget_bytes`` (estimated).
 
-    A decode larger than the whole budget still runs, alone. So the decodes of a process hold
+    A decode larger than the whole budget still runs, alone; decodes are admitted in the order
+    they came. So the decodes of a process hold
     at most max(budget, the largest one admitted) at any time: with serve's defaults, 4 bytes x
     serve.max_decode_pixels x serve.max_concurrent_decodes.
     """
@@ -34,20 +36,29 @@ class DecodeBudget:
         self.budget_bytes = budget_bytes
         self._running = 0
         self._used = 0
+        # Decodes wait their turn in arrival order: small ones must not keep overtaking a big
+        # one that waits for the others to finish.
+        self._waiting: collections.deque[object] = collections.deque()
         self._changed = threading.Condition()
 
     def acquire(self, cost_bytes: int, timeout: float) -> bool:
         """Wait for room for a decode of ``cost_bytes``; False after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        turn = object()
         with self._changed:
-            while not self._fits(cost_bytes):
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._changed.wait(left):
-                    if not self._fits(cost_bytes):
+            self._waiting.append(turn)
+            try:
+                while self._waiting[0] is not turn or not self._fits(cost_bytes):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
                         return False
-            self._running += 1
-            self._used += cost_bytes
-            return True
+                    self._changed.wait(left)
+                self._running += 1
+                self._used += cost_bytes
+                return True
+            finally:
+                self._waiting.remove(turn)
+                self._changed.notify_all()  # the next in line may fit now
 
     def release(self, cost_bytes: int) -> None:
         with self._changed:

@@ -63,6 +63,15 @@ def test_decodes_run_side_by_side_only_while_their_memory_fits_the_budget() -> N
     waited.start()
     assert budget.acquire(245 * MB, timeout=5)
     waited.join()
+    # A big decode waiting for its turn is not overtaken by small ones that would fit.
+    admitted: list[str] = []
+    big = threading.Thread(target=lambda: admitted.append(f"big {budget.acquire(300 * MB, 5)}"))
+    big.start()
+    time.sleep(0.2)
+    assert not budget.acquire(15 * MB, timeout=0.2), "a small one waits behind the big one"
+    budget.release(245 * MB)
+    big.join()
+    assert admitted == ["big True"]
 
 
 @pytest.mark.slow

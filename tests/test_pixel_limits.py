@@ -93,3 +93,13 @@ def test_a_102_megapixel_jpeg_selfie_counts_at_its_draft_size(
             assert "decoded at 12000x8500" in refused.json()["detail"]
     finally:
         stop_server(server)
+
+
+def test_users_add_takes_a_102_megapixel_jpeg_selfie(tmp_path: Path, big_jpeg: bytes) -> None:
+    """The CLI decodes selfies under ingest.max_pixels too: grey has no face, and says so."""
+    selfie = tmp_path / "me.jpg"
+    selfie.write_bytes(big_jpeg)
+    added = run_photoctl(["users", "add", "ann", "--selfie", str(selfie)], photoctl_env(tmp_path))
+    assert added.returncode != 0
+    assert "no face" in added.stderr, added.stderr
+    assert "decompression bomb" not in added.stderr

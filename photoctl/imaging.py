@@ -13,12 +13,12 @@ import errno
 import io
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from photoctl.atomic import atomic_write
 from photoctl.decode_memory import BYTES_PER_DECODED_PIXEL
@@ -321,16 +321,12 @@ def decode_bytes(
         image = _opened(io.BytesIO(data), max_pixels, display_name)
         width, height = image.size
         exif = image.getexif()
-        swaps_axes = _orientation_swaps_axes(exif)  # read before exif_transpose removes it
+        swaps_axes = _orientation_swaps_axes(exif)
         # Decode at the smallest DCT scale that still covers the preview (JPEG only).
         box = draft_box(image.size, preview_px, detail_px)
         image.draft("RGB", box)
         image.load()
-        image = _reduced(image, box)
-        # In place: without an orientation to undo, a copy of the whole decode is wasted.
-        ImageOps.exif_transpose(image, in_place=True)
-        if image.mode != "RGB":
-            image = _reduced(_to_rgb(image), box)
+        image = _upright(_rgb_at_size(image, box), exif)
         detail = None
         if detail_px > 0:
             # The preview is resized out of the detail decode, never from a full-size copy of
@@ -350,24 +346,52 @@ def decode_bytes(
     )
 
 
-# Modes whose Image.reduce is a plain average of each channel, made without a full-size copy
-# (LA and RGBA are premultiplied through one; P would average palette indices).
-_REDUCIBLE_MODES = frozenset({"L", "RGB", "CMYK", "YCbCr", "I", "F"})
+# Rows converted and reduced at a time: full-size work is done on bands of about this size.
+_BAND_BYTES = 16 * 1024 * 1024
+
+# Modes Image.reduce averages channel by channel without a full-size copy of its own (RGBA and
+# LA go through a premultiplied copy; averaging P's palette indices or 1's bits is wrong).
+_AVERAGED_MODES = frozenset({"RGB", "L", "CMYK", "YCbCr", "I", "F"})
+
+# EXIF orientation -> the transposition that makes the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
-def _reduced(image: Image.Image, box: tuple[int, int]) -> Image.Image:
-    """What JPEG's draft does, for the formats without it (PNG, WebP, TIFF, HEIC): a box
-    reduction by the largest whole factor that keeps both sides >= ``box``, right after the
-    decode, so the full-size decode is freed before anything else is made from it.
+def _rgb_at_size(image: Image.Image, box: tuple[int, int]) -> Image.Image:
+    """The decode as RGB, reduced by the largest whole factor that keeps both sides >= ``box``:
+    what JPEG's draft does, for the formats without it (PNG, WebP, TIFF, HEIC).
 
-    A 7000x7000 PNG selfie (196 MB decoded) went whole to the face engine, which only needs
-    2400 px; each of two parallel decodes then held ~290 MB. Other modes are reduced once they
-    are RGB (decode_bytes).
+    Converted and reduced band by band, so the only full-size image is the decode itself: a
+    7000x7000 PNG selfie (196 MB decoded) went whole to the face engine, which needs 2400 px,
+    and one with transparency took three full-size copies to flatten (9 bytes a pixel).
     """
     factor = min(image.width // box[0], image.height // box[1])
-    if factor < 2 or image.mode not in _REDUCIBLE_MODES:
-        return image
-    return image.reduce(factor)
+    if factor < 2:
+        return image if image.mode == "RGB" else _to_rgb(image)
+    if image.mode in _AVERAGED_MODES:
+        reduced = image.reduce(factor)
+        return reduced if reduced.mode == "RGB" else _to_rgb(reduced)
+    width, height = image.size
+    reduced = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    rows = factor * max(1, _BAND_BYTES // (4 * width * factor))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        band = band if band.mode == "RGB" else _to_rgb(band)
+        reduced.paste(band.reduce(factor), (0, top // factor))
+    return reduced
+
+
+def _upright(image: Image.Image, exif: Image.Exif) -> Image.Image:
+    transposition = _UPRIGHT.get(exif.get(ExifTags.Base.Orientation, 1))
+    return image.transpose(transposition) if transposition is not None else image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -431,44 +455,3 @@ def _raise_if_full(error: OSError, where: str) -> None:
     """A full disk or quota is the storage's state, not the photo's: say so with its own kind."""
     if error.errno in _FULL_ERRNOS:
         raise StorageFull(f"storage full: cannot write {where}: {error.strerror}") from error
-
-
-Box = tuple[float, float, float, float]
-
-
-def make_thumbnail(preview: Image.Image, longest_px: int, faces: Sequence[Box] = ()) -> Image.Image:
-    """The grid's square thumbnail, ``longest_px`` a side (less for a smaller photo), cut from
-    the preview around ``thumbnail_square``.
-
-    LANCZOS after a box reduction by the whole factor (``reducing_gap=1.0``): ~3 ms instead of
-    ~7 ms of CPU from an 800 px preview, ~10 ms from a 1600 px one (a tenth of a photo's CPU with
-    the Rekognition engine; scripts/bench_faces.py), at ~43-47 dB PSNR against plain LANCZOS,
-    less than the thumbnail's own JPEG encoding changes it."""
-    square = thumbnail_square(preview.size, faces)
-    side = min(longest_px, square[2] - square[0])
-    return preview.resize((side, side), Image.Resampling.LANCZOS, box=square, reducing_gap=1.0)
-
-
-def thumbnail_square(size: tuple[int, int], faces: Sequence[Box] = ()) -> tuple[int, int, int, int]:
-    """The square (left, top, right, bottom) of a photo its thumbnail shows: as large as the
-    photo's short side, centred on the faces (the box around all of them, or the largest face
-    alone when they do not fit in one square together). Without faces: the middle of a
-    landscape photo; for a portrait one, a third of the way down (heads are near the top).
-    ``faces`` are (left, top, width, height) fractions of the photo."""
-    width, height = size
-    side = min(width, height)
-    if faces:
-        boxes = [
-            (x0 * width, y0 * height, (x0 + w) * width, (y0 + h) * height) for x0, y0, w, h in faces
-        ]
-        left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
-        right, bottom = max(b[2] for b in boxes), max(b[3] for b in boxes)
-        if right - left > side or bottom - top > side:
-            left, top, right, bottom = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
-        centre_x, centre_y = (left + right) / 2, (top + bottom) / 2
-        x, y = centre_x - side / 2, centre_y - side / 2
-    else:
-        x, y = (width - side) / 2, (height - side) / 3
-    x = min(max(0, round(x)), width - side)
-    y = min(max(0, round(y)), height - side)
-    return x, y, x + side, y + side

@@ -23,7 +23,8 @@ from typing import Protocol
 from photoctl import storage
 from photoctl.catalog import PhotoRecord, ProcessedPhoto, display_path
 from photoctl.config import Settings
-from photoctl.imaging import DecodedPhoto, decode_bytes, make_thumbnail, store_jpeg
+from photoctl.imaging import DecodedPhoto, decode_bytes, store_jpeg
+from photoctl.thumbnails import make_thumbnail
 
 
 class FaceStep(Protocol):

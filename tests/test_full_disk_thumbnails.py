@@ -22,7 +22,8 @@ from PIL import Image
 
 from photoctl import atomic, config
 from photoctl.errors import StorageFull
-from photoctl.imaging import decode_bytes, make_thumbnail, write_jpeg
+from photoctl.imaging import decode_bytes, write_jpeg
+from photoctl.thumbnails import make_thumbnail
 from testkit.photos import settle
 from tests.support.cli import photoctl_env, run_photoctl, start_photoctl
 

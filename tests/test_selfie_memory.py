@@ -20,10 +20,11 @@ from PIL import Image
 
 from photoctl import config, db, users
 from photoctl.decode_memory import DecodeBudget
+from photoctl.imaging import decode_bytes
 from tests.support.serve import start_server, stop_server
 
 MB = 1024 * 1024
-# What the README states. Two 49 MP PNG decodes (~245 MB each, estimated) do not fit the
+# What the README states. Two 49 MP PNG decodes (~290 MB each, estimated) do not fit the
 # default budget of 4 B x 50 M x 2 = 400 MB, so they take turns: the peak above serve's idle
 # size is one decode plus the face engine's work (measured: ~260 MB), and once they are
 # answered serve is back near its idle size (measured: ~25 MB above it).
@@ -41,10 +42,10 @@ def memory_mb(pid: int) -> dict[str, float]:
     return values
 
 
-def big_png() -> bytes:
-    """A 7000x7000 RGB PNG, a few hundred KB: 196 MB once Pillow decodes it."""
-    image = Image.new("RGB", (7000, 7000), (180, 150, 120))
-    image.paste((40, 60, 90), (1000, 1000, 6000, 6000))
+def big_png(mode: str = "RGB") -> bytes:
+    """A 7000x7000 PNG, a few hundred KB: 196 MB once Pillow decodes it (RGB or RGBA)."""
+    image = Image.new(mode, (7000, 7000), (180, 150, 120, 255)[: len(mode)])
+    image.paste((40, 60, 90, 128)[: len(mode)], (1000, 1000, 6000, 6000))
     out = io.BytesIO()
     image.save(out, "PNG", compress_level=1)
     return out.getvalue()
@@ -93,7 +94,9 @@ def test_eight_parallel_49_megapixel_png_selfies_keep_serve_under_its_bound(
         # Eight decodes two at a time take a while on a loaded machine.
         PHOTOCTL_SERVE_DECODE_WAIT_SECONDS="300",
     )
-    png = big_png()
+    # Half of them with transparency, which took three full-size copies to flatten.
+    pngs = [big_png("RGB"), big_png("RGBA")]
+    png = pngs[0]
     try:
         # A first selfie loads what every later one uses (the face models' pages, libraries):
         # the idle size is measured after it.
@@ -104,12 +107,13 @@ def test_eight_parallel_49_megapixel_png_selfies_keep_serve_under_its_bound(
         # Reset the peak (VmHWM) to now: writing 5 to clear_refs.
         Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")
 
-        def post(token: str) -> int:
-            with server.client(token) as client:
-                return client.post("/api/me/selfie", files={"file": ("me.png", png)}).status_code
+        def post(index: int) -> int:
+            with server.client(tokens[index]) as client:
+                answer = client.post("/api/me/selfie", files={"file": ("me.png", pngs[index % 2])})
+                return answer.status_code
 
         with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(post, tokens))
+            statuses = list(pool.map(post, range(8)))
         time.sleep(0.5)
         after = memory_mb(server.process.pid)
         assert statuses == [422] * 8  # decoded, no face in a plain picture
@@ -123,3 +127,55 @@ def test_eight_parallel_49_megapixel_png_selfies_keep_serve_under_its_bound(
         assert kept < KEPT_ABOVE_IDLE_MB, f"kept {after['VmRSS']:.0f} MB, idle {idle:.0f} MB"
     finally:
         stop_server(server)
+
+
+WHITE = (255, 255, 255)
+
+
+def two_halves(mode: str) -> Image.Image:
+    """4000x3000: the left half one colour, the right half another (transparent if it can)."""
+    if mode == "P":
+        image = Image.new("P", (4000, 3000), 1)
+        image.putpalette([200, 0, 0, 0, 0, 0])
+        image.paste(0, (0, 0, 2000, 3000))
+        image.info["transparency"] = 1
+        return image
+    colours = {
+        "RGBA": ((200, 0, 0, 255), (0, 0, 0, 0)),
+        "LA": ((60, 255), (0, 0)),
+        "1": (0, 1),
+        "RGB": ((200, 0, 0), (0, 0, 200)),
+    }
+    left, right = colours[mode]
+    image = Image.new(mode, (4000, 3000), right)
+    image.paste(left, (0, 0, 2000, 3000))
+    return image
+
+
+@pytest.mark.parametrize(
+    ("mode", "top", "bottom"),
+    [
+        ("RGBA", (200, 0, 0), WHITE),
+        ("LA", (60, 60, 60), WHITE),
+        ("P", (200, 0, 0), WHITE),
+        ("1", (0, 0, 0), WHITE),
+        ("RGB", (200, 0, 0), (0, 0, 200)),
+    ],
+)
+def test_a_reduced_decode_is_flattened_on_white_and_upright(
+    mode: str, top: tuple[int, int, int], bottom: tuple[int, int, int]
+) -> None:
+    """Reduced band by band (4000x3000 -> 2000x1500 for a 1000 px preview), every mode comes
+    out RGB as before: transparency on white, colours kept, the EXIF orientation applied."""
+    image = two_halves(mode)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: the left half on top
+    out = io.BytesIO()
+    extra = {"transparency": 1} if mode == "P" else {}
+    image.save(out, "PNG", exif=exif, **extra)
+    decoded = decode_bytes(out.getvalue(), preview_px=1000, max_pixels=10**8, display_name="x")
+    assert (decoded.width, decoded.height) == (3000, 4000)
+    assert decoded.image.mode == "RGB" and decoded.image.size == (750, 1000)
+    for point, expected in (((375, 10), top), ((375, 990), bottom)):
+        shown = decoded.image.getpixel(point)
+        assert all(abs(a - b) <= 3 for a, b in zip(shown, expected, strict=True)), (point, shown)

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from photoctl.faces.local import LocalEngine
-from photoctl.imaging import thumbnail_square
+from photoctl.thumbnails import thumbnail_square
 from testkit.photos import settle
 from tests.support.cli import photoctl_env, run_photoctl
 

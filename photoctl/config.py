@@ -270,7 +270,8 @@ class ServeSettings:
     max_decode_pixels: int = _key(
         50_000_000,
         "Serve refuses to decode an image to more pixels than this (JPEGs count at their "
-        "reduced decode size); peak memory is about 4 bytes x this x max_concurrent_decodes",
+        "reduced decode size); decodes (counted at 6 bytes per decoded pixel) run side by side "
+        "only while together they fit 4 bytes x this x max_concurrent_decodes",
         minimum=1_000_000,
     )
 

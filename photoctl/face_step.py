@@ -114,6 +114,7 @@ class EngineFaceStep:
         engine = self.engine.for_event(event.slug)
         try:
             found, note = self.photo_faces(photo, lambda: decoded.sharpest, engine, event.id)
+            boxes = tuple(face.box for face in found if face.box is not None)
             if not found:
                 return FaceSummary(note=note)
             with db.read(self.database) as conn:
@@ -136,7 +137,9 @@ class EngineFaceStep:
             drop_purged_index(engine, event.slug, f"the face step of photo {photo.id}")
             return FaceSummary()
         users = tuple(sorted({m.user_id for m in matches}))
-        return FaceSummary(faces=len(found), matches=len(users), user_ids=users, note=note)
+        return FaceSummary(
+            faces=len(found), matches=len(users), user_ids=users, note=note, boxes=boxes
+        )
 
     def photo_faces(
         self,

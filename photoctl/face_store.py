@@ -50,6 +50,10 @@ _FACE_COLUMNS = (
     faces_table.c.photo_id,
     faces_table.c.embedding,
     faces_table.c.external_id,
+    faces_table.c.box_left,
+    faces_table.c.box_top,
+    faces_table.c.box_width,
+    faces_table.c.box_height,
 )
 _PHOTO_FACES = (
     select(*_FACE_COLUMNS)
@@ -93,7 +97,16 @@ def _stored_faces(conn: Connection, *conditions: Any) -> list[StoredFace]:
 
 
 def _faces_of(rows: Any) -> list[StoredFace]:
-    return [StoredFace(r.id, r.photo_id, _bytes(r.embedding), r.external_id) for r in rows]
+    return [
+        StoredFace(
+            r.id,
+            r.photo_id,
+            _bytes(r.embedding),
+            r.external_id,
+            (r.box_left, r.box_top, r.box_width, r.box_height),
+        )
+        for r in rows
+    ]
 
 
 def _bytes(value: bytes | memoryview | None) -> bytes | None:

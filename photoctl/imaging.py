@@ -13,15 +13,18 @@ import errno
 import io
 import os
 import stat
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from photoctl.atomic import atomic_write
+from photoctl.decode_memory import BYTES_PER_DECODED_PIXEL
+from photoctl.decode_memory import (  # app.py's name for it
+    return_large_buffers_to_the_system as return_large_buffers_to_the_system,
+)
 from photoctl.errors import PermanentError, StorageFull
 
 try:  # HEIC support is optional: without pillow-heif those files fail with a clear reason.
@@ -30,6 +33,15 @@ try:  # HEIC support is optional: without pillow-heif those files fail with a cl
     pillow_heif.register_heif_opener()
 except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
     pass
+
+# Pillow's own bomb guard is one process-wide number (Image.MAX_IMAGE_PIXELS: 89.5 MP, a warning
+# above it, an error above twice it), which refused a 101.8 MP camera's JPEG whatever
+# ingest.max_pixels said. Setting it per decode would race between serve's request threads and
+# a worker's job threads, as would the warnings filter that made its warning an error
+# (warnings.catch_warnings is not thread-safe). So it is switched off here, once, and every
+# image is checked against the limit its caller passes (ingest.max_pixels, serve's
+# max_decode_pixels) from its header, before a pixel is decoded: _refuse_bomb in _opened.
+Image.MAX_IMAGE_PIXELS = None
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".gif"}
@@ -190,39 +202,16 @@ def read_source(
     return SourceFile(data=data, size_bytes=after.st_size, mtime_ns=after.st_mtime_ns)
 
 
-# glibc's mallopt parameter: allocations at least this large are served by mmap.
-_M_MMAP_THRESHOLD = -3
-
-
-def return_large_buffers_to_the_system(threshold_bytes: int = 4 * 1024 * 1024) -> bool:
-    """Make large allocations (Pillow's 16 MB image blocks) mmap'd, so freeing gives them back.
-
-    By default glibc raises its mmap threshold after the first large free, and each thread has
-    its own arena: a decode of a big image in one of serve's threads then stays resident after
-    the request (four decodes in four threads held 1.9 GB), even when decodes take turns.
-    Returns False where the C library is not glibc (nothing is changed there).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes))
-    except (OSError, AttributeError):
-        return False
-
-
 @contextlib.contextmanager
 def _decoding(display_name: str) -> Iterator[None]:
     """Pillow's many ways of saying "bad input" as one PermanentError that names the file.
 
     One place for both the header check and the decode, so they cannot disagree on what is
-    refused; a decompression-bomb warning counts as an error.
+    refused. Pillow's own bomb errors cannot come (its limit is off, see MAX_IMAGE_PIXELS above)
+    unless something else in the process turns it back on; they are refused all the same.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+        yield
     except PermanentError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -241,6 +230,21 @@ def _refuse_bomb(width: int, height: int, max_pixels: int, display_name: str) ->
         )
 
 
+def _opened(source: Path | bytes | BinaryIO, max_pixels: int, display_name: str) -> Image.Image:
+    """An image opened (its header read, no pixel decoded) and checked against ``max_pixels``.
+
+    Call inside ``_decoding``. The only way photoctl opens an image: Pillow's own limit is off
+    (see MAX_IMAGE_PIXELS above), so this check is the guard.
+    """
+    image = Image.open(source)
+    try:
+        _refuse_bomb(*image.size, max_pixels, display_name)
+    except PermanentError:
+        image.close()
+        raise
+    return image
+
+
 def check_decode_size(
     path: Path | bytes,
     *,
@@ -249,8 +253,9 @@ def check_decode_size(
     max_decoded_pixels: int,
     display_name: str,
     detail_px: int = 0,
-) -> None:
-    """Refuse, from the header alone, an image whose decode would take too much memory.
+) -> int:
+    """Refuse, from the header alone, an image whose decode would take too much memory; return
+    the memory its decode will take (estimated bytes, for decode_memory.DecodeBudget).
 
     ``decode_photo`` guards the original's pixel count (``max_pixels``, as in the workers), but
     a format without reduced decoding (PNG, HEIC, WebP) is decoded at full size: a 10 KB PNG of
@@ -258,9 +263,8 @@ def check_decode_size(
     bounds the size the decode really has, after JPEG's DCT scaling. Raises PermanentError.
     """
     with _decoding(display_name):
-        with Image.open(path) as image:
+        with _opened(path, max_pixels, display_name) as image:
             width, height = image.size
-            _refuse_bomb(width, height, max_pixels, display_name)
             # JPEG: the scale it will really decode at (the engine may want detail).
             image.draft("RGB", draft_box(image.size, preview_px, detail_px))
             decoded_width, decoded_height = image.size
@@ -269,6 +273,7 @@ def check_decode_size(
             f"{display_name}: image too large to decode here ({width}x{height} pixels, "
             f"decoded at {decoded_width}x{decoded_height}; limit {max_decoded_pixels:,} pixels)"
         )
+    return decoded_width * decoded_height * BYTES_PER_DECODED_PIXEL
 
 
 def draft_box(size: tuple[int, int], preview_px: int, detail_px: int = 0) -> tuple[int, int]:
@@ -313,18 +318,15 @@ def decode_bytes(
     if not data:
         raise PermanentError(f"{display_name}: empty file")
     with _decoding(display_name):
-        image: Image.Image = Image.open(io.BytesIO(data))
+        image = _opened(io.BytesIO(data), max_pixels, display_name)
         width, height = image.size
-        _refuse_bomb(width, height, max_pixels, display_name)
         exif = image.getexif()
-        swaps_axes = _orientation_swaps_axes(exif)  # read before exif_transpose removes it
+        swaps_axes = _orientation_swaps_axes(exif)
         # Decode at the smallest DCT scale that still covers the preview (JPEG only).
-        image.draft("RGB", draft_box(image.size, preview_px, detail_px))
+        box = draft_box(image.size, preview_px, detail_px)
+        image.draft("RGB", box)
         image.load()
-        # In place: without an orientation to undo, a copy of the whole decode is wasted.
-        ImageOps.exif_transpose(image, in_place=True)
-        if image.mode != "RGB":
-            image = _to_rgb(image)
+        image = _upright(_rgb_at_size(image, box), exif)
         detail = None
         if detail_px > 0:
             # The preview is resized out of the detail decode, never from a full-size copy of
@@ -344,9 +346,58 @@ def decode_bytes(
     )
 
 
+# Rows converted and reduced at a time: full-size work is done on bands of about this size.
+_BAND_BYTES = 16 * 1024 * 1024
+
+# Modes Image.reduce averages channel by channel without a full-size copy of its own (RGBA and
+# LA go through a premultiplied copy; averaging P's palette indices or 1's bits is wrong).
+_AVERAGED_MODES = frozenset({"RGB", "L", "CMYK", "YCbCr", "I", "F"})
+
+# EXIF orientation -> the transposition that makes the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _rgb_at_size(image: Image.Image, box: tuple[int, int]) -> Image.Image:
+    """The decode as RGB, reduced by the largest whole factor that keeps both sides >= ``box``:
+    what JPEG's draft does, for the formats without it (PNG, WebP, TIFF, HEIC).
+
+    Converted and reduced band by band, so the only full-size image is the decode itself: a
+    7000x7000 PNG selfie (196 MB decoded) went whole to the face engine, which needs 2400 px,
+    and one with transparency took three full-size copies to flatten (9 bytes a pixel).
+    """
+    factor = min(image.width // box[0], image.height // box[1])
+    if factor < 2:
+        return image if image.mode == "RGB" else _to_rgb(image)
+    if image.mode in _AVERAGED_MODES:
+        reduced = image.reduce(factor)
+        return reduced if reduced.mode == "RGB" else _to_rgb(reduced)
+    width, height = image.size
+    reduced = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    rows = factor * max(1, _BAND_BYTES // (4 * width * factor))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        band = band if band.mode == "RGB" else _to_rgb(band)
+        reduced.paste(band.reduce(factor), (0, top // factor))
+    return reduced
+
+
+def _upright(image: Image.Image, exif: Image.Exif) -> Image.Image:
+    transposition = _UPRIGHT.get(exif.get(ExifTags.Base.Orientation, 1))
+    return image.transpose(transposition) if transposition is not None else image
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+        # convert() copies even an RGBA image: one full-size copy fewer.
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
@@ -404,13 +455,3 @@ def _raise_if_full(error: OSError, where: str) -> None:
     """A full disk or quota is the storage's state, not the photo's: say so with its own kind."""
     if error.errno in _FULL_ERRNOS:
         raise StorageFull(f"storage full: cannot write {where}: {error.strerror}") from error
-
-
-def make_thumbnail(preview: Image.Image, longest_px: int) -> Image.Image:
-    """LANCZOS after a box reduction by the whole factor (``reducing_gap=1.0``): ~3 ms instead of
-    ~7 ms of CPU from an 800 px preview, ~10 ms from a 1600 px one (a tenth of a photo's CPU with
-    the Rekognition engine; scripts/bench_faces.py), at ~43-47 dB PSNR against plain LANCZOS,
-    less than the thumbnail's own JPEG encoding changes it."""
-    thumb = preview.copy()
-    thumb.thumbnail((longest_px, longest_px), Image.Resampling.LANCZOS, reducing_gap=1.0)
-    return thumb

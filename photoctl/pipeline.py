@@ -1,4 +1,5 @@
-"""What one job does to one photo: decode once, write thumbnail and preview, run the face step.
+"""What one job does to one photo: decode once, write the preview, run the face step, write the
+thumbnail (a square around the faces found).
 
 ``process_photo`` does the slow part; the worker then records its result and completes the job
 in one short transaction, the job's final one. ``process_photo`` does write to the database,
@@ -22,7 +23,8 @@ from typing import Protocol
 from photoctl import storage
 from photoctl.catalog import PhotoRecord, ProcessedPhoto, display_path
 from photoctl.config import Settings
-from photoctl.imaging import DecodedPhoto, decode_bytes, make_thumbnail, store_jpeg
+from photoctl.imaging import DecodedPhoto, decode_bytes, store_jpeg
+from photoctl.thumbnails import make_thumbnail
 
 
 class FaceStep(Protocol):
@@ -53,6 +55,9 @@ class FaceSummary:
     # the job still completes, with the reason in its record (see face_step.py).
     faces_error: str | None = None
     note: str | None = None
+    # Where the faces are: (left, top, width, height) as fractions of the photo, upright. The
+    # thumbnail's square is centred on them.
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
 
     @property
     def reason(self) -> str | None:
@@ -119,9 +124,11 @@ def process_photo(
     preview_key = storage.key(storage.PREVIEWS, photo.content_hash)
     quality = settings.storage.jpeg_quality
     store_jpeg(decoded.image, store.writer(preview_key), store.describe(preview_key), quality)
-    thumb = make_thumbnail(decoded.image, settings.storage.thumb_px)
-    store_jpeg(thumb, store.writer(thumb_key), store.describe(thumb_key), quality)
     summary = faces.run(photo, decoded)
+    # After the face step: the grid's square thumbnail is cropped around the faces it found,
+    # not around the middle of a full-body portrait (which cut heads off).
+    thumb = make_thumbnail(decoded.image, settings.storage.thumb_px, summary.boxes)
+    store_jpeg(thumb, store.writer(thumb_key), store.describe(thumb_key), quality)
     processed = ProcessedPhoto(
         photo_id=photo.id,
         width=decoded.width,

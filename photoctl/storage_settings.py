@@ -28,7 +28,9 @@ class StorageSettings:
         "<data dir>/storage), or s3://bucket/prefix for S3-compatible object storage (then "
         "`ingest DIR` also copies originals there, so a worker on any machine can read them)",
     )
-    thumb_px: int = _key(320, "Longest side of thumbnails", minimum=16)
+    thumb_px: int = _key(
+        320, "Side of the square thumbnails (cut around the faces found)", minimum=16
+    )
     preview_px: int = _key(1600, "Longest side of previews", minimum=64)
     jpeg_quality: int = _key(85, "JPEG quality of thumbnails and previews", minimum=1)
     endpoint_url: str = _key(

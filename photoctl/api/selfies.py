@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 from fastapi import HTTPException, UploadFile
 
 from photoctl.api.services import Services
+from photoctl.decode_memory import give_back_freed_memory
 from photoctl.errors import PermanentError, TransientError
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import check_decode_size
@@ -55,7 +57,7 @@ def received_selfie(svc: Services, upload: UploadFile) -> Iterator[tuple[FaceEng
             shutil.copyfileobj(upload.file, out, _CHUNK_BYTES)
             if out.tell() > limit:
                 raise HTTPException(413, f"selfie larger than {limit:,} bytes")
-        check_decode_size(
+        cost = check_decode_size(
             Path(temporary),
             preview_px=svc.settings.storage.preview_px,
             max_pixels=svc.settings.ingest.max_pixels,
@@ -64,20 +66,26 @@ def received_selfie(svc: Services, upload: UploadFile) -> Iterator[tuple[FaceEng
             detail_px=engine.detail_px,
         )
         decodes = svc.decodes
-        if not decodes.acquire(timeout=svc.settings.serve.decode_wait_seconds):
+        if not decodes.acquire(cost, timeout=svc.settings.serve.decode_wait_seconds):
             raise HTTPException(
                 503, "busy decoding other selfies, try again", headers={"Retry-After": "5"}
             )
         try:
             yield engine, Path(temporary)
         finally:
-            decodes.release()
+            decodes.release(cost)
     except PermanentError as error:
         message = str(error).replace(temporary, "selfie")
+        # The frames of the refused decode (users.enroll's) hold its images; the answer would
+        # keep them alive through its exception's context until it is sent.
+        traceback.clear_frames(error.__traceback__)
         raise HTTPException(422, message) from None
     except TransientError as error:
+        traceback.clear_frames(error.__traceback__)
         raise HTTPException(
             503, f"try again later: {error}", headers={"Retry-After": "5"}
         ) from None
     finally:
         Path(temporary).unlink(missing_ok=True)
+        # A decode's buffers are freed by now: give the pages back rather than keep them.
+        give_back_freed_memory()

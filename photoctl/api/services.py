@@ -12,7 +12,6 @@ import ``Services`` from here while ``app.py`` imports the routes at the top of 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy import Engine
 from photoctl import db, faces
 from photoctl.cache import ResponseCache
 from photoctl.config import Settings
+from photoctl.decode_memory import DecodeBudget
 from photoctl.errors import ConfigError
 from photoctl.faces.base import FaceEngine
 from photoctl.ratelimit import RequestLimits
@@ -38,7 +38,7 @@ class Services:
     cache: ResponseCache
     limits: RequestLimits
     # Image decodes at once in this process (selfies), so their memory stays bounded.
-    decodes: threading.BoundedSemaphore
+    decodes: DecodeBudget
     # The engine that enrolls selfies; None when faces.engine = none or it could not be built.
     face_engine: FaceEngine | None = None
     # Why face_engine could not be built (a missing region or boto3): selfies answer 503 with it.
@@ -84,7 +84,10 @@ def open_services(settings: Settings) -> Iterator[Services]:
                 database=database,
                 cache=cache,
                 limits=limits,
-                decodes=threading.BoundedSemaphore(settings.serve.max_concurrent_decodes),
+                decodes=DecodeBudget(
+                    settings.serve.max_concurrent_decodes,
+                    4 * settings.serve.max_decode_pixels * settings.serve.max_concurrent_decodes,
+                ),
                 face_engine=face_engine,
                 face_engine_error=face_engine_error,
             )

@@ -38,6 +38,9 @@ class StoredFace:
     photo_id: int
     embedding: bytes | None
     external_id: str | None
+    # (left, top, width, height) as fractions of the photo, upright; the thumbnail is cropped
+    # around it. None where a caller did not read it.
+    box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from photoctl import participants
 from photoctl.api.deps import Svc
+from photoctl.api.download_names import content_disposition
 from photoctl.api.files import Served
 from photoctl.api.photo_files import Variant, open_photo
 from photoctl.api.routes.gallery_pages import PhotoId, holder
@@ -98,7 +99,7 @@ def gallery_zip(
         zip_chunks(_members(svc, participant.id, variant)),
         media_type="application/zip",
         headers={
-            "Content-Disposition": f'attachment; filename="{event.slug}-photos.zip"',
+            "Content-Disposition": content_disposition(f"{event.slug}-photos.zip"),
             "Cache-Control": "no-store",
         },
     )

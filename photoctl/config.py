@@ -275,8 +275,9 @@ class ServeSettings:
     )
     body_timeout_seconds: float = _key(
         60.0,
-        "Seconds a request's whole body may take to arrive after its headers; a slower one is "
-        "cut off with 408 and its connection closed (raise it for large uploads on slow links)",
+        "Seconds a request's headers may take to arrive, and then its whole body; a slower "
+        "one is cut off with 408 and its connection closed (raise it for large uploads on "
+        "slow links)",
         minimum=1.0,
     )
 

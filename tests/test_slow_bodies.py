@@ -1,6 +1,6 @@
-"""A request body that does not arrive in time is cut off with 408 and its socket closed
-(issue 20, item 10), and an idle keep-alive connection is closed after uvicorn's keep-alive
-timeout.
+"""A request body, or a request's headers, that do not arrive in time are cut off with 408 and
+the socket closed (issue 20, item 10), and an idle keep-alive connection is closed after
+uvicorn's keep-alive timeout.
 
 A real `photoctl serve` with ``serve.body_timeout_seconds = 2``, and raw sockets that trickle a
 selfie enrollment one byte at a time (the attack: hundreds of them held serve's sockets and file
@@ -116,6 +116,42 @@ def test_a_trickled_selfie_is_cut_off_with_408_and_its_socket_closed(server: Ser
     while open_sockets(server) > baseline + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert open_sockets(server) <= baseline + 2, "serve kept the trickling sockets open"
+
+
+def test_trickled_request_headers_are_cut_off_with_408_too(server: Server) -> None:
+    baseline = open_sockets(server)
+    clients = [connect(server) for _ in range(10)]
+    started = time.monotonic()
+    for sock in clients:
+        sock.sendall(f"POST /api/e/{SLUG} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
+    answered: dict[int, bytes] = {}
+    line = 0
+    while len(answered) < len(clients) and time.monotonic() - started < BODY_TIMEOUT + 8:
+        line += 1
+        for index, sock in enumerate(clients):
+            if index in answered:
+                continue
+            try:
+                sock.sendall(f"X-Slow-{line}: 1\r\n".encode())
+                sock.settimeout(0.01)
+                if data := sock.recv(4096):
+                    answered[index] = data + read_until_closed(sock, 5)
+            except TimeoutError:
+                pass
+            except OSError:
+                answered[index] = read_until_closed(sock, 5)
+        time.sleep(0.25)
+    elapsed = time.monotonic() - started
+    for sock in clients:
+        sock.close()
+
+    assert len(answered) == len(clients), f"{len(clients) - len(answered)} still open"
+    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answered.values()), answered
+    assert BODY_TIMEOUT - 0.5 < elapsed < BODY_TIMEOUT + 6
+    deadline = time.monotonic() + 5
+    while open_sockets(server) > baseline + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert open_sockets(server) <= baseline + 2
 
 
 def test_a_body_sent_in_time_is_read_and_answered(server: Server) -> None:

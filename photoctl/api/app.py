@@ -25,6 +25,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from photoctl import config
+from photoctl.api import http_protocol
 from photoctl.api.guard import DB_RETRY_AFTER_SECONDS, BodyGuard
 from photoctl.api.log_redaction import redact_paths, redact_serve_logs
 from photoctl.api.pages import (
@@ -193,6 +194,7 @@ def app_from_env() -> FastAPI:
     settings = config.load()
     setup_logging(settings)
     redact_serve_logs()
+    http_protocol.configure(settings)
     app = create_app(settings)
     freeze_startup_heap()
     return app

@@ -146,7 +146,9 @@ def test_trickled_request_headers_are_cut_off_with_408_too(server: Server) -> No
         sock.close()
 
     assert len(answered) == len(clients), f"{len(clients) - len(answered)} still open"
-    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answered.values()), answered
+    for answer in answered.values():
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"x-content-type-options: nosniff" in answer and b"no-store" in answer
     assert BODY_TIMEOUT - 0.5 < elapsed < BODY_TIMEOUT + 6
     deadline = time.monotonic() + 5
     while open_sockets(server) > baseline + 2 and time.monotonic() < deadline:

@@ -16,11 +16,27 @@ from collections.abc import Callable
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from photoctl.api.pages import with_security_headers
 from photoctl.config import Settings
 
-_TIMED_OUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"connection: close\r\ncontent-length: 26\r\n\r\nrequest headers too slow\r\n"
+_TIMED_OUT_BODY = b"request headers too slow\r\n"
+# Written by hand (h11 answers only a request it has parsed), with every error's headers.
+_TIMED_OUT = b"".join(
+    [
+        b"HTTP/1.1 408 Request Timeout\r\n",
+        *(
+            name + b": " + value + b"\r\n"
+            for name, value in with_security_headers(
+                [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"connection", b"close"),
+                    (b"content-length", str(len(_TIMED_OUT_BODY)).encode()),
+                ]
+            )
+        ),
+        b"\r\n",
+        _TIMED_OUT_BODY,
+    ]
 )
 
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from photoctl import db
+from photoctl import config, db
 from photoctl.api.download_names import content_disposition
 from photoctl.api.object_files import ServedObject
 from photoctl.models import Photo
@@ -141,6 +141,47 @@ def test_error_answers_carry_the_pages_security_headers(
             assert answer.headers.get(name) == value, (status, name, answer.headers)
         policy = answer.headers.get("content-security-policy", "")
         assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy, status
+
+
+@pytest.mark.xdist_group("seaweedfs")
+def test_originals_in_a_bucket_redirect_to_the_same_header_under_their_own_name(
+    tmp_path: Path, db_url: str, seaweedfs: SeaweedFS, s3_bucket: str
+) -> None:
+    """Ingest copies originals into the bucket under their hash; the presigned URL serve
+    redirects to has the store answer with the photo's own name, in the same header."""
+    settings = config.load(
+        data_dir=str(tmp_path / "data"),
+        environ={},
+        overrides={
+            "database.url": db_url,
+            "storage.root": f"s3://{s3_bucket}/photos",
+            "storage.endpoint_url": seaweedfs.endpoint_url,
+        },
+    )
+    engine = db.make_engine(settings)
+    try:
+        seeded = seed_gallery(settings, engine, tmp_path / "event", NAMES)
+    finally:
+        engine.dispose()
+    server = start_server(
+        tmp_path,
+        db_url,
+        PHOTOCTL_STORAGE_ROOT=f"s3://{s3_bucket}/photos",
+        PHOTOCTL_STORAGE_ENDPOINT_URL=seaweedfs.endpoint_url,
+    )
+    try:
+        with server.client() as client:
+            for name in NAMES:
+                photo_id = seeded.photo_ids[name]
+                answer = client.get(
+                    f"/g/{seeded.token}/photos/{photo_id}/original", follow_redirects=True
+                )
+                assert answer.status_code == 200, (name, answer.text)
+                assert answer.history and answer.history[0].status_code == 302
+                assert str(answer.url).startswith(seaweedfs.endpoint_url)
+                assert answer.headers["content-disposition"] == EXPECTED[name][0]
+    finally:
+        stop_server(server)
 
 
 @pytest.mark.xdist_group("seaweedfs")

@@ -51,7 +51,8 @@ def gallery_photo(token: str, photo_id: PhotoId, variant: Variant, svc: Svc) -> 
     original = variant == "original"
     response = served.response(
         media_type=None if original else "image/jpeg",
-        download_name=served.name if original else None,
+        # Its own name: an original in a bucket or an upload is stored under its hash.
+        download_name=(files.filename or served.name) if original else None,
     )
     if "Cache-Control" not in response.headers:  # a redirect says how long it may be reused
         response.headers["Cache-Control"] = _IMAGE_CACHE

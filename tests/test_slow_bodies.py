@@ -156,6 +156,34 @@ def test_trickled_request_headers_are_cut_off_with_408_too(server: Server) -> No
     assert open_sockets(server) <= baseline + 2
 
 
+def test_pipelined_requests_are_answered_and_a_slow_next_head_is_cut(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * 2)
+        answers = b""
+        while answers.count(b'{"status":"ok"}') < 2:
+            answers += sock.recv(4096)
+        assert answers.count(b"HTTP/1.1 200 ") == 2
+        # The kept-alive connection starts its next request and never finishes the head.
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        answer = b""
+        for line in range(BODY_TIMEOUT * 4 + 8):
+            try:
+                sock.sendall(f"X-Slow-{line}: 1\r\n".encode())
+                sock.settimeout(0.01)
+                if answer := sock.recv(4096):
+                    answer += read_until_closed(sock, 5)
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                answer = read_until_closed(sock, 5)
+                break
+            time.sleep(0.25)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert time.monotonic() - started < BODY_TIMEOUT + 4
+
+
 def test_a_body_sent_in_time_is_read_and_answered(server: Server) -> None:
     with connect(server) as sock:
         body = FILE_PART + b"x" * 100 + b"\r\n--xyz--\r\n"

@@ -54,7 +54,9 @@ def is_participant_path(path: str) -> bool:
     return path.startswith(PARTICIPANT_PREFIXES)
 
 
-def with_security_headers(headers: list[tuple[bytes, bytes]], *, store: bool = False) -> list:
+def with_security_headers(
+    headers: list[tuple[bytes, bytes]], *, store: bool = False
+) -> list[tuple[bytes, bytes]]:
     """``headers`` plus the security headers (and no-store unless ``store``) they lack."""
     headers = list(headers)
     present = {key.lower() for key, _ in headers}

@@ -274,6 +274,13 @@ class ServeSettings:
         "only while together they fit 4 bytes x this x max_concurrent_decodes",
         minimum=1_000_000,
     )
+    body_timeout_seconds: float = _key(
+        60.0,
+        "Seconds a request's headers may take to arrive, and then its whole body; a slower "
+        "one is cut off with 408 and its connection closed (raise it for large uploads on "
+        "slow links)",
+        minimum=1.0,
+    )
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ class PhotoFiles:
     source_path: bytes
     thumb_path: str | None  # relative to the storage root: settings.storage_file(...)
     preview_path: str | None
+    filename: str = ""  # the name it was ingested or uploaded under, for a download
 
 
 def _page(conn: Connection, query: Select[Any], limit: int) -> tuple[list[PhotoItem], int | None]:
@@ -90,12 +91,12 @@ def all_photos(
 
 def photo_files(conn: Connection, photo_id: int, viewer_id: int | None) -> PhotoFiles | None:
     """The photo's files if the viewer may see them (``viewer_id`` None: anyone may)."""
-    query = select(photos.c.source_path, photos.c.thumb_path, photos.c.preview_path).where(
-        photos.c.id == photo_id, photos.c.processed_at.is_not(None)
-    )
+    query = select(
+        photos.c.source_path, photos.c.thumb_path, photos.c.preview_path, photos.c.filename
+    ).where(photos.c.id == photo_id, photos.c.processed_at.is_not(None))
     if viewer_id is not None:
         query = query.where(
             exists().where(and_(matches.c.photo_id == photos.c.id, matches.c.user_id == viewer_id))
         )
     row = conn.execute(query).first()
-    return None if row is None else PhotoFiles(bytes(row[0]), row[1], row[2])
+    return None if row is None else PhotoFiles(bytes(row[0]), row[1], row[2], row[3] or "")

@@ -7,6 +7,7 @@ as the response cache: its counters are atomic across processes on one machine.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 import diskcache
@@ -15,6 +16,27 @@ from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 
 from photoctl.cache import PRIVATE_SQLITE
+
+# One IPv6 client is a /64: a home, a phone's carrier link or a server is routed a whole /64
+# and may pick any address in it for each request (privacy addresses make that the default).
+IPV6_CLIENT_PREFIX = 64
+
+
+def address_key(address: str) -> str:
+    """The rate-limit key of a client address: an IPv4 address itself, an IPv6 address's /64.
+
+    An IPv4 address written as IPv6 (``::ffff:192.0.2.1``) counts as the IPv4 address; anything
+    that is not an address (a Unix socket's peer, "unknown") is its own key.
+    """
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return str(parsed)
 
 
 class DiskcacheStorage(Storage):

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,8 +25,19 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from photoctl import config
+from photoctl.api import http_protocol
 from photoctl.api.guard import DB_RETRY_AFTER_SECONDS, BodyGuard
-from photoctl.api.pages import STATIC_DIR, ASGIApp, Message, PageHeaders, Receive, Scope, Send
+from photoctl.api.log_redaction import redact_paths, redact_serve_logs
+from photoctl.api.pages import (
+    STATIC_DIR,
+    ASGIApp,
+    Message,
+    PageHeaders,
+    Receive,
+    Scope,
+    Send,
+    with_security_headers,
+)
 from photoctl.api.routes import (
     admin,
     auth,
@@ -69,6 +81,41 @@ class ServedBy:
         await self.app(scope, receive, stamped)
 
 
+class RelativeSlashRedirects:
+    """ASGI middleware: the router's trailing-slash redirect (307) names a path, not a host.
+
+    Starlette builds that redirect's Location from the request's Host header, so ``/healthz/``
+    with ``Host: evil.example`` answered ``Location: http://evil.example/healthz``, which a cache
+    or proxy in front could hand to everyone. Only that redirect answers 307 here (routes answer
+    302 and 303), so a 307's Location is cut to its path and query, with one leading slash (two
+    would name a host again).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def relative(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 307:
+                message["headers"] = [
+                    (key, _path_only(value) if key.lower() == b"location" else value)
+                    for key, value in message.get("headers", ())
+                ]
+            await send(message)
+
+        await self.app(scope, receive, relative)
+
+
+def _path_only(location: bytes) -> bytes:
+    parts = urlsplit(location)
+    path = b"/" + parts.path.lstrip(b"/")
+    return path + (b"?" + parts.query if parts.query else b"")
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(PageHeaders)
     # Which uvicorn worker answered: operators (and tests) can tell processes apart.
     app.add_middleware(ServedBy, process_id=str(os.getpid()))
+    app.add_middleware(RelativeSlashRedirects)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -122,7 +170,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(TransientError)
     async def unavailable(request: Request, error: TransientError) -> JSONResponse:
         # The database is unreachable or busy (db.translate_errors): the client may retry.
-        log.warning("%s %s: %s", request.method, request.url.path, error)
+        log.warning("%s %s: %s", request.method, redact_paths(request.url.path), error)
         return JSONResponse(
             {"detail": "temporarily unavailable, try again later"},
             status_code=503,
@@ -131,8 +179,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+        # The path may hold a gallery token: logged without it.
+        log.exception("unhandled error on %s %s", request.method, redact_paths(request.url.path))
+        # Starlette answers this outside every middleware: the headers PageHeaders would add.
+        response = JSONResponse({"detail": "internal error"}, status_code=500)
+        response.raw_headers[:] = with_security_headers(response.raw_headers)
+        return response
 
     return app
 
@@ -141,6 +193,8 @@ def app_from_env() -> FastAPI:
     """uvicorn's factory: settings from the environment and config file, as the CLI gave them."""
     settings = config.load()
     setup_logging(settings)
+    redact_serve_logs()
+    http_protocol.configure(settings)
     app = create_app(settings)
     freeze_startup_heap()
     return app

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from fastapi.responses import Response, StreamingResponse
 
+from photoctl.api.download_names import content_disposition
 from photoctl.db import sqlite_file
 from photoctl.errors import PhotoctlError
 from photoctl.imaging import looks_like_image
@@ -69,7 +70,7 @@ class ServedFile:
         media_type = media_type or mimetypes.guess_type(self.name)[0] or "application/octet-stream"
         headers = {"Content-Length": str(self.size)}
         if download_name:
-            headers["Content-Disposition"] = f'attachment; filename="{download_name}"'
+            headers["Content-Disposition"] = content_disposition(download_name)
         return StreamingResponse(self.chunks(), media_type=media_type, headers=headers)
 
     def chunks(self) -> Iterator[bytes]:

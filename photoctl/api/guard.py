@@ -6,6 +6,9 @@ stranger's 400 MB has reached the disk. This pure ASGI middleware runs first: a 
 carries a body is refused with 401 when its bearer token is missing or wrong, and with 413 when
 its declared ``Content-Length`` exceeds what its route accepts, without reading the body. A body
 sent without a length (chunked) is counted as it is read and cut off with 413 at the limit.
+A body that has not arrived whole ``serve.body_timeout_seconds`` after its request's headers is
+cut off with 408 and the connection closed: a client trickling a selfie a byte at a time would
+otherwise hold a socket (and a file descriptor) for as long as it likes.
 
 A participant's post (event pages and galleries, /e/ and /g/ and their /api/ twins) carries no
 bearer token: participant_gate.py checks it instead (cross-site posts, enrollment rates), on
@@ -15,10 +18,11 @@ every such post, with a body or without; the size limits are the same for everyo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from anyio import to_thread
+from anyio import fail_after, to_thread
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -56,6 +60,17 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit:,} bytes")
 
 
+class BodyTimeout(HTTPException):
+    """Raised from ``receive`` when the body is not complete by its deadline; an HTTPException
+    for the same reason as BodyTooLarge. The connection is closed with the answer, so the rest
+    of the body is never waited for."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408, f"request body not received within {seconds:g} seconds", {"Connection": "close"}
+        )
+
+
 def body_limit(path: str, settings: Settings) -> int:
     """The largest body a route accepts: an image (plus multipart framing) or a small JSON."""
     if path == "/api/photos":
@@ -91,12 +106,13 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        services: Services = scope["app"].state.services
+        seconds = services.settings.serve.body_timeout_seconds
         participant = participant_gate.is_participant_post(scope)
         if not participant and not _has_body(scope):
             # Counted all the same: a body the headers did not announce is cut off at once.
-            await self.app(scope, _counting(receive, 0), send)
+            await self.app(scope, _counting(receive, 0, seconds), send)
             return
-        services: Services = scope["app"].state.services
         path = scope.get("path", "")
         refusal: Response | None = None
         if participant:
@@ -107,7 +123,7 @@ class BodyGuard:
             await refusal(scope, receive, send)
             return
         if not _has_body(scope):
-            await self.app(scope, _counting(receive, 0), send)
+            await self.app(scope, _counting(receive, 0, seconds), send)
             return
         limit = body_limit(path, services.settings)
         declared = _header(scope, b"content-length")
@@ -120,7 +136,7 @@ class BodyGuard:
             if too_large:
                 await _too_large(limit)(scope, receive, send)
                 return
-        await self.app(scope, _counting(receive, limit), send)
+        await self.app(scope, _counting(receive, limit, seconds), send)
 
     @staticmethod
     def _authenticate(services: Services, scope: Scope) -> JSONResponse | None:
@@ -151,16 +167,29 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"request body larger than {limit:,} bytes"}, 413)
 
 
-def _counting(receive: Receive, limit: int) -> Receive:
+def _counting(receive: Receive, limit: int, seconds: float) -> Receive:
+    """``receive`` cut off past ``limit`` bytes, or ``seconds`` from now while the body is
+    incomplete (after it, a receive waits for the client to go away: never timed)."""
     seen = 0
+    deadline = time.monotonic() + seconds
+    complete = False
 
     async def counted() -> Message:
-        nonlocal seen
-        message = await receive()
+        nonlocal seen, complete
+        if complete:
+            return await receive()
+        try:
+            with fail_after(max(0.0, deadline - time.monotonic())):
+                message = await receive()
+        except TimeoutError:
+            raise BodyTimeout(seconds) from None
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
                 raise BodyTooLarge(limit)
+            complete = not message.get("more_body", False)
+        else:
+            complete = True
         return message
 
     return counted

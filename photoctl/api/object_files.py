@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
+from photoctl.api.download_names import content_disposition
 from photoctl.object_store import translated
 
 _CHUNK_BYTES = 256 * 1024
@@ -50,13 +51,13 @@ class ServedObject:
         media_type = media_type or mimetypes.guess_type(self.name)[0] or "application/octet-stream"
         headers = {"Content-Length": str(self.size)}
         if download_name:
-            headers["Content-Disposition"] = f'attachment; filename="{download_name}"'
+            headers["Content-Disposition"] = content_disposition(download_name)
         return StreamingResponse(self.chunks(), media_type=media_type, headers=headers)
 
     def _redirect(self, download_name: str | None) -> RedirectResponse:
         params = {"Bucket": self.bucket, "Key": self.key}
         if download_name:
-            params["ResponseContentDisposition"] = f'attachment; filename="{download_name}"'
+            params["ResponseContentDisposition"] = content_disposition(download_name)
         seconds = self.presign_seconds or 1
         with translated(f"signing s3://{self.bucket}/{self.key}"):
             url = self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)

@@ -54,28 +54,46 @@ def is_participant_path(path: str) -> bool:
     return path.startswith(PARTICIPANT_PREFIXES)
 
 
+def with_security_headers(
+    headers: list[tuple[bytes, bytes]], *, store: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus the security headers (and no-store unless ``store``) they lack."""
+    headers = list(headers)
+    present = {key.lower() for key, _ in headers}
+    for name, value in SECURITY_HEADERS.items():
+        if name.encode() not in present:
+            headers.append((name.encode(), value.encode()))
+    if b"cache-control" not in present and not store:
+        headers.append((b"cache-control", b"no-store"))
+    return headers
+
+
 class PageHeaders:
     """ASGI middleware: the security headers on participant routes, whatever answers them
-    (a route, the body guard's refusal, an error handler)."""
+    (a route, the body guard's refusal, an error handler), and on every error answer.
+
+    An error page may echo a path or a value a client chose, and the answer to a mistyped or
+    probing URL is as much a page as any other, so no error goes out without the policy. (The
+    500 handler runs outside every middleware and adds them itself: app.py.)"""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_participant_path(scope.get("path", "")):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        participant = is_participant_path(path)
 
         async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {key.lower() for key, _ in headers}
-                for name, value in SECURITY_HEADERS.items():
-                    if name.encode() not in present:
-                        headers.append((name.encode(), value.encode()))
-                if b"cache-control" not in present and not scope["path"].startswith("/static/"):
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
+            if message["type"] == "http.response.start" and (
+                participant or message["status"] >= 400
+            ):
+                message["headers"] = with_security_headers(
+                    message.get("headers", []),
+                    store=path.startswith("/static/") and message["status"] < 400,
+                )
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -8,7 +8,8 @@ spooled selfie. The size limits stay the guard's: a selfie route takes a selfie,
 small form.
 
 The client address is the socket's peer, or the address a proxy listed in
-``serve.trusted_proxies`` saw (uvicorn's proxy-headers middleware, set up by api/serve.py).
+``serve.trusted_proxies`` saw (uvicorn's proxy-headers middleware, set up by api/serve.py);
+an IPv6 client counts by its /64 (ratelimit.address_key).
 An address is kept only as a rate-limit counter's key, which expires with its window; it is
 never written to the database or the audit log.
 """
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from photoctl.api import csrf, pages
 from photoctl.api.services import Services
+from photoctl.ratelimit import address_key
 
 Scope = MutableMapping[str, Any]
 
@@ -73,7 +75,7 @@ def refusal(services: Services, scope: Scope) -> Response | None:
         return None
     limits = services.limits
     client = scope.get("client")
-    address = client[0] if client else "unknown"
+    address = address_key(client[0]) if client else "unknown"
     wait = limits.hit(limits.enroll_address, "enroll-address", address)
     if wait is None:
         wait = limits.hit(limits.enroll_event, "enroll-event", enrolling.group(1))

@@ -16,9 +16,12 @@ import uvicorn
 from uvicorn.config import Config
 
 from photoctl import db
+from photoctl.api.http_protocol import HeadDeadlineH11Protocol
 from photoctl.config import Settings
 from photoctl.config_sources import parse_trusted_proxies
 from photoctl.errors import ConfigError
+
+KEEP_ALIVE_SECONDS = 5
 
 
 def run_server(
@@ -57,6 +60,11 @@ def run_server(
         forwarded_allow_ips=proxies,
         log_level="warning" if verbosity < 0 else "info",
         access_log=verbosity > 0,
+        # An idle keep-alive connection is closed after this (uvicorn's default, said here so
+        # it stays short); a body's deadline is the body guard's serve.body_timeout_seconds.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        # h11 with a deadline for request heads (http_protocol.py); uvicorn has none.
+        http=HeadDeadlineH11Protocol,
     )
 
 

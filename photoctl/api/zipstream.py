@@ -11,10 +11,10 @@ No dependency for it: the standard library does it in a few lines.
 from __future__ import annotations
 
 import time
-import unicodedata
 import zipfile
 from collections.abc import Iterable, Iterator
 
+from photoctl.api.download_names import displayable
 from photoctl.api.files import Served
 
 _MAX_NAME_CHARS = 200
@@ -42,10 +42,11 @@ class _Pipe:
 
 
 def member_name(photo_id: int, filename: str) -> str:
-    """A flat, unique name: the photo id first (two events may both have IMG_0001.JPG)."""
-    cleaned = "".join(
-        "_" if char in "/\\" or unicodedata.category(char) == "Cc" else char for char in filename
-    ).strip(" .")
+    """A flat, unique name: the photo id first (two events may both have IMG_0001.JPG).
+
+    Without controls or bidi characters (download_names.displayable), which could make a
+    member's name read as another one's extension."""
+    cleaned = "".join("_" if char in "/\\" else char for char in displayable(filename)).strip(" .")
     return f"{photo_id:06d}-{cleaned[:_MAX_NAME_CHARS] or 'photo'}"
 
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from photoctl import users
 from photoctl.api.deps import BearerToken, CurrentUser, Svc, too_many
+from photoctl.ratelimit import address_key
 
 router = APIRouter(tags=["auth"])
 
@@ -32,7 +33,7 @@ class TokenAnswer(BaseModel):
 )
 def login(credentials: Credentials, request: Request, svc: Svc) -> TokenAnswer:
     """A new API token for a user with a password (see `photoctl users add --password`)."""
-    address = request.client.host if request.client else "unknown"
+    address = address_key(request.client.host) if request.client else "unknown"
     limits = svc.limits
     waits = [
         limits.hit(limits.login, "login-name", credentials.name),

@@ -17,6 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from photoctl import participants
 from photoctl.api.deps import Svc
+from photoctl.api.download_names import content_disposition
 from photoctl.api.files import Served
 from photoctl.api.photo_files import Variant, open_photo
 from photoctl.api.routes.gallery_pages import PhotoId, holder
@@ -50,7 +51,8 @@ def gallery_photo(token: str, photo_id: PhotoId, variant: Variant, svc: Svc) -> 
     original = variant == "original"
     response = served.response(
         media_type=None if original else "image/jpeg",
-        download_name=served.name if original else None,
+        # Its own name: an original in a bucket or an upload is stored under its hash.
+        download_name=(files.filename or served.name) if original else None,
     )
     if "Cache-Control" not in response.headers:  # a redirect says how long it may be reused
         response.headers["Cache-Control"] = _IMAGE_CACHE
@@ -98,7 +100,7 @@ def gallery_zip(
         zip_chunks(_members(svc, participant.id, variant)),
         media_type="application/zip",
         headers={
-            "Content-Disposition": f'attachment; filename="{event.slug}-photos.zip"',
+            "Content-Disposition": content_disposition(f"{event.slug}-photos.zip"),
             "Cache-Control": "no-store",
         },
     )

@@ -171,3 +171,16 @@ def parse_trusted_proxies(value: str) -> list[str]:
                 f"commas; {item!r} is neither"
             ) from None
     return items
+
+
+def parse_public_url(value: str) -> str:
+    """``serve.public_url``: empty, or an http(s) address with a host (what `events qr`
+    encodes and participants bookmark); ValueError("must be ...") otherwise, so that doctor and
+    every command refuse what `events qr` would."""
+    base = value.strip().rstrip("/")
+    if base and not re.match(r"^https?://[^/\s?#]+(/\S*)?$", base):
+        raise ValueError(
+            "must be the address participants reach serve at, starting with http:// or "
+            f"https:// (e.g. https://photos.example.org), got {value!r}"
+        )
+    return base

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from photoctl import config as config_module
-from photoctl import db
+from photoctl import db, file_access
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, NoDatabase, NotFound, PhotoctlError
+from photoctl.errors import ConfigError, NoDatabase, NotFound, PhotoctlError, TransientError
 from photoctl.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -111,8 +111,26 @@ class PhotoctlGroup(click.Group):
             raise UsageProblem(str(error)) from None
         except NotFound as error:
             raise click.ClickException(str(error)) from None
+        except TransientError as error:
+            # SQLite's "attempt to write a readonly database": say which directory and why.
+            reason = _unwritable_database(ctx)
+            raise (UsageProblem(reason) if reason else click.ClickException(str(error))) from None
         except PhotoctlError as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            # A directory the user may not write (or a read-only mount): a setup problem.
+            reason = file_access.denied(error)
+            if reason is None:
+                raise
+            raise UsageProblem(reason) from None
+
+
+def _unwritable_database(ctx: click.Context) -> str | None:
+    """Why this user cannot write the SQLite database, if that is the trouble."""
+    app = ctx.find_object(App)
+    path = db.sqlite_path(app.loaded) if app and app.loaded else None
+    problem = file_access.write_problem(path) if path else None
+    return f"database: {problem}" if problem else None
 
 
 def stdout_is_gone() -> bool:

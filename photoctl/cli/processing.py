@@ -85,7 +85,9 @@ def ingest(
     event_id = _event_for_photos(engine, event_slug)
     location = db.database_location(app.settings)
     any_errors = False
-    settle_wait = 0.0 if watch or dry_run else app.settings.ingest.settle_wait_seconds
+    # A dry run waits as the real run would: right after a card is copied, its estimate would
+    # otherwise count none of the files still being written.
+    settle_wait = 0.0 if watch else app.settings.ingest.settle_wait_seconds
     seen_errors: set[tuple[str, str]] | None = None  # of the previous scan; None: first scan
     seen_unsettled = 0
 

@@ -40,16 +40,26 @@ def write_problem(database: Path) -> str | None:
 
 
 def denied(error: OSError) -> str | None:
-    """An operator's sentence for a refused write (permission, read-only file system) of a
-    file or directory, or None for any other error."""
+    """An operator's sentence for a file or directory this user may not read or write (its
+    permissions, a read-only file system), or None for any other error."""
     if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not error.filename:
         return None
     path = Path(os.path.abspath(os.fsdecode(error.filename)))
     existing = _nearest_existing(path)
-    if existing == path:
+    if existing != path:
+        return None if _writable(existing) else f"cannot create {path}: {_why(existing)}"
+    if not os.access(path, os.R_OK):
+        info = path.stat()
+        uid = os.geteuid()
+        return (
+            f"cannot read {path}: it is {stat.filemode(info.st_mode)} "
+            f"{_user(info.st_uid)}:{_group(info.st_gid)}, not readable by user {_user(uid)} "
+            f"(uid {uid}): give that user read permission or run photoctl as its owner"
+        )
+    if not _writable(path):
         state, remedy = _why_not_writable(path)
         return f"cannot write {path}: it {state}: {remedy}"
-    return f"cannot create {path}: {_why(existing)}"
+    return None
 
 
 def _nearest_existing(path: Path) -> Path:

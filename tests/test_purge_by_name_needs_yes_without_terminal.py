@@ -4,6 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
 
 from tests.support.cli import photoctl_env, run_photoctl
 
@@ -38,3 +44,44 @@ def test_the_daily_expired_purge_needs_no_yes(tmp_path, db_url) -> None:
     assert purged.returncode == 0, purged.stderr
     assert "purged old" in purged.stderr
     assert shown(env, "old")["purged_at"] is not None
+
+
+def answer_on_a_terminal(args: list[str], env: dict[str, str], answer: str) -> tuple[int, str]:
+    """Run with stdin and stderr on a pseudo-terminal, type ``answer`` once asked."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "photoctl", *args],
+        env=env,
+        stdin=slave,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+    )
+    os.close(slave)
+    screen, answered = b"", False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            screen += chunk
+            if not answered and b"[y/N]" in screen:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+        elif process.poll() is not None:
+            break
+    os.close(master)
+    return process.wait(10), screen.decode(errors="replace")
+
+
+def test_on_a_terminal_purging_by_name_asks_first(tmp_path, db_url) -> None:
+    env = photoctl_env(tmp_path, db_url)
+    assert run_photoctl(["events", "create", "run", "--title", "Run"], env).returncode == 0
+    code, screen = answer_on_a_terminal(["events", "purge", "run"], env, "n")
+    assert code == 1 and "Delete every face, selfie and match of event 'run'?" in screen
+    assert "run not purged" in screen
+    assert shown(env, "run")["purged_at"] is None
+    code, screen = answer_on_a_terminal(["events", "purge", "run"], env, "y")
+    assert code == 0, screen
+    assert shown(env, "run")["purged_at"] is not None

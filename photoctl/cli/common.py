@@ -210,7 +210,7 @@ def _global_option_specs(*, root: bool) -> list[click.Option]:
         click.Option(
             ["-q", "--quiet", "quiet"],
             is_flag=True,
-            default=None if not root else False,
+            default=False if root else None,  # elsewhere: None, not typed
             help="Warnings and errors only; no progress bars.",
         ),
     ]

@@ -178,9 +178,12 @@ def parse_public_url(value: str) -> str:
     encodes and participants bookmark); ValueError("must be ...") otherwise, so that doctor and
     every command refuse what `events qr` would."""
     base = value.strip().rstrip("/")
-    if base and not re.match(r"^https?://[^/\s?#]+(/\S*)?$", base):
+    # No query or fragment (page paths are appended to it), no space, quote or angle bracket
+    # (it goes into pages and QR codes as it is).
+    if base and not re.fullmatch(r"https?://[^/\s?#\"'<>\\]+(/[^\s\"'<>\\?#]*)?", base):
         raise ValueError(
-            "must be the address participants reach serve at, starting with http:// or "
-            f"https:// (e.g. https://photos.example.org), got {value!r}"
+            "must be the address participants reach serve at: http:// or https://, a host, "
+            "maybe a path, no query, fragment, space or quote (e.g. https://photos.example.org), "
+            f"got {value!r}"
         )
     return base

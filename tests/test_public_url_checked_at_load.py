@@ -10,7 +10,16 @@ import pytest
 from tests.support.cli import photoctl_env, run_photoctl
 
 
-@pytest.mark.parametrize("bad", ["photos.example.org", "ftp://photos.example.org", "https://"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "photos.example.org",
+        "ftp://photos.example.org",
+        "https://",
+        "https://photos.example.org/?event=1",
+        'https://photos.example.org/"><script>',
+    ],
+)
 def test_a_public_url_that_is_not_http_is_refused_by_every_command_naming_the_key(
     tmp_path, bad
 ) -> None:

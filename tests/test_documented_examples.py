@@ -120,7 +120,8 @@ def resolve(args: tuple[str, ...]) -> click.Context:
     context = cli.make_context("photoctl", list(args))
     command: click.Command = cli
     while isinstance(command, click.Group):
-        rest = [*context._protected_args, *context.args]
+        # What click's Group.invoke hands on (click < 9 keeps the command's name apart).
+        rest = [*getattr(context, "_protected_args", []), *context.args]
         name, found, rest = command.resolve_command(context, rest)
         assert found is not None and name is not None
         command = found

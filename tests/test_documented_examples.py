@@ -137,6 +137,14 @@ def test_the_readme_and_the_help_texts_have_the_examples_this_test_expects() -> 
     assert all(args and not args[0].startswith("#") for args in EXAMPLES)
 
 
+def test_the_parse_check_fails_on_an_unknown_option_or_argument() -> None:
+    with pytest.raises(click.NoSuchOption):
+        resolve(("events", "purge", "--expired", "--quietly"))
+    with pytest.raises(click.UsageError):
+        resolve(("events", "list", "show", SLUG))  # the shorthand taken literally
+    assert resolve(("events", "purge", "--expired", "-q")).command.name == "purge"
+
+
 def env_for_examples(tmp_path: Path) -> dict[str, str]:
     env = photoctl_env(
         tmp_path,

@@ -9,6 +9,7 @@ dir read-only (root only). SQLite only: with PostgreSQL the database is not in t
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,12 @@ import pytest
 from tests.support.cli import photoctl_env, run_photoctl
 
 IS_ROOT = os.geteuid() == 0
+# Who runs the CLI in these tests, as the message names them.
+OPERATOR = (
+    f"nobody (uid {pwd.getpwnam('nobody').pw_uid})"
+    if IS_ROOT
+    else f"{pwd.getpwuid(os.geteuid()).pw_name} (uid {os.geteuid()})"
+)
 
 
 def as_operator(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -69,7 +76,7 @@ def test_a_data_dir_the_user_may_not_write_is_named_with_its_permission(shared_d
         refused = as_operator(command, env)
         assert refused.returncode == 2, refused.stderr
         message = refused.stderr.strip()
-        assert f"{data} is not writable by user nobody (uid 65534): it is dr-xr-xr-x" in message
+        assert f"{data} is not writable by user {OPERATOR}: it is dr-xr-xr-x" in message
         assert "chown or chmod" in message
         assert "server is running" not in message and "Traceback" not in message
     # Reading needs no write: SQLite reads a WAL database read-only when it must.

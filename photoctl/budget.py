@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from photoctl import db, usage
-from photoctl.budget_syntax import Budget, cost_usd, parse_budget
+from photoctl.budget_syntax import Budget, cost_usd, parse_budget, usd_text
 from photoctl.config import SECTIONS, Settings
 from photoctl.config_sources import read_ini
 from photoctl.errors import PhotoctlError
@@ -73,7 +73,8 @@ class Spend:
         }
 
     def describe(self) -> str:
-        spent = f"today ({self.day} UTC) {self.billed_calls} billed calls, ~${self.cost_usd:.2f}"
+        cost = usd_text(self.cost_usd)
+        spent = f"today ({self.day} UTC) {self.billed_calls} billed calls, ~{cost}"
         if self.budget is None:
             return f"no daily budget; {spent}"
         if not self.reached:

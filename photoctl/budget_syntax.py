@@ -9,6 +9,7 @@ side.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -57,3 +58,15 @@ def parse_budget(text: str) -> Budget | None:
     if usd:
         return Budget(usd=float(usd.group(1) or usd.group(2)))
     raise ValueError(f"must be {EXPECTED}, got {text!r}")
+
+
+def usd_text(amount: float) -> str:
+    """An estimated amount for people: to the cent from $0.01 up; below a cent, to two
+    significant digits ($0.003 for 3 calls at $1 per 1,000), so that a small cost never reads
+    as nothing; $0 only for nothing."""
+    if amount <= 0:
+        return "$0"
+    if amount >= 0.01:
+        return f"${amount:,.2f}"
+    digits = 1 - math.floor(math.log10(amount))
+    return f"${amount:.{digits}f}".rstrip("0")

@@ -24,6 +24,7 @@ from photoctl.config_sources import (
     convert,
     find_config_file,
     mask_password,
+    parse_public_url,
     parse_trusted_proxies,
     read_ini,
 )
@@ -239,7 +240,12 @@ class ServeSettings:
         "Seconds a token from /api/login stays valid (API tokens from the CLI do not expire)",
         minimum=1,
     )
-    public_url: str = _key("", "Prefix for thumb_url/preview_url; empty means relative URLs")
+    public_url: str = _key(
+        "",
+        "The address participants reach serve at (http:// or https://): the link they bookmark, "
+        "the QR code's target, the prefix of thumb_url/preview_url; empty means relative URLs",
+        parse=parse_public_url,
+    )
     trusted_proxies: str = _key(
         "127.0.0.1,::1",
         "Reverse proxies (addresses or networks, comma-separated; empty: none) whose "

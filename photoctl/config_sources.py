@@ -171,3 +171,19 @@ def parse_trusted_proxies(value: str) -> list[str]:
                 f"commas; {item!r} is neither"
             ) from None
     return items
+
+
+def parse_public_url(value: str) -> str:
+    """``serve.public_url``: empty, or an http(s) address with a host (what `events qr`
+    encodes and participants bookmark); ValueError("must be ...") otherwise, so that doctor and
+    every command refuse what `events qr` would."""
+    base = value.strip().rstrip("/")
+    # No query or fragment (page paths are appended to it), no space, quote or angle bracket
+    # (it goes into pages and QR codes as it is).
+    if base and not re.fullmatch(r"https?://[^/\s?#\"'<>\\]+(/[^\s\"'<>\\?#]*)?", base):
+        raise ValueError(
+            "must be the address participants reach serve at: http:// or https://, a host, "
+            "maybe a path, no query, fragment, space or quote (e.g. https://photos.example.org), "
+            f"got {value!r}"
+        )
+    return base

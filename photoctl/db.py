@@ -43,7 +43,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, exc, tex
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from photoctl import sqlite_wal
+from photoctl import file_access, sqlite_wal
 from photoctl.config import Settings
 from photoctl.errors import (
     ConfigError,
@@ -94,7 +94,11 @@ def make_engine(settings: Settings, url: str | None = None, *, create: bool = Tr
 def _sqlite_engine(url: str, settings: Settings, *, create: bool = True) -> Engine:
     database = make_url(url).database
     if create and database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            problem = file_access.write_problem(Path(os.path.abspath(database)))
+            raise ConfigError(f"database: {problem or error}") from error
     busy_ms = int(settings.database.busy_timeout_seconds * 1000)
     engine = create_engine(url, connect_args={"timeout": settings.database.busy_timeout_seconds})
 
@@ -176,8 +180,14 @@ def open_database(settings: Settings, *, create: bool = False) -> Engine:
         if not create and not database_exists(settings, engine):
             raise NoDatabase(database_location(settings))
         ensure_schema(engine)
-    except BaseException:
+    except BaseException as error:
         engine.dispose()
+        path = sqlite_path(settings)
+        problem = file_access.write_problem(path) if path else None
+        if isinstance(error, TransientError) and problem:
+            # SQLite says only "unable to open database file": name the directory and the
+            # permission. A configuration problem (exit 2), not an outage to wait out.
+            raise ConfigError(f"database: {problem}") from error
         raise
     return engine
 

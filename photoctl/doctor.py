@@ -6,11 +6,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
-from photoctl import db
+from photoctl import db, file_access
 from photoctl.config import Settings
 from photoctl.errors import PhotoctlError
 
@@ -123,6 +124,9 @@ def _check_face_engine(settings: Settings, engine: Engine | None) -> Check:
 
 def _check_database(engine: Engine) -> Check:
     url = engine.url.render_as_string(hide_password=True)
+    sqlite = db.sqlite_file(url)
+    if sqlite and (problem := file_access.write_problem(Path(os.path.abspath(sqlite)))):
+        return Check("database", False, problem)  # readable maybe, but nothing could be stored
     try:
         db.check_connection(engine)
     except PhotoctlError as error:

@@ -398,7 +398,8 @@ def is_default(event: Event) -> bool:
 
 
 def page_url(public_url: str, slug: str) -> str:
-    """The address of the event page participants open (what `events qr` encodes)."""
+    """The address of the event page participants open (what `events qr` encodes); the URL's
+    form was checked when the settings were loaded (config.py)."""
     base = public_url.strip().rstrip("/")
     if not base:
         raise ConfigError(
@@ -406,6 +407,4 @@ def page_url(public_url: str, slug: str) -> str:
             "e.g. `public_url = https://photos.example.org` under [serve] in config.ini or "
             "PHOTOCTL_SERVE_PUBLIC_URL"
         )
-    if not re.match(r"^https?://[^/\s]+", base):
-        raise ConfigError(f"serve.public_url must start with http:// or https://, got {base!r}")
     return f"{base}/e/{slug}"

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from photoctl import db, face_store, usage
-from photoctl.budget_syntax import cost_usd
+from photoctl.budget_syntax import cost_usd, usd_text
 from photoctl.config import Settings
 
 ASSUMED_FACES_PER_PHOTO = 3
@@ -52,7 +52,7 @@ class CallEstimate:
             "calls": self.calls,
             "estimated_cost_usd": self.cost_usd,
             "stored_faces": self.stored_faces,
-            "storage_cost_per_month_usd": round(self.stored_faces * self.price_per_face_month, 4),
+            "storage_cost_per_month_usd": round(self.stored_faces * self.price_per_face_month, 6),
             "assumed_faces_per_photo": round(self.faces_per_photo, 2),
             "enrolled_selfies": self.enrolled_selfies,
             "assumption": self.basis,
@@ -62,8 +62,8 @@ class CallEstimate:
         storage = self.stored_faces * self.price_per_face_month
         return (
             f"rekognition: {self.photos} new photos need ~{self.calls} calls ({self.index_faces} "
-            f"IndexFaces + ~{self.search_faces} SearchFaces), ~${self.cost_usd:.2f}; then "
-            f"~{self.stored_faces} faces stored ~${storage:.2f}/month. Assumed: "
+            f"IndexFaces + ~{self.search_faces} SearchFaces), ~{usd_text(self.cost_usd)}; then "
+            f"~{self.stored_faces} faces stored ~{usd_text(storage)}/month. Assumed: "
             f"{self.faces_per_photo:.1f} faces a photo ({self.basis}) and the "
             f"{self.enrolled_selfies} selfies enrolled in the event now"
         )

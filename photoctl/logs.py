@@ -13,6 +13,12 @@ what. Programs
 
 -q and -v are about the terminal: -q leaves warnings and errors on stderr, while the shared file
 keeps ``log.level`` (a quiet cron job still leaves its record); -v makes both debug.
+
+A worker's two lines per photo (job_started, job_completed) are DEBUG lines for stderr: a cron
+mail of `work` holds its start, progress lines and summary, not one line per photo (-v or
+``log.level = debug`` shows them). The shared file keeps them at INFO: its job events are the
+record programs read. A job that fails or whose photo was refused logs a warning or an error,
+shown at every level.
 """
 
 from __future__ import annotations
@@ -55,6 +61,15 @@ def job_fields(
     }
 
 
+PER_PHOTO_EVENTS = frozenset({"job_started", "job_completed"})
+
+
+def _not_per_photo(record: logging.LogRecord) -> bool:
+    """Leaves out a worker's routine line about one photo (see the module docstring)."""
+    routine = record.levelno < logging.WARNING
+    return not (routine and getattr(record, "event", None) in PER_PHOTO_EVENTS)
+
+
 def _file_formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         from pythonjsonlogger.json import JsonFormatter
@@ -82,6 +97,8 @@ def setup_logging(settings: Settings, verbosity: int = 0) -> None:
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(level)
     stderr.setFormatter(logging.Formatter(_FORMAT))
+    if level > logging.DEBUG:
+        stderr.addFilter(_not_per_photo)
     root.addHandler(stderr)
     if settings.log.file:
         level = min(level, file_level_for(settings, verbosity))

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, func, select
 
 from photoctl import catalog, face_store, queue, usage, workers_registry
 from photoctl.budget import spend_today
+from photoctl.budget_syntax import usd_text
 from photoctl.config import Settings
 from photoctl.models import Job, JobState
 
@@ -107,7 +108,7 @@ def render(figures: dict) -> str:
         state = "REACHED: workers claim no photo jobs until 00:00 UTC" if budget["reached"] else ""
         lines.append(
             f"budget:  {budget['daily_budget']} a day; today {budget['billed_calls']} billed "
-            f"calls ~${budget['estimated_cost_usd']:.2f}" + (f"; {state}" if state else "")
+            f"calls ~{usd_text(budget['estimated_cost_usd'])}" + (f"; {state}" if state else "")
         )
     return "\n".join(lines)
 
@@ -124,12 +125,13 @@ def render_calls(calls: dict) -> str:
         return (
             f"{figures['accepted']} calls ({operations or 'none accepted'}; "
             f"{figures['throttled']} throttled, {figures['failed']} failed) "
-            f"~${figures['estimated_cost_usd']:.2f}"
+            f"~{usd_text(figures['estimated_cost_usd'])}"
         )
 
+    storage = usd_text(calls["storage_cost_per_month_usd"])
     lines = [
         f"rekognition: today {period(calls['today'])}; in all {period(calls['total'])}; "
-        f"{calls['stored_faces']} faces stored ~${calls['storage_cost_per_month_usd']:.2f}/month"
+        f"{calls['stored_faces']} faces stored ~{storage}/month"
     ]
     for slug, figures in calls.get("by_event", {}).items():
         name = slug or "(before per-event counts)"
@@ -142,6 +144,6 @@ def render_event_calls(figures: dict) -> str:
 
     def period(counts: dict) -> str:
         cost = counts["estimated_cost_usd"]
-        return f"{counts['accepted']} calls ({counts['billed']} billed) ~${cost:.2f}"
+        return f"{counts['accepted']} calls ({counts['billed']} billed) ~{usd_text(cost)}"
 
     return f"today {period(figures['today'])}; in all {period(figures['total'])}"

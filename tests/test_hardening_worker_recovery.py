@@ -149,7 +149,10 @@ def test_workers_wait_out_a_postgresql_outage_and_finish_every_job(
     assert (code, report["new"]) == (0, 40), report
 
     work = start_photoctl(
-        ["work", "-n", "2", "--until-empty", "--engine", "none"], env, tmp_path / "out", "work"
+        ["work", "-n", "2", "--until-empty", "--engine", "none", "-v"],
+        env,
+        tmp_path / "out",
+        "work",
     )
     try:
         wait_for(lambda: completions(work.stderr()) >= 4, 60, "4 jobs completed")
@@ -196,7 +199,9 @@ def test_restart_after_kill_9_resumes_the_dead_workers_jobs_at_once(
     code, report = ingest_json(env, tmp_path / "photos")
     assert (code, report["new"]) == (0, 30), report
 
-    first = start_photoctl(["work", "-n", "2", "--engine", "none"], env, tmp_path / "out", "first")
+    first = start_photoctl(
+        ["work", "-n", "2", "--engine", "none", "-v"], env, tmp_path / "out", "first"
+    )
     try:
         wait_for(lambda: completions(first.stderr()) >= 3, 90, "3 jobs completed")
     finally:
@@ -358,7 +363,10 @@ def test_sqlite_database_on_a_full_disk_pauses_claiming_until_space_is_back(
     assert (code, report["new"]) == (0, 300), report
 
     work = start_photoctl(
-        ["work", "-n", "2", "--until-empty", "--engine", "none"], env, tmp_path / "out", "work"
+        ["work", "-n", "2", "--until-empty", "--engine", "none", "-v"],
+        env,
+        tmp_path / "out",
+        "work",
     )
     try:
         # Filled once the workers have the database open: SQLite cannot even open a database

@@ -120,7 +120,7 @@ def test_calls_are_counted_per_event_and_priced_in_stats_metrics_and_events_show
         rendered = stats.render(stats.collect(conn, rk_settings))
     accepted = by_event["run"]["total"]["accepted"]  # CreateCollection too, not billed
     assert f"  event run: today {accepted} calls ({3 + searches} billed)" in rendered
-    assert "  event default: today 2 calls (1 billed) ~$0.00" in rendered
+    assert "  event default: today 2 calls (1 billed) ~$0.002" in rendered
 
     env = photoctl_env(tmp_path, db_url, PHOTOCTL_REKOGNITION_PRICE_PER_1000_CALLS="2")
     shown = run_photoctl(["events", "show", "run", "--json"], env)

@@ -25,7 +25,6 @@ from typing import Any
 import click
 from dotenv import load_dotenv
 
-from photoctl import config as config_module
 from photoctl.cli import (
     accounts,
     database,
@@ -37,71 +36,30 @@ from photoctl.cli import (
 )
 from photoctl.cli.common import (
     App,
-    PhotoctlGroup,
+    GlobalOptions,
+    PhotoctlRoot,
     Stopped,
     UsageProblem,
     json_option,
     pass_app,
+    root_options,
     stop_request,
 )
-from photoctl.config import Settings
-from photoctl.errors import ConfigError
-from photoctl.logs import setup_logging
 
 __all__ = ["App", "Stopped", "UsageProblem", "cli", "json_option", "main", "pass_app"]
 
 
-def _load_settings(ctx: click.Context, overrides: dict[str, Any]) -> Settings:
-    root = ctx.find_root()
-    return config_module.load(
-        config_file=root.params.get("config_file"),
-        data_dir=root.params.get("data_dir"),
-        overrides={"database.url": root.params.get("database_url"), **overrides},
-    )
-
-
-@click.group(cls=PhotoctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    help="ini file (default: ./config.ini, then <data dir>/config.ini).",
-    envvar="PHOTOCTL_CONFIG",
-    show_envvar=True,
+@click.group(
+    cls=PhotoctlRoot,
+    params=root_options(),
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False),
-    help="Where the SQLite database, storage and cache live [default: ./photoctl-data].",
-    envvar="PHOTOCTL_DATA_DIR",
-    show_envvar=True,
-)
-@click.option(
-    "--database-url",
-    help="SQLAlchemy URL, e.g. postgresql://user@host/db [default: SQLite in the data dir].",
-    envvar="PHOTOCTL_DATABASE_URL",
-    show_envvar=True,
-)
-@click.option(
-    "--engine",
-    "engine_name",
-    type=click.Choice(config_module.ENGINE_NAMES),
-    help="Face engine for every command [default: faces.engine, local].",
-)
-@click.option("-v", "--verbose", count=True, help="Debug logging.")
-@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only; no progress bars.")
 @click.version_option(package_name="photoctl")
 @click.pass_context
-def cli(
-    ctx: click.Context,
-    config_file: str | None,
-    data_dir: str | None,
-    database_url: str | None,
-    engine_name: str | None,
-    verbose: int,
-    quiet: bool,
-) -> None:
+def cli(ctx: click.Context, **options: Any) -> None:
     """photoctl: ingest event photos, process them in the background, serve them.
+
+    The options below may also follow the command (`photoctl events purge --expired -q`).
 
     \b
     Typical use:
@@ -109,13 +67,7 @@ def cli(
       photoctl work -n 5 --until-empty
       photoctl stats
     """
-    verbosity = -1 if quiet else verbose
-    try:
-        settings, problem = _load_settings(ctx, {"faces.engine": engine_name}), None
-    except ConfigError as error:
-        settings, problem = None, error
-    setup_logging(settings or Settings(), verbosity)
-    ctx.obj = App(loaded=settings, verbosity=verbosity, config_error=problem)
+    ctx.obj = App.configure(GlobalOptions(**options))
 
 
 # Registered here, not by decorators in each module, so the whole command set reads in one place.

@@ -1,5 +1,6 @@
-"""What every photoctl command shares: the App it is handed, the one --json option, error to
-exit-code mapping, the SIGTERM stop request with the watch loop that honours it, progress bars.
+"""What every photoctl command shares: the App it is handed, the global options (given before
+or after the command), the one --json option, error to exit-code mapping, the SIGTERM stop
+request with the watch loop that honours it, progress bars.
 
 Command modules import from here, never from the package itself: `photoctl.cli` imports them
 all to assemble the group, so anything they took from it would close an import circle.
@@ -7,6 +8,8 @@ all to assemble the group, so anything they took from it would close an import c
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import select
 import sys
 import time
@@ -17,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from photoctl import db
+from photoctl import config as config_module
+from photoctl import db, file_access
 from photoctl.config import Settings
-from photoctl.errors import ConfigError, NoDatabase, NotFound, PhotoctlError
+from photoctl.errors import ConfigError, NoDatabase, NotFound, PhotoctlError, TransientError
+from photoctl.logs import setup_logging
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -106,8 +111,26 @@ class PhotoctlGroup(click.Group):
             raise UsageProblem(str(error)) from None
         except NotFound as error:
             raise click.ClickException(str(error)) from None
+        except TransientError as error:
+            # SQLite's "attempt to write a readonly database": say which directory and why.
+            reason = _unwritable_database(ctx)
+            raise (UsageProblem(reason) if reason else click.ClickException(str(error))) from None
         except PhotoctlError as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            # A directory the user may not write (or a read-only mount): a setup problem.
+            reason = file_access.denied(error)
+            if reason is None:
+                raise
+            raise UsageProblem(reason) from None
+
+
+def _unwritable_database(ctx: click.Context) -> str | None:
+    """Why this user cannot write the SQLite database, if that is the trouble."""
+    app = ctx.find_object(App)
+    path = db.sqlite_path(app.loaded) if app and app.loaded else None
+    problem = file_access.write_problem(path) if path else None
+    return f"database: {problem}" if problem else None
 
 
 def stdout_is_gone() -> bool:
@@ -126,6 +149,133 @@ def stdout_is_gone() -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The root's options, wherever they were typed: before the command, after it, or both."""
+
+    config_file: str | None = None
+    data_dir: str | None = None
+    database_url: str | None = None
+    engine_name: str | None = None
+    verbose: int = 0
+    quiet: bool = False
+
+    @property
+    def verbosity(self) -> int:
+        return -1 if self.quiet else self.verbose
+
+    def then(self, later: dict[str, Any]) -> GlobalOptions:
+        """These options followed by ``later`` ones on the command line: a later value wins,
+        as when an option is repeated, and -v counts add up."""
+        given = {name: value for name, value in later.items() if value is not None}
+        if "verbose" in given:
+            given["verbose"] += self.verbose
+        if "quiet" in given:
+            given["quiet"] = given["quiet"] or self.quiet
+        return dataclasses.replace(self, **given)
+
+
+def _global_option_specs(*, root: bool) -> list[click.Option]:
+    """The global options, as the root declares them (with their environment variables) or as
+    every other command repeats them (no variables, no defaults: only what was typed there)."""
+
+    def env(name: str) -> dict[str, Any]:
+        return {"envvar": name, "show_envvar": True} if root else {}
+
+    return [
+        click.Option(
+            ["--config", "config_file"],
+            type=click.Path(dir_okay=False),
+            help="ini file (default: ./config.ini, then <data dir>/config.ini).",
+            **env("PHOTOCTL_CONFIG"),
+        ),
+        click.Option(
+            ["--data-dir", "data_dir"],
+            type=click.Path(file_okay=False),
+            help="Where the SQLite database, storage and cache live [default: ./photoctl-data].",
+            **env("PHOTOCTL_DATA_DIR"),
+        ),
+        click.Option(
+            ["--database-url", "database_url"],
+            help="SQLAlchemy URL, e.g. postgresql://user@host/db [default: SQLite in the data "
+            "dir].",
+            **env("PHOTOCTL_DATABASE_URL"),
+        ),
+        click.Option(
+            ["--engine", "engine_name"],
+            type=click.Choice(config_module.ENGINE_NAMES),
+            help="Face engine for every command [default: faces.engine, local].",
+        ),
+        click.Option(["-v", "--verbose", "verbose"], count=True, help="Debug logging."),
+        click.Option(
+            ["-q", "--quiet", "quiet"],
+            is_flag=True,
+            default=False if root else None,  # elsewhere: None, not typed
+            help="Warnings and errors only; no progress bars.",
+        ),
+    ]
+
+
+def root_options() -> list[click.Option]:
+    """The root group's global options (its `params`)."""
+    return _global_option_specs(root=True)
+
+
+_GLOBAL = "global_"  # the prefix of the repeated options' parameter names on other commands
+
+
+def _repeat_global_options(command: click.Command) -> None:
+    """Give ``command`` and every command below it the global options too, so that
+    `photoctl events purge --expired -q` means `photoctl -q events purge --expired`.
+
+    Each repeated option keeps the root's spelling; one a command already has (work's own
+    --engine) stays the command's. Its callback merges what was typed there into the App
+    before it runs, so commands never see these parameters.
+    """
+    if getattr(command, "_photoctl_globals", False):
+        return
+    command._photoctl_globals = True  # type: ignore[attr-defined]
+    taken = {name for param in command.params for name in param.opts + param.secondary_opts}
+    added = []
+    for option in _global_option_specs(root=False):
+        if taken.isdisjoint(option.opts):
+            option.name = f"{_GLOBAL}{option.name}"
+            command.params.append(option)
+            added.append(option.name)
+    original = command.callback
+
+    @functools.wraps(original or (lambda: None))
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        typed = {name[len(_GLOBAL) :]: kwargs.pop(name) for name in added}
+        typed["verbose"] = typed.get("verbose") or None  # a count of 0: not typed
+        if any(value is not None for value in typed.values()):
+            app = click.get_current_context().find_object(App)
+            if app is not None:
+                app.reconfigure(app.options.then(typed))
+        return original(*args, **kwargs) if original else None
+
+    command.callback = callback
+    if isinstance(command, click.Group):
+        for child in command.commands.values():
+            _repeat_global_options(child)
+
+
+class PhotoctlRoot(PhotoctlGroup):
+    """The root group: every command added to it takes the global options after its name too."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        _repeat_global_options(cmd)
+        super().add_command(cmd, name)
+
+
+def load_settings(options: GlobalOptions) -> Settings:
+    return config_module.load(
+        config_file=options.config_file,
+        data_dir=options.data_dir,
+        overrides={"database.url": options.database_url, "faces.engine": options.engine_name},
+    )
+
+
 @dataclass
 class App:
     """What every command gets: settings, verbosity, and a database engine made on demand.
@@ -138,6 +288,25 @@ class App:
     verbosity: int
     config_error: ConfigError | None = None
     _engine: Any = field(default=None, repr=False)
+    options: GlobalOptions = field(default_factory=GlobalOptions)
+
+    @classmethod
+    def configure(cls, options: GlobalOptions) -> App:
+        """Settings and logging from the global options."""
+        app = cls(loaded=None, verbosity=0)
+        app.reconfigure(options)
+        return app
+
+    def reconfigure(self, options: GlobalOptions) -> None:
+        """Load the settings again and set logging up again, for options typed after a command
+        (before it opened anything: its callback has not run yet)."""
+        try:
+            settings, problem = load_settings(options), None
+        except ConfigError as error:
+            settings, problem = None, error
+        setup_logging(settings or Settings(), options.verbosity)
+        self.loaded, self.config_error = settings, problem
+        self.verbosity, self.options, self._engine = options.verbosity, options, None
 
     @property
     def settings(self) -> Settings:

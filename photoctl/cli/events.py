@@ -307,6 +307,9 @@ def events_purge(
     event takes no face data any more: no enrollment, and photos still ingested for it (or, for
     the default event, uploaded) get thumbnails but no faces.
 
+    SLUG asks on a terminal and, without one, is refused unless --yes is given. --expired
+    never asks: it purges what the events' retention promised, as cron runs it.
+
     Exit codes: 0 done (or nothing to do), 1 some purge failed (run it again), 2 bad usage.
 
     \b
@@ -322,11 +325,8 @@ def events_purge(
     face_engine = app.face_engine()
     if slug:
         targets = [events_module.require_event(database, slug)]
-        if not yes and not dry_run and sys.stdin.isatty():
-            question = f"Delete every face, selfie and match of event {slug!r}?"
-            if not click.confirm(question, default=False, err=True):
-                click.echo(f"{slug} not purged", err=True)
-                sys.exit(1)
+        if not yes and not dry_run:
+            _confirm_purge(slug)
     else:
         targets = events_module.expired_events(database, face_engine=face_engine)
     if dry_run:
@@ -355,6 +355,20 @@ def events_purge(
         where = "; its collection deleted" if report.collection_deleted else ""
         app.say(f"purged {event.slug}: {counts}{where}")
     if failed:
+        sys.exit(1)
+
+
+def _confirm_purge(slug: str) -> None:
+    """Ask on a terminal; without one (a script, cron, a pipe), refuse: purging one event by
+    name is never a routine job, and nobody is there to have meant it."""
+    if not sys.stdin.isatty():
+        raise UsageProblem(
+            f"not purging event {slug!r} without a terminal to confirm on: add --yes "
+            "(`photoctl events purge --expired` needs none)"
+        )
+    question = f"Delete every face, selfie and match of event {slug!r}?"
+    if not click.confirm(question, default=False, err=True):
+        click.echo(f"{slug} not purged", err=True)
         sys.exit(1)
 
 

@@ -87,7 +87,9 @@ def ingest(
     event_id = _event_for_photos(engine, event_slug)
     location = db.database_location(app.settings)
     any_errors = False
-    settle_wait = 0.0 if watch or dry_run else app.settings.ingest.settle_wait_seconds
+    # A dry run waits as the real run would: right after a card is copied, its estimate would
+    # otherwise count none of the files still being written.
+    settle_wait = 0.0 if watch else app.settings.ingest.settle_wait_seconds
     seen_errors: set[tuple[str, str]] | None = None  # of the previous scan; None: first scan
     seen_unsettled = 0
 
@@ -205,8 +207,9 @@ def work(
 
     SIGINT/SIGTERM: stop claiming, finish or release the jobs in hand, exit. A worker that
     dies is replaced and its jobs requeued. Exit code 1 if any job failed during this run.
-    Progress: a bar on a terminal (job lines then only in log.file, or with -v), otherwise a
-    log line every log.progress_seconds.
+    Progress: a bar on a terminal, otherwise a log line every log.progress_seconds; the lines
+    about each photo only with -v (log.file keeps them). -q leaves warnings, errors and the
+    final summary line (none when nothing ran).
 
     \b
     Examples:
@@ -246,9 +249,13 @@ def work(
                 }
             )
         )
-    app.say(
+    summary = (
         f"work: {report.done} jobs done, {report.failed} failed, "
         f"{report.restarted} workers restarted in {seconds:.1f} s"
     )
+    # With -q too, once anything ran: a cron mail of `work -q` holds what the run did, and an
+    # idle run (cron every minute) sends none.
+    if app.verbosity >= 0 or report.done or report.failed or report.restarted:
+        click.echo(summary, err=True)
     if report.failed:
         sys.exit(1)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import sqlite3
 from pathlib import Path
 
 import click
 import pytest
 
+from photoctl import storage_identity
 from photoctl.cli import cli
 from tests.support.cli import photoctl_env, run_photoctl
 
@@ -37,6 +39,7 @@ PARSE_ONLY = {
     "(tests/test_purge_by_name_needs_yes_without_terminal.py)",
     ("--data-dir", "/srv/photoctl"): "writes outside the test's directory",
     ("jobs", "retry", "8f3a1c2d"): "an example job id",
+    ("db", "copy"): "names a server that is not here (tests/test_db_copy.py copies for real)",
 }
 # Examples that create what the others use: run once, in order, to prepare the directory.
 CREATING = (("init",), ("events", "create"), ("users", "add"), ("users", "enroll"))
@@ -200,6 +203,12 @@ RUNNABLE = [args for args in EXAMPLES if not parse_only(args) and not creates(ar
 def test_every_documented_example_that_can_run_here_runs(args, prepared, tmp_path) -> None:
     where = tmp_path / "cwd"
     shutil.copytree(prepared, where)
+    # The copy's files moved with it: record their new place, as `init --move-storage` would.
+    with sqlite3.connect(where / "photoctl-data" / "photoctl.db") as conn:
+        conn.execute(
+            "UPDATE photoctl_meta SET value = ? WHERE key = ?",
+            (str(where / "photoctl-data" / "storage"), storage_identity.META_KEY),
+        )
     result = run_photoctl(list(args), env_for_examples(tmp_path), cwd=where)
     assert result.returncode == 0, (
         f"photoctl {shlex.join(args)} exited {result.returncode}: {result.stderr}\n"

@@ -22,7 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from photoctl.api import csrf, pages
+from photoctl.api import csrf, pages, participant_messages
 from photoctl.api.services import Services
 
 Scope = MutableMapping[str, Any]
@@ -50,11 +50,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _refusal(scope: Scope, status: int, message: str, retry_after: float | None = None) -> Response:
+def _refusal(
+    scope: Scope,
+    status: int,
+    message: str,
+    retry_after: float | None = None,
+    back_url: str | None = None,
+) -> Response:
     headers = {"Retry-After": str(int(retry_after + 0.999))} if retry_after is not None else {}
     if scope.get("path", "").startswith("/api/"):
         return JSONResponse({"detail": message}, status, headers=headers)
-    page = pages.error_page(Request(scope), status, message)
+    page = pages.error_page(Request(scope), status, message, back_url=back_url)
     page.headers.update(headers)
     return page
 
@@ -78,5 +84,7 @@ def refusal(services: Services, scope: Scope) -> Response | None:
     if wait is None:
         wait = limits.hit(limits.enroll_event, "enroll-event", enrolling.group(1))
     if wait is not None:
-        return _refusal(scope, 429, "Too many enrollments right now, try again soon.", wait)
+        # When to try again, in words: the form cannot be kept (its body is never read).
+        message = participant_messages.too_many_enrollments(wait)
+        return _refusal(scope, 429, message, wait, back_url=scope.get("path"))
     return None

@@ -74,10 +74,11 @@ def received_selfie(svc: Services, upload: UploadFile) -> Iterator[tuple[FaceEng
             decodes.release()
     except PermanentError as error:
         message = str(error).replace(temporary, "selfie")
-        raise HTTPException(422, message) from None
+        # The cause stays: participant_messages.py tells a person what happened by its type.
+        raise HTTPException(422, message) from error
     except TransientError as error:
         raise HTTPException(
             503, f"try again later: {error}", headers={"Retry-After": "5"}
-        ) from None
+        ) from error
     finally:
         Path(temporary).unlink(missing_ok=True)

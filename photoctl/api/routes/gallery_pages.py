@@ -229,9 +229,18 @@ def photo_page(request: Request, token: str, photo_id: PhotoId, svc: Svc) -> Res
     except HTTPException as error:
         if error.status_code == 404 and _said_not_me(svc, token, photo_id):
             # Back to the photo after "Not me": it says so, with no button that would act.
-            error = HTTPException(410, _NOT_ME_DONE)
+            _, event = holder(svc, token)
+            return render(
+                request,
+                "photo.html",
+                410,
+                token=token,
+                event=event,
+                photo_id=photo_id,
+                removed=_NOT_ME_DONE,
+            )
         return _html_error(request, error, token)
-    return render(request, "photo.html", token=token, event=event, photo_id=photo_id)
+    return render(request, "photo.html", token=token, event=event, photo_id=photo_id, removed=None)
 
 
 def _said_not_me(svc: Services, token: str, photo_id: int) -> bool:

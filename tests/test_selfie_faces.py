@@ -151,3 +151,28 @@ def test_rekognition_takes_the_clearly_largest_face_and_refuses_two_alike(
     assert fake.stored_faces(collection) == [], "a refused selfie leaves nothing indexed"
     assert attempt(clear).participant.erased_at is None
     assert len(fake.stored_faces(collection)) == 1
+
+
+def test_a_selfie_too_large_to_send_is_refused_with_a_sentence_on_the_page_and_in_json(
+    tmp_path: Path, db_url: str, engine
+) -> None:
+    events.create_event(engine, "gala", title="Gala", date=None, retention_days=30)
+    server = start_server(tmp_path, db_url, PHOTOCTL_SERVE_SELFIE_MAX_BYTES="4096")
+    try:
+        client = httpx.Client(base_url=server.url, timeout=60)
+        page = client.get("/e/gala")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        # Over the selfie limit but within the body's slack (the route refuses it), and far
+        # over both (the body guard refuses it from its Content-Length, before reading it).
+        for size in (20_000, 400_000):
+            files = {"selfie": ("big.jpg", bytes(size), "image/jpeg")}
+            form = {"csrf": csrf, "consent": "yes"}
+            answer = client.post("/e/gala", files=files, data=form)
+            assert answer.status_code == 413, size
+            assert answer.headers["content-type"].startswith("text/html")
+            assert "This photo is too large to send" in answer.text, answer.text
+            assert "bytes" not in answer.text
+            api = client.post("/api/e/gala", files=files, data={"consent": "true"})
+            assert api.status_code == 413 and api.json()["detail"] == messages.TOO_LARGE, size
+    finally:
+        stop_server(server)

@@ -88,3 +88,10 @@ def refusal(services: Services, scope: Scope) -> Response | None:
         message = participant_messages.too_many_enrollments(wait)
         return _refusal(scope, 429, message, wait, back_url=scope.get("path"))
     return None
+
+
+def too_large(scope: Scope) -> Response:
+    """A participant's post whose declared size is over the limit: a sentence, and the way back."""
+    path = scope.get("path", "")
+    back = path.rsplit("/selfie", 1)[0] if _SELFIE_PATH.match(path) else path
+    return _refusal(scope, 413, participant_messages.TOO_LARGE, back_url=back)

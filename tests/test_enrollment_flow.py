@@ -27,6 +27,7 @@ from tests.support.serve import Server, start_server, stop_server
 from tests.test_api import seed_match
 
 DATA = Path(__file__).parent / "data"
+COOKIE = f"{gallery_cookie.COOKIE_PREFIX}gala"  # over plain HTTP; __Host- over HTTPS
 
 
 @pytest.fixture
@@ -129,8 +130,8 @@ def test_enrolling_again_from_the_same_browser_lands_on_the_same_gallery(
     assert first.status_code == 303 and first.headers["location"].endswith("?welcome=1")
     gallery = first.headers["location"].split("?")[0]
     cookie = first.headers["set-cookie"]
-    assert cookie.startswith(f"{gallery_cookie.COOKIE_NAME}=")
-    for attribute in ("Path=/e/gala", "HttpOnly", "SameSite=Strict", "Max-Age="):
+    assert cookie.startswith(f"{COOKIE}=")
+    for attribute in ("Path=/", "HttpOnly", "SameSite=Strict", "Max-Age="):
         assert attribute in cookie
     # Back to the old form and sent again (the same fields), or a second tap: the same gallery.
     for _ in range(2):
@@ -162,20 +163,20 @@ def test_an_erased_gallerys_cookie_resurrects_nothing(served: Server, engine) ->
     first = enroll(client, "gala", fields, consent="yes")
     gallery = first.headers["location"].split("?")[0]
     token = gallery.rsplit("/", 1)[1]
-    kept = client.cookies.get(gallery_cookie.COOKIE_NAME)
+    kept = client.cookies.get(COOKIE)
     assert kept == token
     erased = client.post(f"{gallery}/delete", data=form_fields(client.get(f"{gallery}/delete")))
     assert erased.status_code == 303
     assert "Max-Age=0" in erased.headers["set-cookie"]
-    assert f"{gallery_cookie.COOKIE_NAME}=;" in erased.headers["set-cookie"]
-    assert client.cookies.get(gallery_cookie.COOKIE_NAME) is None
+    assert f"{COOKIE}=;" in erased.headers["set-cookie"]
+    assert client.cookies.get(COOKIE) is None
 
     # A browser that kept the cookie anyway (another tab, a copy): the form, and the cookie goes.
     stale = browser(served)
-    stale.cookies.set(gallery_cookie.COOKIE_NAME, token, path="/e/gala")
+    stale.cookies.set(COOKIE, token)
     page = stale.get("/e/gala")
     assert 'id="enroll"' in page.text and "Max-Age=0" in page.headers["set-cookie"]
-    stale.cookies.set(gallery_cookie.COOKIE_NAME, token, path="/e/gala")
+    stale.cookies.set(COOKIE, token)
     again = enroll(stale, "gala", form_fields(page), consent="yes")
     assert again.status_code == 303 and again.headers["location"].endswith("?welcome=1")
     assert again.headers["location"].split("?")[0] != gallery
@@ -229,3 +230,42 @@ def test_the_default_rate_lets_a_finish_line_surge_through_one_address_and_says_
     assert 'href="/e/gala"' in refused.text
     api = client.post("/api/e/gala", data={"consent": "false"}, files={"selfie": b"x"})
     assert api.status_code == 429 and "Please try again in" in api.json()["detail"]
+
+
+def test_over_https_the_gallery_cookie_is_a_host_cookie_a_plain_one_is_not_followed(
+    served: Server, engine
+) -> None:
+    """Behind a TLS proxy (here: this machine, trusted, saying X-Forwarded-Proto: https) the
+    cookie is __Host- prefixed, and a cookie without the prefix (one a sibling subdomain could
+    plant) is not followed to its gallery. Cookies go by hand: they are Secure, and this
+    client speaks plain HTTP to serve, as the proxy would."""
+    https = {"X-Forwarded-Proto": "https", "Sec-Fetch-Site": "same-origin"}
+    client = httpx.Client(base_url=served.url, timeout=120, headers=https)
+
+    def with_cookies(**cookies: str) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())}
+
+    page = client.get("/e/gala")
+    csrf = form_fields(page)["csrf"]
+    files = {"selfie": ("me.jpg", (DATA / "obama_1.jpg").read_bytes(), "image/jpeg")}
+    headers = with_cookies(photoctl_csrf=csrf)
+    planted = client.post(
+        "/e/gala", files=files, data={"csrf": csrf, "consent": "yes"}, headers=headers
+    )
+    assert planted.status_code == 303, planted.text
+    planted_token = planted.headers["location"].split("?")[0].rsplit("/", 1)[1]
+    cookie = planted.headers["set-cookie"]
+    assert cookie.startswith(f"__Host-{COOKIE}=") and "Secure" in cookie and "Path=/;" in cookie
+    # The browser that enrolled is offered its gallery ...
+    own = client.get("/e/gala", headers=with_cookies(**{f"__Host-{COOKIE}": planted_token}))
+    assert 'id="your-gallery"' in own.text
+    # ... a browser given the same token in a cookie without the prefix enrolls for itself.
+    victim = with_cookies(photoctl_csrf=csrf, **{COOKIE: planted_token})
+    page = client.get("/e/gala", headers=victim)
+    assert 'id="enroll"' in page.text and 'id="your-gallery"' not in page.text
+    answer = client.post(
+        "/e/gala", files=files, data={"csrf": csrf, "consent": "yes"}, headers=victim
+    )
+    assert answer.headers["location"].endswith("?welcome=1")
+    assert planted_token not in answer.headers["location"]
+    assert participant_count(engine) == 2

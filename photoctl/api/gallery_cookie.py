@@ -2,15 +2,20 @@
 
 A participant who goes back from their new gallery to the event page and sends the form again
 (or taps twice, or reloads) would otherwise get a second gallery, with the first one's link
-lost. So a successful enrollment from the page also sets a cookie, scoped to that event's page
-(``Path=/e/<slug>``), holding the gallery token; an enrollment posted with it lands on that same
-gallery without enrolling anyone, and the event page offers the gallery instead of the form.
+lost. So a successful enrollment from the page also sets a cookie named after the event
+(``photoctl_gallery_<slug>``), holding the gallery token; an enrollment posted with it lands on
+that same gallery without enrolling anyone, and the event page offers the gallery instead of
+the form.
 
 Why the token itself and not its hash: the page must send the browser to ``/g/<token>``, and
 the database keeps only the hash, so nothing else could name the link. The cookie adds nothing
 the browser does not hold already (the gallery's address is in its history, and the page asks
 to bookmark it): ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (another site's post
-does not carry it), ``Secure`` over HTTPS, and it lasts ``MAX_AGE_SECONDS``.
+does not carry it), and it lasts ``MAX_AGE_SECONDS``. Over HTTPS it is a ``__Host-`` cookie
+(``Secure``, ``Path=/``, no ``Domain``): a sibling subdomain or a man in the middle cannot plant
+one, which would otherwise send a person enrolling to the planter's gallery, where a selfie
+they add would show the planter their photos. Over plain HTTP nothing can stop a planted
+cookie, as nothing stops a rewritten page.
 
 On a shared phone: "Someone else? Enroll another person" on the event page enrolls a new
 participant and replaces the cookie, and "delete my face data" removes it. A cookie is only
@@ -27,31 +32,38 @@ from fastapi import Request, Response
 from photoctl import participants
 from photoctl.api.services import Services
 
-COOKIE_NAME = "photoctl_gallery"
+COOKIE_PREFIX = "photoctl_gallery_"
 # Long enough to find the gallery again from the poster on the days after the event, short
 # enough not to outlive a borrowed phone's owner forgetting about it for long.
 MAX_AGE_SECONDS = 30 * 86400
 
 
-def _attributes(slug: str, secure: bool, max_age: int) -> str:
-    attributes = [f"Path=/e/{slug}", "HttpOnly", "SameSite=Strict", f"Max-Age={max_age}"]
-    if secure:
+def cookie_name(request: Request, slug: str) -> str:
+    """The event's cookie: ``__Host-`` prefixed over HTTPS, where browsers enforce it."""
+    name = f"{COOKIE_PREFIX}{slug}"
+    return f"__Host-{name}" if request.url.scheme == "https" else name
+
+
+def _set_cookie(request: Request, slug: str, value: str, max_age: int) -> str:
+    attributes = ["Path=/", "HttpOnly", "SameSite=Strict", f"Max-Age={max_age}"]
+    if request.url.scheme == "https":
         attributes.append("Secure")
-    return "; ".join(attributes)
+    return f"{cookie_name(request, slug)}={value}; " + "; ".join(attributes)
 
 
 def remember(response: Response, request: Request, slug: str, token: str) -> None:
     """Make this browser land on this gallery when it enrolls on the event's page again."""
-    secure = request.url.scheme == "https"
-    response.headers.append(
-        "set-cookie", f"{COOKIE_NAME}={token}; {_attributes(slug, secure, MAX_AGE_SECONDS)}"
-    )
+    response.headers.append("set-cookie", _set_cookie(request, slug, token, MAX_AGE_SECONDS))
 
 
 def forget(response: Response, request: Request, slug: str) -> None:
     """Drop the browser's gallery of this event (erased, or someone else is enrolling)."""
-    secure = request.url.scheme == "https"
-    response.headers.append("set-cookie", f"{COOKIE_NAME}=; {_attributes(slug, secure, 0)}")
+    response.headers.append("set-cookie", _set_cookie(request, slug, "", 0))
+
+
+def held(request: Request, slug: str) -> str | None:
+    """The token the browser's cookie for the event holds, whatever it names."""
+    return request.cookies.get(cookie_name(request, slug)) or None
 
 
 def fingerprint(token: str) -> str:
@@ -60,9 +72,9 @@ def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
-def remembered(svc: Services, request: Request, event_id: int) -> str | None:
+def remembered(svc: Services, request: Request, event_id: int, slug: str) -> str | None:
     """The gallery token this browser holds for the event, when its gallery is still live."""
-    token = request.cookies.get(COOKIE_NAME)
+    token = held(request, slug)
     if not token:
         return None
     # Looked up by its hash, as a link's token is: whatever the cookie holds, the database sees

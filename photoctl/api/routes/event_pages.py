@@ -139,7 +139,7 @@ def _event_form(
     """The event page: its form (with what was typed and the refusal next to its field), or,
     for a browser that already enrolled here, the way to its gallery (gallery_cookie.py) and
     to a form for another person, which names the gallery it does not mean to land on."""
-    remembered = gallery_cookie.remembered(svc, request, event.id)
+    remembered = gallery_cookie.remembered(svc, request, event.id, event.slug)
     response = render(
         request,
         "event.html",
@@ -156,7 +156,7 @@ def _event_form(
     )
     if refused is not None and refused.headers:
         response.headers.update(refused.headers)
-    if request.cookies.get(gallery_cookie.COOKIE_NAME) and remembered is None:
+    if gallery_cookie.held(request, event.slug) and remembered is None:
         # A gallery since erased (or purged, or of another database): the cookie goes too.
         gallery_cookie.forget(response, request, event.slug)
     return response
@@ -191,7 +191,7 @@ def enroll_page(
             raise Refused(403, messages.STALE_FORM)
         # Sent again from this browser (back, reload, a second tap): the gallery it has, no
         # new one; unless the form was "another person", made while this browser had that one.
-        token = gallery_cookie.remembered(svc, request, event.id)
+        token = gallery_cookie.remembered(svc, request, event.id, event.slug)
         if token is not None and replaces != gallery_cookie.fingerprint(token):
             return RedirectResponse(f"/g/{token}?again=1", status_code=303)
         enrolled = _enroll(svc, event, selfie, consent == "yes", access_code)

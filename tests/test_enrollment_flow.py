@@ -269,3 +269,14 @@ def test_over_https_the_gallery_cookie_is_a_host_cookie_a_plain_one_is_not_follo
     assert answer.headers["location"].endswith("?welcome=1")
     assert planted_token not in answer.headers["location"]
     assert participant_count(engine) == 2
+
+
+def test_an_overlong_access_code_is_refused_on_the_page_next_to_its_field(
+    served: Server,
+) -> None:
+    client = browser(served)
+    fields = form_fields(client.get("/e/coded"))
+    answer = enroll(client, "coded", fields, consent="yes", access_code="A" * 500)
+    assert answer.status_code == 403 and answer.headers["content-type"].startswith("text/html")
+    assert re.search(r'id="code-error">[^<]*access code is not right', answer.text)
+    assert 'value="' + "A" * 200 + '"' in answer.text and "A" * 201 not in answer.text

@@ -26,6 +26,7 @@ from photoctl.api.selfies import received_selfie
 from photoctl.api.services import Services
 
 router = APIRouter(tags=["participants"])
+MAX_ACCESS_CODE = 200
 
 
 class EventOut(BaseModel):
@@ -101,6 +102,9 @@ def _enroll(
         raise Refused(422, messages.NO_CONSENT, messages.CONSENT)
     if event.requires_access_code and not (access_code or "").strip():
         raise Refused(403, messages.NO_CODE, messages.ACCESS_CODE)
+    if len(access_code or "") > MAX_ACCESS_CODE:
+        # Checked here, not by the form's validation: the page answers with its form.
+        raise Refused(403, messages.WRONG_CODE, messages.ACCESS_CODE)
     if selfie is None or not selfie.filename:
         raise Refused(422, messages.NO_SELFIE, messages.SELFIE)
     try:
@@ -178,7 +182,7 @@ def enroll_page(
     svc: Svc,
     selfie: Annotated[UploadFile | None, File()] = None,
     consent: Annotated[str | None, Form()] = None,
-    access_code: Annotated[str | None, Form(max_length=200)] = None,
+    access_code: Annotated[str | None, Form()] = None,
     replaces: Annotated[str | None, Form(max_length=64)] = None,
     csrf: Annotated[str | None, Form(max_length=100)] = None,
 ) -> Response:
@@ -202,7 +206,7 @@ def enroll_page(
             event,
             refused.status_code,
             refused=refused,
-            access_code=(access_code or "").strip(),
+            access_code=(access_code or "").strip()[:MAX_ACCESS_CODE],
             consented=consent == "yes",
             another=replaces is not None,
         )

@@ -255,9 +255,14 @@ class ServeSettings:
     )
     selfie_rate: str = _key("5/minute", "Selfie posts allowed per user (limits syntax)")
     enroll_rate_per_address: str = _key(
-        "30/10minutes",
-        "Event enrollments allowed per client address (limits syntax); a venue's guests may "
-        "share one address, so this is loose",
+        "60/minute",
+        "Event enrollments allowed per client address (limits syntax). Hundreds of phones can "
+        "share one address (a venue's Wi-Fi, a carrier's NAT), so this must let a whole "
+        "finish-line surge through: a 2,000-runner race finishes at up to about 100 runners a "
+        "minute, and if half of them enroll as they pass the poster that is 50 a minute, "
+        "possibly all from one address. 60 a minute lets that through, holds one client to "
+        "about one selfie a second, and makes a refused participant wait under a minute; "
+        "guessing a 40-bit access code at that rate takes millennia",
     )
     enroll_rate_per_event: str = _key(
         "120/minute", "Event enrollments allowed per event, from everyone (limits syntax)"

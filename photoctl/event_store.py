@@ -36,6 +36,13 @@ class Event:
     created_at: float
     closed_at: float | None
     purged_at: float | None
+    # The organizer's switch for the event page (migration 0011); the default event's is off.
+    self_enrollment: bool = True
+
+    @property
+    def takes_enrollments(self) -> bool:
+        """Whether the event page enrolls participants now: open, not purged, switched on."""
+        return self.self_enrollment and self.closed_at is None and self.purged_at is None
 
     @property
     def face_data_deleted_on(self) -> str | None:
@@ -73,6 +80,7 @@ class Event:
             "retention_days": self.retention_days,
             "state": self.state,
             "requires_access_code": self.requires_access_code,
+            "self_enrollment": self.self_enrollment,
             "consent_version": self.consent_version,
             "created_at": self.created_at,
             "closed_at": self.closed_at,
@@ -93,6 +101,7 @@ _COLUMNS = (
     events_table.c.created_at,
     events_table.c.closed_at,
     events_table.c.purged_at,
+    events_table.c.self_enrollment,
 )
 
 
@@ -110,6 +119,7 @@ def event_from(values: tuple[Any, ...]) -> Event:
     """The Event of the values of EVENT_COLUMNS, in that order."""
     fields = list(values)
     fields[7] = bool(fields[7])
+    fields[11] = bool(fields[11])
     return Event(*fields)
 
 

@@ -209,8 +209,11 @@ def edit_event(
     retention_days: int | None = None,
     consent_text: str | None = None,
     access_code: str | None | Any = _KEEP,
+    self_enrollment: bool | None = None,
 ) -> Event:
     """Change an event; fields not given stay. ``access_code=None`` removes the code.
+    ``self_enrollment`` opens or shuts the event page to enrollments (a closed event stays
+    closed).
 
     A new consent text gets a new version: participants who enrolled before keep the version
     they agreed to (users.consent_version), new ones agree to the new text. Audited, with the
@@ -236,6 +239,8 @@ def edit_event(
         if access_code is not None and len(normalize_access_code(access_code)) < 4:
             raise ConfigError("an access code needs at least 4 letters or digits")
         values["access_code_hash"] = hash_access_code(access_code) if access_code else None
+    if self_enrollment is not None:
+        values["self_enrollment"] = self_enrollment
     now = time.time()
     with db.write(database) as conn:
         event = event_store.event_by_slug(conn, slug)

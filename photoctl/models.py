@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -93,6 +94,10 @@ class Event(Base):
     created_at: Mapped[float] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
     purged_at: Mapped[float | None] = mapped_column(Float)
+    # Whether the event page takes enrollments (migration 0011): the default event's is off
+    # until an organizer turns it on, since it would match a stranger's face against every
+    # photo ingested without --event.
+    self_enrollment: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
     __table_args__ = {"sqlite_autoincrement": True}
 

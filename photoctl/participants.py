@@ -45,6 +45,7 @@ __all__ = [
     "participant_photo",
     "participant_photos",
     "processing_count",
+    "said_not_me",
 ]
 
 
@@ -63,11 +64,18 @@ class WrongAccessCode(PermanentError):
 
 
 class EventClosed(PermanentError):
-    """The event is closed or purged: it takes no new enrollment."""
+    """The event is closed or purged, or its page is not open to enrollment (the default
+    event's until an organizer opens it): it takes no new enrollment."""
 
     def __init__(self, event: Event) -> None:
-        what = "its face data was deleted" if event.purged_at is not None else "it is closed"
+        if event.purged_at is not None:
+            what = "its face data was deleted"
+        elif event.closed_at is not None:
+            what = "it is closed"
+        else:
+            what = "self-enrollment is off (photoctl events edit SLUG --self-enrollment on)"
         super().__init__(f"event {event.slug!r} takes no new enrollments: {what}")
+        self.event = event
 
 
 class ParticipantErased(PermanentError):
@@ -109,7 +117,7 @@ def enroll_participant(
     enroll a bystander) or another PermanentError for a bad selfie, leaving nothing stored.
     """
     event = _fresh_event(database, event.id)  # closed since the page was shown?
-    if event.closed_at is not None or event.purged_at is not None:
+    if not event.takes_enrollments:
         raise EventClosed(event)
     if not consented:
         raise ConsentRequired()
@@ -200,6 +208,12 @@ def participant_photo(
     """The files of a photo the participant is matched in; None for any other photo."""
     with db.read(database) as conn:
         return gallery.photo_files(conn, photo_id, participant_id)
+
+
+def said_not_me(database: Engine, participant_id: int, photo_id: int) -> bool:
+    """Whether the participant said "not me" to this photo (and has not been erased since)."""
+    with db.read(database) as conn:
+        return bool(face_store.rejected_pairs(conn, [(photo_id, participant_id)]))
 
 
 def _live_participant(database: Engine, participant_id: int) -> Participant:

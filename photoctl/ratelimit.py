@@ -104,7 +104,7 @@ class RequestLimits:
         login_rate: str,
         selfie_rate: str = "5/minute",
         *,
-        enroll_address_rate: str = "30/10minutes",
+        enroll_address_rate: str = "60/minute",
         enroll_event_rate: str = "120/minute",
     ) -> None:
         self.limiter = FixedWindowRateLimiter(DiskcacheStorage(f"diskcache://{directory}"))

@@ -778,6 +778,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         )
         check_lists(url, tokens, args.enrolled)
         began = time.perf_counter()
+        # The default event's page takes no enrollment until an organizer opens it.
+        processes.run(["-q", "events", "edit", "default", "--self-enrollment", "on"], "open")
         galleries = enroll_participants(url, args.participants)
         zipped = match_zip_photos(tmp / "data" / "photoctl.db", galleries[0], args.zip_photos)
         print(

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
@@ -35,6 +34,7 @@ from photoctl.worker import drain_in_process
 from testkit.fake_rekognition import FakeRekognition, make_face_image
 from testkit.photos import settle, write_photo
 from tests.support.cli import photoctl_env, run_photoctl
+from tests.support.faces import selfie_of
 from tests.support.serve import free_port, launch_server, stop_server
 
 DATA = Path(__file__).parent / "data"
@@ -60,15 +60,8 @@ def public_tables(db_url: str) -> list[str]:
 
 
 def two_face_selfie(path: Path) -> Path:
-    """Obama and Biden side by side: a selfie with two faces, Obama's the larger."""
-    left = Image.open(DATA / "obama_1.jpg").convert("RGB")
-    right = Image.open(DATA / "biden.jpg").convert("RGB")
-    right = right.resize((right.width * left.height // 2 // right.height, left.height // 2))
-    canvas = Image.new("RGB", (left.width + right.width, left.height), "white")
-    canvas.paste(left, (0, 0))
-    canvas.paste(right, (left.width, left.height // 4))
-    canvas.save(path, "JPEG", quality=92)
-    return path
+    """Obama and Biden side by side, their faces the same size: neither is clearly the user."""
+    return selfie_of(path, ["obama_1.jpg", "biden.jpg"], [300, 300])
 
 
 # -- item 11: only init, ingest and users add create ---------------------------------------

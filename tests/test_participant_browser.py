@@ -296,7 +296,7 @@ def test_enrollment_is_refused_without_consent_and_with_a_wrong_access_code(
     # A browser that posts anyway (the check removed) is refused by the server.
     driver.execute_script("document.getElementById('consent').removeAttribute('required')")
     driver.find_element(By.CSS_SELECTOR, "#enroll button").click()
-    error = wait_for(driver, lambda d: d.find_element(By.ID, "form-error"), "no refusal")
+    error = wait_for(driver, lambda d: d.find_element(By.ID, "consent-error"), "no refusal")
     assert "Tick the box" in error.text
     screenshots(driver, artifacts, "no-consent")
 
@@ -305,7 +305,7 @@ def test_enrollment_is_refused_without_consent_and_with_a_wrong_access_code(
     driver.find_element(By.ID, "access-code").send_keys("BIB-9999")
     driver.find_element(By.ID, "consent").click()
     driver.find_element(By.CSS_SELECTOR, "#enroll button").click()
-    error = wait_for(driver, lambda d: d.find_element(By.ID, "form-error"), "no refusal")
+    error = wait_for(driver, lambda d: d.find_element(By.ID, "code-error"), "no refusal")
     assert "access code is not right" in error.text
     screenshots(driver, artifacts, "wrong-code")
     with db.read(engine) as conn:

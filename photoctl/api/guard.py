@@ -134,7 +134,9 @@ class BodyGuard:
                 await JSONResponse({"detail": "invalid Content-Length"}, 400)(scope, receive, send)
                 return
             if too_large:
-                await _too_large(limit)(scope, receive, send)
+                # A participant reads a sentence, not the limit in bytes.
+                answer = participant_gate.too_large(scope) if participant else _too_large(limit)
+                await answer(scope, receive, send)
                 return
         await self.app(scope, _counting(receive, limit, seconds), send)
 

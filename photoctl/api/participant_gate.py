@@ -23,7 +23,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from photoctl.api import csrf, pages
+from photoctl.api import csrf, pages, participant_messages
 from photoctl.api.services import Services
 from photoctl.ratelimit import address_key
 
@@ -52,11 +52,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _refusal(scope: Scope, status: int, message: str, retry_after: float | None = None) -> Response:
+def _refusal(
+    scope: Scope,
+    status: int,
+    message: str,
+    retry_after: float | None = None,
+    back_url: str | None = None,
+) -> Response:
     headers = {"Retry-After": str(int(retry_after + 0.999))} if retry_after is not None else {}
     if scope.get("path", "").startswith("/api/"):
         return JSONResponse({"detail": message}, status, headers=headers)
-    page = pages.error_page(Request(scope), status, message)
+    page = pages.error_page(Request(scope), status, message, back_url=back_url)
     page.headers.update(headers)
     return page
 
@@ -80,5 +86,14 @@ def refusal(services: Services, scope: Scope) -> Response | None:
     if wait is None:
         wait = limits.hit(limits.enroll_event, "enroll-event", enrolling.group(1))
     if wait is not None:
-        return _refusal(scope, 429, "Too many enrollments right now, try again soon.", wait)
+        # When to try again, in words: the form cannot be kept (its body is never read).
+        message = participant_messages.too_many_enrollments(wait)
+        return _refusal(scope, 429, message, wait, back_url=scope.get("path"))
     return None
+
+
+def too_large(scope: Scope) -> Response:
+    """A participant's post whose declared size is over the limit: a sentence, and the way back."""
+    path = scope.get("path", "")
+    back = path.rsplit("/selfie", 1)[0] if _SELFIE_PATH.match(path) else path
+    return _refusal(scope, 413, participant_messages.TOO_LARGE, back_url=back)

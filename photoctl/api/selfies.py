@@ -77,14 +77,15 @@ def received_selfie(svc: Services, upload: UploadFile) -> Iterator[tuple[FaceEng
     except PermanentError as error:
         message = str(error).replace(temporary, "selfie")
         # The frames of the refused decode (users.enroll's) hold its images; the answer would
-        # keep them alive through its exception's context until it is sent.
+        # keep them alive through its exception's context until it is sent. The cause itself
+        # stays: participant_messages.py tells a person what happened by its type.
         traceback.clear_frames(error.__traceback__)
-        raise HTTPException(422, message) from None
+        raise HTTPException(422, message) from error
     except TransientError as error:
         traceback.clear_frames(error.__traceback__)
         raise HTTPException(
             503, f"try again later: {error}", headers={"Retry-After": "5"}
-        ) from None
+        ) from error
     finally:
         Path(temporary).unlink(missing_ok=True)
         # A decode's buffers are freed by now: give the pages back rather than keep them.

@@ -33,6 +33,19 @@ def _moment(value: float) -> str:
     return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _enrollment(event: Event) -> str:
+    """Whether the event page enrolls participants, and how to change it."""
+    if event.purged_at is not None or event.closed_at is not None:
+        return f"self-enrollment: closed (the event is {event.state})"
+    if not event.self_enrollment:
+        return (
+            "self-enrollment: off (the event page takes no enrollments; "
+            f"open it with `photoctl events edit {event.slug} --self-enrollment on`)"
+        )
+    code = " and the access code" if event.requires_access_code else ""
+    return f"self-enrollment: on (anyone with the page's address{code} can enroll)"
+
+
 def _retention(event: Event) -> str:
     if event.purged_at is not None:
         return f"face data deleted on {event.face_data_deleted_on}"
@@ -187,6 +200,7 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
                 {
                     **summary.as_json(),
                     "page_url": url,
+                    "takes_enrollments": event.takes_enrollments,
                     "rekognition": calls,
                     "consent_text": event.consent_text,
                 }
@@ -195,6 +209,7 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
         return
     click.echo(_summary_line(summary))
     click.echo(f"  {_retention(event)}")
+    click.echo(f"  {_enrollment(event)}")
     click.echo(f"  access code: {'required' if event.requires_access_code else 'none'}")
     click.echo(f"  page: {url or '(set serve.public_url to know it)'}")
     if any(calls["total"][outcome] for outcome in ("accepted", "throttled", "failed")):
@@ -227,6 +242,13 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
     help="Ask for a new code: alone, a random one printed once on stdout; or CODE.",
 )
 @click.option("--no-access-code", is_flag=True, help="Enroll without a code from now on.")
+@click.option(
+    "--self-enrollment",
+    type=click.Choice(["on", "off"]),
+    help="Whether the event page (/e/SLUG) takes enrollments. The default event's is off "
+    "until turned on here: it would match anyone's selfie against every photo ingested "
+    "without --event.",
+)
 @json_option("Print the event (and a generated access code) as JSON on stdout.")
 @pass_app
 def events_edit(
@@ -239,15 +261,18 @@ def events_edit(
     consent_file: Path | None,
     access_code: str | None,
     no_access_code: bool,
+    self_enrollment: str | None,
     as_json: bool,
 ) -> None:
-    """Change an event's title, date, retention, consent text or access code.
+    """Change an event's title, date, retention, consent text, access code or whether its
+    page takes enrollments.
 
     Shortening the retention takes effect at the next `events purge --expired`.
 
     \b
-    Example:
+    Examples:
       photoctl events edit marathon-2026 --retention-days 30 --no-access-code
+      photoctl events edit default --self-enrollment on --access-code
     """
     from photoctl import events as events_module
 
@@ -266,9 +291,16 @@ def events_edit(
         title=title,
         retention_days=retention_days,
         consent_text=consent_file.read_text(encoding="utf-8") if consent_file else None,
+        self_enrollment=None if self_enrollment is None else self_enrollment == "on",
         **changes,
     )
     _print_event(app, event, code if generated else None, as_json, "")
+    if self_enrollment == "on" and events_module.is_default(event):
+        app.warn(
+            "the default event's page now enrolls anyone who reaches serve and matches them "
+            "against every photo ingested without --event"
+            + ("" if event.requires_access_code else "; consider --access-code")
+        )
 
 
 @events.command("close")

@@ -24,6 +24,8 @@ from photoctl.faces.base import (
     FaceMatch,
     FaceRecord,
     StoredFace,
+    box_area,
+    clearly_largest,
     largest,
 )
 from photoctl.faces.local_model import (
@@ -191,7 +193,7 @@ class LocalEngine(FaceEngine):
         self, user_id: int, image: Image.Image, *, allow_several: bool = True
     ) -> FaceRecord | None:
         found = self._find(image)
-        if len(found) > 1 and not allow_several:
+        if not allow_several and not clearly_largest([box_area(face) for face in found]):
             raise SeveralFaces(len(found))
         return largest(found)
 

@@ -36,6 +36,8 @@ from photoctl.faces.base import (
     FaceMatch,
     FaceRecord,
     StoredFace,
+    box_area,
+    clearly_largest,
 )
 from photoctl.faces.limiter import CallLimiter, CallOutcome, LimiterSettings
 from photoctl.faces.rekognition_matching import match_photo_faces
@@ -343,13 +345,16 @@ class RekognitionEngine(FaceEngine):
         # as UnindexedFaces with the reason EXCEEDS_MAX_FACES.
         answer = self._index_answer(image, f"{SELFIE_PREFIX}{user_id}", 1)
         records = self._records(answer)
-        others = sum(
-            "EXCEEDS_MAX_FACES" in face.get("Reasons", [])
+        others = [
+            face.get("FaceDetail", {}).get("BoundingBox", {})
             for face in answer.get("UnindexedFaces", [])
-        )
-        if records and others and not allow_several:
+            if "EXCEEDS_MAX_FACES" in face.get("Reasons", [])
+        ]
+        areas = [box_area(record) for record in records]
+        areas += [box.get("Width", 0.0) * box.get("Height", 0.0) for box in others]
+        if records and not allow_several and not clearly_largest(areas):
             self.forget([record.external_id for record in records if record.external_id])
-            raise SeveralFaces(len(records) + others)
+            raise SeveralFaces(len(areas))
         return records[0] if records else None
 
     def match_faces(

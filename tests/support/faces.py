@@ -95,3 +95,20 @@ def group_photo(
         )
     image.save(path, "JPEG", quality=90)
     return centres
+
+
+def selfie_of(path: Path, sources: list[str], face_px: list[int]) -> Path:
+    """A selfie-like JPEG: the faces of these tests/data files side by side, each face_px wide
+    (by dlib's box in its source), the first at the bottom left, the others further up."""
+    patches = [
+        face_patch(Face(source, 0.0), px) for source, px in zip(sources, face_px, strict=True)
+    ]
+    width = sum(patch.width for patch in patches) + 20 * (len(patches) + 1)
+    height = max(patch.height for patch in patches) + 200
+    image = Image.new("RGB", (width, height), (120, 130, 140))
+    x = 20
+    for index, patch in enumerate(patches):
+        image.paste(patch, (x, height - patch.height - 20 if index == 0 else 20))
+        x += patch.width + 20
+    image.save(path, "JPEG", quality=90)
+    return path

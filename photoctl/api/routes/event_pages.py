@@ -17,14 +17,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from photoctl import events, participants
+from photoctl.api import gallery_cookie
+from photoctl.api import participant_messages as messages
 from photoctl.api.deps import Svc
 from photoctl.api.pages import error_page, form_token_ok, render
+from photoctl.api.participant_messages import Refused
 from photoctl.api.selfies import received_selfie
 from photoctl.api.services import Services
 
 router = APIRouter(tags=["participants"])
-
-_STALE_FORM = "This form has expired or came from another site. Reload the page and try again."
+MAX_ACCESS_CODE = 200
 
 
 class EventOut(BaseModel):
@@ -34,7 +36,8 @@ class EventOut(BaseModel):
     consent_text: str
     consent_version: str
     requires_access_code: bool
-    open: bool
+    open: bool  # the page takes enrollments now
+    self_enrollment: bool  # the organizer's switch (off for the default event until opened)
     retention_days: int
     face_data_deleted_on: str | None
 
@@ -60,7 +63,14 @@ def _event(svc: Services, slug: str) -> events.Event:
 
 
 def is_open(event: events.Event) -> bool:
-    return event.closed_at is None and event.purged_at is None
+    return event.takes_enrollments
+
+
+def not_open_reason(event: events.Event) -> str:
+    """Why the event page takes no enrollment, in words for a participant."""
+    if event.closed_at is None and event.purged_at is None and not event.self_enrollment:
+        return "Enrollment on this page is not open. The organizer has not opened it."
+    return "This event no longer takes new enrollments."
 
 
 def event_out(event: events.Event) -> EventOut:
@@ -72,6 +82,7 @@ def event_out(event: events.Event) -> EventOut:
         consent_version=event.consent_version,
         requires_access_code=event.requires_access_code,
         open=is_open(event),
+        self_enrollment=event.self_enrollment,
         retention_days=event.retention_days,
         face_data_deleted_on=event.face_data_deleted_on,
     )
@@ -84,42 +95,84 @@ def _enroll(
     consented: bool,
     access_code: str | None,
 ) -> participants.Enrolled:
+    """Enroll, or raise Refused with a participant's sentence and the field it is about."""
     if not is_open(event):
-        raise HTTPException(403, "This event no longer takes new enrollments.")
+        raise Refused(403, not_open_reason(event))
     if not consented:
-        raise HTTPException(
-            422, "Tick the box to agree to how your face is used: without it we cannot find you."
-        )
+        raise Refused(422, messages.NO_CONSENT, messages.CONSENT)
     if event.requires_access_code and not (access_code or "").strip():
-        raise HTTPException(403, "This event asks for its access code.")
+        raise Refused(403, messages.NO_CODE, messages.ACCESS_CODE)
+    if len(access_code or "") > MAX_ACCESS_CODE:
+        # Checked here, not by the form's validation: the page answers with its form.
+        raise Refused(403, messages.WRONG_CODE, messages.ACCESS_CODE)
     if selfie is None or not selfie.filename:
-        raise HTTPException(422, "Choose or take a selfie first.")
-    with received_selfie(svc, selfie) as (engine, path):
-        try:
-            return participants.enroll_participant(
-                svc.database,
-                engine,
-                svc.settings,
-                event,
-                path,
-                consented=consented,
-                access_code=(access_code or "").strip() or None,
-            )
-        except participants.ConsentRequired:
-            raise HTTPException(422, "Tick the box to agree first.") from None
-        except participants.WrongAccessCode:
-            raise HTTPException(403, "That access code is not right for this event.") from None
-        except participants.EventClosed:
-            raise HTTPException(403, "This event no longer takes new enrollments.") from None
+        raise Refused(422, messages.NO_SELFIE, messages.SELFIE)
+    try:
+        with received_selfie(svc, selfie) as (engine, path):
+            try:
+                return participants.enroll_participant(
+                    svc.database,
+                    engine,
+                    svc.settings,
+                    event,
+                    path,
+                    consented=consented,
+                    access_code=(access_code or "").strip() or None,
+                )
+            except participants.ConsentRequired:
+                raise Refused(422, messages.NO_CONSENT, messages.CONSENT) from None
+            except participants.WrongAccessCode:
+                raise Refused(403, messages.WRONG_CODE, messages.ACCESS_CODE) from None
+            except participants.EventClosed as closed:
+                raise Refused(403, not_open_reason(closed.event)) from None
+    except HTTPException as error:
+        raise messages.selfie_refusal(error) from None
+
+
+def _event_form(
+    request: Request,
+    svc: Services,
+    event: events.Event,
+    status_code: int = 200,
+    *,
+    refused: Refused | None = None,
+    access_code: str = "",
+    consented: bool = False,
+    another: bool = False,
+) -> Response:
+    """The event page: its form (with what was typed and the refusal next to its field), or,
+    for a browser that already enrolled here, the way to its gallery (gallery_cookie.py) and
+    to a form for another person, which names the gallery it does not mean to land on."""
+    remembered = gallery_cookie.remembered(svc, request, event.id, event.slug)
+    response = render(
+        request,
+        "event.html",
+        status_code,
+        event=event,
+        open=is_open(event),
+        closed_reason=not_open_reason(event),
+        error=str(refused.detail) if refused is not None else None,
+        error_field=refused.field if refused is not None else None,
+        access_code=access_code,
+        consented=consented,
+        gallery=None if another else remembered,
+        replaces=gallery_cookie.fingerprint(remembered) if another and remembered else None,
+    )
+    if refused is not None and refused.headers:
+        response.headers.update(refused.headers)
+    if gallery_cookie.held(request, event.slug) and remembered is None:
+        # A gallery since erased (or purged, or of another database): the cookie goes too.
+        gallery_cookie.forget(response, request, event.slug)
+    return response
 
 
 @router.get("/e/{slug}", response_class=HTMLResponse, include_in_schema=False)
-def event_page(request: Request, slug: str, svc: Svc) -> HTMLResponse:
+def event_page(request: Request, slug: str, svc: Svc, another: bool = False) -> Response:
     try:
         event = _event(svc, slug)
     except HTTPException as error:
         return error_page(request, error.status_code, str(error.detail))
-    return render(request, "event.html", event=event, open=is_open(event), error=None)
+    return _event_form(request, svc, event, another=another)
 
 
 @router.post("/e/{slug}", include_in_schema=False)
@@ -129,7 +182,8 @@ def enroll_page(
     svc: Svc,
     selfie: Annotated[UploadFile | None, File()] = None,
     consent: Annotated[str | None, Form()] = None,
-    access_code: Annotated[str | None, Form(max_length=200)] = None,
+    access_code: Annotated[str | None, Form()] = None,
+    replaces: Annotated[str | None, Form(max_length=64)] = None,
     csrf: Annotated[str | None, Form(max_length=100)] = None,
 ) -> Response:
     try:
@@ -138,21 +192,27 @@ def enroll_page(
         return error_page(request, error.status_code, str(error.detail))
     try:
         if not form_token_ok(request, csrf):
-            raise HTTPException(403, _STALE_FORM)
+            raise Refused(403, messages.STALE_FORM)
+        # Sent again from this browser (back, reload, a second tap): the gallery it has, no
+        # new one; unless the form was "another person", made while this browser had that one.
+        token = gallery_cookie.remembered(svc, request, event.id, event.slug)
+        if token is not None and replaces != gallery_cookie.fingerprint(token):
+            return RedirectResponse(f"/g/{token}?again=1", status_code=303)
         enrolled = _enroll(svc, event, selfie, consent == "yes", access_code)
-    except HTTPException as error:
-        response = render(
+    except Refused as refused:
+        return _event_form(
             request,
-            "event.html",
-            error.status_code,
-            event=event,
-            open=is_open(event),
-            error=str(error.detail),
+            svc,
+            event,
+            refused.status_code,
+            refused=refused,
+            access_code=(access_code or "").strip()[:MAX_ACCESS_CODE],
+            consented=consent == "yes",
+            another=replaces is not None,
         )
-        if error.headers:
-            response.headers.update(error.headers)
-        return response
-    return RedirectResponse(f"/g/{enrolled.gallery_token}?welcome=1", status_code=303)
+    response = RedirectResponse(f"/g/{enrolled.gallery_token}?welcome=1", status_code=303)
+    gallery_cookie.remember(response, request, event.slug, enrolled.gallery_token)
+    return response
 
 
 @router.get("/api/e/{slug}", response_model=EventOut, responses={404: {}})

@@ -28,10 +28,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from photoctl import events, participants
-from photoctl.api import gallery_grid
-from photoctl.api.deps import Svc, too_many
+from photoctl.api import gallery_cookie, gallery_grid
+from photoctl.api import participant_messages as messages
+from photoctl.api.deps import Svc
 from photoctl.api.gallery_grid import Grid
 from photoctl.api.pages import error_page, form_token_ok, iso_date, render
+from photoctl.api.participant_messages import Refused
 from photoctl.api.routes.event_pages import EventOut, event_out, gallery_url, is_open
 from photoctl.api.selfies import received_selfie
 from photoctl.api.services import Services
@@ -50,6 +52,7 @@ Cursor = Annotated[int | None, Query(ge=0, le=MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Photos per page")]
 _STALE_FORM = "This form has expired or came from another site. Go back, reload and try again."
 _ERASED = "Your face data has been deleted; this link no longer does anything but say so."
+_NOT_ME_DONE = "You said this photo is not you, so it left your gallery and will not come back."
 
 
 class PhotoLink(BaseModel):
@@ -175,6 +178,8 @@ def gallery_page(
     welcome: bool = False,
     added: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     removed: bool = False,
+    again: bool = False,
+    refused: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
     try:
         participant, event = holder(svc, token)
@@ -194,6 +199,8 @@ def gallery_page(
         welcome=welcome,
         added=added,
         removed=removed,
+        again=again,
+        selfie_error=messages.GALLERY_REFUSALS.get(refused or ""),
     )
 
 
@@ -220,8 +227,28 @@ def photo_page(request: Request, token: str, photo_id: PhotoId, svc: Svc) -> Res
     try:
         event = _matched_photo(svc, token, photo_id)
     except HTTPException as error:
+        if error.status_code == 404 and _said_not_me(svc, token, photo_id):
+            # Back to the photo after "Not me": it says so, with no button that would act.
+            _, event = holder(svc, token)
+            return render(
+                request,
+                "photo.html",
+                410,
+                token=token,
+                event=event,
+                photo_id=photo_id,
+                removed=_NOT_ME_DONE,
+            )
         return _html_error(request, error, token)
-    return render(request, "photo.html", token=token, event=event, photo_id=photo_id)
+    return render(request, "photo.html", token=token, event=event, photo_id=photo_id, removed=None)
+
+
+def _said_not_me(svc: Services, token: str, photo_id: int) -> bool:
+    try:
+        participant, _ = holder(svc, token)
+    except HTTPException:
+        return False
+    return participants.said_not_me(svc.database, participant.id, photo_id)
 
 
 @router.get("/api/g/{token}/photos/{photo_id}", response_model=PhotoActions, responses={404: {}})
@@ -277,16 +304,26 @@ def _add_selfie(svc: Services, token: str, selfie: UploadFile | None) -> int:
         raise HTTPException(410, _ERASED)
     wait = svc.limits.hit(svc.limits.selfie, "participant-selfie", str(participant.id))
     if wait is not None:
-        raise too_many(wait, "selfies")
+        raise Refused(
+            429,
+            messages.too_many_selfies(wait),
+            messages.SELFIE,
+            {"Retry-After": str(int(wait + 0.999))},
+        )
     if selfie is None or not selfie.filename:
-        raise HTTPException(422, "Choose or take a selfie first.")
-    with received_selfie(svc, selfie) as (engine, path):
-        try:
-            count = participants.add_selfie(
-                svc.database, engine, svc.settings, participant.id, path
-            )
-        except participants.ParticipantErased:
-            raise HTTPException(410, _ERASED) from None
+        raise Refused(422, messages.NO_SELFIE, messages.SELFIE)
+    try:
+        with received_selfie(svc, selfie) as (engine, path):
+            try:
+                count = participants.add_selfie(
+                    svc.database, engine, svc.settings, participant.id, path
+                )
+            except participants.ParticipantErased:
+                raise HTTPException(410, _ERASED) from None
+    except HTTPException as error:
+        if error.status_code == 410:
+            raise
+        raise messages.selfie_refusal(error) from None
     svc.cache.drop_users([participant.id])
     return count
 
@@ -301,10 +338,15 @@ def add_selfie_page(
 ) -> Response:
     try:
         if not form_token_ok(request, csrf):
-            raise HTTPException(403, _STALE_FORM)
+            raise Refused(403, messages.STALE_FORM)
         count = _add_selfie(svc, token, selfie)
     except HTTPException as error:
-        return _html_error(request, error, token)
+        code = messages.gallery_refusal_code(error) if isinstance(error, Refused) else None
+        if code is None:
+            return _html_error(request, error, token)
+        # Back on the gallery, the refusal next to the selfie input (post/redirect/get: a
+        # reload shows it again rather than sending the selfie again).
+        return RedirectResponse(f"/g/{token}?refused={code}#add-selfie", status_code=303)
     return RedirectResponse(f"/g/{token}?added={count}", status_code=303)
 
 
@@ -360,9 +402,13 @@ def delete_page(
         if not form_token_ok(request, csrf):
             raise HTTPException(403, _STALE_FORM)
         _erase(svc, token)
+        _, event = holder(svc, token)
     except HTTPException as error:
         return _html_error(request, error, token)
-    return RedirectResponse(f"/g/{token}", status_code=303)
+    response = RedirectResponse(f"/g/{token}", status_code=303)
+    # This browser's way back to the gallery from the event page goes with the face data.
+    gallery_cookie.forget(response, request, event.slug)
+    return response
 
 
 @router.post("/api/g/{token}/delete", response_model=ErasedOut)

@@ -66,6 +66,16 @@ function pollWhileProcessing() {
   window.setTimeout(poll, POLL_SECONDS * 1000);
 }
 
+// A page the browser restores from its back/forward cache shows what was true when it was left:
+// a photo since removed with a live "Not me", an event form already sent. Pages that say so (a
+// meta tag; never the answer to a post, which a reload would send again) are asked for afresh.
+const RELOAD_WHEN_RESTORED = 'meta[name="photoctl-restored"][content="reload"]';
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted && document.querySelector(RELOAD_WHEN_RESTORED)) {
+    window.location.reload();
+  }
+});
+
 document.addEventListener("DOMContentLoaded", () => {
   setUpCopyButtons();
   setUpBusyButtons();

@@ -342,7 +342,7 @@ def test_json_of_doctor_and_jobs_show_retry_prune(tmp_path: Path, db_url: str) -
     assert work.returncode == 0, work.stderr
     retried = run_photoctl(["jobs", "retry", job_id, "--json"], env)
     assert json.loads(retried.stdout) == {"queued_again": 1}
-    assert "1 jobs queued again" in retried.stderr
+    assert "1 job queued again" in retried.stderr
     pruned = run_photoctl(["jobs", "prune", "--older-than", "0s", "--json"], env)
     assert json.loads(pruned.stdout) == {"pruned": 1, "uploads_deleted": 0}
 

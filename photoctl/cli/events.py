@@ -16,11 +16,20 @@ import click
 
 from photoctl.cli.common import App, UsageProblem, json_option, pass_app, response_cache
 from photoctl.errors import PhotoctlError
+from photoctl.wording import plural
 
 if TYPE_CHECKING:
     from photoctl.events import Event, EventSummary
 
 _GENERATE = "\0generate"  # --access-code given without a value
+# The counts of a purge (face_store.delete_event_face_data), as words: singular, plural.
+_PURGED = {
+    "matches": ("match", "matches"),
+    "rejections": ('"not me"', '"not me"s'),
+    "selfies": ("selfie", "selfies"),
+    "faces": ("face", "faces"),
+    "participants_erased": ("participant erased", "participants erased"),
+}
 
 
 def _day(value: float | None) -> str:
@@ -145,8 +154,8 @@ def _print_event(
 def _summary_line(summary: EventSummary) -> str:
     event = summary.event
     return (
-        f"{event.slug}  {event.state}  {event.date or '-'}  {summary.photos} photos  "
-        f"{summary.participants} participants  {event.title}"
+        f"{event.slug}  {event.state}  {event.date or '-'}  {plural(summary.photos, 'photo')}  "
+        f"{plural(summary.participants, 'participant')}  {event.title}"
     )
 
 
@@ -332,7 +341,7 @@ def events_purge(
     if dry_run:
         for event in targets:
             click.echo(json.dumps(event.as_json()) if as_json else event.slug)
-        app.say(f"dry run: {len(targets)} events would be purged")
+        app.say(f"dry run: {plural(len(targets), 'event')} would be purged")
         return
     if not targets:
         app.say("nothing to purge")
@@ -351,7 +360,9 @@ def events_purge(
         cache.drop_users(report.user_ids)
         if as_json:
             click.echo(json.dumps(report.as_json()))
-        counts = ", ".join(f"{value} {name}" for name, value in report.counts.items())
+        counts = ", ".join(
+            plural(value, *_PURGED.get(name, (name, name))) for name, value in report.counts.items()
+        )
         where = "; its collection deleted" if report.collection_deleted else ""
         app.say(f"purged {event.slug}: {counts}{where}")
     if failed:
@@ -417,10 +428,16 @@ def audit(app: App, slug: str | None, limit: int | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps({**entry.as_json(), "event": slugs.get(entry.event_id)}))
             continue
-        who = f"participant {entry.participant_id}" if entry.participant_id else "operator"
+        who = entry.actor
+        if entry.participant_id is not None:
+            who = f"participant {entry.participant_id}"
+        elif "worker" in entry.detail:
+            who = f"worker {entry.detail['worker']}"
         # Versions are 64 hex digits: their first 12 tell them apart on a terminal (--json has
         # them whole).
-        detail = " ".join(f"{key}={str(value)[:12]}" for key, value in entry.detail.items())
+        detail = " ".join(
+            f"{key}={str(value)[:12]}" for key, value in entry.detail.items() if key != "worker"
+        )
         click.echo(
             f"{_moment(entry.at)}  {slugs.get(entry.event_id, entry.event_id)}  "
             f"{entry.action}  {who}  {detail}".rstrip()

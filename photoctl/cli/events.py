@@ -375,35 +375,66 @@ def events_purge(
     "--out",
     required=True,
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="File to write; the format follows its extension (.png, .svg, .pdf, .eps).",
+    help="File to write; the format follows its suffix: .png, .pdf or .svg (an A4 poster; "
+    "PNG and PDF at 300 dpi). With --code-only also .eps.",
 )
 @click.option(
-    "--scale", type=click.IntRange(min=1), default=12, show_default=True, help="Pixels per module."
+    "--code-line",
+    metavar="TEXT",
+    help="Where participants find the access code, for an event that asks for one "
+    "[default: it is printed on their bib or badge].",
+)
+@click.option(
+    "--code-only", is_flag=True, help="Only the QR code, no poster (for a design of your own)."
+)
+@click.option(
+    "--scale",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Pixels per module (--code-only).",
 )
 @json_option("Print {url, file} as JSON on stdout.")
 @pass_app
-def events_qr(app: App, slug: str, out: Path, scale: int, as_json: bool) -> None:
-    """Write a QR code of the event page, <serve.public_url>/e/SLUG, for a poster.
+def events_qr(
+    app: App,
+    slug: str,
+    out: Path,
+    code_line: str | None,
+    code_only: bool,
+    scale: int,
+    as_json: bool,
+) -> None:
+    """Write the poster of the event page, <serve.public_url>/e/SLUG, to print and put up.
 
+    The poster has the event's title and date, what to do, the QR code, the address in text,
+    where the access code is (when the event asks for one) and when face data is deleted.
     Needs serve.public_url (PHOTOCTL_SERVE_PUBLIC_URL): the address phones reach serve at.
     Prints the URL it encodes.
 
     \b
-    Example:
-      photoctl events qr marathon-2026 --out poster.png
+    Examples:
+      photoctl events qr marathon-2026 --out poster.pdf
+      photoctl events qr marathon-2026 --out poster.png --code-line "The code is on your bib."
+      photoctl events qr marathon-2026 --out code.svg --code-only
     """
-    import segno
-
     from photoctl import events as events_module
+    from photoctl import poster
 
-    events_module.require_event(app.engine(), slug)
+    event = events_module.require_event(app.engine(), slug)
     url = events_module.page_url(app.settings.serve.public_url, slug)
     try:
-        segno.make(url, error="m", micro=False).save(str(out), scale=scale, border=4)
-    except (OSError, ValueError) as error:
-        raise UsageProblem(f"cannot write {out}: {error}") from None
+        if code_only:
+            poster.write_code(url, out, scale)
+        else:
+            line = (code_line or poster.DEFAULT_CODE_LINE) if event.requires_access_code else None
+            sheet = poster.Poster(event.title, event.date, url, line, event.retention_words)
+            poster.write_poster(sheet, out)
+    except OSError as error:
+        raise UsageProblem(f"cannot write {out}: {error.strerror or error}") from None
     click.echo(json.dumps({"url": url, "file": str(out)}) if as_json else url)
-    app.say(f"QR code of {url} written to {out}")
+    what = "QR code" if code_only else "poster"
+    app.say(f"{what} of {url} written to {out}")
 
 
 @click.command()

@@ -36,6 +36,7 @@ from photoctl.errors import ConfigError, PhotoctlError
 from photoctl.event_store import Event, retention_words
 from photoctl.faces.base import FaceEngine
 from photoctl.models import DEFAULT_EVENT_SLUG, AuditAction
+from photoctl.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +378,8 @@ def purge_event(
     keeps_index = face_engine is not None and face_engine.keeps_index
     if indexed and not keeps_index:
         raise ConfigError(
-            f"event {slug!r} has {indexed} faces in a face engine's own index (Rekognition); "
+            f"event {slug!r} has {plural(indexed, 'face')} in a face engine's own index "
+            "(Rekognition); "
             "purge with --engine rekognition so that they are deleted there too"
         )
     with db.write(database) as conn:

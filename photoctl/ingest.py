@@ -413,7 +413,8 @@ def _register(
         new = len(registration.new_photo_ids)
         waiting = queue.waiting_count(conn) if max_waiting is not None else None
         if waiting is not None and max_waiting is not None and new and waiting + new > max_waiting:
-            raise queue.QueueFull(f"{max_waiting} jobs are waiting already")
+            verb = "is" if max_waiting == 1 else "are"
+            raise queue.QueueFull(f"{plural(max_waiting, 'job')} {verb} waiting already")
         job_ids = queue.enqueue_jobs(conn, JobKind.PROCESS_PHOTO, registration.new_photo_ids, now)
         # For the log line: the count read under the cap's lock plus what was added (a claim
         # since may have lowered it on PostgreSQL; a log line can live with that).

@@ -47,7 +47,8 @@ def _retention(event: Event) -> str:
         return f"face data deleted on {event.face_data_deleted_on}"
     ends = event.retention_ends_at
     if ends is None:
-        return f"face data kept until {event.retention_days} days after the event is closed"
+        days = plural(event.retention_days, "day")
+        return f"face data kept until {days} after the event is closed"
     return f"face data kept until {_day(ends)}"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -71,7 +72,7 @@ class Poster:
 
     def lines(self) -> list[tuple[str, str]]:
         """(role, text) top to bottom: what every format prints, in this order."""
-        lines = [("title", self.title)]
+        lines = [("title", _printable(self.title))]
         if self.date:
             lines.append(("date", self.date))
         lines += [("lead", "Find your photos"), ("body", WHAT_TO_DO), ("qr", self.url)]
@@ -86,6 +87,12 @@ class Poster:
             )
         )
         return lines
+
+
+def _printable(text: str) -> str:
+    """The text without control and format characters: a bidi override (U+202E) would print
+    the title's letters in another order than typed, a zero-width one as a box."""
+    return "".join(char for char in text if unicodedata.category(char) not in ("Cc", "Cf"))
 
 
 def poster_format(out: Path) -> str:
@@ -119,7 +126,7 @@ def write_poster(poster: Poster, out: Path) -> None:
             # Bilevel: Pillow stores it losslessly (CCITT G4) where a grey image would be JPEG,
             # which blurs the code's edges.
             image.point(lambda value: 255 if value >= 128 else 0).convert("1").save(
-                buffer, "PDF", resolution=DPI, title=poster.title
+                buffer, "PDF", resolution=DPI, title=_printable(poster.title)
             )
         data = buffer.getvalue()
     with atomic_write(out) as stream:
@@ -279,6 +286,7 @@ def _svg(poster: Poster) -> str:
         '<svg xmlns="http://www.w3.org/2000/svg" width="210mm" height="297mm" '
         f'viewBox="0 0 {PAGE[0]} {PAGE[1]}" '
         'font-family="DejaVu Sans, Helvetica, Arial, sans-serif">\n'
-        f'<title>{escape(poster.title)}</title>\n<rect width="100%" height="100%" fill="#fff"/>\n'
+        f"<title>{escape(_printable(poster.title))}</title>\n"
+        '<rect width="100%" height="100%" fill="#fff"/>\n'
         f"{body}\n</svg>\n"
     )

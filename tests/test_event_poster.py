@@ -163,3 +163,13 @@ def test_a_format_the_poster_is_not_made_in_is_refused_with_the_formats(
         assert decoded(image.convert("L")) == [f"{PUBLIC_URL}/e/gala"]
     jpg = run_photoctl(["events", "qr", "gala", "--out", "c.jpg", "--code-only"], env, cwd=tmp_path)
     assert jpg.returncode == 2 and ".png, .svg, .pdf, .eps" in jpg.stderr
+
+
+def test_a_title_prints_as_typed_without_bidi_or_invisible_characters(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    title = "Caf\u00e9 Run \u202eevil\u200b"
+    assert run_photoctl(["events", "create", "rlo", "--title", title], env).returncode == 0
+    made = run_photoctl(["events", "qr", "rlo", "--out", "rlo.svg"], env, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert svg_lines(tmp_path / "rlo.svg")[0] == "Caf\u00e9 Run evil"

@@ -140,6 +140,7 @@ def write_poster(poster: Poster, out: Path) -> None:
 _SIZES = {"title": 150, "date": 80, "lead": 96, "body": 62, "url": 64, "code": 72, "small": 46}
 _GAPS = {"title": 40, "date": 70, "lead": 30, "body": 60, "qr": 30, "url": 70, "code": 70}
 _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+_MAX_TITLE_LINES = 6
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,10 @@ def _layout(poster: Poster) -> list[_Text | _Code]:
         while role == "title" and len(wrapped) > 3 and size > 80:
             size -= 10
             wrapped = _wrap(measure, text, _font(size), width)
+        if role == "title" and len(wrapped) > _MAX_TITLE_LINES:
+            # Past that the code would have no room left: the title is cut, visibly.
+            wrapped = wrapped[:_MAX_TITLE_LINES]
+            wrapped[-1] = wrapped[-1][:-2].rstrip() + " …"
         blocks.append((role, size, wrapped))
     text_height = sum(
         _line_height(size) * len(lines) + _GAPS.get(role, 0)

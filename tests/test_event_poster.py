@@ -173,3 +173,18 @@ def test_a_title_prints_as_typed_without_bidi_or_invisible_characters(
     made = run_photoctl(["events", "qr", "rlo", "--out", "rlo.svg"], env, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert svg_lines(tmp_path / "rlo.svg")[0] == "Caf\u00e9 Run evil"
+
+
+def test_a_title_too_long_for_the_page_is_cut_visibly_and_the_code_keeps_its_room(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    title = "Marathon " * 150
+    assert run_photoctl(["events", "create", "long", "--title", title], env).returncode == 0
+    for name in ("long.png", "long.svg"):
+        made = run_photoctl(["events", "qr", "long", "--out", name], env, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+    lines = svg_lines(tmp_path / "long.svg")
+    title_lines = lines[: lines.index("Find your photos")]
+    assert len(title_lines) == 6 and title_lines[-1].endswith(" …"), title_lines
+    with Image.open(tmp_path / "long.png") as image:
+        assert decoded(image) == [f"{PUBLIC_URL}/e/long"]

@@ -83,6 +83,8 @@ def test_counts_of_one_are_singular(tmp_path: Path, db_url: str, engine: Engine)
         'purged gala: 0 matches, 0 "not me"s, 0 selfies, 0 faces, 1 participant erased'
         in purged.stderr
     ), purged.stderr
+    shown = run_photoctl(["events", "show", "gala"], env).stdout
+    assert "face data deleted on " in shown and ", by hand" in shown, shown
     dry = run_photoctl(["events", "purge", "--expired", "--dry-run"], env)
     assert "dry run: 0 events would be purged" in dry.stderr
 

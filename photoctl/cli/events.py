@@ -44,7 +44,8 @@ def _moment(value: float) -> str:
 
 def _retention(event: Event) -> str:
     if event.purged_at is not None:
-        return f"face data deleted on {event.face_data_deleted_on}"
+        why = "by hand" if event.purged_by_organizer else "at the end of its retention"
+        return f"face data deleted on {event.face_data_deleted_on}, {why}"
     ends = event.retention_ends_at
     if ends is None:
         days = plural(event.retention_days, "day")

@@ -36,7 +36,10 @@ class Entry:
     def actor(self) -> str:
         """Who did it: "participant" (enrollment, their selfies, "not me", erasure, and the
         matches found then), "worker" (matches found in a new photo: ``detail.worker`` names
-        it since this was recorded) or "operator" (a CLI command: events, purges)."""
+        it since this was recorded) or "operator" (a CLI command: events, purges, `users
+        delete`, whose entries say ``by``)."""
+        if self.detail.get("by") == "operator":
+            return "operator"
         if self.participant_id is not None:
             return "participant"
         if self.action == AuditAction.MATCHES and self.detail.get("source") == "photo":

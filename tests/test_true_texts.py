@@ -11,9 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from photoctl import config, events, faces, participants
+from photoctl import config, db, events, faces, participants
+from photoctl.models import User
 from photoctl.wording import plural
 from testkit.photos import settle, write_photo
 from tests.support.cli import photoctl_env, run_photoctl
@@ -130,6 +131,21 @@ def test_the_audit_credits_each_entry_to_whoever_did_it(
     assert f"  matches  participant {entries[3]['participant_id']}  photos=0" in text[3]
     assert f"  matches  worker {worker_id}  source=photo users=1" in text[4], text[4]
     assert all("operator" not in line for line in text[1:]), text
+
+    # An operator who deletes a participant erases their face data: audited, and credited.
+    participant = entries[3]["participant_id"]
+    with db.read(engine) as conn:
+        name = conn.execute(select(User.name).where(User.id == participant)).scalar_one()
+    deleted = run_photoctl(["users", "delete", name, "--yes"], env)
+    assert deleted.returncode == 0, deleted.stderr
+    last = json.loads(run_photoctl(["audit", "--json"], env).stdout.splitlines()[-1])
+    assert (last["action"], last["actor"], last["participant_id"]) == (
+        "erase",
+        "operator",
+        participant,
+    )
+    line = run_photoctl(["audit", "--event", "gala"], env).stdout.splitlines()[-1]
+    assert f"  erase  operator (participant {participant})  by=operator user_deleted=1" in line
 
 
 def test_the_default_consent_text_follows_the_events_date_and_retention(

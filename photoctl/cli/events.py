@@ -463,7 +463,8 @@ def audit(app: App, slug: str | None, limit: int | None, as_json: bool) -> None:
             continue
         who = entry.actor
         if entry.participant_id is not None:
-            who = f"participant {entry.participant_id}"
+            whose = f"participant {entry.participant_id}"
+            who = whose if who == "participant" else f"{who} ({whose})"
         elif "worker" in entry.detail:
             who = f"worker {entry.detail['worker']}"
         # Versions are 64 hex digits: their first 12 tell them apart on a terminal (--json has

@@ -11,10 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from photoctl import config, db, events, faces, participants
-from photoctl.models import User
+from photoctl.models import Event, User
 from photoctl.wording import plural
 from testkit.photos import settle, write_photo
 from tests.support.cli import photoctl_env, run_photoctl
@@ -181,3 +181,21 @@ def test_the_default_consent_text_follows_the_events_date_and_retention(
     assert run_photoctl(["events", "edit", "run", "--consent-file", str(own)], env).returncode == 0
     assert run_photoctl(["events", "edit", "run", "--no-date"], env).returncode == 0
     assert shown("run")["consent_text"] == "Our own words about faces."
+
+
+def test_a_default_consent_text_of_the_earlier_wording_is_rewritten_by_an_edit(
+    tmp_path: Path, db_url: str, engine: Engine
+) -> None:
+    """Events created before the wording followed the date said "365 days after the event"
+    even without a date; an edit of their retention or date sets the true text."""
+    env = photoctl_env(tmp_path, db_url)
+    assert run_photoctl(["events", "create", "old", "--title", "Old"], env).returncode == 0
+    earlier = events.default_consent_text("Old", 365, None).replace(
+        "365 days after the event closes to new participants", "365 days after the event"
+    )
+    with db.write(engine) as conn:
+        conn.execute(update(Event).where(Event.slug == "old").values(consent_text=earlier))
+    edited = run_photoctl(["events", "edit", "old", "--retention-days", "30"], env)
+    assert edited.returncode == 0, edited.stderr
+    text = json.loads(run_photoctl(["events", "show", "old", "--json"], env).stdout)
+    assert "deleted 30 days after the event closes to new participants." in text["consent_text"]

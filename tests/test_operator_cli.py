@@ -472,7 +472,7 @@ def test_one_shot_ingest_waits_for_files_being_written_to_settle(
     copying = write_photo(tmp_path / "photos" / "copying.jpg", seed=60, settled=False)
     running = Background(["ingest", str(tmp_path / "photos"), "--json"], env)
     # The copy goes on (its mtime keeps moving) until ingest says it waits for it.
-    waiting = "waiting up to 60 s for 1 files still being written"
+    waiting = "waiting up to 60 s for 1 file still being written"
     deadline = time.monotonic() + 60
     while not any(waiting in line for line in running.stderr):
         assert running.process.poll() is None and time.monotonic() < deadline, running.stderr

@@ -32,12 +32,27 @@ class Entry:
     participant_id: int | None
     detail: dict[str, Any]
 
+    @property
+    def actor(self) -> str:
+        """Who did it: "participant" (enrollment, their selfies, "not me", erasure, and the
+        matches found then), "worker" (matches found in a new photo: ``detail.worker`` names
+        it since this was recorded) or "operator" (a CLI command: events, purges, `users
+        delete`, whose entries say ``by``)."""
+        if self.detail.get("by") == "operator":
+            return "operator"
+        if self.participant_id is not None:
+            return "participant"
+        if self.action == AuditAction.MATCHES and self.detail.get("source") == "photo":
+            return "worker"
+        return "operator"
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "at": self.at,
             "event_id": self.event_id,
             "action": self.action,
+            "actor": self.actor,
             "participant_id": self.participant_id,
             "detail": self.detail,
         }

@@ -13,6 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from photoctl.wording import plural
+
 _CALLS = re.compile(r"^(\d+)(?:\s*calls?)?$", re.IGNORECASE)
 _USD = re.compile(r"^(?:\$\s*(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*usd)$", re.IGNORECASE)
 EXPECTED = "a number of calls (20000) or an amount in USD ($25 or 25 USD), or empty for none"
@@ -26,7 +28,7 @@ class Budget:
     usd: float | None = None
 
     def __str__(self) -> str:
-        return f"{self.calls} calls" if self.calls is not None else f"${self.usd:.2f}"
+        return plural(self.calls, "call") if self.calls is not None else f"${self.usd:.2f}"
 
     def reached(self, billed_calls: int, price_per_1000_calls: float) -> bool:
         return self.calls_left(billed_calls, price_per_1000_calls) <= 0

@@ -342,7 +342,8 @@ def ensure_schema(engine: Engine) -> None:
                         text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
                     )
                 # Checked again under the lock: another process may have just upgraded.
-                if _read_revision(connection) == SCHEMA_REVISION:
+                before = _read_revision(connection)
+                if before == SCHEMA_REVISION:
                     return
                 config = _alembic_config()
                 config.attributes["connection"] = connection
@@ -355,7 +356,12 @@ def ensure_schema(engine: Engine) -> None:
         finally:
             if sqlite_file:
                 _on_driver(connection, "PRAGMA foreign_keys = ON")
-        log.info("[Startup] Database schema upgraded to revision %s", SCHEMA_REVISION)
+        if before is None:
+            log.info("[Startup] Database created at schema revision %s", SCHEMA_REVISION)
+        else:
+            log.info(
+                "[Startup] Database schema upgraded from revision %s to %s", before, SCHEMA_REVISION
+            )
 
 
 def _on_driver(connection: Connection, statement: str) -> None:

@@ -15,12 +15,23 @@ from sqlalchemy import Connection, Row, bindparam, func, select, update
 
 from photoctl.models import Event as EventModel
 from photoctl.models import Photo, User
+from photoctl.wording import plural
 
 events_table = EventModel.__table__
 photos_table = Photo.__table__
 users_table = User.__table__
 
 DAY_SECONDS = 86400.0
+
+
+def retention_words(retention_days: int, date: str | None) -> str:
+    """ "on 2026-07-02, 60 days after the event", or for an event without a date "60 days
+    after the event closes to new participants" (Event.retention_ends_at)."""
+    days = plural(retention_days, "day")
+    if date is None:
+        return f"{days} after the event closes to new participants"
+    end = datetime.date.fromisoformat(date) + datetime.timedelta(days=retention_days)
+    return f"on {end.isoformat()}, {days} after the event"
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,20 @@ class Event:
         if self.closed_at is not None:
             return self.closed_at + self.retention_days * DAY_SECONDS
         return None
+
+    @property
+    def purged_by_organizer(self) -> bool:
+        """Whether the purge came before the retention ended: an organizer's `events purge
+        SLUG`, not `events purge --expired` at the end of the time face data was kept for."""
+        if self.purged_at is None:
+            return False
+        ends = self.retention_ends_at
+        return ends is None or self.purged_at < ends
+
+    @property
+    def retention_words(self) -> str:
+        """When face data is deleted, as the consent text and the event page both say it."""
+        return retention_words(self.retention_days, self.date)
 
     @property
     def state(self) -> str:

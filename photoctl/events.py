@@ -33,9 +33,10 @@ from sqlalchemy import Engine
 
 from photoctl import audit, db, event_store, face_store, participant_store, users
 from photoctl.errors import ConfigError, PhotoctlError
-from photoctl.event_store import Event
+from photoctl.event_store import Event, retention_words
 from photoctl.faces.base import FaceEngine
 from photoctl.models import DEFAULT_EVENT_SLUG, AuditAction
+from photoctl.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,31 @@ class UnknownEvent(ConfigError):
         self.slug = slug
 
 
-def default_consent_text(title: str, retention_days: int) -> str:
-    """What is stored and for how long, in plain words, for an event without --consent-file."""
+def default_consent_text(title: str, retention_days: int, date: str | None) -> str:
+    """What is stored and for how long, in plain words, for an event without --consent-file.
+
+    When it is deleted is said as the event page says it (event_store.retention_words): an
+    event without a date keeps face data until some days after it closes, not after a day.
+    """
     return (
         f"To find your photos of {title}, your selfie is turned into a face template (numbers "
         "describing your face) and compared with the faces in this event's photos. We keep the "
         "face template, the list of photos you were found in, the time you agreed and the "
         "version of this text; the selfie image itself is not kept. You can delete your face "
         "data at any time from your gallery page; otherwise it is deleted "
-        f"{retention_days} days after the event. The photos themselves are not deleted."
+        f"{retention_words(retention_days, date)}. The photos themselves are not deleted."
+    )
+
+
+def _is_default_consent(event: Event) -> bool:
+    """Whether the event's consent text is the default one, of this or the earlier wording
+    (which said "N days after the event" with or without a date)."""
+    earlier = default_consent_text(event.title, event.retention_days, None).replace(
+        retention_words(event.retention_days, None), f"{event.retention_days} days after the event"
+    )
+    return event.consent_text in (
+        default_consent_text(event.title, event.retention_days, event.date),
+        earlier,
     )
 
 
@@ -164,7 +181,7 @@ def create_event(
     if retention_days < 1:
         raise ConfigError("--retention-days must be at least 1")
     text = (consent_text if consent_text is not None else "").strip() or default_consent_text(
-        title, retention_days
+        title, retention_days, date
     )
     if access_code is not None and len(normalize_access_code(access_code)) < 4:
         raise ConfigError("an access code needs at least 4 letters or digits")
@@ -198,6 +215,7 @@ def create_event(
 
 
 _KEEP: Any = object()  # edit_event: leave this field as it is
+_IN_DEFAULT = {"title", "date", "retention_days"}  # what the default consent text says
 
 
 def edit_event(
@@ -217,7 +235,8 @@ def edit_event(
 
     A new consent text gets a new version: participants who enrolled before keep the version
     they agreed to (users.consent_version), new ones agree to the new text. Audited, with the
-    names of the fields changed.
+    names of the fields changed. An event still on the default consent text gets it anew when
+    its title, date or retention changes, so that the text stays true.
     """
     values: dict[str, Any] = {}
     if title is not None:
@@ -246,6 +265,15 @@ def edit_event(
         event = event_store.event_by_slug(conn, slug)
         if event is None:
             raise UnknownEvent(slug)
+        if consent_text is None and _is_default_consent(event) and values.keys() & _IN_DEFAULT:
+            text = default_consent_text(
+                values.get("title", event.title),
+                values.get("retention_days", event.retention_days),
+                values.get("date", event.date),
+            )
+            if text != event.consent_text:
+                values["consent_text"] = text
+                values["consent_version"] = consent_version(text)
         if values:
             event_store.update_event(conn, event.id, **values)
             names = {"access_code_hash": "access_code", "consent_text": "consent"}
@@ -355,7 +383,8 @@ def purge_event(
     keeps_index = face_engine is not None and face_engine.keeps_index
     if indexed and not keeps_index:
         raise ConfigError(
-            f"event {slug!r} has {indexed} faces in a face engine's own index (Rekognition); "
+            f"event {slug!r} has {plural(indexed, 'face')} in a face engine's own index "
+            "(Rekognition); "
             "purge with --engine rekognition so that they are deleted there too"
         )
     with db.write(database) as conn:

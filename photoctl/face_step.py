@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from PIL import Image
 from sqlalchemy import Engine
@@ -91,15 +92,16 @@ def make_face_step(
     face_engine = faces.make_engine(engine_name, settings, database, holder)
     if face_engine is None:
         return NoFaces()
-    return EngineFaceStep(database, face_engine)
+    return EngineFaceStep(database, face_engine, holder)
 
 
 class EngineFaceStep:
     """The face step of one face engine (a pipeline.FaceStep)."""
 
-    def __init__(self, database: Engine, engine: FaceEngine) -> None:
+    def __init__(self, database: Engine, engine: FaceEngine, worker_id: str | None = None) -> None:
         self.database = database
         self.engine = engine
+        self.worker_id = worker_id  # credited in the audit log for the matches it makes
         self.detail_px = engine.detail_px
         self.jobs_in_flight = engine.jobs_in_flight
 
@@ -127,8 +129,16 @@ class EngineFaceStep:
                     gained = face_store.store_matches(conn, matches)
                     if gained:
                         # Only matches really inserted: a rerun of the job audits nothing twice.
+                        credit: dict[str, Any] = (
+                            {"worker": self.worker_id} if self.worker_id else {}
+                        )
                         audit.record(
-                            conn, event.id, AuditAction.MATCHES, source="photo", users=len(gained)
+                            conn,
+                            event.id,
+                            AuditAction.MATCHES,
+                            source="photo",
+                            users=len(gained),
+                            **credit,
                         )
         except FacesRefused as refused:
             log.warning("[FaceRecognition] photo %d: faces failed: %s", photo.id, refused)

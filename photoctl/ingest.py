@@ -42,6 +42,7 @@ from photoctl.walk import (
     read_error_reason,
     walk_images,
 )
+from photoctl.wording import plural
 
 if TYPE_CHECKING:
     from photoctl.object_store import S3Store
@@ -224,7 +225,10 @@ def ingest_paths(
     report.unsettled = len(unsettled)
     report.skipped = report.unchanged + report.unsettled
     if report.unsettled:
-        log.info("left %d files still being written for the next run", report.unsettled)
+        log.info(
+            "left %s for the next run",
+            plural(report.unsettled, "file still being written", "files still being written"),
+        )
     report.seconds = time.perf_counter() - started
     return report
 
@@ -300,7 +304,7 @@ def _hash_and_register(
                 _register_batch(engine, hashed, album, event_id, report, now)
                 hashed.clear()
             if should_stop and should_stop():
-                log.info("stopping: %d of %d files hashed", done, len(to_hash))
+                log.info("stopping: %d of %s hashed", done, plural(len(to_hash), "file"))
                 break
     return changed
 
@@ -322,7 +326,11 @@ def _wait_for_settled(
     A file is settled once it has not been modified for ``ingest.settle_seconds``. Returns what
     is still being written when the wait ends.
     """
-    log.info("waiting up to %g s for %d files still being written", settle_wait, len(unsettled))
+    log.info(
+        "waiting up to %g s for %s",
+        settle_wait,
+        plural(len(unsettled), "file still being written", "files still being written"),
+    )
     settle_ns = int(settings.ingest.settle_seconds * 1e9)
     deadline = time.monotonic() + settle_wait
     pending = unsettled
@@ -375,7 +383,9 @@ def _register_batch(
     report.duplicates += len(registration.duplicate_paths)
     report.job_ids.extend(job_ids)
     if job_ids:
-        log.info("[PhotoQueue] %d jobs enqueued (queue size: %d)", len(job_ids), queue_size)
+        log.info(
+            "[PhotoQueue] %s enqueued (queue size: %d)", plural(len(job_ids), "job"), queue_size
+        )
 
 
 def _register(
@@ -403,7 +413,8 @@ def _register(
         new = len(registration.new_photo_ids)
         waiting = queue.waiting_count(conn) if max_waiting is not None else None
         if waiting is not None and max_waiting is not None and new and waiting + new > max_waiting:
-            raise queue.QueueFull(f"{max_waiting} jobs are waiting already")
+            verb = "is" if max_waiting == 1 else "are"
+            raise queue.QueueFull(f"{plural(max_waiting, 'job')} {verb} waiting already")
         job_ids = queue.enqueue_jobs(conn, JobKind.PROCESS_PHOTO, registration.new_photo_ids, now)
         # For the log line: the count read under the cap's lock plus what was added (a claim
         # since may have lowered it on PostgreSQL; a log line can live with that).

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from photoctl import db, face_store, usage
 from photoctl.budget_syntax import cost_usd, usd_text
 from photoctl.config import Settings
+from photoctl.wording import plural
 
 ASSUMED_FACES_PER_PHOTO = 3
 ENGINE = "rekognition"
@@ -61,11 +62,13 @@ class CallEstimate:
     def describe(self) -> str:
         storage = self.stored_faces * self.price_per_face_month
         return (
-            f"rekognition: {self.photos} new photos need ~{self.calls} calls ({self.index_faces} "
-            f"IndexFaces + ~{self.search_faces} SearchFaces), ~{usd_text(self.cost_usd)}; then "
-            f"~{self.stored_faces} faces stored ~{usd_text(storage)}/month. Assumed: "
-            f"{self.faces_per_photo:.1f} faces a photo ({self.basis}) and the "
-            f"{self.enrolled_selfies} selfies enrolled in the event now"
+            f"rekognition: {plural(self.photos, 'new photo')} "
+            f"{'needs' if self.photos == 1 else 'need'} ~{plural(self.calls, 'call')} "
+            f"({self.index_faces} IndexFaces + ~{self.search_faces} SearchFaces), "
+            f"~{usd_text(self.cost_usd)}; then ~{plural(self.stored_faces, 'face')} stored "
+            f"~{usd_text(storage)}/month. Assumed: {self.faces_per_photo:.1f} faces a photo "
+            f"({self.basis}) and the {plural(self.enrolled_selfies, 'selfie')} enrolled in the "
+            "event now"
         )
 
 

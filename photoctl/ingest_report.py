@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from photoctl.wording import plural
+
 
 @dataclass
 class IngestReport:
@@ -37,6 +39,6 @@ class IngestReport:
             else ""
         )
         return (
-            f"{self.new} new, {self.duplicates} duplicates, {self.skipped} skipped, "
-            f"{len(self.errors)} errors in {self.seconds:.2f} s{split}"
+            f"{self.new} new, {plural(self.duplicates, 'duplicate')}, {self.skipped} skipped, "
+            f"{plural(len(self.errors), 'error')} in {self.seconds:.2f} s{split}"
         )

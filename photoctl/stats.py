@@ -15,6 +15,7 @@ from photoctl.budget import spend_today
 from photoctl.budget_syntax import usd_text
 from photoctl.config import Settings
 from photoctl.models import Job, JobState
+from photoctl.wording import plural
 
 jobs = Job.__table__
 
@@ -80,7 +81,8 @@ def render(figures: dict) -> str:
     if findable["count"]:
         findable_line = (
             f"findable: p50 {findable['p50_seconds']:.1f} s, p95 {findable['p95_seconds']:.1f} s "
-            f"from ingest to a user's list ({findable['count']} matches in the last hour)"
+            f"from ingest to a user's list "
+            f"({plural(findable['count'], 'match', 'matches')} in the last hour)"
         )
     else:
         findable_line = "findable: no photo matched a user in the last hour"
@@ -98,7 +100,8 @@ def render(figures: dict) -> str:
             else ""
         ),
         findable_line,
-        f"cache:   {cache['size']} entries, {cache['hits']} hits, {cache['misses']} misses",
+        f"cache:   {plural(cache['size'], 'entry')}, {plural(cache['hits'], 'hit')}, "
+        f"{plural(cache['misses'], 'miss', 'misses')}",
     ]
     calls = figures.get("rekognition")
     if calls and any(calls["total"][outcome] for outcome in ("accepted", "throttled", "failed")):
@@ -123,7 +126,7 @@ def render_calls(calls: dict) -> str:
             if counts["accepted"]
         )
         return (
-            f"{figures['accepted']} calls ({operations or 'none accepted'}; "
+            f"{plural(figures['accepted'], 'call')} ({operations or 'none accepted'}; "
             f"{figures['throttled']} throttled, {figures['failed']} failed) "
             f"~{usd_text(figures['estimated_cost_usd'])}"
         )
@@ -131,7 +134,7 @@ def render_calls(calls: dict) -> str:
     storage = usd_text(calls["storage_cost_per_month_usd"])
     lines = [
         f"rekognition: today {period(calls['today'])}; in all {period(calls['total'])}; "
-        f"{calls['stored_faces']} faces stored ~{storage}/month"
+        f"{plural(calls['stored_faces'], 'face')} stored ~{storage}/month"
     ]
     for slug, figures in calls.get("by_event", {}).items():
         name = slug or "(before per-event counts)"
@@ -144,6 +147,6 @@ def render_event_calls(figures: dict) -> str:
 
     def period(counts: dict) -> str:
         cost = counts["estimated_cost_usd"]
-        return f"{counts['accepted']} calls ({counts['billed']} billed) ~{usd_text(cost)}"
+        return f"{plural(counts['accepted'], 'call')} ({counts['billed']} billed) ~{usd_text(cost)}"
 
     return f"today {period(figures['today'])}; in all {period(figures['total'])}"

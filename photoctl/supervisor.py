@@ -34,6 +34,7 @@ from photoctl import db, faces, processes, queue, workers_registry
 from photoctl.config import Settings
 from photoctl.errors import TransientError
 from photoctl.faces import limiter
+from photoctl.wording import plural
 from photoctl.worker_processes import STOP_SIGNALS, child_main, worker_context
 from photoctl.worker_spec import ChildSpec, WorkReport, new_worker_id, supervisor_pid_of
 
@@ -352,8 +353,8 @@ class Supervisor:
             return
         grace_seconds = self.settings.queue.shutdown_grace
         log.info(
-            "[Shutdown] Stopping %d workers (grace %.0f s)",
-            len(self.children),
+            "[Shutdown] Stopping %s (grace %.0f s)",
+            plural(len(self.children), "worker"),
             grace_seconds,
             extra={"event": "shutdown", "workers": len(self.children)},
         )
@@ -427,9 +428,10 @@ def requeue_jobs_of_gone_workers(
         return 0
     if gone:
         log.info(
-            "[Startup] %d jobs requeued from %d workers of this host that are gone",
-            requeued,
-            len(gone),
+            "[Startup] %s requeued from %s of this host that %s gone",
+            plural(requeued, "job"),
+            plural(len(gone), "worker"),
+            "is" if len(gone) == 1 else "are",
         )
     return requeued
 
@@ -450,9 +452,9 @@ def stop_orphans(registered: list[workers_registry.RegisteredWorker], grace: flo
     if not orphans:
         return
     log.info(
-        "[Startup] Waiting up to %.0f s for %d workers whose supervisor is gone to stop",
+        "[Startup] Waiting up to %.0f s for %s whose supervisor is gone to stop",
         grace,
-        len(orphans),
+        plural(len(orphans), "worker"),
     )
     orphans = _running_until(orphans, time.monotonic() + grace)
     killed = []

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Select, bindparam, delete, func, select, update
 
-from photoctl import db, event_store, face_store
+from photoctl import audit, db, event_store, face_store
 from photoctl.config import Settings
 from photoctl.errors import (
     ConfigError,
@@ -41,7 +41,7 @@ from photoctl.event_store import Event
 from photoctl.face_step import StoredFaces, drop_purged_index
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
-from photoctl.models import LoginToken, Match, Photo, SelfieFace, User, display_path
+from photoctl.models import AuditAction, LoginToken, Match, Photo, SelfieFace, User, display_path
 
 if TYPE_CHECKING:  # a type only: importing users need not load diskcache
     from photoctl.cache import ResponseCache
@@ -338,6 +338,9 @@ def delete_user(
         # The foreign key cascades too; said here so revocation does not hang on a pragma.
         conn.execute(delete(login_tokens).where(login_tokens.c.user_id == user_id))
         conn.execute(delete(users_table).where(users_table.c.id == user_id))
+        if event is not None:
+            # The user's face data goes with them: an erasure, done by the operator.
+            audit.record(conn, event.id, AuditAction.ERASE, user_id, by="operator", user_deleted=1)
     # After the commit: no earlier version of the deleted rows stays in SQLite's WAL.
     db.truncate_wal(database)
     forget_late_selfies(engine, event, late)

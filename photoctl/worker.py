@@ -39,6 +39,7 @@ from photoctl.logs import job_fields
 from photoctl.models import JobKind
 from photoctl.outages import DatabaseOutage, FullDisk
 from photoctl.pipeline import PhotoOutcome, process_photo
+from photoctl.wording import plural
 from photoctl.worker_spec import ChildSpec, WorkReport, new_worker_id
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,9 @@ class WorkerLoop:
         except TransientError as error:
             # Stopping during an outage: the jobs come back when their lease expires (or when
             # a supervisor finds this worker gone).
-            log.warning("[%s] could not give back %d jobs: %s", self.name, len(job_ids), error)
+            log.warning(
+                "[%s] could not give back %s: %s", self.name, plural(len(job_ids), "job"), error
+            )
             return 0
 
     def _run_batch(self, claimed: list[queue.ClaimedJob]) -> None:

@@ -8,14 +8,15 @@
 # sleeps; 0 runs them in this process, which is what to use with -x or --pdb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The browser tests drive Debian's headless Chromium through its chromedriver (selenium).
+# The browser tests drive Debian's headless Chromium through its chromedriver (selenium); the
+# poster test rasterises the PDF poster with poppler's pdftoppm to read its QR code back.
 # Installed here when missing, without questions (CI runs as root; elsewhere sudo may ask).
-if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver || ! -x /usr/bin/pdftoppm ]]; then
     sudo_cmd=()
     [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
     "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
     "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        chromium chromium-driver
+        chromium chromium-driver poppler-utils
 fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip

@@ -97,8 +97,14 @@ def test_matching_never_crosses_events_in_either_direction(
     ingest_event(engine, rekognition_settings, tmp_path / "run2", "run")
     assert "run-late-red.jpg" in photo_names(engine, red_runner.participant.id)
     assert "run-late-red.jpg" not in photo_names(engine, red_swimmer.participant.id)
-    photo_side = [e.detail for e in events.event_audit(engine, "run") if e.action == "matches"]
-    assert {"source": "photo", "users": 1} in photo_side, "matches made by a worker, counted"
+    photo_side = [
+        ({**e.detail, "worker": "-"}, e.actor)
+        for e in events.event_audit(engine, "run")
+        if e.action == "matches" and e.participant_id is None
+    ]
+    assert photo_side == [({"source": "photo", "users": 1, "worker": "-"}, "worker")], (
+        "matches made by a worker, counted and credited to it"
+    )
     # One collection per event; the default event keeps the configured one.
     assert {"photoctl-run", "photoctl-swim"} <= collections(rekognition)
     # The gallery token finds its participant; it is stored only as a hash.

@@ -456,7 +456,7 @@ def test_users_show_lists_the_users_photos(settings, engine, tmp_path: Path) -> 
     shown = run_photoctl(["users", "show", "obama"], env)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[0] == "obama  user  enrolled  1 photos"
+    assert lines[0] == "obama  user  enrolled  1 photo"
     assert len(lines) == 2 and "obama_2.jpg" in lines[1] and "album Gala" in lines[1]
     as_json = json.loads(run_photoctl(["users", "show", "obama", "--json"], env).stdout)
     assert [p["filename"] for p in as_json["matched"]] == ["obama_2.jpg"]

@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from photoctl import db, queue, workers_registry
 from photoctl.models import Job
+from photoctl.wording import plural
 from testkit.photos import write_tree
 from tests.support.cli import photoctl_env
 from tests.support.worker import ingest_json, list_jobs, start_photoctl, wait_for
@@ -221,9 +222,10 @@ def test_restart_after_kill_9_resumes_the_dead_workers_jobs_at_once(
     stderr = second.stderr()
     assert code == 0, stderr[-3000:]
     assert seconds < lease_seconds / 5, f"took {seconds:.0f} s\n{stderr[-3000:]}"
-    assert f"[Startup] {len(held)} jobs requeued from 2 workers of this host that are gone" in (
-        stderr
-    ), stderr[-3000:]
+    requeued = plural(len(held), "job")
+    assert f"[Startup] {requeued} requeued from 2 workers of this host that are gone" in (stderr), (
+        stderr[-3000:]
+    )
     jobs = {job["id"]: job for job in list_jobs(env)}
     assert Counter(job["state"] for job in jobs.values()) == {"done": 30}
     for job in held:

@@ -25,7 +25,8 @@ from testkit.fake_rekognition import FakeRekognition, make_face_image
 from tests.support.serve import start_server, stop_server
 
 PACKAGE = Path(__file__).resolve().parent.parent / "photoctl"
-MAX_MODULE_LINES = 500
+# A bound on size, not a budget that places code: a module goes where its concern is (issue 22).
+MAX_MODULE_LINES = 800
 README = PACKAGE.parent / "README.md"
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -189,7 +190,7 @@ def test_every_photoctl_module_imports_on_its_own_in_a_fresh_interpreter() -> No
     assert result.returncode == 0, result.stdout + result.stderr[-5000:]
 
 
-def test_no_photoctl_module_is_over_500_lines() -> None:
+def test_no_photoctl_module_is_over_800_lines() -> None:
     sizes = {
         name: len(path.read_text(encoding="utf-8").splitlines())
         for name, path in _modules().items()

@@ -344,7 +344,7 @@ def test_json_of_doctor_and_jobs_show_retry_prune(tmp_path: Path, db_url: str) -
     assert work.returncode == 0, work.stderr
     retried = run_photoctl(["jobs", "retry", job_id, "--json"], env)
     assert json.loads(retried.stdout) == {"queued_again": 1}
-    assert "1 jobs queued again" in retried.stderr
+    assert "1 job queued again" in retried.stderr
     pruned = run_photoctl(["jobs", "prune", "--older-than", "0s", "--json"], env)
     assert json.loads(pruned.stdout) == {"pruned": 1, "uploads_deleted": 0}
 
@@ -474,7 +474,7 @@ def test_one_shot_ingest_waits_for_files_being_written_to_settle(
     copying = write_photo(tmp_path / "photos" / "copying.jpg", seed=60, settled=False)
     running = Background(["ingest", str(tmp_path / "photos"), "--json"], env)
     # The copy goes on (its mtime keeps moving) until ingest says it waits for it.
-    waiting = "waiting up to 60 s for 1 files still being written"
+    waiting = "waiting up to 60 s for 1 file still being written"
     deadline = time.monotonic() + 60
     while not any(waiting in line for line in running.stderr):
         assert running.process.poll() is None and time.monotonic() < deadline, running.stderr

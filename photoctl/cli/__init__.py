@@ -9,7 +9,7 @@ stop at their next safe point, anything else unwinds (transactions roll back).
 The package is the root group and the entry point; `common` holds what every command shares,
 and each command family has its own module (`processing`: ingest, work; `monitoring`: stats,
 jobs; `accounts`: users; `installation`: init, config, doctor; `serving`: cache, serve;
-`events`: events, audit; `database`: db copy).
+`events`: events; `audit`: audit; `database`: db copy).
 Commands only parse, call one function in the core, and print.
 """
 
@@ -27,6 +27,7 @@ from dotenv import load_dotenv
 
 from photoctl.cli import (
     accounts,
+    audit,
     database,
     events,
     installation,
@@ -82,7 +83,7 @@ cli.add_command(accounts.users)
 cli.add_command(serving.cache)
 cli.add_command(serving.serve)
 cli.add_command(events.events)
-cli.add_command(events.audit)
+cli.add_command(audit.audit)
 cli.add_command(database.db)
 
 

@@ -21,6 +21,7 @@ from photoctl.cli.common import (
     response_cache,
 )
 from photoctl.errors import SeveralFaces
+from photoctl.wording import plural
 
 if TYPE_CHECKING:
     from photoctl.faces.base import FaceEngine
@@ -96,7 +97,7 @@ def users_add(
                 password=secret,
                 largest=largest,
             )
-        app.say(f"{name} enrolled: matched in {count} photos")
+        app.say(f"{name} enrolled: matched in {plural(count, 'photo')}")
     click.echo(token)
 
 
@@ -125,7 +126,7 @@ def users_enroll(app: App, name: str, selfie: Path, largest: bool) -> None:
         count = users_module.enroll(
             app.engine(), _require_engine(app), app.settings, name, selfie, largest=largest
         )
-    app.say(f"{name} enrolled: matched in {count} photos")
+    app.say(f"{name} enrolled: matched in {plural(count, 'photo')}")
 
 
 @users.command("token")
@@ -151,7 +152,7 @@ def users_list(app: App, as_json: bool) -> None:
         else:
             role = "admin" if user.is_admin else "user"
             enrolled = "enrolled" if user.enrolled else "not enrolled"
-            click.echo(f"{user.name}  {role}  {enrolled}  {user.photos} photos")
+            click.echo(f"{user.name}  {role}  {enrolled}  {plural(user.photos, 'photo')}")
 
 
 @users.command("show")
@@ -173,7 +174,7 @@ def users_show(app: App, name: str, as_json: bool) -> None:
         return
     role = "admin" if user.is_admin else "user"
     enrolled = "enrolled" if user.enrolled else "not enrolled"
-    click.echo(f"{user.name}  {role}  {enrolled}  {user.photos} photos")
+    click.echo(f"{user.name}  {role}  {enrolled}  {plural(user.photos, 'photo')}")
     for photo in photos:
         album = f"  album {photo.album}" if photo.album else ""
         click.echo(f"  {photo.id}  {photo.filename}  {photo.similarity:.1f}%{album}")

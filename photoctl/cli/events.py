@@ -1,4 +1,4 @@
-"""`photoctl events` (create, list, show, close, purge, qr) and `photoctl audit`.
+"""`photoctl events`: create, list, show, edit, close, purge, qr (the audit log: cli/audit.py).
 
 Unknown slugs and bad options exit 2; `events purge` exits 1 when the purge of some event
 failed (the others still ran), so cron mails about it, and 0 when there was nothing to do.
@@ -16,21 +16,26 @@ import click
 
 from photoctl.cli.common import App, UsageProblem, json_option, pass_app, response_cache
 from photoctl.errors import PhotoctlError
+from photoctl.wording import plural
 
 if TYPE_CHECKING:
     from photoctl.events import Event, EventSummary
 
 _GENERATE = "\0generate"  # --access-code given without a value
+# The counts of a purge (face_store.delete_event_face_data), as words: singular, plural.
+_PURGED = {
+    "matches": ("match", "matches"),
+    "rejections": ('"not me"', '"not me"s'),
+    "selfies": ("selfie", "selfies"),
+    "faces": ("face", "faces"),
+    "participants_erased": ("participant erased", "participants erased"),
+}
 
 
 def _day(value: float | None) -> str:
     if value is None:
         return "-"
     return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%d")
-
-
-def _moment(value: float) -> str:
-    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _enrollment(event: Event) -> str:
@@ -48,10 +53,12 @@ def _enrollment(event: Event) -> str:
 
 def _retention(event: Event) -> str:
     if event.purged_at is not None:
-        return f"face data deleted on {event.face_data_deleted_on}"
+        why = "by hand" if event.purged_by_organizer else "at the end of its retention"
+        return f"face data deleted on {event.face_data_deleted_on}, {why}"
     ends = event.retention_ends_at
     if ends is None:
-        return f"face data kept until {event.retention_days} days after the event is closed"
+        days = plural(event.retention_days, "day")
+        return f"face data kept until {days} after the event is closed"
     return f"face data kept until {_day(ends)}"
 
 
@@ -158,8 +165,8 @@ def _print_event(
 def _summary_line(summary: EventSummary) -> str:
     event = summary.event
     return (
-        f"{event.slug}  {event.state}  {event.date or '-'}  {summary.photos} photos  "
-        f"{summary.participants} participants  {event.title}"
+        f"{event.slug}  {event.state}  {event.date or '-'}  {plural(summary.photos, 'photo')}  "
+        f"{plural(summary.participants, 'participant')}  {event.title}"
     )
 
 
@@ -364,7 +371,7 @@ def events_purge(
     if dry_run:
         for event in targets:
             click.echo(json.dumps(event.as_json()) if as_json else event.slug)
-        app.say(f"dry run: {len(targets)} events would be purged")
+        app.say(f"dry run: {plural(len(targets), 'event')} would be purged")
         return
     if not targets:
         app.say("nothing to purge")
@@ -383,7 +390,9 @@ def events_purge(
         cache.forget_users(report.user_ids)
         if as_json:
             click.echo(json.dumps(report.as_json()))
-        counts = ", ".join(f"{value} {name}" for name, value in report.counts.items())
+        counts = ", ".join(
+            plural(value, *_PURGED.get(name, (name, name))) for name, value in report.counts.items()
+        )
         where = "; its collection deleted" if report.collection_deleted else ""
         app.say(f"purged {event.slug}: {counts}{where}")
     if failed:
@@ -410,64 +419,63 @@ def _confirm_purge(slug: str) -> None:
     "--out",
     required=True,
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="File to write; the format follows its extension (.png, .svg, .pdf, .eps).",
+    help="File to write; the format follows its suffix: .png, .pdf or .svg (an A4 poster; "
+    "PNG and PDF at 300 dpi). With --code-only also .eps.",
 )
 @click.option(
-    "--scale", type=click.IntRange(min=1), default=12, show_default=True, help="Pixels per module."
+    "--code-line",
+    metavar="TEXT",
+    help="Where participants find the access code, for an event that asks for one "
+    "[default: it is printed on their bib or badge].",
+)
+@click.option(
+    "--code-only", is_flag=True, help="Only the QR code, no poster (for a design of your own)."
+)
+@click.option(
+    "--scale",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Pixels per module (--code-only).",
 )
 @json_option("Print {url, file} as JSON on stdout.")
 @pass_app
-def events_qr(app: App, slug: str, out: Path, scale: int, as_json: bool) -> None:
-    """Write a QR code of the event page, <serve.public_url>/e/SLUG, for a poster.
+def events_qr(
+    app: App,
+    slug: str,
+    out: Path,
+    code_line: str | None,
+    code_only: bool,
+    scale: int,
+    as_json: bool,
+) -> None:
+    """Write the poster of the event page, <serve.public_url>/e/SLUG, to print and put up.
 
+    The poster has the event's title and date, what to do, the QR code, the address in text,
+    where the access code is (when the event asks for one) and when face data is deleted.
     Needs serve.public_url (PHOTOCTL_SERVE_PUBLIC_URL): the address phones reach serve at.
     Prints the URL it encodes.
 
     \b
-    Example:
-      photoctl events qr marathon-2026 --out poster.png
+    Examples:
+      photoctl events qr marathon-2026 --out poster.pdf
+      photoctl events qr marathon-2026 --out poster.png --code-line "The code is on your bib."
+      photoctl events qr marathon-2026 --out code.svg --code-only
     """
-    import segno
-
     from photoctl import events as events_module
+    from photoctl import poster
 
-    events_module.require_event(app.engine(), slug)
+    event = events_module.require_event(app.engine(), slug)
     url = events_module.page_url(app.settings.serve.public_url, slug)
     try:
-        segno.make(url, error="m", micro=False).save(str(out), scale=scale, border=4)
-    except (OSError, ValueError) as error:
-        raise UsageProblem(f"cannot write {out}: {error}") from None
+        if code_only:
+            poster.write_code(url, out, scale)
+        else:
+            line = (code_line or poster.DEFAULT_CODE_LINE) if event.requires_access_code else None
+            sheet = poster.Poster(event.title, event.date, url, line, event.retention_words)
+            poster.write_poster(sheet, out)
+    except OSError as error:
+        raise UsageProblem(f"cannot write {out}: {error.strerror or error}") from None
     click.echo(json.dumps({"url": url, "file": str(out)}) if as_json else url)
-    app.say(f"QR code of {url} written to {out}")
-
-
-@click.command()
-@click.option("--event", "slug", help="Only this event's entries [default: every event].")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N entries.")
-@json_option("One JSON object per entry, per line.")
-@pass_app
-def audit(app: App, slug: str | None, limit: int | None, as_json: bool) -> None:
-    """The audit log, oldest first: consent, enrollments, matches made, "not me", erasures,
-    purges, events created and closed. It holds counts and versions, never faces, tokens,
-    images or addresses, and nothing ever changes or deletes an entry.
-
-    \b
-    Example:
-      photoctl audit --event marathon-2026 --json
-    """
-    from photoctl import events as events_module
-
-    database = app.engine()
-    slugs = {s.event.id: s.event.slug for s in events_module.list_events(database)}
-    for entry in events_module.event_audit(database, slug, limit):
-        if as_json:
-            click.echo(json.dumps({**entry.as_json(), "event": slugs.get(entry.event_id)}))
-            continue
-        who = f"participant {entry.participant_id}" if entry.participant_id else "operator"
-        # Versions are 64 hex digits: their first 12 tell them apart on a terminal (--json has
-        # them whole).
-        detail = " ".join(f"{key}={str(value)[:12]}" for key, value in entry.detail.items())
-        click.echo(
-            f"{_moment(entry.at)}  {slugs.get(entry.event_id, entry.event_id)}  "
-            f"{entry.action}  {who}  {detail}".rstrip()
-        )
+    what = "QR code" if code_only else "poster"
+    app.say(f"{what} of {url} written to {out}")

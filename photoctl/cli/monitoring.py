@@ -20,6 +20,7 @@ from photoctl.cli.common import (
     watch_loop,
 )
 from photoctl.models import JobState
+from photoctl.wording import plural
 
 
 @click.command()
@@ -139,7 +140,7 @@ def jobs_retry(app: App, job_ids: tuple[str, ...], failed: bool, as_json: bool) 
         _, count = queue.retry_named_jobs(conn, job_ids, failed=failed)
     if as_json:
         click.echo(json.dumps({"queued_again": count}))
-    app.say(f"{count} jobs queued again")
+    app.say(f"{plural(count, 'job')} queued again")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -180,4 +181,7 @@ def jobs_prune(app: App, older_than: float, include_failed: bool, as_json: bool)
     report = prune(app.engine(), app.settings, older_than, include_failed=include_failed)
     if as_json:
         click.echo(json.dumps({"pruned": report.jobs, "uploads_deleted": report.uploads_deleted}))
-    app.say(f"{report.jobs} jobs pruned, {report.uploads_deleted} failed uploads deleted")
+    app.say(
+        f"{plural(report.jobs, 'job')} pruned, "
+        f"{plural(report.uploads_deleted, 'failed upload')} deleted"
+    )

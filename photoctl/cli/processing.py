@@ -17,6 +17,7 @@ from photoctl import config as config_module
 from photoctl import db, storage_identity
 from photoctl.cli.common import App, json_option, pass_app, progress_bar, stop_request, watch_loop
 from photoctl.errors import ConfigError
+from photoctl.wording import plural
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -250,8 +251,8 @@ def work(
             )
         )
     summary = (
-        f"work: {report.done} jobs done, {report.failed} failed, "
-        f"{report.restarted} workers restarted in {seconds:.1f} s"
+        f"work: {plural(report.done, 'job')} done, {report.failed} failed, "
+        f"{plural(report.restarted, 'worker')} restarted in {seconds:.1f} s"
     )
     # With -q too, once anything ran: a cron mail of `work -q` holds what the run did, and an
     # idle run (cron every minute) sends none.

@@ -11,6 +11,7 @@ import json
 import click
 
 from photoctl.cli.common import App, PhotoctlGroup, json_option, pass_app, response_cache
+from photoctl.wording import plural
 
 
 @click.group(cls=PhotoctlGroup)
@@ -23,7 +24,7 @@ def cache() -> None:
 def cache_clear(app: App) -> None:
     """Empty the response cache (every serve process on this machine sees it at once)."""
     removed = response_cache(app).clear()
-    app.say(f"cache cleared ({removed} entries)")
+    app.say(f"cache cleared ({plural(removed, 'entry')})")
 
 
 @cache.command("stats")
@@ -36,8 +37,8 @@ def cache_stats(app: App, as_json: bool) -> None:
         click.echo(json.dumps(figures))
     else:
         click.echo(
-            f"{figures['size']} entries, {figures['hits']} hits, "
-            f"{figures['misses']} misses, hit rate {figures['hit_rate']:.1%}"
+            f"{plural(figures['size'], 'entry')}, {plural(figures['hits'], 'hit')}, "
+            f"{plural(figures['misses'], 'miss', 'misses')}, hit rate {figures['hit_rate']:.1%}"
         )
 
 

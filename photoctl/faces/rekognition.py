@@ -42,6 +42,7 @@ from photoctl.faces.base import (
 from photoctl.faces.limiter import CallLimiter, CallOutcome, LimiterSettings
 from photoctl.faces.rekognition_matching import match_photo_faces
 from photoctl.models import DEFAULT_EVENT_SLUG
+from photoctl.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ def _left_out(answer: dict) -> str | None:
     )
     more = f" and {len(dropped) - 20} more" if len(dropped) > 20 else ""
     return (
-        f"{len(dropped)} faces not indexed: Rekognition indexes at most {MAX_FACES_PER_PHOTO} "
+        f"{plural(len(dropped), 'face')} not indexed: Rekognition indexes at most "
+        f"{MAX_FACES_PER_PHOTO} "
         f"per photo, the largest; left out (left,top widthxheight of the photo): {boxes}{more}"
     )
 
@@ -417,10 +419,9 @@ class RekognitionEngine(FaceEngine):
                 break
         if orphans:
             log.warning(
-                "[FaceRecognition][AWS] photo %s: deleting %d faces indexed by an "
-                "interrupted attempt",
+                "[FaceRecognition][AWS] photo %s: deleting %s indexed by an interrupted attempt",
                 photo_id,
-                len(orphans),
+                plural(len(orphans), "face"),
             )
             self.forget(orphans)
 

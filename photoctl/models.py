@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -52,6 +53,7 @@ class JobState(enum.StrEnum):
 
 class JobKind(enum.StrEnum):
     PROCESS_PHOTO = "process_photo"
+    READ_BIBS = "read_bibs"  # `bibs scan`: bibs of a photo processed before its event read them
     NOOP = "noop"  # does nothing; measures the queue itself
 
 
@@ -72,6 +74,7 @@ class AuditAction(enum.StrEnum):
     EVENT_CREATE = "event_create"
     EVENT_CLOSE = "event_close"
     EVENT_EDIT = "event_edit"
+    BIB_SEARCHES = "bib_searches"  # a day's count of bib searches, never the numbers searched
 
 
 class Event(Base):
@@ -98,6 +101,14 @@ class Event(Base):
     # until an organizer turns it on, since it would match a stranger's face against every
     # photo ingested without --event.
     self_enrollment: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    # Bib numbers (migration 0012): read from the event's photos when on. Without a start list,
+    # ``bib_range`` ("1-9999") and ``bib_pattern`` (a regular expression for bibs with letters)
+    # bound what counts as a bib. ``bib_search``: who may look photos up by bib on the event
+    # page: public (anyone), code (with the event's access code) or off.
+    bibs: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    bib_range: Mapped[str | None] = mapped_column(String(32))
+    bib_pattern: Mapped[str | None] = mapped_column(Text)
+    bib_search: Mapped[str] = mapped_column(String(8), server_default="public")
 
     __table_args__ = {"sqlite_autoincrement": True}
 
@@ -130,6 +141,10 @@ class Photo(Base):
     # when its faces were found, or no engine looked at it.
     faces_error: Mapped[str | None] = mapped_column(Text)
     uploaded_by: Mapped[int | None] = mapped_column(Integer)  # user id, for uploads
+    # Checkpoint of the bib step: when this photo's bibs were read (None: not yet, or its event
+    # reads none), and how many digit-like texts it held that no rule accepted as a bib.
+    bibs_read_at: Mapped[float | None] = mapped_column(Float)
+    bib_texts_unread: Mapped[int | None] = mapped_column(Integer)
     # The same content ingested for a second event stays a photo of the first one.
     event_id: Mapped[int] = mapped_column(
         ForeignKey("events.id"), index=True, server_default=str(DEFAULT_EVENT_ID)
@@ -246,6 +261,58 @@ class Rejection(Base):
         ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class StartListEntry(Base):
+    """A runner on an event's start list: the bibs that exist (personal data: the name is deleted
+    with the event's face data at its purge, never shown on a page, never logged)."""
+
+    __tablename__ = "start_list"
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
+    bib: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+
+
+class BibRead(Base):
+    """A bib number read in a photo, with its box (fractions of the image) and confidence."""
+
+    __tablename__ = "bib_reads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    bib: Mapped[str] = mapped_column(String(16))
+    engine: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[float] = mapped_column(Float)  # 0..1
+    box_left: Mapped[float] = mapped_column(Float)
+    box_top: Mapped[float] = mapped_column(Float)
+    box_width: Mapped[float] = mapped_column(Float)
+    box_height: Mapped[float] = mapped_column(Float)
+    read_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("photo_id", "bib"),  # a rerun of the step stores each bib once
+        Index("ix_bib_reads_event_bib", "event_id", "bib"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class ParticipantBib(Base):
+    """A participant's own bib: their gallery also holds the photos where it was read."""
+
+    __tablename__ = "participant_bibs"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    bib: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_participant_bibs_event_bib", "event_id", "bib"),)
 
 
 class AuditEntry(Base):

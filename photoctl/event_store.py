@@ -49,6 +49,12 @@ class Event:
     purged_at: float | None
     # The organizer's switch for the event page (migration 0011); the default event's is off.
     self_enrollment: bool = True
+    # Bib numbers (migration 0012): read from its photos when on; without a start list the range
+    # ("1-9999") and pattern bound what counts as a bib; who may search: public, code or off.
+    bibs: bool = False
+    bib_range: str | None = None
+    bib_pattern: str | None = None
+    bib_search: str = "public"
 
     @property
     def takes_enrollments(self) -> bool:
@@ -106,6 +112,10 @@ class Event:
             "state": self.state,
             "requires_access_code": self.requires_access_code,
             "self_enrollment": self.self_enrollment,
+            "bibs": self.bibs,
+            "bib_range": self.bib_range,
+            "bib_pattern": self.bib_pattern,
+            "bib_search": self.bib_search,
             "consent_version": self.consent_version,
             "created_at": self.created_at,
             "closed_at": self.closed_at,
@@ -127,6 +137,10 @@ _COLUMNS = (
     events_table.c.closed_at,
     events_table.c.purged_at,
     events_table.c.self_enrollment,
+    events_table.c.bibs,
+    events_table.c.bib_range,
+    events_table.c.bib_pattern,
+    events_table.c.bib_search,
 )
 
 
@@ -145,6 +159,7 @@ def event_from(values: tuple[Any, ...]) -> Event:
     fields = list(values)
     fields[7] = bool(fields[7])
     fields[11] = bool(fields[11])
+    fields[12] = bool(fields[12])
     return Event(*fields)
 
 

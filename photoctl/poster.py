@@ -131,10 +131,11 @@ def write_poster(poster: Poster, out: Path) -> None:
         data = buffer.getvalue()
     with atomic_write(out) as stream:
         stream.write(data)
-        # A file to print and share, not a secret: the umask's mode, not mkstemp's 0600.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(stream.fileno(), 0o666 & ~umask)
+    # A file to print and share, not a secret: the umask's mode, not mkstemp's 0600 (set once
+    # it is in place: atomic_write's stream has no file descriptor to give).
+    umask = os.umask(0)
+    os.umask(umask)
+    out.chmod(0o666 & ~umask)
 
 
 _SIZES = {"title": 150, "date": 80, "lead": 96, "body": 62, "url": 64, "code": 72, "small": 46}

@@ -23,11 +23,14 @@ from sqlalchemy import Engine, create_engine, insert, inspect, select
 from photoctl import db
 from photoctl.models import (
     Base,
+    BibRead,
     LimiterSlot,
     LoginToken,
+    ParticipantBib,
     Photo,
     RateLimiter,
     ServiceCall,
+    StartListEntry,
     User,
     Worker,
 )
@@ -133,6 +136,28 @@ def fill_what_the_local_engine_leaves_empty(source: Engine) -> None:
         )
         conn.execute(
             insert(LimiterSlot).values(name="rekognition", slot=0, holder=None, expires_at=0)
+        )
+        # Bib numbers (migration 0012): a start list, a bib read in a photo, a runner's own bib.
+        event_id, photo_id = conn.execute(select(Photo.event_id, Photo.id).limit(1)).one()
+        conn.execute(insert(StartListEntry).values(event_id=event_id, bib="1234", name="A. Runner"))
+        conn.execute(
+            insert(BibRead).values(
+                photo_id=photo_id,
+                event_id=event_id,
+                bib="1234",
+                engine="local",
+                confidence=0.97,
+                box_left=0.4,
+                box_top=0.5,
+                box_width=0.1,
+                box_height=0.05,
+                read_at=now,
+            )
+        )
+        conn.execute(
+            insert(ParticipantBib).values(
+                user_id=user_id, bib="1234", event_id=event_id, created_at=now
+            )
         )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine, select, update
 
 from photoctl import config, db, events, faces, participants
+from photoctl.migrations import SCHEMA_REVISION
 from photoctl.models import Event, User
 from photoctl.wording import plural
 from testkit.photos import settle, write_photo
@@ -33,7 +34,7 @@ def test_plural_says_one_of_a_kind_and_several_of_any_other_count() -> None:
 def test_a_new_database_says_it_was_created_not_upgraded(tmp_path: Path, empty_db_url: str) -> None:
     made = run_photoctl(["init"], photoctl_env(tmp_path, empty_db_url))
     assert made.returncode == 0, made.stderr
-    assert "Database created at schema revision 0010" in made.stderr, made.stderr
+    assert f"Database created at schema revision {SCHEMA_REVISION}" in made.stderr, made.stderr
     assert "upgraded" not in made.stderr
 
 
@@ -43,7 +44,7 @@ def test_an_old_database_says_from_which_revision_it_was_upgraded(
     engine_at(tmp_path, empty_db_url, "0008").dispose()
     upgraded = run_photoctl(["init"], photoctl_env(tmp_path, empty_db_url))
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "Database schema upgraded from revision 0008 to 0010" in upgraded.stderr
+    assert f"Database schema upgraded from revision 0008 to {SCHEMA_REVISION}" in upgraded.stderr
     again = run_photoctl(["init"], photoctl_env(tmp_path, empty_db_url))
     assert "schema" not in again.stderr.split("init:")[0], "nothing to say the second time"
 

@@ -72,3 +72,15 @@ def test_reading_needs_no_rapidocr_import_and_no_download() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_generated_race_photos_are_the_same_for_the_same_seed() -> None:
+    first = race_photo(7, (1200, 800), digit_px=(20, 40))
+    again = race_photo(7, (1200, 800), digit_px=(20, 40))
+    assert first.bibs == again.bibs and first.distractors == again.distractors
+    assert first.image.tobytes() == again.image.tobytes()
+    assert race_photo(8, (1200, 800), digit_px=(20, 40)).bibs != first.bibs
+    for bib in first.bibs:
+        assert 20 <= bib.digit_px <= 40
+        x0, y0, x1, y1 = bib.box
+        assert 0 <= x0 < x1 <= 1200 and 0 <= y0 < y1 <= 800

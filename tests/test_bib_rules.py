@@ -115,3 +115,31 @@ def test_parse_range_names_what_is_wrong() -> None:
         parse_range("1..9")
     with pytest.raises(ValueError, match="empty"):
         BibRules(low=10, high=1)
+
+
+@pytest.mark.parametrize(
+    "context",
+    ["MARATHON 202", "25183", "A20", "20:15", "26"],
+)
+def test_a_number_the_wider_read_shows_running_on_or_reading_otherwise_is_not_a_bib(
+    context: str,
+) -> None:
+    assert bibs([OcrRead("20", (0, 0, 50, 30), 0.99, context=context)], RANGE) == []
+
+
+@pytest.mark.parametrize("context", ["20", " 20 ", "I  20", "20  N", None])
+def test_a_number_the_wider_read_confirms_is_a_bib(context: str | None) -> None:
+    assert bibs([OcrRead("20", (0, 0, 50, 30), 0.99, context=context)], RANGE) == ["20"]
+
+
+def test_a_small_number_inside_a_bigger_text_is_not_a_bib_even_if_that_text_is_unsure() -> None:
+    banner = read("BANKA 2025", confidence=0.6, box=(2352, 324, 3184, 564), height=232)
+    gaps = read("26", box=(2980, 412, 3048, 444), height=28)
+    assert bibs([banner, gaps], RANGE) == []
+    assert bibs([gaps], RANGE) == ["26"]
+
+
+def test_small_print_inside_a_big_numbers_box_does_not_hide_the_number() -> None:
+    big = read("8504", confidence=1.0, box=(1600, 1744, 2384, 2048), height=156)
+    footer = read("21.1K", confidence=1.0, box=(1564, 1904, 1648, 1932), height=24)
+    assert bibs([footer, big], RANGE) == ["8504"]

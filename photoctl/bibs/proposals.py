@@ -70,11 +70,11 @@ def text_lines(
         heights = part[:, 3] - part[:, 1]
         x0, y0 = int(part[:, 0].min()), int(part[:, 1].min())
         x1, y1 = int(part[:, 2].max()), int(part[:, 3].max())
-        if len(members) == 1 and (x1 - x0) < heights[0] * 1.3:
+        if len(members) == 1 and (x1 - x0) < heights[0]:
             continue  # one lone character: a limb, a letter, a pole; bibs have two or more
         ids = order[members] + 1  # component labels (0 is the background)
         ink = np.isin(labels[y0:y1, x0:x1], ids)
-        if not _on_a_card(gray[y0:y1, x0:x1], ink):
+        if not _on_a_card(gray, (x0, y0, x1, y1), ink, float(np.median(heights))):
             continue
         angle, level_height = _slant(ink)
         # A slanted line's boxes are taller than its characters: their height across the line.
@@ -94,16 +94,17 @@ def _chain(boxes: list[tuple[float, float, float, float, float, float]]) -> list
             i = parent[i]
         return i
 
-    for i, (_x0, y0, x1, y1, _, cy) in enumerate(boxes):
+    for i, (_x0, y0, x1, y1, cx, cy) in enumerate(boxes):
         height = y1 - y0
         for j in range(i + 1, len(boxes)):
-            a0, b0, _a1, b1, _, cy2 = boxes[j]
+            a0, b0, _a1, b1, cx2, cy2 = boxes[j]
             if a0 > x1 + height:  # sorted by left edge: nothing further can touch
                 break
             other = b1 - b0
-            if not 0.6 <= other / height <= 1.67:
+            if not 0.7 <= other / height <= 1.43:
                 continue
-            if abs(cy2 - cy) > 0.45 * max(height, other):
+            # Side by side on a line slanted up to ~25° (a bib rotated on a runner's chest).
+            if abs(cy2 - cy) > 0.3 * max(height, other) + 0.45 * abs(cx2 - cx):
                 continue
             if a0 - x1 > 0.9 * max(height, other):
                 continue
@@ -115,14 +116,22 @@ def _chain(boxes: list[tuple[float, float, float, float, float, float]]) -> list
     return [members for members in groups.values() if len(members) <= 8]
 
 
-def _on_a_card(gray: np.ndarray, ink: np.ndarray) -> bool:
-    """Dark characters on a light ground (a bib card, white or coloured), not shapes on a
-    shirt, a tree or a dark sign."""
-    ground = gray[~ink]
-    if ground.size == 0:
+def _on_a_card(
+    gray: np.ndarray, box: tuple[int, int, int, int], ink: np.ndarray, height: float
+) -> bool:
+    """Dark characters on a light ground that goes on around them (a bib card, white or
+    coloured), not shapes on a shirt or a tree, nor the gaps between the white letters of a
+    red banner (light between them, but not around them)."""
+    x0, y0, x1, y1 = box
+    pad = max(2, round(height * 0.25))
+    outer = gray[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad]
+    ring = np.ones(outer.shape, bool)
+    top, left = y0 - max(0, y0 - pad), x0 - max(0, x0 - pad)
+    ring[top : top + (y1 - y0), left : left + (x1 - x0)] = False
+    if not ring.any() or not ink.any():
         return False
-    light = float(np.percentile(ground, 75))
-    return light >= MIN_GROUND and light - float(gray[ink].mean()) >= MIN_CONTRAST
+    ground = float(np.median(outer[ring]))
+    return ground >= MIN_GROUND and ground - float(gray[y0:y1, x0:x1][ink].mean()) >= MIN_CONTRAST
 
 
 def _slant(ink: np.ndarray) -> tuple[float, float | None]:

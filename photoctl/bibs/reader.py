@@ -96,7 +96,8 @@ class BibReader:
         lines, ratio = self.propose(rgb)
         texts = self.recognize([self.crop(rgb, line, ratio) for line in lines])
         # Numbers are read again with more room on both sides: a number with letters or digits
-        # right beside it is a piece of a longer text (a banner half hidden by an arm).
+        # right beside it is a piece of a longer text (a banner half hidden by an arm), and one
+        # that reads differently is not sure (rules.not_whole).
         numbers = [i for i, (text, confidence) in enumerate(texts) if _numeric(text, confidence)]
         wide = self.recognize([self.crop(rgb, lines[i], ratio, 1.5) for i in numbers])
         contexts: dict[int, str] = {i: text for i, (text, _) in zip(numbers, wide, strict=True)}

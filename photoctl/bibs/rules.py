@@ -154,21 +154,30 @@ def _one_per_place(reads: Sequence[OcrRead]) -> list[OcrRead]:
     """Of reads that cover the same place (the same digits cut two ways, "518" of "5168"),
     the most confident."""
     kept: list[OcrRead] = []
-    for read in sorted(reads, key=lambda r: -r.confidence):
-        if all(_overlap(read.box, other.box) < 0.3 for other in kept):
+    for read in sorted(reads, key=lambda r: (-r.confidence, -r.char_height)):
+        if all(not _same_place(read, other) for other in kept):
             kept.append(read)
     return kept
 
 
-def fragment(read: OcrRead) -> bool:
-    """True if the wider read shows the text running on: "20" of "MARATHON 202", "518" of
-    "25183". Unknown (no context, or the text not found in it) counts as whole."""
-    if not read.context:
+def _same_place(a: OcrRead, b: OcrRead) -> bool:
+    """Overlapping reads of characters of about one size (small print overlapping a big
+    number's box is another text: see _dwarfed)."""
+    ratio = max(a.char_height, b.char_height) / max(min(a.char_height, b.char_height), 1e-9)
+    return ratio < 2.5 and _overlap(a.box, b.box) >= 0.3
+
+
+def not_whole(read: OcrRead) -> bool:
+    """True if the wider read shows the text running on ("20" of "MARATHON 202", "518" of
+    "25183") or does not show it at all: a bib read twice reads the same, where the gaps of a
+    banner's white letters or an unsure glyph read differently each time. Without a wider
+    read there is nothing to compare: whole."""
+    if read.context is None:
         return False
     text = read.text.strip()
     at = read.context.find(text)
     if not text or at < 0:
-        return False
+        return True
     before = read.context[:at].rstrip(" ")[-1:]
     after = read.context[at + len(text) :].lstrip(" ")[:1]
     # A gap of more than one space is a card's margin, not a word's neighbour.
@@ -184,6 +193,19 @@ def fragment(read: OcrRead) -> bool:
     )
 
 
+def _inside_bigger_text(read: OcrRead, reads: Sequence[OcrRead]) -> bool:
+    """True if the read lies within a text of bigger characters, however unsure that read:
+    the gaps inside a banner's white "2025" read as a small "26"."""
+    return any(
+        other is not read
+        and other.confidence >= 0.5
+        and other.text.strip()
+        and other.char_height >= read.char_height * 1.5
+        and _overlap(read.box, other.box) >= 0.5
+        for other in reads
+    )
+
+
 def find_bibs(reads: Sequence[OcrRead], rules: BibRules) -> list[BibRead]:
     """The bibs among a photo's reads: one per number (its most confident read), by box."""
     confident = [read for read in reads if read.confidence >= rules.min_confidence]
@@ -193,9 +215,9 @@ def find_bibs(reads: Sequence[OcrRead], rules: BibRules) -> list[BibRead]:
     best: dict[str, BibRead] = {}
     for read in numeric:
         bib = candidate(read.text, rules)
-        if bib is None or not allowed(bib, rules) or fragment(read):
+        if bib is None or not allowed(bib, rules) or not_whole(read):
             continue
-        if _dwarfed(read, bib_like, rules.small_ratio):
+        if _dwarfed(read, bib_like, rules.small_ratio) or _inside_bigger_text(read, reads):
             continue
         if bib not in best or read.confidence > best[bib].confidence:
             best[bib] = BibRead(bib, read.box, read.confidence)

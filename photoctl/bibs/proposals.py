@@ -120,17 +120,19 @@ def _on_a_card(
     gray: np.ndarray, box: tuple[int, int, int, int], ink: np.ndarray, height: float
 ) -> bool:
     """Dark characters on a light ground that goes on around them (a bib card, white or
-    coloured), not shapes on a shirt or a tree, nor the gaps between the white letters of a
-    red banner (light between them, but not around them)."""
+    coloured), not shapes on a shirt or a tree. The ground is what lies within a quarter of
+    a character's height of the ink, so a slanted card's corners do not count."""
     x0, y0, x1, y1 = box
     pad = max(2, round(height * 0.25))
-    outer = gray[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad]
-    ring = np.ones(outer.shape, bool)
-    top, left = y0 - max(0, y0 - pad), x0 - max(0, x0 - pad)
-    ring[top : top + (y1 - y0), left : left + (x1 - x0)] = False
-    if not ring.any() or not ink.any():
+    top, left = min(pad, y0), min(pad, x0)
+    window = gray[y0 - top : y1 + pad, x0 - left : x1 + pad]
+    mask = np.zeros(window.shape, np.uint8)
+    mask[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
+    near = cv2.dilate(mask, np.ones((2 * pad + 1, 2 * pad + 1), np.uint8)).astype(bool)
+    ground_pixels = window[near & ~mask.astype(bool)]
+    if ground_pixels.size == 0 or not ink.any():
         return False
-    ground = float(np.median(outer[ring]))
+    ground = float(np.median(ground_pixels))
     return ground >= MIN_GROUND and ground - float(gray[y0:y1, x0:x1][ink].mean()) >= MIN_CONTRAST
 
 

@@ -92,7 +92,12 @@ class BibReader:
         JPEG its half-resolution draft, 3000x2000: digits under ~12 px there are not read);
         ``scale``: original pixels per pixel of ``image`` (2.0 for that draft).
         """
-        rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+        if isinstance(image, Image.Image):
+            rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        else:
+            rgb = image
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 2:
+            return []
         lines, ratio = self.propose(rgb)
         texts = self.recognize([self.crop(rgb, line, ratio) for line in lines])
         # Numbers are read again with more room on both sides: a number with letters or digits
@@ -120,9 +125,8 @@ class BibReader:
         """Lines found on the search copy, and image pixels per search-copy pixel."""
         height, width = rgb.shape[:2]
         ratio = max(1.0, max(height, width) / self.settings.search_px)
-        small = cv2.resize(
-            rgb, (round(width / ratio), round(height / ratio)), interpolation=cv2.INTER_AREA
-        )
+        size = (max(1, round(width / ratio)), max(1, round(height / ratio)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         found = text_lines(
             gray,

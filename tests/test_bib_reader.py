@@ -54,9 +54,10 @@ def test_reads_are_in_original_pixels_when_given_a_reduced_copy(reader: BibReade
     half = photo.image.resize((SIZE[0] // 2, SIZE[1] // 2))
     found = find_bibs(reader.read(half, scale=2.0), BibRules())
     truth = {bib.number: bib.box for bib in photo.bibs}
-    assert {bib.bib for bib in found} <= set(truth)
+    assert {bib.bib for bib in found} == set(truth)
     for bib in found:
-        assert abs(bib.box[0] - truth[bib.bib][0]) < 40
+        for got, expected in zip(bib.box, truth[bib.bib], strict=True):
+            assert abs(got - expected) < 20
 
 
 def test_clocks_distances_signs_and_banners_give_no_bib(reader: BibReader) -> None:

@@ -1,8 +1,8 @@
 """Bib numbers: reading them from photos (reader.py, on proposals.py's text lines) and deciding
 which reads are bibs (rules.py).
 
-How the pipeline is meant to call it (one reader per worker process, built at warm-up: ~0.3
-CPU-s and ~60 MB for the model; thread-safe for job threads):
+How the pipeline is meant to call it (one reader per worker process, built at warm-up: ~0.1
+CPU-s and ~55 MB for the session, ~75 MB once it has read; onnxruntime's run is thread-safe):
 
     reader = BibReader()                       # ReaderSettings(threads=1) by default
     decoded = decode_bytes(..., detail_px=3000)  # the draft the preview is made from anyway

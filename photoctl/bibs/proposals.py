@@ -17,6 +17,8 @@ import numpy as np
 # Grey levels (0-255) of a card behind the characters, and of its difference to their ink.
 MIN_GROUND = 120
 MIN_CONTRAST = 70
+# Shapes chained at most: a photo's bibs are among its tallest; beyond this it is texture.
+MAX_SHAPES = 1500
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,20 @@ def text_lines(
     index = np.flatnonzero(keep)
     if index.size == 0:
         return []
+    if index.size > MAX_SHAPES:  # foliage, gravel, noise: chain only the tallest shapes
+        index = index[np.argpartition(-h[index], MAX_SHAPES)[:MAX_SHAPES]]
     order = index[np.argsort(x[index])]
     boxes = [
         (x[i], y[i], x[i] + w[i], y[i] + h[i], centroids[i + 1][0], centroids[i + 1][1])
         for i in order
     ]
-    lines = []
-    for members in _chain(boxes):
+    groups = _chain(boxes)
+    # Biggest first, as they are kept, so that the card check stops once enough are found.
+    groups.sort(key=lambda members: -_rank(boxes, members))
+    lines: list[TextLine] = []
+    for members in groups:
+        if len(lines) >= max_lines:
+            break
         part = np.array([boxes[m] for m in members])
         heights = part[:, 3] - part[:, 1]
         x0, y0 = int(part[:, 0].min()), int(part[:, 1].min())
@@ -80,8 +89,15 @@ def text_lines(
         # A slanted line's boxes are taller than its characters: their height across the line.
         height = min(float(np.median(heights)), level_height or float("inf"))
         lines.append(TextLine((x0, y0, x1, y1), height, angle, len(members)))
-    lines.sort(key=lambda line: -line.char_height * min(line.shapes, 4))
-    return lines[:max_lines]
+    return lines
+
+
+def _rank(
+    boxes: list[tuple[float, float, float, float, float, float]], members: list[int]
+) -> float:
+    """Taller characters and more of them (up to a bib's 4) first."""
+    heights = sorted(boxes[m][3] - boxes[m][1] for m in members)
+    return heights[len(heights) // 2] * min(len(members), 4)
 
 
 def _chain(boxes: list[tuple[float, float, float, float, float, float]]) -> list[list[int]]:

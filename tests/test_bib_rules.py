@@ -143,3 +143,11 @@ def test_small_print_inside_a_big_numbers_box_does_not_hide_the_number() -> None
     big = read("8504", confidence=1.0, box=(1600, 1744, 2384, 2048), height=156)
     footer = read("21.1K", confidence=1.0, box=(1564, 1904, 1648, 1932), height=24)
     assert bibs([footer, big], RANGE) == ["8504"]
+
+
+def test_a_start_list_with_letters_needs_no_pattern() -> None:
+    rules = BibRules(start_list=start_list_of(["A123", "B7"]))
+    assert bibs([read("A123")], rules) == ["A123"]
+    assert bibs([read("a0123")], rules) == ["A123"]
+    assert bibs([read("A124")], rules) == []
+    assert bibs([read("KM 5")], BibRules(start_list=start_list_of(["KM5"]))) == []

@@ -3,8 +3,9 @@ with onnxruntime on the few text lines proposals.py finds.
 
 Costs, one core, 24 MP photo given at half resolution (3000x2000, JPEG's draft scale 1/2):
 PP-OCRv6's detector would take ~0.6 s on a 1600 px copy alone and still miss digits under
-~50 px, so it is not used; the lines are found on a ~1500 px copy (a few ms), cropped from
-the half-resolution image, turned level and recognized in one batch (~10 ms a line). The
+~50 px, so it is not used; the lines are found on a ~1500 px copy (~25 ms), cropped from
+the half-resolution image, turned level and recognized in batches (~15 ms a line, about 7
+lines a photo), and numbers once more with room around them (rules.not_whole). The
 model's answer is decoded over the characters a bib, a time or a distance can hold, so a read
 never turns into a Chinese character and a low probability there means a low confidence.
 

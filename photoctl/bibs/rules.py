@@ -93,7 +93,9 @@ def start_list_of(numbers: Iterable[str]) -> frozenset[str]:
 
 
 _TIME = re.compile(r"\d{1,2}\s*[:.;]\s*\d{2}(\s*[:.;]\s*\d{2})?")
-_DISTANCE = re.compile(r"\d+([.,]\d+)?\s*(K|KM|M|MI|MILES?)", re.IGNORECASE)
+_DISTANCE = re.compile(
+    r"\d+([.,]\d+)?\s*(K|KM|M|MI|MILES?)|(KM|MILE|MI)\s*\d+([.,]\d+)?", re.IGNORECASE
+)
 _YEAR = re.compile(r"(19[5-9]\d|20[0-4]\d)")
 
 
@@ -118,6 +120,10 @@ def candidate(text: str, rules: BibRules) -> str | None:
         return bib
     if rules.pattern and re.fullmatch(rules.pattern, compact.upper()):
         return normalize_bib(compact)
+    if rules.start_list is not None and compact.isalnum():
+        bib = normalize_bib(compact)
+        if bib in rules.start_list:
+            return bib  # a start list with letters (A123) needs no pattern to say so
     return None  # a word, a sign, a sentence, a time or distance with words around it
 
 

@@ -112,3 +112,16 @@ def test_a_photo_of_pure_texture_costs_little_cpu(reader: BibReader) -> None:
     start = time.process_time()
     assert reader.read(noise, scale=2.0) == []
     assert time.process_time() - start < 0.6
+
+
+def test_bibs_with_letters_are_read_with_the_events_pattern_or_its_start_list(
+    reader: BibReader,
+) -> None:
+    numbers = ["A123", "B45", "C9071"]
+    photo = race_photo(31, SIZE, runners=(3, 3), digit_px=(30, 70), numbers=numbers)
+    reads = reader.read(photo.image)
+    by_pattern = find_bibs(reads, BibRules(pattern="[A-Z][0-9]{1,4}"))
+    assert {found.bib for found in by_pattern} == set(numbers)
+    by_list = find_bibs(reads, BibRules(start_list=start_list_of(numbers)))
+    assert {found.bib for found in by_list} == set(numbers)
+    assert find_bibs(reads, BibRules()) == [], "without a pattern or a list, letters are not bibs"

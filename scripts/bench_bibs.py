@@ -88,6 +88,12 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--min-confidence", type=float, default=BibRules().min_confidence)
+    parser.add_argument(
+        "--dark-cards",
+        type=float,
+        default=0.0,
+        help="share of bibs with white digits on a dark card (default 0: the README's set)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print each photo's misses")
     parser.add_argument(
         "--compare-rapidocr",
@@ -100,7 +106,9 @@ def main() -> int:
     args = parser.parse_args()
 
     print(f"building {args.photos} race photos (6000x4000)...", flush=True)
-    photos = [race_photo(args.seed + index) for index in range(args.photos)]
+    photos = [
+        race_photo(args.seed + index, dark_cards=args.dark_cards) for index in range(args.photos)
+    ]
     jpegs = [photo.jpeg() for photo in photos]
     shown = {bib.number for photo in photos for bib in photo.bibs}
     rng = random.Random(args.seed)

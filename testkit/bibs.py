@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in photo pixels
 
 CARD_COLOURS = [(250, 250, 248), (255, 255, 255), (255, 236, 90), (190, 225, 255), (255, 200, 215)]
+DARK_CARD_COLOURS = [(25, 70, 160), (30, 110, 60), (30, 30, 30)]  # white digits on these
 SHIRT_COLOURS = [(200, 40, 40), (30, 60, 160), (20, 20, 20), (240, 120, 20), (60, 150, 70)]
 SKIN_COLOURS = [(235, 200, 170), (200, 150, 110), (140, 95, 65), (95, 65, 45)]
 SPONSORS = ["CITY RUN", "SPORTCO", "AQUAFIT", "RUNNERS CLUB", "BANKIA", "VELOX"]
@@ -129,10 +130,19 @@ def warp_card(card: Image.Image, digits_box: Box, rng: random.Random):
     return warped, (int(lo[0]), int(lo[1]), int(hi[0]) + 1, int(hi[1]) + 1)
 
 
-def draw_runner(photo: Image.Image, centre_x: int, number: str, digit_px: int, rng: random.Random):
+def draw_runner(
+    photo: Image.Image,
+    centre_x: int,
+    number: str,
+    digit_px: int,
+    rng: random.Random,
+    *,
+    dark: bool = False,
+):
     """A person-like shape wearing the bib; returns the truth of the bib."""
     draw = ImageDraw.Draw(photo)
-    card, digits = bib_card(number, digit_px, rng.choice(CARD_COLOURS), rng)
+    colour = rng.choice(DARK_CARD_COLOURS if dark else CARD_COLOURS)
+    card, digits = bib_card(number, digit_px, colour, rng)
     warped, digits_box = warp_card(card, digits, rng)
     torso_w = int(warped.width * rng.uniform(1.5, 1.9))
     torso_h = int(torso_w * 1.35)
@@ -251,8 +261,10 @@ def race_photo(
     digit_px: tuple[int, int] = (15, 120),
     distractors: tuple[int, int] = (2, 4),
     numbers: list[str] | None = None,
+    dark_cards: float = 0.0,
 ) -> RacePhoto:
-    """One photo; bib numbers drawn from 1-9999 (or taken in turn from ``numbers``)."""
+    """One photo; bib numbers drawn from 1-9999 (or taken in turn from ``numbers``); a share
+    ``dark_cards`` of the bibs has white digits on a dark card."""
     rng = random.Random(seed)
     width, height = size
     image = _background(size, rng)
@@ -277,5 +289,7 @@ def race_photo(
         number = pool.pop(0) if pool else str(rng.randint(1, 9999))
         px = rng.randint(*digit_px)
         centre = int(slot * (index + 0.5) + rng.uniform(-0.15, 0.15) * slot)
-        photo.bibs.append(draw_runner(image, centre, number, px, rng))
+        # Drawn only when asked, so that photos without dark cards stay those of earlier runs.
+        dark = dark_cards > 0 and rng.random() < dark_cards
+        photo.bibs.append(draw_runner(image, centre, number, px, rng, dark=dark))
     return photo

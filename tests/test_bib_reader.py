@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from photoctl.bibs.reader import REC_MODEL, BibReader, model_dir
+from photoctl.bibs.reader import REC_MODEL, BibReader, ReaderSettings, model_dir
 from photoctl.bibs.rules import BibRules, find_bibs, start_list_of
 from testkit.bibs import race_photo
 
@@ -125,3 +125,20 @@ def test_bibs_with_letters_are_read_with_the_events_pattern_or_its_start_list(
     by_list = find_bibs(reads, BibRules(start_list=start_list_of(numbers)))
     assert {found.bib for found in by_list} == set(numbers)
     assert find_bibs(reads, BibRules()) == [], "without a pattern or a list, letters are not bibs"
+
+
+@pytest.fixture(scope="module")
+def dark_card_reader() -> BibReader:
+    return BibReader(ReaderSettings(light_on_dark=True))
+
+
+@pytest.mark.parametrize("seed", [40, 44])
+def test_white_digits_on_dark_cards_are_read_when_the_reader_looks_for_them(
+    reader: BibReader, dark_card_reader: BibReader, seed: int
+) -> None:
+    photo = race_photo(seed, SIZE, runners=(2, 3), digit_px=(30, 70), dark_cards=1.0)
+    shown = {bib.number for bib in photo.bibs}
+    rules = BibRules(start_list=start_list_of(shown))
+    found = find_bibs(dark_card_reader.read(photo.image), rules)
+    assert {bib.bib for bib in found} == shown
+    assert find_bibs(reader.read(photo.image), rules) == [], "not looked for by default"

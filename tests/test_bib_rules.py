@@ -151,3 +151,10 @@ def test_a_start_list_with_letters_needs_no_pattern() -> None:
     assert bibs([read("a0123")], rules) == ["A123"]
     assert bibs([read("A124")], rules) == []
     assert bibs([read("KM 5")], BibRules(start_list=start_list_of(["KM5"]))) == []
+
+
+def test_a_card_read_whole_and_its_digits_read_alone_are_one_bib_at_the_digits_box() -> None:
+    digits = read("7977", confidence=0.99, box=(2266, 1066, 2390, 1116), height=50)
+    card = read("7977", confidence=0.99, box=(2230, 1010, 2430, 1170), height=150)
+    found = find_bibs([card, digits], RANGE)
+    assert [(f.bib, f.box) for f in found] == [("7977", digits.box)]

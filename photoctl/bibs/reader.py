@@ -50,6 +50,10 @@ class ReaderSettings:
     min_char_px: int = 4
     max_char_px: int = 60
     max_lines: int = 24  # lines recognized per photo, biggest first: bounds the cost
+    # Also look for white digits on a dark card (the same search on the inverted copy). Off by
+    # default: on photos of light cards it doubled the cost (+345 ms a photo instead of +178)
+    # and its lines crowded out real ones (96 % of bibs found instead of 99 %).
+    light_on_dark: bool = False
     batch: int = 8
     threads: int = 1  # onnxruntime threads: `work -n 2` on 2 cores must not oversubscribe
 
@@ -129,13 +133,19 @@ class BibReader:
         size = (max(1, round(width / ratio)), max(1, round(height / ratio)))
         small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-        found = text_lines(
-            gray,
-            min_height=self.settings.min_char_px,
-            max_height=self.settings.max_char_px,
-            max_lines=self.settings.max_lines,
-        )
-        return found, ratio
+        grounds = [gray, 255 - gray] if self.settings.light_on_dark else [gray]
+        found = [
+            line
+            for ground in grounds
+            for line in text_lines(
+                ground,
+                min_height=self.settings.min_char_px,
+                max_height=self.settings.max_char_px,
+                max_lines=self.settings.max_lines,
+            )
+        ]
+        found.sort(key=lambda line: -line.char_height * min(line.shapes, 4))
+        return found[: self.settings.max_lines], ratio
 
     @staticmethod
     def crop(rgb: np.ndarray, line: TextLine, ratio: float, margin: float = 0.6) -> np.ndarray:

@@ -140,7 +140,11 @@ def _dwarfed(read: OcrRead, numbers: Sequence[OcrRead], ratio: float) -> bool:
     small print of a bib card, beside the card's big digits."""
     x0, y0, x1, y1 = read.box
     for other in numbers:
-        if other is read or other.char_height * ratio <= read.char_height:
+        if (
+            other is read
+            or other.char_height * ratio <= read.char_height
+            or _same_text(read, other)
+        ):
             continue
         reach = other.char_height * 1.5
         ox0, oy0, ox1, oy1 = other.box
@@ -163,7 +167,8 @@ def _one_per_place(reads: Sequence[OcrRead]) -> list[OcrRead]:
     """Of reads that cover the same place (the same digits cut two ways, "518" of "5168"),
     the most confident."""
     kept: list[OcrRead] = []
-    for read in sorted(reads, key=lambda r: (-r.confidence, -r.char_height)):
+    # Ties go to the smaller characters: the tighter box of the digits, not of their card.
+    for read in sorted(reads, key=lambda r: (-r.confidence, r.char_height)):
         if all(not _same_place(read, other) for other in kept):
             kept.append(read)
     return kept
@@ -173,7 +178,12 @@ def _same_place(a: OcrRead, b: OcrRead) -> bool:
     """Overlapping reads of characters of about one size (small print overlapping a big
     number's box is another text: see _dwarfed)."""
     ratio = max(a.char_height, b.char_height) / max(min(a.char_height, b.char_height), 1e-9)
-    return ratio < 2.5 and _overlap(a.box, b.box) >= 0.3
+    return (ratio < 2.5 or _same_text(a, b)) and _overlap(a.box, b.box) >= 0.3
+
+
+def _same_text(a: OcrRead, b: OcrRead) -> bool:
+    """The same characters, as when a card is read whole and its digits alone."""
+    return re.sub(r"\s+", "", a.text).upper() == re.sub(r"\s+", "", b.text).upper()
 
 
 def not_whole(read: OcrRead) -> bool:
@@ -207,6 +217,7 @@ def _inside_bigger_text(read: OcrRead, reads: Sequence[OcrRead]) -> bool:
     the gaps inside a banner's white "2025" read as a small "26"."""
     return any(
         other is not read
+        and not _same_text(read, other)
         and other.confidence >= 0.5
         and other.text.strip()
         and other.char_height >= read.char_height * 1.5

@@ -67,6 +67,9 @@ def test_the_daily_budget_stops_two_supervisors_sharing_one_database_and_the_lim
             # At the test's priority: niced workers starved by other tests' load would send
             # their granted calls late and bunched, and the endpoint would throttle them.
             PHOTOCTL_QUEUE_WORKER_NICE="0",
+            # One storage for the fleet: the database records it, and a machine with another
+            # is refused (a shared mount in real life).
+            PHOTOCTL_STORAGE_ROOT=str(tmp_path / "storage"),
         )
         machines.append((home, env))
     ingested = run_photoctl(["ingest", str(tmp_path / "event")], machines[0][1])

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -109,6 +110,7 @@ def test_eight_parallel_49_megapixel_png_selfies_keep_serve_under_its_bound(
 
         def post(index: int) -> int:
             with server.client(tokens[index]) as client:
+                client.timeout = httpx.Timeout(300)  # as long as serve lets a decode wait
                 answer = client.post("/api/me/selfie", files={"file": ("me.png", pngs[index % 2])})
                 return answer.status_code
 

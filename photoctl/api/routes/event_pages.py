@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from photoctl import events, participants
-from photoctl.api import gallery_cookie
+from photoctl.api import bib_access, gallery_cookie
 from photoctl.api import participant_messages as messages
 from photoctl.api.deps import Svc
 from photoctl.api.pages import error_page, form_token_ok, render
@@ -157,6 +157,8 @@ def _event_form(
         consented=consented,
         gallery=None if another else remembered,
         replaces=gallery_cookie.fingerprint(remembered) if another and remembered else None,
+        bib_open=participants.bib_search_open(event),
+        bib_needs_code=bib_access.needs_code(svc, request, event),
     )
     if refused is not None and refused.headers:
         response.headers.update(refused.headers)

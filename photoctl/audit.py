@@ -83,6 +83,22 @@ def record(
     )
 
 
+def has_entry(conn: Connection, event_id: int, action: AuditAction, **detail: Any) -> bool:
+    """Whether an entry of this event and action with exactly this detail was appended."""
+    return (
+        conn.execute(
+            select(audit_log.c.id)
+            .where(
+                audit_log.c.event_id == event_id,
+                audit_log.c.action == str(action),
+                audit_log.c.detail == json.dumps(detail, sort_keys=True, separators=(",", ":")),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
 def entries(conn: Connection, event_id: int | None = None, limit: int | None = None) -> list[Entry]:
     """Entries oldest first, of one event or of all; ``limit`` keeps the newest ones."""
     query = select(

@@ -24,9 +24,9 @@ _GALLERY_PATH = re.compile(r"""(^|[\s"'(=]|://[^/\s"']*)(/(?:api/)?g/)[^/?#\s"']
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
-# /e/<slug>/bibs/<number> and /api/g/<token>/bib/<number>: a bib searched is personal (whose photos were looked
-# at), and the audit log keeps only counts; the number runs to the next "/", "?", "#", quote or
-# space. The query of the event page's form (``?bib=``) goes the same way.
+# /e/<slug>/bibs/<number> and /api/g/<token>/bib/<number>: a bib searched is personal (whose
+# photos were looked at), and the audit log keeps only counts; the number runs to the next "/",
+# "?", "#", quote or space. The query of the event page's form (``?bib=``) goes the same way.
 _BIB_PATH = re.compile(r"""(/(?:api/)?(?:e/[^/?#\s"']+/bibs|g/[^/?#\s"']+/bib)/)[^/?#\s"']+""")
 _BIB_QUERY = re.compile(r"""([?&]bib=)[^&#\s"']*""")
 

@@ -122,12 +122,15 @@ def add_participant_bib(
     conn: Connection, user_id: int, event_id: int, bib: str, now: float
 ) -> bool:
     """Link a bib to the participant; False if it was linked already."""
+    # RETURNING, not rowcount: the driver may not count an INSERT … ON CONFLICT DO NOTHING.
     return (
         conn.execute(
-            db.insert_ignoring_conflicts(conn, participant_bibs),
-            [{"user_id": user_id, "bib": bib, "event_id": event_id, "created_at": now}],
-        ).rowcount
-        > 0
+            db.insert_ignoring_conflicts(conn, participant_bibs).returning(
+                participant_bibs.c.user_id
+            ),
+            {"user_id": user_id, "bib": bib, "event_id": event_id, "created_at": now},
+        ).first()
+        is not None
     )
 
 
@@ -259,27 +262,29 @@ def forget_event_bibs(conn: Connection, event_id: int) -> dict[str, int]:
 _SEARCHES_KEY = "bib_searches:{event_id}:{day}"
 
 
-def count_search(conn: Connection, event_id: int, day: str) -> bool:
-    """Count one bib search of the event on ``day`` (YYYY-MM-DD, UTC); True for the day's first.
+def count_search(conn: Connection, event_id: int, day: str) -> None:
+    """Count one bib search of the event on ``day`` (YYYY-MM-DD, UTC).
 
     The count is kept in photoctl_meta (the audit log is append-only); audit.py shows it on the
     day's bib_searches entry.
     """
     key = _SEARCHES_KEY.format(event_id=event_id, day=day)
-    first = (
-        conn.execute(
-            db.insert_ignoring_conflicts(conn, meta), [{"key": key, "value": "1"}]
-        ).rowcount
-        > 0
-    )
-    if not first:
-        # Text in the table: the count is read and written back under the write lock that
-        # db.write holds (BEGIN IMMEDIATE on SQLite; the row lock of FOR UPDATE on PostgreSQL).
+    inserted = conn.execute(
+        db.insert_ignoring_conflicts(conn, meta).returning(meta.c.key), {"key": key, "value": "1"}
+    ).first()
+    if inserted is None:
+        # Text in the table: read and written back under the write lock db.write holds (BEGIN
+        # IMMEDIATE on SQLite; on PostgreSQL the row lock of FOR UPDATE).
         current = conn.execute(
             select(meta.c.value).where(meta.c.key == key).with_for_update()
         ).scalar_one()
         conn.execute(meta.update().where(meta.c.key == key).values(value=str(int(current) + 1)))
-    return first
+
+
+def restart_count(conn: Connection, event_id: int, day: str) -> None:
+    """The day's count is this one search."""
+    key = _SEARCHES_KEY.format(event_id=event_id, day=day)
+    conn.execute(meta.update().where(meta.c.key == key).values(value="1"))
 
 
 def search_counts(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:

@@ -29,7 +29,7 @@ __all__ = ["bib_photo", "bib_photos", "bib_search_open", "record_search"]
 
 def bib_photos(
     database: Engine, event: Event, bib: str, limit: int, cursor: int | None
-) -> tuple[list[gallery.PhotoItem], int | None]:
+) -> tuple[list[lookup.GalleryItem], int | None]:
     """The event's processed photos where ``bib`` (normalized) was read, newest first."""
     with db.read(database) as conn:
         return lookup.bib_photos(conn, event.id, bib, limit, cursor)

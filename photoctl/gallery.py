@@ -27,9 +27,6 @@ class PhotoItem:
     width: int | None
     height: int | None
     similarity: float | None
-    # Why it is in a participant's gallery: "face", "bib" or "both" (bibs/lookup.py); None in
-    # lists that are not a participant's.
-    found_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,7 @@ def gallery_holder(database: Engine, token: str) -> tuple[Participant, Event] | 
 
 def participant_photos(
     database: Engine, participant_id: int, limit: int, cursor: int | None
-) -> tuple[list[gallery.PhotoItem], int | None]:
+) -> tuple[list[lookup.GalleryItem], int | None]:
     """The participant's processed photos, newest first; (page, next cursor): those their face
     matched and those where one of their bibs was read, "not me" left out, each marked with
     why it is there (``found_by``)."""

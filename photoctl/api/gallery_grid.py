@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from photoctl import gallery, participants
+from photoctl import participants
 from photoctl.api.pages import render_fragment
 from photoctl.api.services import Services
+from photoctl.bibs.lookup import GalleryItem
 from photoctl.cache import user_tag
 
 _HTML_MARK = "<gallery-token>"
@@ -47,7 +48,7 @@ class Grid:
         return self.photos_json.replace(_JSON_MARK, token)
 
 
-def _photo_json(item: gallery.PhotoItem, json_base: str) -> str:
+def _photo_json(item: GalleryItem, json_base: str) -> str:
     base = f"{json_base}/photos/{item.id}"
     dumps = json.dumps
     return (
@@ -59,7 +60,7 @@ def _photo_json(item: gallery.PhotoItem, json_base: str) -> str:
 
 
 def build(
-    items: list[gallery.PhotoItem],
+    items: list[GalleryItem],
     cursor: int | None,
     next_cursor: int | None,
     *,

@@ -13,6 +13,7 @@ each photo says why it is there (``found_by``: face, bib or both).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Select, and_, case, delete, exists, null, or_, select
@@ -28,6 +29,15 @@ bib_reads = BibRead.__table__
 participant_bibs = ParticipantBib.__table__
 start_list = StartListEntry.__table__
 meta = Meta.__table__
+
+
+@dataclass(frozen=True)
+class GalleryItem(PhotoItem):
+    """A photo of a participant's page: ``found_by`` says why it is in their gallery ("face",
+    "bib" or "both"); None on a bib's result page, which is nobody's gallery."""
+
+    found_by: str | None = None
+
 
 FOUND_BY_FACE = "face"
 FOUND_BY_BIB = "bib"
@@ -70,11 +80,11 @@ def _columns(similarity: Any, found_by: Any) -> tuple[Any, ...]:
 
 def _page(
     conn: Connection, query: Select[Any], limit: int, cursor: int | None
-) -> tuple[list[PhotoItem], int | None]:
+) -> tuple[list[GalleryItem], int | None]:
     if cursor is not None:
         query = query.where(photos.c.id < cursor)
     rows = conn.execute(query.order_by(photos.c.id.desc()).limit(limit + 1)).all()
-    items = [PhotoItem(*row) for row in rows[:limit]]
+    items = [GalleryItem(*row) for row in rows[:limit]]
     return items, items[-1].id if len(rows) > limit else None
 
 
@@ -88,7 +98,7 @@ def _read_in(event_id: int, bib: str) -> Any:
 
 def bib_photos(
     conn: Connection, event_id: int, bib: str, limit: int, cursor: int | None
-) -> tuple[list[PhotoItem], int | None]:
+) -> tuple[list[GalleryItem], int | None]:
     """The event's processed photos where ``bib`` was read, newest first; (page, next cursor).
 
     A number no photo shows (on the start list or not) is the same empty page: one query,
@@ -197,7 +207,7 @@ def _in_gallery(user_id: int) -> Any:
 
 def gallery_photos(
     conn: Connection, user_id: int, limit: int, cursor: int | None
-) -> tuple[list[PhotoItem], int | None]:
+) -> tuple[list[GalleryItem], int | None]:
     """The participant's photos (face matches and bib reads, "not me" left out), newest first,
     each with ``found_by``; (page, next cursor)."""
     similarity = (

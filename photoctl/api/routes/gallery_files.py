@@ -23,7 +23,8 @@ from photoctl.api.photo_files import Variant, open_photo
 from photoctl.api.routes.gallery_pages import PhotoId, holder
 from photoctl.api.services import Services
 from photoctl.api.zipstream import member_name, zip_chunks
-from photoctl.gallery import PhotoFiles, PhotoItem
+from photoctl.bibs.lookup import GalleryItem
+from photoctl.gallery import PhotoFiles
 
 router = APIRouter(tags=["participants"])
 
@@ -65,7 +66,7 @@ def photo_response(svc: Services, files: PhotoFiles, variant: Variant) -> Respon
     return response
 
 
-Page = Callable[[int, int | None], tuple[list[PhotoItem], int | None]]
+Page = Callable[[int, int | None], tuple[list[GalleryItem], int | None]]
 
 
 def zip_members(

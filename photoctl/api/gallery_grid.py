@@ -18,6 +18,7 @@ here around json.dumps of each value, which writes every control character escap
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup
@@ -25,8 +26,8 @@ from markupsafe import Markup
 from photoctl import participants
 from photoctl.api.pages import render_fragment
 from photoctl.api.services import Services
-from photoctl.bibs.lookup import GalleryItem
 from photoctl.cache import user_tag
+from photoctl.gallery import PhotoItem
 
 _HTML_MARK = "<gallery-token>"
 _JSON_MARK = "\x01"
@@ -48,19 +49,21 @@ class Grid:
         return self.photos_json.replace(_JSON_MARK, token)
 
 
-def _photo_json(item: GalleryItem, json_base: str) -> str:
+def _photo_json(item: PhotoItem, json_base: str) -> str:
     base = f"{json_base}/photos/{item.id}"
     dumps = json.dumps
+    # Why it is in a participant's gallery (bibs/lookup.GalleryItem); a plain item has no reason.
+    found_by = getattr(item, "found_by", None)
     return (
         f'{{"id":{item.id},"filename":{dumps(item.filename)},"taken_at":{dumps(item.taken_at)},'
         f'"width":{dumps(item.width)},"height":{dumps(item.height)},"page_url":"{base}",'
         f'"thumb_url":"{base}/thumb","preview_url":"{base}/preview",'
-        f'"original_url":"{base}/original","found_by":{dumps(item.found_by)}}}'
+        f'"original_url":"{base}/original","found_by":{dumps(found_by)}}}'
     )
 
 
 def build(
-    items: list[GalleryItem],
+    items: Sequence[PhotoItem],
     cursor: int | None,
     next_cursor: int | None,
     *,

@@ -87,6 +87,7 @@ def test_a_bib_lists_the_photos_it_was_read_in_newest_first_with_images_and_zip(
         # A photo where the bib was not read is not served under it.
         assert http.get(f"/api/e/{SLUG}/bibs/123/photos/{ids['d']}/thumb").status_code == 404
 
+        assert http.get(f"/api/e/{SLUG}").json()["bib_search"] == "public"
         # The page: the event page's form (a GET) lands on the number's page, post/redirect/get.
         event_page = http.get(f"/e/{SLUG}")
         assert 'id="bib-search"' in event_page.text
@@ -184,6 +185,7 @@ def test_bib_search_off_or_bibs_off_offers_no_form_and_answers_404(
         assert http.get(f"/api/e/{SLUG}/bibs/123/zip").status_code == 404
         bibs.set_bibs(engine, race.event.id, bibs=False, search="public")
         assert 'id="bib-search"' not in http.get(f"/e/{SLUG}").text
+        assert http.get(f"/api/e/{SLUG}").json()["bib_search"] == "off"
         assert http.get(f"/api/e/{SLUG}/bibs/123").status_code == 404
 
 

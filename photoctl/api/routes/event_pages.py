@@ -40,6 +40,9 @@ class EventOut(BaseModel):
     self_enrollment: bool  # the organizer's switch (off for the default event until opened)
     retention_days: int
     face_data_deleted_on: str | None
+    # Who may find photos by bib on this event now: "public", "code" (with the access code in
+    # X-Access-Code) or "off" (also for an event without bibs, or purged).
+    bib_search: str = "off"
 
 
 class EnrolledOut(BaseModel):
@@ -85,6 +88,7 @@ def event_out(event: events.Event) -> EventOut:
         self_enrollment=event.self_enrollment,
         retention_days=event.retention_days,
         face_data_deleted_on=event.face_data_deleted_on,
+        bib_search=event.bib_search if participants.bib_search_open(event) else "off",
     )
 
 

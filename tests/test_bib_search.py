@@ -304,18 +304,21 @@ def test_searches_are_audited_as_a_count_per_day_and_no_number_is_logged(
         nxt = http.get(f"/api/e/{SLUG}/bibs/123", params={"limit": 1}).json()["next_cursor"]
         # The next page of a search is not another search.
         assert http.get(f"/api/e/{SLUG}/bibs/123", params={"cursor": nxt}).status_code == 200
+        # A gallery's bib, added and removed: a search too, and its number is in a path as well.
+        assert http.post(f"/api/g/{race.token}/bib", json={"bib": "456"}).status_code == 200
+        assert http.delete(f"/api/g/{race.token}/bib/456").status_code == 200
     audit = run_photoctl(["audit", "--event", SLUG, "--json"], server.env)
     assert audit.returncode == 0, audit.stderr
     entries = [json.loads(line) for line in audit.stdout.splitlines() if line.strip()]
     searches = [e for e in entries if e["action"] == "bib_searches"]
     assert len(searches) == 1, entries
-    assert searches[0]["detail"]["searches"] == 6
+    assert searches[0]["detail"]["searches"] == 7
     assert searches[0]["detail"]["day"] == time.strftime("%Y-%m-%d", time.gmtime())
     assert searches[0]["participant_id"] is None
     for number in ("123", "456", "789", "4321"):
         assert number not in json.dumps(searches)
     lines = run_photoctl(["audit", "--event", SLUG], server.env)
-    assert "bib_searches" in lines.stdout and "searches=6" in lines.stdout
+    assert "bib_searches" in lines.stdout and "searches=7" in lines.stdout
     stop_server(server)  # the log is complete once serve has stopped
     logged = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("serve-*.log"))
     logged += "\n".join(p.read_text(errors="replace") for p in (tmp_path / "data").rglob("*.log"))

@@ -4,7 +4,8 @@ A participant of an event that finds photos by bib (participants.bib_search_open
 number on their bib; their gallery then holds the photos where it was read beside those their
 face matched, each marked with why (gallery_grid.html), and "Not me" takes out either kind for
 good. Adding a bib shows its photos, so it is counted as a bib search (bib_access.py: per
-address, per event) and a gallery holds at most participants.MAX_BIBS; "delete my face data"
+address, per event; and in the audit's daily count) and a gallery holds at most
+participants.MAX_BIBS; "delete my face data"
 forgets them. The bib is never in a redirect's query or a log line.
 """
 
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from photoctl import participants
+from photoctl import bib_search, participants
 from photoctl.api import bib_access
 from photoctl.api import participant_messages as messages
 from photoctl.api.deps import Svc
@@ -58,6 +59,8 @@ def _add(svc: Services, request: Request, token: str, typed: str) -> list[str]:
         raise Refused(403, NO_BIBS, "bib") from None
     except participants.ParticipantErased:
         raise HTTPException(410, ERASED) from None
+    # It shows a bib's photos as a search does, and is counted as one in the audit log.
+    bib_search.record_search(svc.database, event)
     svc.cache.drop_users([participant.id])
     return participants.bibs_of(svc.database, participant.id)
 

@@ -66,6 +66,8 @@ def test_a_bib_lists_the_photos_it_was_read_in_newest_first_with_images_and_zip(
         assert ids_of(answer) == [ids["c"], ids["b"], ids["a"]]
         assert body["next_cursor"] is None
         first = body["photos"][0]
+        assert first["page_url"] == f"/e/{SLUG}/bibs/123/photos/{ids['c']}"
+        assert http.get(first["page_url"]).status_code == 200
         assert set(first) >= {"id", "filename", "thumb_url", "preview_url", "original_url"}
         assert first["filename"] == "c.jpg"
         for url in (first["thumb_url"], first["preview_url"]):

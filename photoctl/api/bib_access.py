@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 
-from fastapi import HTTPException, Request, Response
+from fastapi import Request, Response
 
 from photoctl import events
 from photoctl.api import participant_messages as messages
@@ -131,7 +131,3 @@ def allowed(svc: Services, request: Request, event: events.Event, *, counted: bo
         count_search(svc, request, event)
     if not code_matches(svc, event, code):
         raise Refused(403, messages.WRONG_CODE, messages.ACCESS_CODE)
-
-
-def refused_json(error: HTTPException) -> HTTPException:
-    return HTTPException(error.status_code, str(error.detail), headers=error.headers)

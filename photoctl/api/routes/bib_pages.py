@@ -50,6 +50,7 @@ class BibPhoto(BaseModel):
     thumb_url: str
     preview_url: str
     original_url: str
+    found_by: str | None = Field(default=None, description="Always null: nobody's gallery")
 
 
 class BibPhotosOut(BaseModel):
@@ -87,8 +88,6 @@ def _search(
     typed: str,
     cursor: int | None,
     limit: int,
-    *,
-    api: bool,
 ) -> tuple[events.Event, str, gallery_grid.Grid]:
     """One search: the event, the number, counted, allowed, then the page of photos."""
     event = _event(svc, slug)
@@ -98,10 +97,10 @@ def _search(
     if cursor is None:  # a new search, not the next page of one
         bib_search.record_search(svc.database, event)
     items, next_cursor = bib_search.bib_photos(svc.database, event, bib, limit, cursor)
+    # The JSON's links are the pages' own, as a gallery's JSON's are: a photo's page_url is a
+    # page, and its images answer the X-Access-Code header as their /api/ twins do.
     base = _base(event, bib)
-    grid = gallery_grid.build(
-        items, cursor, next_cursor, html_base=base, json_base=_base(event, bib, api)
-    )
+    grid = gallery_grid.build(items, cursor, next_cursor, html_base=base, json_base=base)
     return event, bib, grid
 
 
@@ -193,7 +192,7 @@ def search_with_code(
 @router.get("/e/{slug}/bibs/{bib}", response_class=HTMLResponse, include_in_schema=False)
 def bib_page(request: Request, slug: str, bib: str, svc: Svc, cursor: Cursor = None) -> Response:
     try:
-        event, number, grid = _search(svc, request, slug, bib, cursor, PAGE_PHOTOS, api=False)
+        event, number, grid = _search(svc, request, slug, bib, cursor, PAGE_PHOTOS)
     except HTTPException as error:
         return _refused_page(request, svc, slug, error, bib)
     return _page(
@@ -229,7 +228,7 @@ def bib_json(
 ) -> Response:
     """The photos of the event where this bib number was read, newest first, a page at a time.
     A number no photo shows (whether or not it is on the start list) answers an empty list."""
-    _, number, grid = _search(svc, request, slug, bib, cursor, limit, api=True)
+    _, number, grid = _search(svc, request, slug, bib, cursor, limit)
     tail = BibPhotosOut(bib=number, photos=[], next_cursor=grid.next_cursor, zip_url=None)
     if grid.count:
         tail.zip_url = f"{_base(_event(svc, slug), number, api=True)}/zip"

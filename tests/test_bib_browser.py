@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from photoctl import config
-from tests.support.races import SLUG, Race, seed_race
+from tests.support.races import CODE, SLUG, Race, seed_race
 from tests.support.serve import Server, start_server, stop_server
 from tests.test_participant_browser import (  # noqa: F401 - browser and artifacts are fixtures
     By,
@@ -130,3 +130,38 @@ def test_a_participant_adds_their_bib_and_sees_face_and_bib_photos_marked(
     assert shown_photos(driver) == ["d.jpg", "c.jpg", "a.jpg"]
     screenshots(driver, artifacts, "7-gallery-after-not-me")
     assert csp_violations(driver) == []
+
+
+def test_an_event_asking_for_its_code_takes_it_once_in_the_bib_form(
+    browser: WebDriver,  # noqa: F811
+    settings: config.Settings,
+    engine,
+    tmp_path: Path,
+    db_url: str,
+    artifacts: Path,  # noqa: F811
+) -> None:
+    seed_race(settings, engine, tmp_path / "photos", search="code", access_code=CODE)
+    server = start_server(tmp_path, db_url)
+    try:
+        driver = browser
+        phone(driver)
+        driver.get(f"{server.url}/e/{SLUG}")
+        driver.find_element(By.ID, "bib").send_keys("123")
+        driver.find_element(By.ID, "bib-access-code").send_keys("WRONG-9")
+        screenshots(driver, artifacts, "1-code-form")
+        driver.find_element(By.CSS_SELECTOR, "#bib-search button[type=submit]").click()
+        error = wait_for(driver, lambda d: d.find_element(By.ID, "bib-code-error"), "refused")
+        assert "not right" in error.text
+        assert driver.find_elements(By.CSS_SELECTOR, "#photos") == []
+        screenshots(driver, artifacts, "2-code-refused")
+        driver.find_element(By.ID, "bib-access-code").send_keys(CODE)
+        driver.find_element(By.CSS_SELECTOR, "#bib-search button[type=submit]").click()
+        wait_for(driver, lambda d: d.current_url.endswith("/bibs/123"), "result page")
+        assert shown_photos(driver) == ["c.jpg", "b.jpg", "a.jpg"]
+        wait_for(driver, lambda d: loaded(d, "#photos img"), "thumbnails load with the pass")
+        # With the pass, the next search asks for no code.
+        assert driver.find_elements(By.ID, "bib-access-code") == []
+        screenshots(driver, artifacts, "3-code-results")
+        assert csp_violations(driver) == []
+    finally:
+        stop_server(server)

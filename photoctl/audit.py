@@ -2,9 +2,10 @@
 
 A query module (see db.py): ``record`` writes in the caller's transaction, so an entry commits
 with the change it describes, or not at all. The log is append-only: nothing here (or anywhere)
-updates or deletes an entry. Details are small JSON objects of counts and versions; callers
-never pass embeddings, tokens, images or client addresses, and ``record`` refuses keys that
-suggest one, so a careless caller fails loudly in tests instead of leaking into the log.
+updates or deletes an entry. Details are small JSON objects of counts and versions (a day's
+count of bib searches grows beside its entry, see bib_search.py); callers never pass
+embeddings, tokens, images or client addresses, and ``record`` refuses keys that suggest one,
+so a careless caller fails loudly in tests instead of leaking into the log.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from photoctl.bibs import lookup
 from photoctl.models import AuditAction, AuditEntry
 
 audit_log = AuditEntry.__table__
@@ -81,6 +83,22 @@ def record(
     )
 
 
+def has_entry(conn: Connection, event_id: int, action: AuditAction, **detail: Any) -> bool:
+    """Whether an entry of this event and action with exactly this detail was appended."""
+    return (
+        conn.execute(
+            select(audit_log.c.id)
+            .where(
+                audit_log.c.event_id == event_id,
+                audit_log.c.action == str(action),
+                audit_log.c.detail == json.dumps(detail, sort_keys=True, separators=(",", ":")),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
 def entries(conn: Connection, event_id: int | None = None, limit: int | None = None) -> list[Entry]:
     """Entries oldest first, of one event or of all; ``limit`` keeps the newest ones."""
     query = select(
@@ -98,4 +116,22 @@ def entries(conn: Connection, event_id: int | None = None, limit: int | None = N
         rows = list(reversed(conn.execute(query).all()))
     else:
         rows = list(conn.execute(query.order_by(audit_log.c.id)).all())
-    return [Entry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in rows]
+    found = [Entry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in rows]
+    _with_search_counts(conn, found)
+    return found
+
+
+def _with_search_counts(conn: Connection, found: list[Entry]) -> None:
+    """A day's bib_searches entry is appended at its first search; the count goes on growing
+    beside it (bibs/lookup.py) and is shown here as ``searches``."""
+    days = [
+        (entry.event_id, str(entry.detail.get("day")))
+        for entry in found
+        if entry.action == AuditAction.BIB_SEARCHES
+    ]
+    if not days:
+        return
+    counts = lookup.search_counts(conn, days)
+    for entry in found:
+        if entry.action == AuditAction.BIB_SEARCHES:
+            entry.detail["searches"] = counts.get((entry.event_id, str(entry.detail.get("day"))), 0)

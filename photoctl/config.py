@@ -267,6 +267,20 @@ class ServeSettings:
     enroll_rate_per_event: str = _key(
         "120/minute", "Event enrollments allowed per event, from everyone (limits syntax)"
     )
+    bib_search_rate_per_address: str = _key(
+        "30/minute;300/day",
+        "Searches by bib number (an event page's search, its JSON twin, a bib added to a "
+        "gallery) allowed per client address (limits syntax; several limits joined by ';' must "
+        "all hold). A family looking up three runners, with a page or two each and a reload, "
+        "makes about 20; a walk through every number of a 10,000-runner race from one address "
+        "takes more than a month at 300 a day",
+    )
+    bib_search_rate_per_event: str = _key(
+        "600/minute",
+        "Searches by bib number allowed per event, from everyone (limits syntax): the bound on "
+        "a walk from many addresses at once. A 10,000-runner race whose results mail reaches "
+        "everyone in the same minute sees a few hundred searches a minute at most",
+    )
     selfie_max_bytes: int = _key(
         32 * 1024 * 1024, "Selfies larger than this are refused (413)", minimum=1024
     )

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from photoctl import audit, db, event_store, face_store, participant_store, users
+from photoctl.bibs import lookup
 from photoctl.errors import ConfigError, PhotoctlError
 from photoctl.event_store import Event, retention_words
 from photoctl.faces.base import FaceEngine
@@ -398,6 +399,8 @@ def purge_event(
         erased = participant_store.mark_event_erased(conn, event.id, now)
         counts = face_store.delete_event_face_data(conn, event.id)
         counts["participants_erased"] = erased
+        # Start-list names and participants' bib links go with the face data (issue 21).
+        counts.update(lookup.forget_event_bibs(conn, event.id))
         first = event.purged_at is None
         if first or any(counts.values()):
             audit.record(

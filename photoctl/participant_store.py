@@ -133,6 +133,13 @@ def mark_erased(conn: Connection, participant_id: int, by: str, now: float) -> b
     )
 
 
+def erased_at_for_update(conn: Connection, participant_id: int) -> float | None:
+    """The participant's erasure time (None: not erased), their row locked for this transaction."""
+    return conn.execute(
+        select(users_table.c.erased_at).where(users_table.c.id == participant_id).with_for_update()
+    ).scalar_one_or_none()
+
+
 def mark_event_erased(conn: Connection, event_id: int, now: float) -> int:
     """Every participant of the event not erased yet is erased by its purge; returns how many."""
     return conn.execute(

@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from photoctl import audit, db, event_store, face_store, gallery, participant_store, users
+from photoctl.bibs import lookup
 from photoctl.config import Settings
 from photoctl.errors import ConfigError, NotFound, PermanentError, PhotoctlError
 from photoctl.event_store import Event
@@ -30,7 +31,13 @@ from photoctl.models import AuditAction
 from photoctl.participant_store import ERASED_BY_PARTICIPANT, Participant
 
 __all__ = [
+    "BadBib",
+    "BibsClosed",
     "ConsentRequired",
+    "TooManyBibs",
+    "add_bib",
+    "bibs_of",
+    "forget_bib",
     "Enrolled",
     "EventClosed",
     "Participant",
@@ -83,6 +90,41 @@ class ParticipantErased(PermanentError):
 
     def __init__(self) -> None:
         super().__init__("this participant's face data was deleted")
+
+
+class BibsClosed(PermanentError):
+    """The event does not let participants find photos by bib (bibs off, bib search off, or
+    its face data purged)."""
+
+    def __init__(self) -> None:
+        super().__init__("this event does not find photos by bib number")
+
+
+class BadBib(PermanentError):
+    """What was typed cannot be a bib number."""
+
+    def __init__(self) -> None:
+        super().__init__("a bib number is letters and digits, at most 16")
+
+
+class TooManyBibs(PermanentError):
+    """A gallery holds at most MAX_BIBS bibs (a runner has one; a few for a wrong one typed)."""
+
+    def __init__(self) -> None:
+        super().__init__(f"a gallery holds at most {MAX_BIBS} bib numbers")
+
+
+# A runner wears one bib; a few more leave room for a typo corrected before the wrong one is
+# removed. More would let one gallery collect every runner's photos, one bib at a time.
+MAX_BIBS = 3
+
+
+def bib_search_open(event: Event) -> bool:
+    """Whether the event lets anyone find photos by bib: bibs read, search on (with an access
+    code to type where it asks for one), face data not purged."""
+    if event.bib_search == "code" and not event.requires_access_code:
+        return False  # "code" without a code to type: closed rather than open to anyone
+    return event.bibs and event.bib_search in ("public", "code") and event.purged_at is None
 
 
 @dataclass(frozen=True)
@@ -190,10 +232,12 @@ def gallery_holder(database: Engine, token: str) -> tuple[Participant, Event] | 
 
 def participant_photos(
     database: Engine, participant_id: int, limit: int, cursor: int | None
-) -> tuple[list[gallery.PhotoItem], int | None]:
-    """The participant's matched, processed photos, newest first; (page, next cursor)."""
+) -> tuple[list[lookup.GalleryItem], int | None]:
+    """The participant's processed photos, newest first; (page, next cursor): those their face
+    matched and those where one of their bibs was read, "not me" left out, each marked with
+    why it is there (``found_by``)."""
     with db.read(database) as conn:
-        return gallery.my_photos(conn, participant_id, limit, cursor)
+        return lookup.gallery_photos(conn, participant_id, limit, cursor)
 
 
 def processing_count(database: Engine, event_id: int) -> int:
@@ -205,9 +249,9 @@ def processing_count(database: Engine, event_id: int) -> int:
 def participant_photo(
     database: Engine, participant_id: int, photo_id: int
 ) -> gallery.PhotoFiles | None:
-    """The files of a photo the participant is matched in; None for any other photo."""
+    """The files of a photo in the participant's gallery (face or bib); None for any other."""
     with db.read(database) as conn:
-        return gallery.photo_files(conn, photo_id, participant_id)
+        return lookup.gallery_photo_files(conn, participant_id, photo_id)
 
 
 def said_not_me(database: Engine, participant_id: int, photo_id: int) -> bool:
@@ -227,14 +271,17 @@ def _live_participant(database: Engine, participant_id: int) -> Participant:
 
 
 def not_me(database: Engine, participant_id: int, photo_id: int) -> bool:
-    """Remove the participant's match in the photo for good; False if there was no match.
+    """Remove the photo from the participant's gallery for good, whether their face or one of
+    their bibs put it there; False if it was not in their gallery.
 
     Raises ParticipantErased for an erased participant.
     """
     participant = _live_participant(database, participant_id)
     now = time.time()
     with db.write(database) as conn:
-        removed = face_store.reject_match(conn, participant_id, photo_id, now)
+        removed = face_store.reject_match(
+            conn, participant_id, photo_id, now
+        ) or lookup.reject_bib_photo(conn, participant_id, photo_id, now)
         if removed:
             audit.record(
                 conn, participant.event_id, AuditAction.NOT_ME, participant_id, now=now, photos=1
@@ -268,6 +315,40 @@ def add_selfie(
     return added
 
 
+def bibs_of(database: Engine, participant_id: int) -> list[str]:
+    """The bibs the participant added to their gallery."""
+    with db.read(database) as conn:
+        return lookup.bibs_of(conn, participant_id)
+
+
+def add_bib(database: Engine, participant_id: int, typed: str) -> str:
+    """Add a bib to the participant's gallery: photos where it was read join it. Returns the bib
+    as stored. Raises BibsClosed, BadBib, TooManyBibs, ParticipantErased."""
+    participant = _live_participant(database, participant_id)
+    event = _fresh_event(database, participant.event_id)
+    if not bib_search_open(event):
+        raise BibsClosed()
+    bib = lookup.normalize_bib(typed)
+    if bib is None:
+        raise BadBib()
+    with db.write(database) as conn:
+        # The user's row first, as erasure takes it (lock order, README): an erasure committed
+        # meanwhile is seen here, and no bib is linked to an erased gallery.
+        if participant_store.erased_at_for_update(conn, participant_id) is not None:
+            raise ParticipantErased()
+        held = lookup.bibs_of(conn, participant_id)
+        if bib not in held and len(held) >= MAX_BIBS:
+            raise TooManyBibs()
+        lookup.add_participant_bib(conn, participant_id, event.id, bib, time.time())
+    return bib
+
+
+def forget_bib(database: Engine, participant_id: int, bib: str) -> bool:
+    """Take a bib out of the participant's gallery; False if it was not there."""
+    with db.write(database) as conn:
+        return lookup.forget_participant_bibs(conn, participant_id, bib) > 0
+
+
 def erase_participant(
     database: Engine, face_engine: FaceEngine | None, settings: Settings, participant_id: int
 ) -> None:
@@ -296,6 +377,8 @@ def erase_participant(
         erased = participant_store.mark_erased(conn, participant_id, ERASED_BY_PARTICIPANT, now)
         late = face_store.selfie_external_ids(conn, participant_id, besides=external_ids)
         counts = face_store.delete_user_face_data(conn, participant_id)
+        # Without a selfie the gallery is gone: its bib links go with it.
+        counts["bibs"] = lookup.forget_participant_bibs(conn, participant_id)
         if erased:
             audit.record(
                 conn, participant.event_id, AuditAction.ERASE, participant_id, now=now, **counts

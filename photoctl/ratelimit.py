@@ -11,7 +11,7 @@ import ipaddress
 import time
 
 import diskcache
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, parse, parse_many
 from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 
@@ -95,7 +95,7 @@ class DiskcacheStorage(Storage):
 
 class RequestLimits:
     """The serve process's limits: uploads and selfies per user, logins per name and address,
-    event enrollments per client address and per event."""
+    event enrollments and bib searches per client address and per event."""
 
     def __init__(
         self,
@@ -106,6 +106,8 @@ class RequestLimits:
         *,
         enroll_address_rate: str = "60/minute",
         enroll_event_rate: str = "120/minute",
+        bib_address_rate: str = "30/minute;300/day",
+        bib_event_rate: str = "600/minute",
     ) -> None:
         self.limiter = FixedWindowRateLimiter(DiskcacheStorage(f"diskcache://{directory}"))
         self.upload = parse(upload_rate)
@@ -116,6 +118,15 @@ class RequestLimits:
         # back by the first, a crowd of them (or one behind many addresses) by the second.
         self.enroll_address = parse(enroll_address_rate)
         self.enroll_event = parse(enroll_event_rate)
+        # A bib is no secret: searches are counted so that walking every number is slow.
+        self.bib_address = parse_many(bib_address_rate)
+        self.bib_event = parse_many(bib_event_rate)
+
+    def hit_all(self, items: list[RateLimitItem], *identifiers: str) -> float | None:
+        """Count one request against each of several limits (a minute's and a day's); None if
+        every one allows it, else the longest wait among those that refuse."""
+        waits = [wait for item in items if (wait := self.hit(item, *identifiers)) is not None]
+        return max(waits) if waits else None
 
     def hit(self, item: RateLimitItem, *identifiers: str) -> float | None:
         """Count one request; None if allowed, else seconds until it would be."""

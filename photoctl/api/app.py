@@ -41,7 +41,9 @@ from photoctl.api.pages import (
 from photoctl.api.routes import (
     admin,
     auth,
+    bib_pages,
     event_pages,
+    gallery_bibs,
     gallery_files,
     gallery_pages,
     health,
@@ -136,7 +138,18 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         description="Event photos: your matched photos, the gallery, uploads, admin.",
     )
-    for module in (health, auth, photos, me, admin, event_pages, gallery_pages, gallery_files):
+    for module in (
+        health,
+        auth,
+        photos,
+        me,
+        admin,
+        event_pages,
+        bib_pages,
+        gallery_pages,
+        gallery_bibs,
+        gallery_files,
+    ):
         app.include_router(module.router)
     # The participant pages' script and style sheet, shipped inside the package.
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

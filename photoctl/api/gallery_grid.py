@@ -18,14 +18,16 @@ here around json.dumps of each value, which writes every control character escap
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from photoctl import gallery, participants
+from photoctl import participants
 from photoctl.api.pages import render_fragment
 from photoctl.api.services import Services
 from photoctl.cache import user_tag
+from photoctl.gallery import PhotoItem
 
 _HTML_MARK = "<gallery-token>"
 _JSON_MARK = "\x01"
@@ -47,26 +49,38 @@ class Grid:
         return self.photos_json.replace(_JSON_MARK, token)
 
 
-def _photo_json(item: gallery.PhotoItem) -> str:
-    base = f"/g/{_JSON_MARK}/photos/{item.id}"
+def _photo_json(item: PhotoItem, json_base: str) -> str:
+    base = f"{json_base}/photos/{item.id}"
     dumps = json.dumps
+    # Why it is in a participant's gallery (bibs/lookup.GalleryItem); a plain item has no reason.
+    found_by = getattr(item, "found_by", None)
     return (
         f'{{"id":{item.id},"filename":{dumps(item.filename)},"taken_at":{dumps(item.taken_at)},'
         f'"width":{dumps(item.width)},"height":{dumps(item.height)},"page_url":"{base}",'
         f'"thumb_url":"{base}/thumb","preview_url":"{base}/preview",'
-        f'"original_url":"{base}/original"}}'
+        f'"original_url":"{base}/original","found_by":{dumps(found_by)}}}'
     )
 
 
-def build(items: list[gallery.PhotoItem], cursor: int | None, next_cursor: int | None) -> Grid:
+def build(
+    items: Sequence[PhotoItem],
+    cursor: int | None,
+    next_cursor: int | None,
+    *,
+    html_base: str = f"/g/{_HTML_MARK}",
+    json_base: str = f"/g/{_JSON_MARK}",
+) -> Grid:
+    """The grid of these photos; its links start with ``html_base`` (HTML) and ``json_base``
+    (JSON): a participant's gallery by default, with the token's marks, or a bib's result page.
+    Nothing in either base is escaped: they are built from checked slugs, bibs and marks."""
     html = render_fragment(
         "gallery_grid.html",
-        token=Markup(_HTML_MARK),
+        base=Markup(html_base),
         photos=items,
         cursor=cursor,
         next_cursor=next_cursor,
     )
-    photos = "[" + ",".join(_photo_json(item) for item in items) + "]"
+    photos = "[" + ",".join(_photo_json(item, json_base) for item in items) + "]"
     return Grid(html, photos, len(items), next_cursor)
 
 

@@ -1,4 +1,4 @@
-"""Gallery tokens never reach a log line.
+"""Gallery tokens and bib numbers never reach a log line.
 
 A gallery link's token is the only key to a participant's photos, and it travels in the path
 (``/g/<token>/…``, ``/api/g/<token>/…``). Serve logs paths: uvicorn's access log (``serve -v``),
@@ -24,9 +24,19 @@ _GALLERY_PATH = re.compile(r"""(^|[\s"'(=]|://[^/\s"']*)(/(?:api/)?g/)[^/?#\s"']
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
+# /e/<slug>/bibs/<number> and /api/g/<token>/bib/<number>: a bib searched is personal (whose
+# photos were looked at), and the audit log keeps only counts; the number runs to the next "/",
+# "?", "#", quote or space. The query of the event page's form (``?bib=``) goes the same way.
+_BIB_PATH = re.compile(r"""(/(?:api/)?(?:e/[^/?#\s"']+/bibs|g/[^/?#\s"']+/bib)/)[^/?#\s"']+""")
+_BIB_QUERY = re.compile(r"""([?&]bib=)[^&#\s"']*""")
+
+
 def redact_paths(text: str) -> str:
-    """``text`` with the token of every gallery path in it replaced by ``***``."""
-    return _GALLERY_PATH.sub(rf"\1\2{REDACTED}", text)
+    """``text`` with the token of every gallery path, and every bib number searched, in it
+    replaced by ``***``."""
+    text = _GALLERY_PATH.sub(rf"\1\2{REDACTED}", text)
+    text = _BIB_PATH.sub(rf"\1{REDACTED}", text)
+    return _BIB_QUERY.sub(rf"\1{REDACTED}", text)
 
 
 def _redacted(value: Any) -> Any:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from fastapi import HTTPException
 
 from photoctl.errors import FacesRefused, NoFace, PermanentError, SeveralFaces, TransientError
+from photoctl.participants import MAX_BIBS
 
 SELFIE = "selfie"
 ACCESS_CODE = "access_code"
@@ -51,6 +52,19 @@ GALLERY_REFUSALS = {
     "busy": BUSY,
     "unavailable": UNAVAILABLE,
     "too-many": "You have sent several selfies in a short time. Please try again in a few minutes.",
+    "stale": STALE_FORM,
+}
+BAD_BIB = "A bib number is the letters and digits printed on the bib (at most 16)."
+NO_BIB_SEARCH = "This event's photos cannot be found by bib number."
+MAX_BIBS_NOTE = (
+    f"Your gallery holds at most {MAX_BIBS} bib numbers: remove one before adding another."
+)
+# A refused bib on the gallery goes back to it (post/redirect/get) with one of these names.
+BIB_REFUSALS = {
+    "bad": BAD_BIB,
+    "too-many": MAX_BIBS_NOTE,
+    "closed": NO_BIB_SEARCH,
+    "busy": "You have looked up several bib numbers in a short time. Please try again later.",
     "stale": STALE_FORM,
 }
 _GALLERY_CODES = {message: code for code, message in GALLERY_REFUSALS.items()}

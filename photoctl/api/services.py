@@ -77,6 +77,8 @@ def open_services(settings: Settings) -> Iterator[Services]:
                 settings.serve.selfie_rate,
                 enroll_address_rate=settings.serve.enroll_rate_per_address,
                 enroll_event_rate=settings.serve.enroll_rate_per_event,
+                bib_address_rate=settings.serve.bib_search_rate_per_address,
+                bib_event_rate=settings.serve.bib_search_rate_per_event,
             )
             face_engine, face_engine_error = _build_face_engine(settings, database)
             yield Services(

@@ -1,5 +1,7 @@
-"""Bib numbers: reading them from photos (reader.py, on proposals.py's text lines) and deciding
-which reads are bibs (rules.py).
+"""Bib numbers: reading them from photos (reader.py, on proposals.py's text lines), deciding
+which reads are bibs (rules.py), and finding a runner's photos by them (lookup.py: the photos
+where a bib was read in an event, a participant's own bibs, and their gallery as the union of
+face matches and bib reads).
 
 How the pipeline is meant to call it (one reader per worker process, built at warm-up: ~0.1
 CPU-s and ~55 MB for the session, ~75 MB once it has read; onnxruntime's run is thread-safe):

@@ -29,6 +29,8 @@ _PURGED = {
     "selfies": ("selfie", "selfies"),
     "faces": ("face", "faces"),
     "participants_erased": ("participant erased", "participants erased"),
+    "participant_bibs": ("bib link", "bib links"),
+    "start_list": ("start-list runner", "start-list runners"),
 }
 
 

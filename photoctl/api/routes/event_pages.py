@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from photoctl import events, participants
-from photoctl.api import gallery_cookie
+from photoctl.api import bib_access, gallery_cookie
 from photoctl.api import participant_messages as messages
 from photoctl.api.deps import Svc
 from photoctl.api.pages import error_page, form_token_ok, render
@@ -40,6 +40,9 @@ class EventOut(BaseModel):
     self_enrollment: bool  # the organizer's switch (off for the default event until opened)
     retention_days: int
     face_data_deleted_on: str | None
+    # Who may find photos by bib on this event now: "public", "code" (with the access code in
+    # X-Access-Code) or "off" (also for an event without bibs, or purged).
+    bib_search: str = "off"
 
 
 class EnrolledOut(BaseModel):
@@ -85,6 +88,7 @@ def event_out(event: events.Event) -> EventOut:
         self_enrollment=event.self_enrollment,
         retention_days=event.retention_days,
         face_data_deleted_on=event.face_data_deleted_on,
+        bib_search=event.bib_search if participants.bib_search_open(event) else "off",
     )
 
 
@@ -157,6 +161,8 @@ def _event_form(
         consented=consented,
         gallery=None if another else remembered,
         replaces=gallery_cookie.fingerprint(remembered) if another and remembered else None,
+        bib_open=participants.bib_search_open(event),
+        bib_needs_code=bib_access.needs_code(svc, request, event),
     )
     if refused is not None and refused.headers:
         response.headers.update(refused.headers)

@@ -8,7 +8,7 @@ is opened, and serve holds one chunk of it at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import PurePath
 from typing import Annotated, Literal
 
@@ -23,6 +23,8 @@ from photoctl.api.photo_files import Variant, open_photo
 from photoctl.api.routes.gallery_pages import PhotoId, holder
 from photoctl.api.services import Services
 from photoctl.api.zipstream import member_name, zip_chunks
+from photoctl.bibs.lookup import GalleryItem
+from photoctl.gallery import PhotoFiles
 
 router = APIRouter(tags=["participants"])
 
@@ -42,11 +44,16 @@ _IMAGE_CACHE = "private, max-age=3600"
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Not found"}},
 )
 def gallery_photo(token: str, photo_id: PhotoId, variant: Variant, svc: Svc) -> Response:
-    """A matched photo's thumbnail, preview or original."""
+    """A photo's thumbnail, preview or original, while it is in the gallery (face or bib)."""
     participant, _ = holder(svc, token)
     files = participants.participant_photo(svc.database, participant.id, photo_id)
     if files is None:
         raise HTTPException(404, "Photo not found")
+    return photo_response(svc, files, variant)
+
+
+def photo_response(svc: Services, files: PhotoFiles, variant: Variant) -> Response:
+    """One of a photo's images as a participant's page serves it (the bib pages too)."""
     served = open_photo(svc, files, variant)
     original = variant == "original"
     response = served.response(
@@ -59,15 +66,23 @@ def gallery_photo(token: str, photo_id: PhotoId, variant: Variant, svc: Svc) -> 
     return response
 
 
-def _members(svc: Services, participant_id: int, variant: Variant) -> Iterator[tuple[str, Served]]:
+Page = Callable[[int, int | None], tuple[list[GalleryItem], int | None]]
+
+
+def zip_members(
+    svc: Services,
+    page: Page,
+    files_of: Callable[[int], PhotoFiles | None],
+    variant: Variant,
+) -> Iterator[tuple[str, Served]]:
+    """The members of a zip of the photos ``page`` lists, a batch at a time; a photo whose
+    ``files_of`` is None by the time it is reached ("not me" meanwhile) is left out."""
     cursor: int | None = None
     while True:
-        items, cursor = participants.participant_photos(
-            svc.database, participant_id, _ZIP_BATCH, cursor
-        )
+        items, cursor = page(_ZIP_BATCH, cursor)
         for item in items:
-            files = participants.participant_photo(svc.database, participant_id, item.id)
-            if files is None:  # "not me" while the zip was being written
+            files = files_of(item.id)
+            if files is None:
                 continue
             try:
                 served = open_photo(svc, files, variant, stream=True)
@@ -77,6 +92,14 @@ def _members(svc: Services, participant_id: int, variant: Variant) -> Iterator[t
             yield member_name(item.id, name + ("" if variant == "original" else ".jpg")), served
         if cursor is None:
             return
+
+
+def zip_response(members: Iterator[tuple[str, Served]], name: str) -> StreamingResponse:
+    return StreamingResponse(
+        zip_chunks(members),
+        media_type="application/zip",
+        headers={"Content-Disposition": content_disposition(name), "Cache-Control": "no-store"},
+    )
 
 
 @router.get(
@@ -94,13 +117,15 @@ def gallery_zip(
     svc: Svc,
     variant: Annotated[Literal["original", "preview"], Query()] = "original",
 ) -> StreamingResponse:
-    """Every matched photo in one zip, streamed as it is written (originals, or previews)."""
+    """Every photo of the gallery in one zip, streamed as it is written (originals, or
+    previews)."""
     participant, event = holder(svc, token)
-    return StreamingResponse(
-        zip_chunks(_members(svc, participant.id, variant)),
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": content_disposition(f"{event.slug}-photos.zip"),
-            "Cache-Control": "no-store",
-        },
+    members = zip_members(
+        svc,
+        lambda limit, cursor: participants.participant_photos(
+            svc.database, participant.id, limit, cursor
+        ),
+        lambda photo_id: participants.participant_photo(svc.database, participant.id, photo_id),
+        variant,
     )
+    return zip_response(members, f"{event.slug}-photos.zip")

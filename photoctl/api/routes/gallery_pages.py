@@ -25,7 +25,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from photoctl import events, participants
 from photoctl.api import gallery_cookie, gallery_grid
@@ -51,7 +51,7 @@ PhotoId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 Cursor = Annotated[int | None, Query(ge=0, le=MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Photos per page")]
 _STALE_FORM = "This form has expired or came from another site. Go back, reload and try again."
-_ERASED = "Your face data has been deleted; this link no longer does anything but say so."
+ERASED = "Your face data has been deleted; this link no longer does anything but say so."
 _NOT_ME_DONE = "You said this photo is not you, so it left your gallery and will not come back."
 
 
@@ -65,6 +65,9 @@ class PhotoLink(BaseModel):
     thumb_url: str
     preview_url: str
     original_url: str
+    found_by: str | None = Field(
+        default=None, description="Why the photo is in the gallery: face, bib or both"
+    )
 
 
 class GalleryOut(BaseModel):
@@ -180,6 +183,8 @@ def gallery_page(
     removed: bool = False,
     again: bool = False,
     refused: Annotated[str | None, Query(max_length=20)] = None,
+    bib_added: bool = False,
+    bib_refused: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
     try:
         participant, event = holder(svc, token)
@@ -201,7 +206,19 @@ def gallery_page(
         removed=removed,
         again=again,
         selfie_error=messages.GALLERY_REFUSALS.get(refused or ""),
+        bibs=_bibs(svc, participant, event),
+        bib_added=bib_added,
+        bib_error=messages.BIB_REFUSALS.get(bib_refused or ""),
     )
+
+
+def _bibs(
+    svc: Services, participant: participants.Participant, event: events.Event
+) -> list[str] | None:
+    """The gallery's bibs; None where the event does not find photos by bib (no form)."""
+    if participant.erased_at is not None or not participants.bib_search_open(event):
+        return None
+    return participants.bibs_of(svc.database, participant.id)
 
 
 @router.get("/api/g/{token}", response_model=GalleryOut, responses={404: {}})
@@ -230,17 +247,32 @@ def photo_page(request: Request, token: str, photo_id: PhotoId, svc: Svc) -> Res
         if error.status_code == 404 and _said_not_me(svc, token, photo_id):
             # Back to the photo after "Not me": it says so, with no button that would act.
             _, event = holder(svc, token)
-            return render(
-                request,
-                "photo.html",
-                410,
-                token=token,
-                event=event,
-                photo_id=photo_id,
-                removed=_NOT_ME_DONE,
-            )
+            return _photo_page(request, token, event, photo_id, 410, removed=_NOT_ME_DONE)
         return _html_error(request, error, token)
-    return render(request, "photo.html", token=token, event=event, photo_id=photo_id, removed=None)
+    return _photo_page(request, token, event, photo_id)
+
+
+def _photo_page(
+    request: Request,
+    token: str,
+    event: events.Event,
+    photo_id: int,
+    status_code: int = 200,
+    removed: str | None = None,
+) -> Response:
+    return render(
+        request,
+        "photo.html",
+        status_code,
+        event=event,
+        base=f"/g/{token}/photos/{photo_id}",
+        back_url=f"/g/{token}",
+        back_text="All your photos",
+        heading="A photo of you",
+        alt=f"A photo of {event.title} in which you were found",
+        not_me_url=f"/g/{token}/not-me/{photo_id}",
+        removed=removed,
+    )
 
 
 def _said_not_me(svc: Services, token: str, photo_id: int) -> bool:
@@ -270,7 +302,7 @@ def _not_me(svc: Services, token: str, photo_id: int) -> bool:
     try:
         removed = participants.not_me(svc.database, participant.id, photo_id)
     except participants.ParticipantErased:
-        raise HTTPException(410, _ERASED) from None
+        raise HTTPException(410, ERASED) from None
     svc.cache.drop_users([participant.id])
     return removed
 
@@ -301,7 +333,7 @@ def not_me_json(token: str, photo_id: PhotoId, svc: Svc) -> NotMeOut:
 def _add_selfie(svc: Services, token: str, selfie: UploadFile | None) -> int:
     participant, _ = holder(svc, token)
     if participant.erased_at is not None:
-        raise HTTPException(410, _ERASED)
+        raise HTTPException(410, ERASED)
     wait = svc.limits.hit(svc.limits.selfie, "participant-selfie", str(participant.id))
     if wait is not None:
         raise Refused(
@@ -319,7 +351,7 @@ def _add_selfie(svc: Services, token: str, selfie: UploadFile | None) -> int:
                     svc.database, engine, svc.settings, participant.id, path
                 )
             except participants.ParticipantErased:
-                raise HTTPException(410, _ERASED) from None
+                raise HTTPException(410, ERASED) from None
     except HTTPException as error:
         if error.status_code == 410:
             raise

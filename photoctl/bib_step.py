@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 from sqlalchemy import Engine
@@ -39,6 +39,15 @@ log = logging.getLogger(__name__)
 ENGINE = "local"  # bib_reads.engine of what BibReader read
 
 
+class TextEngine(Protocol):
+    """An engine of its own that reads text (Rekognition's DetectText), instead of BibReader."""
+
+    name: str
+    detail_px: int
+
+    def for_event(self, slug: str) -> Any: ...  # whose calls these are (usage, budget)
+
+
 @dataclass(frozen=True)
 class BibSummary:
     read: bool = False  # the step read the photo now (not a checkpointed rerun, not off)
@@ -47,11 +56,15 @@ class BibSummary:
 
 
 class BibStep:
-    """Reads bibs with the local reader (photoctl/bibs/reader.py), loaded once per process."""
+    """Reads bibs with the local reader (photoctl/bibs/reader.py), loaded once per process, or
+    with ``text_engine`` (the Rekognition engine: one DetectText call a photo)."""
 
-    def __init__(self, settings: Settings, database: Engine) -> None:
+    def __init__(
+        self, settings: Settings, database: Engine, text_engine: TextEngine | None = None
+    ) -> None:
         self.settings = settings
         self.database = database
+        self.text_engine = text_engine
         self._reader: BibReader | None = None
         self._lock = threading.Lock()  # job threads (Rekognition) share one reader
 
@@ -67,6 +80,8 @@ class BibStep:
 
     def warm_up(self) -> None:
         """Load the OCR model before the first job when some event reads bibs."""
+        if self.text_engine is not None:
+            return
         with db.read(self.database) as conn:
             if bib_store.events_reading_bibs(conn):
                 self.reader()
@@ -80,6 +95,8 @@ class BibStep:
                 return 0
             if bib_store.bibs_read_at(conn, photo.id) is not None:
                 return 0
+        if self.text_engine is not None:
+            return self.text_engine.detail_px
         return self.settings.bibs.detail_px
 
     def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> BibSummary:
@@ -92,7 +109,14 @@ class BibStep:
             rules = service.rules_for(conn, event, self.settings)
         started = time.thread_time()
         image: Image.Image = decoded.sharpest
-        reads: list[OcrRead] = self.reader().read(image, scale=decoded.width / image.width)
+        size = (decoded.width, decoded.height)
+        engine_name = ENGINE
+        reads: list[OcrRead]
+        if self.text_engine is not None:
+            engine_name = self.text_engine.name
+            reads = self.text_engine.for_event(event.slug).read_text(image, size)
+        else:
+            reads = self.reader().read(image, scale=decoded.width / image.width)
         found = find_bibs(reads, rules)
         spent = time.thread_time() - started
         unread = _unread(reads, found, rules.min_confidence)
@@ -101,9 +125,9 @@ class BibStep:
                 conn,
                 photo.id,
                 event.id,
-                ENGINE,
+                engine_name,
                 found,
-                (decoded.width, decoded.height),
+                size,
                 unread,
                 time.time(),
             )

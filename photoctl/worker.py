@@ -88,7 +88,11 @@ class WorkerLoop:
         self.parent_pid = os.getppid()
         self.engine = db.make_engine(self.settings, spec.database_url)
         self.faces = make_face_step(spec.engine_name, self.settings, self.engine, self.worker_id)
-        self.bibs = BibStep(self.settings, self.engine)
+        # With Rekognition, bibs are read by its DetectText (same client, limiter and budget).
+        text_engine = (
+            getattr(self.faces, "engine", None) if spec.engine_name == "rekognition" else None
+        )
+        self.bibs = BibStep(self.settings, self.engine, text_engine)
         self.policy = queue.RetryPolicy(
             max_attempts=self.settings.queue.max_attempts,
             base_seconds=self.settings.queue.retry_base_seconds,

@@ -157,3 +157,24 @@ def test_reads_below_the_confidence_threshold_are_not_stored(tmp_path, db_url, p
     kept = stored(db_url)
     assert {row[:2] for row in kept} == {row[:2] for row in every if row[2] >= threshold}
     assert len(kept) < len(every)
+
+
+def test_the_local_face_engine_job_reads_bibs_too_and_a_range_bounds_what_is_kept(
+    tmp_path, db_url, photos
+) -> None:
+    folder, shown = photos
+    env = photoctl_env(tmp_path, db_url)
+    # The range keeps the bibs under 3000 only: the others are never stored.
+    cli(env, "events", "create", "city", "--title", "City", "--bibs", "--bib-range", "1-3000")
+    cli(env, "ingest", str(folder), "--event", "city")
+    work = cli(env, "work", "--until-empty")  # the default engine: local faces, same job
+    assert "2 jobs done" in work.stderr, "one job a photo: thumbnails, faces and bibs"
+    every = {(name, bib) for name, bibs in shown.items() for bib in bibs}
+    assert {(name, bib) for name, bib, *_ in stored(db_url)} == {
+        (name, bib) for name, bib in every if int(bib) <= 3000
+    }
+    # A narrower range later drops what it no longer allows.
+    cli(env, "events", "edit", "city", "--bib-range", "1-2000")
+    assert {(name, bib) for name, bib, *_ in stored(db_url)} == {
+        (name, bib) for name, bib in every if int(bib) <= 2000
+    }

@@ -95,7 +95,8 @@ def parse_start_list(path: Path) -> list[tuple[str, str | None]]:
             problems.append(f"line {line}: no bib")
             continue
         if not _BIB_FORM.fullmatch(bib):
-            problems.append(f"line {line}: {raw!r} is not a bib (digits, or letters then digits)")
+            # The cell is not echoed: with columns swapped it would be a runner's name.
+            problems.append(f"line {line}: not a bib (digits, or letters then digits)")
             continue
         if bib in seen:
             problems.append(f"line {line}: bib {bib} is on line {seen[bib]} already")

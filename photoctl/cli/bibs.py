@@ -7,7 +7,6 @@ bibs; 1 when rows of a start list are bad (each named by its line; nothing impor
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -148,4 +147,3 @@ def bibs_stats(app: App, slug: str, as_json: bool) -> None:
         click.echo(json.dumps(counts.as_json()))
     else:
         click.echo(service.describe(counts))
-    sys.stdout.flush()

@@ -71,7 +71,13 @@ class BibStep:
     def reader(self) -> BibReader:
         with self._lock:
             if self._reader is None:
+                import cv2
+
                 from photoctl.bibs.reader import BibReader, ReaderSettings
+
+                # One thread, as onnxruntime's: `work -n 2` on 2 cores must not oversubscribe,
+                # and the step's CPU (thread time) is then all of it.
+                cv2.setNumThreads(1)
 
                 self._reader = BibReader(
                     ReaderSettings(threads=1, light_on_dark=self.settings.bibs.light_on_dark)

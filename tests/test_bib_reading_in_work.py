@@ -77,7 +77,7 @@ def test_work_reads_bibs_in_the_photo_job_and_bibs_find_list_stats_answer(
     }
     assert all(confidence >= 0.8 and 0 < width < 1 for _, _, confidence, width, _ in rows)
 
-    found = json.loads(cli(env, "bibs", "find", "city", second[0], "--json").stdout)
+    found = json.loads(cli(env, "bibs", "find", "city", f"#0{second[0]}", "--json").stdout)
     assert found["bib"] == second[0]
     assert [p["filename"] for p in found["photos"]] == ["race-12.jpg"]
     assert set(found["photos"][0]) >= {"id", "filename", "confidence", "box"}
@@ -114,7 +114,8 @@ def test_bibs_scan_reads_photos_processed_before_and_never_reads_twice(
     refused = cli(env, "bibs", "scan", "late", code=2)
     assert "--bibs on" in refused.stderr
 
-    cli(env, "events", "edit", "late", "--bibs", "on")
+    switched = cli(env, "events", "edit", "late", "--bibs", "on")
+    assert "`photoctl bibs scan late` queues those processed before" in switched.stderr
     assert "2 photos of late queued" in cli(env, "bibs", "scan", "late").stderr
     assert "0 photos of late queued" in cli(env, "bibs", "scan", "late").stderr, "queued once"
     work = cli(env, "--engine", "none", "work", "--until-empty")

@@ -157,7 +157,7 @@ def scan(database: Engine, slug: str) -> int:
 
 def find(database: Engine, slug: str, bib: str) -> tuple[str, list[store.PhotoOfBib]]:
     """The bib as stored (no leading zeros, letters upper case) and its photos."""
-    wanted = normalize_bib(bib)
+    wanted = normalize_bib(bib.strip().lstrip("#"))
     with db.read(database) as conn:
         event = require_event(conn, slug)
         return wanted, store.photos_of_bib(conn, event.id, wanted)

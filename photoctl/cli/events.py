@@ -397,6 +397,11 @@ def events_edit(
         **changes,
     )
     _print_event(app, event, code if generated else None, as_json, "")
+    if bibs == "on":
+        app.say(
+            f"bibs are read in photos processed from now on; `photoctl bibs scan {slug}` "
+            "queues those processed before"
+        )
     if self_enrollment == "on" and events_module.is_default(event):
         app.warn(
             "the default event's page now enrolls anyone who reaches serve and matches them "

@@ -318,6 +318,34 @@ class EventsSettings:
     )
 
 
+def _fraction(value: Any) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("must be a number from 0 to 1")
+    return number
+
+
+@dataclass(frozen=True)
+class BibsSettings:
+    min_confidence: float = _key(
+        0.8,
+        "A bib read less sure than this (the mean probability of its characters, 0-1) is not "
+        "stored",
+        parse=_fraction,
+    )
+    detail_px: int = _key(
+        3000,
+        "local reader: photos are read at this longest side (a 24 MP JPEG's half-size draft); "
+        "digits under about 12 px there are not read",
+        minimum=500,
+    )
+    light_on_dark: bool = _key(
+        False,
+        "local reader: also look for white digits on dark or coloured cards (about doubles "
+        "the reading's cost)",
+    )
+
+
 @dataclass(frozen=True)
 class LogSettings:
     level: str = _key("info", "Log level: debug, info, warning, error", choices=LOG_LEVELS)
@@ -347,6 +375,7 @@ SECTIONS: dict[str, type] = {
     "cache": CacheSettings,
     "serve": ServeSettings,
     "events": EventsSettings,
+    "bibs": BibsSettings,
     "log": LogSettings,
 }
 
@@ -364,6 +393,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    bibs: BibsSettings = field(default_factory=BibsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     # "section.key" -> where the effective value came from, for `config show`.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)

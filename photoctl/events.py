@@ -29,10 +29,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from photoctl import audit, db, event_store, face_store, participant_store, users
 from photoctl.bibs import lookup
+from photoctl.bibs import store as bib_store
+from photoctl.bibs.rules import BibRules, parse_range
+from photoctl.bibs.rules import allowed as allowed_bib
 from photoctl.errors import ConfigError, PhotoctlError
 from photoctl.event_store import Event, retention_words
 from photoctl.faces.base import FaceEngine
@@ -173,9 +176,18 @@ def create_event(
     retention_days: int,
     consent_text: str | None = None,
     access_code: str | None = None,
+    bibs: bool = False,
+    bib_range: str | None = None,
+    bib_pattern: str | None = None,
+    bib_search: str = "public",
 ) -> Event:
-    """Create an event; ``consent_text`` None takes ``default_consent_text``."""
+    """Create an event; ``consent_text`` None takes ``default_consent_text``. ``bibs`` reads
+    bib numbers in its photos, within ``bib_range`` ('1-9999') or ``bib_pattern`` when it has
+    no start list; ``bib_search`` says who may look photos up by bib (public, code, off)."""
     check_slug(slug)
+    bib_values = bib_settings(
+        bibs=bibs, bib_range=bib_range, bib_pattern=bib_pattern, bib_search=bib_search
+    )
     title = title.strip()
     if not title:
         raise ConfigError("an event needs a title")
@@ -200,6 +212,7 @@ def create_event(
             consent_version=consent_version(text),
             access_code_hash=hash_access_code(access_code) if access_code else None,
             created_at=now,
+            **bib_values,
         )
         audit.record(
             conn,
@@ -213,6 +226,55 @@ def create_event(
         event = event_store.event_by_id(conn, event_id)
     assert event is not None
     return event
+
+
+_BIB_SEARCH = ("public", "code", "off")
+
+
+def bib_settings(**given: Any) -> dict[str, Any]:
+    """The event columns of the bib options given (bibs, bib_range, bib_pattern, bib_search),
+    checked: ConfigError naming what is wrong. An empty range or pattern removes it."""
+    values: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in ("bibs", "bib_range", "bib_pattern", "bib_search"):
+            raise TypeError(f"unknown bib setting {key}")
+        if value is None:
+            continue
+        if key == "bib_range" and value.strip():
+            try:
+                low, high = parse_range(value)
+            except ValueError as error:
+                raise ConfigError(f"--bib-range: {error}") from None
+            value = f"{low}-{high}"
+        elif key == "bib_pattern" and value.strip():
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ConfigError(
+                    f"--bib-pattern {value!r} is not a regular expression: {error}"
+                ) from None
+        elif key == "bib_search" and value not in _BIB_SEARCH:
+            raise ConfigError(f"--bib-search must be one of {', '.join(_BIB_SEARCH)}")
+        if key in ("bib_range", "bib_pattern"):
+            value = value.strip() or None
+        values[key] = value
+    return values
+
+
+def _drop_reads_out_of_bounds(
+    conn: Connection, event_id: int, values: dict[str, Any], event: Event
+) -> None:
+    """After a new range or pattern: numbers that are not bibs now are not kept as bibs (a
+    start list, when the event has one, still rules)."""
+    bib_range = values.get("bib_range", event.bib_range)
+    low, high = parse_range(bib_range) if bib_range else (1, 9999)
+    rules = BibRules(
+        start_list=bib_store.start_list_bibs(conn, event_id),
+        low=low,
+        high=high,
+        pattern=values.get("bib_pattern", event.bib_pattern),
+    )
+    bib_store.drop_reads_except(conn, event_id, lambda bib: allowed_bib(bib, rules))
 
 
 _KEEP: Any = object()  # edit_event: leave this field as it is
@@ -229,6 +291,7 @@ def edit_event(
     consent_text: str | None = None,
     access_code: str | None | Any = _KEEP,
     self_enrollment: bool | None = None,
+    **bib_changes: Any,
 ) -> Event:
     """Change an event; fields not given stay. ``access_code=None`` removes the code.
     ``self_enrollment`` opens or shuts the event page to enrollments (a closed event stays
@@ -261,6 +324,7 @@ def edit_event(
         values["access_code_hash"] = hash_access_code(access_code) if access_code else None
     if self_enrollment is not None:
         values["self_enrollment"] = self_enrollment
+    values.update(bib_settings(**bib_changes))
     now = time.time()
     with db.write(database) as conn:
         event = event_store.event_by_slug(conn, slug)
@@ -277,6 +341,8 @@ def edit_event(
                 values["consent_version"] = consent_version(text)
         if values:
             event_store.update_event(conn, event.id, **values)
+            if values.keys() & {"bib_range", "bib_pattern"}:
+                _drop_reads_out_of_bounds(conn, event.id, values, event)
             names = {"access_code_hash": "access_code", "consent_text": "consent"}
             changed = sorted({names.get(key, key) for key in values} - {"consent_version"})
             detail: dict[str, Any] = {"changed": ",".join(changed)}
@@ -399,8 +465,10 @@ def purge_event(
         erased = participant_store.mark_event_erased(conn, event.id, now)
         counts = face_store.delete_event_face_data(conn, event.id)
         counts["participants_erased"] = erased
-        # Start-list names and participants' bib links go with the face data (issue 21).
-        counts.update(lookup.forget_event_bibs(conn, event.id))
+        # Participants' bib links go with their galleries; the runners' names are personal data
+        # too; the bibs stay, as the photos do (issue 21).
+        counts.update(lookup.forget_event_bib_links(conn, event.id))
+        counts["start_list_names"] = bib_store.forget_start_list_names(conn, event.id)
         first = event.purged_at is None
         if first or any(counts.values()):
             audit.record(

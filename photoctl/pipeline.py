@@ -1,5 +1,6 @@
-"""What one job does to one photo: decode once, write the preview, run the face step, write the
-thumbnail (a square around the faces found).
+"""What one job does to one photo: decode once, write the preview, run the face step and the bib
+step (bib_step.py, for events that read bibs), write the thumbnail (a square around the faces
+found).
 
 ``process_photo`` does the slow part; the worker then records its result and completes the job
 in one short transaction, the job's final one. ``process_photo`` does write to the database,
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from photoctl import storage
 from photoctl.catalog import PhotoRecord, ProcessedPhoto, display_path
@@ -67,6 +68,30 @@ class FaceSummary:
         return self.note
 
 
+class BibStep(Protocol):
+    """The seam for reading bib numbers: NoBibs, or bib_step.BibStep (which commits the
+    photo's bibs and its checkpoint in one transaction of its own: see bib_step.py)."""
+
+    def warm_up(self) -> None: ...
+
+    def detail_px(self, photo: PhotoRecord) -> int:
+        """Longest side this photo must be decoded at for its bibs (0: it reads none)."""
+        ...
+
+    def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> Any: ...
+
+
+class NoBibs:
+    def warm_up(self) -> None:
+        pass
+
+    def detail_px(self, photo: PhotoRecord) -> int:
+        return 0
+
+    def run(self, photo: PhotoRecord, decoded: DecodedPhoto) -> Any:
+        return None
+
+
 class NoFaces:
     """The `none` engine: thumbnails and metadata only."""
 
@@ -84,6 +109,7 @@ class NoFaces:
 class PhotoOutcome:
     processed: ProcessedPhoto
     faces: FaceSummary
+    bibs: Any = None  # bib_step.BibSummary, or None without a bib step
 
 
 def storage_paths(settings: Settings, content_hash: str) -> tuple[Path, Path]:
@@ -95,8 +121,40 @@ def storage_paths(settings: Settings, content_hash: str) -> tuple[Path, Path]:
     )
 
 
+def _decode(
+    settings: Settings, photo: PhotoRecord, data: bytes | None, detail_px: int
+) -> DecodedPhoto:
+    name = display_path(photo.source_path)
+    if data is None:
+        data = storage.read_original(
+            settings, photo.source_path, max_bytes=settings.ingest.max_bytes, display_name=name
+        ).data
+    return decode_bytes(
+        data,
+        preview_px=settings.storage.preview_px,
+        max_pixels=settings.ingest.max_pixels,
+        display_name=name,
+        detail_px=detail_px,
+    )
+
+
+def read_bibs(
+    settings: Settings, photo: PhotoRecord, bibs: BibStep, data: bytes | None = None
+) -> Any:
+    """The bib step alone, for a photo processed before its event read bibs (`bibs scan`):
+    one decode at the size bibs are read at; no thumbnail or face is made again."""
+    wanted = bibs.detail_px(photo)
+    if not wanted:
+        return None  # read already (a rerun), or its event stopped reading bibs
+    return bibs.run(photo, _decode(settings, photo, data, wanted))
+
+
 def process_photo(
-    settings: Settings, photo: PhotoRecord, faces: FaceStep, data: bytes | None = None
+    settings: Settings,
+    photo: PhotoRecord,
+    faces: FaceStep,
+    data: bytes | None = None,
+    bibs: BibStep | None = None,
 ) -> PhotoOutcome:
     """Decode, write thumbnail and preview, run the face step. PermanentError for bad input.
 
@@ -107,24 +165,16 @@ def process_photo(
     check it against what ingest saw); otherwise the file is read here. StorageFull when the
     thumbnail or preview cannot be written for lack of space.
     """
-    name = display_path(photo.source_path)
-    if data is None:
-        data = storage.read_original(
-            settings, photo.source_path, max_bytes=settings.ingest.max_bytes, display_name=name
-        ).data
-    decoded = decode_bytes(
-        data,
-        preview_px=settings.storage.preview_px,
-        max_pixels=settings.ingest.max_pixels,
-        display_name=name,
-        detail_px=faces.detail_px,
-    )
+    bibs = bibs or NoBibs()
+    # One decode for every step: at the larger size the face step or the bib step needs.
+    decoded = _decode(settings, photo, data, max(faces.detail_px, bibs.detail_px(photo)))
     store = storage.open_store(settings)
     thumb_key = storage.key(storage.THUMBS, photo.content_hash)
     preview_key = storage.key(storage.PREVIEWS, photo.content_hash)
     quality = settings.storage.jpeg_quality
     store_jpeg(decoded.image, store.writer(preview_key), store.describe(preview_key), quality)
     summary = faces.run(photo, decoded)
+    bib_summary = bibs.run(photo, decoded)
     # After the face step: the grid's square thumbnail is cropped around the faces it found,
     # not around the middle of a full-body portrait (which cut heads off).
     thumb = make_thumbnail(decoded.image, settings.storage.thumb_px, summary.boxes)
@@ -141,4 +191,4 @@ def process_photo(
         preview_path=preview_key,
         faces_error=summary.faces_error,
     )
-    return PhotoOutcome(processed=processed, faces=summary)
+    return PhotoOutcome(processed=processed, faces=summary, bibs=bib_summary)

@@ -11,6 +11,7 @@ import time
 from sqlalchemy import Connection, func, select
 
 from photoctl import catalog, face_store, queue, usage, workers_registry
+from photoctl.bibs import store as bib_store
 from photoctl.budget import spend_today
 from photoctl.budget_syntax import usd_text
 from photoctl.config import Settings
@@ -62,6 +63,7 @@ def collect(
         },
         "photos": catalog.photo_counts(conn),
         "faces": {"failed": catalog.faces_failed_count(conn)},
+        "bibs": bib_store.counts(conn).as_json(),
         "rekognition": usage.summary(conn, settings.rekognition, now),
         "budget": spend_today(conn, settings, now=now).as_json(),
         "time_to_findable": {
@@ -103,6 +105,21 @@ def render(figures: dict) -> str:
         f"cache:   {plural(cache['size'], 'entry')}, {plural(cache['hits'], 'hit')}, "
         f"{plural(cache['misses'], 'miss', 'misses')}",
     ]
+    bibs = figures.get("bibs")
+    if bibs and (bibs["photos_read"] or bibs["start_list_runners"]):
+        share = bibs["runners_with_photos_share"]
+        runners = (
+            f", {bibs['runners_with_photos']} of {bibs['start_list_runners']} start-list "
+            f"runners ({share:.0%}) in a photo"
+            if share is not None
+            else ""
+        )
+        lines.append(
+            f"bibs:    {plural(bibs['photos_read'], 'photo')} read, "
+            f"{bibs['photos_with_bibs']} with bibs, "
+            f"{plural(bibs['distinct_bibs'], 'distinct bib')}{runners}, "
+            f"{bibs['photos_with_unreadable_text']} with numbers not read as bibs"
+        )
     calls = figures.get("rekognition")
     if calls and any(calls["total"][outcome] for outcome in ("accepted", "throttled", "failed")):
         lines.append(render_calls(calls))

@@ -25,8 +25,9 @@ faces_table = Face.__table__
 photos_table = Photo.__table__
 selfies_table = SelfieFace.__table__
 
-# Rekognition's "Group 1" image APIs photoctl uses: billed per image, accepted calls only.
-BILLED_OPERATIONS = frozenset({"IndexFaces", "SearchFaces", "SearchFacesByImage"})
+# Rekognition's image APIs photoctl uses, billed per image (accepted calls only): the "Group 1"
+# face APIs and DetectText (bib numbers), priced alike in its first tier.
+BILLED_OPERATIONS = frozenset({"IndexFaces", "SearchFaces", "SearchFacesByImage", "DetectText"})
 SERVICE = "rekognition"
 
 

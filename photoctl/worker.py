@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from photoctl import catalog, db, face_store, queue, workers_registry
+from photoctl.bib_step import BibStep
 from photoctl.budget import DailyBudget
 from photoctl.cache import ResponseCache
 from photoctl.changed_files import current_source
@@ -38,7 +39,7 @@ from photoctl.job_threads import JobThreads
 from photoctl.logs import job_fields
 from photoctl.models import JobKind
 from photoctl.outages import DatabaseOutage, FullDisk
-from photoctl.pipeline import PhotoOutcome, process_photo
+from photoctl.pipeline import PhotoOutcome, process_photo, read_bibs
 from photoctl.wording import plural
 from photoctl.worker_spec import ChildSpec, WorkReport, new_worker_id
 
@@ -87,6 +88,11 @@ class WorkerLoop:
         self.parent_pid = os.getppid()
         self.engine = db.make_engine(self.settings, spec.database_url)
         self.faces = make_face_step(spec.engine_name, self.settings, self.engine, self.worker_id)
+        # With Rekognition, bibs are read by its DetectText (same client, limiter and budget).
+        text_engine = (
+            getattr(self.faces, "engine", None) if spec.engine_name == "rekognition" else None
+        )
+        self.bibs = BibStep(self.settings, self.engine, text_engine)
         self.policy = queue.RetryPolicy(
             max_attempts=self.settings.queue.max_attempts,
             base_seconds=self.settings.queue.retry_base_seconds,
@@ -122,6 +128,7 @@ class WorkerLoop:
             self.engine.dispose()
             return
         self.faces.warm_up()  # ~0.9 s for dlib: better before the first claim than in it
+        self._db(self.bibs.warm_up)  # ~0.1 s for the OCR model, when some event reads bibs
         heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         heartbeat.start()
         try:
@@ -332,6 +339,8 @@ class WorkerLoop:
             )
         elif job.kind == JobKind.PROCESS_PHOTO:
             self._run_photo_job(job)
+        elif job.kind == JobKind.READ_BIBS:
+            self._run_photo_job(job, bibs_only=True)
         else:
             self._fail(job, f"unknown job kind {job.kind!r}", permanent=True)
 
@@ -362,7 +371,14 @@ class WorkerLoop:
             if queue.complete_jobs(conn, self.worker_id, [job.id], now, reason=reason) == 0:
                 raise queue.LeaseLost(f"job {job.id} was reclaimed by another worker")
 
-    def _run_photo_job(self, job: queue.ClaimedJob) -> None:
+    def _complete(self, job: queue.ClaimedJob) -> None:
+        """The final transaction of a job that records nothing else (a bib job: its step
+        committed the photo's bibs and checkpoint already)."""
+        with db.write(self.engine) as conn:
+            if queue.complete_jobs(conn, self.worker_id, [job.id]) == 0:
+                raise queue.LeaseLost(f"job {job.id} was reclaimed by another worker")
+
+    def _run_photo_job(self, job: queue.ClaimedJob, *, bibs_only: bool = False) -> None:
         try:
             photo = self._db(lambda: self._get_photo(job.photo_id))
             if photo is None:
@@ -370,7 +386,20 @@ class WorkerLoop:
             fields = self._fields("job_started", job, photo.id)
             log.info("[%s] Processing job %s: %s", self.name, job.id, photo.filename, extra=fields)
             photo, data = current_source(self.engine, self.settings, photo, self._db, self.name)
-            outcome = process_photo(self.settings, photo, self.faces, data)
+            if bibs_only:
+                summary = read_bibs(self.settings, photo, self.bibs, data)
+                self._db(lambda: self._complete(job))
+                self._count_done(1)
+                log.info(
+                    "[%s] Job %s completed: photo %d (%s)",
+                    self.name,
+                    job.id,
+                    photo.id,
+                    plural(len(summary.bibs), "bib") if summary else "bibs read before",
+                    extra=self._fields("job_completed", job, photo.id),
+                )
+                return
+            outcome = process_photo(self.settings, photo, self.faces, data, self.bibs)
             # The result is computed: wait for the database rather than throw it away.
             self._db(lambda: self._record_result(job, photo, outcome))
             if outcome.faces.user_ids:

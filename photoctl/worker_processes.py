@@ -47,6 +47,9 @@ def worker_context(settings: Settings) -> ForkServerContext:
     what is missing themselves).
     """
     preload = ["photoctl.worker_processes", *_PRELOAD.get(settings.faces.engine, [])]
+    # The bib reader's libraries (OpenCV, onnxruntime: ~0.3 s of imports a worker); its model
+    # is loaded by each worker's warm-up, since an onnxruntime session must not cross a fork.
+    preload += ["photoctl.bibs.reader", "onnxruntime"]
     if settings.storage.is_s3:
         preload.append("photoctl.object_store")
     context = multiprocessing.get_context("forkserver")

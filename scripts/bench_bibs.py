@@ -27,9 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from photoctl.bibs.reader import BibReader  # noqa: E402
+from photoctl.bibs.reader import BibReader, ReaderSettings  # noqa: E402
 from photoctl.bibs.rules import BibRules, find_bibs, start_list_of  # noqa: E402
-from photoctl.imaging import decode_bytes, make_thumbnail  # noqa: E402
+from photoctl.imaging import decode_bytes  # noqa: E402
+from photoctl.thumbnails import make_thumbnail  # noqa: E402
 from testkit.bibs import race_photo  # noqa: E402
 
 PREVIEW_PX, THUMB_PX, DETAIL_PX = 1600, 400, 3000
@@ -96,6 +97,11 @@ def main() -> int:
     )
     parser.add_argument("--verbose", action="store_true", help="print each photo's misses")
     parser.add_argument(
+        "--light-on-dark",
+        action="store_true",
+        help="also look for white digits on dark cards (bibs.light_on_dark; off by default)",
+    )
+    parser.add_argument(
         "--compare-rapidocr",
         type=int,
         default=0,
@@ -122,7 +128,7 @@ def main() -> int:
     )
     range_only = BibRules(low=1, high=9999, min_confidence=args.min_confidence)
 
-    reader = BibReader()
+    reader = BibReader(ReaderSettings(light_on_dark=args.light_on_dark))
     reader.read(_without_bibs(jpegs[0]).sharpest, scale=2.0)  # session warm-up, not timed
 
     base_cpu = bib_cpu = 0.0

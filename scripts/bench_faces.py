@@ -88,7 +88,8 @@ from PIL import Image, ImageDraw, ImageOps
 
 from photoctl import db
 from photoctl.config import Settings
-from photoctl.imaging import decode_bytes, make_thumbnail, write_jpeg
+from photoctl.imaging import decode_bytes, write_jpeg
+from photoctl.thumbnails import make_thumbnail
 
 FACE_SOURCES = ("obama_1.jpg", "obama_2.jpg", "obama_3.jpg", "biden.jpg")
 SELFIE = DATA / "obama_1.jpg"
@@ -337,15 +338,22 @@ class LocalRun:
     stderr: str
 
 
-def run_local_cli(photos: Path, data_dir: Path, workers: int, quiet_wait: float) -> LocalRun:
+def run_local_cli(
+    photos: Path, data_dir: Path, workers: int, quiet_wait: float, bibs: bool = False
+) -> LocalRun:
     env = clean_env(drop_aws=True)
     _, done = run_photoctl(data_dir, ["users", "add", "obama", "--selfie", str(SELFIE)], env)
     require(done, "photoctl users add")
+    if bibs:  # the photos' event (default) reads bibs: each job also runs the bib step
+        _, done = run_photoctl(data_dir, ["events", "edit", "default", "--bibs", "on"], env)
+        require(done, "photoctl events edit default --bibs on")
     _, done = run_photoctl(data_dir, ["ingest", "--json", str(photos)], env)
     require(done, "photoctl ingest")
     # The fixed cost of a run: the same command on an empty queue of another data dir.
     empty = data_dir.with_name(data_dir.name + "-empty")
     require(run_photoctl(empty, ["users", "add", "obama"], env)[1], "photoctl users add")
+    if bibs:  # and its workers load the OCR model too
+        require(run_photoctl(empty, ["events", "edit", "default", "--bibs", "on"], env)[1], "edit")
     wait_for_quiet(quiet_wait, "photoctl work")
     with LoadMeter() as idle:
         idle_wall, done = run_photoctl(empty, ["work", "-n", str(workers), "--until-empty"], env)
@@ -366,7 +374,7 @@ PROFILE_STEPS = (
     ("    JPEG decode (ImageFile.load)", "PIL/ImageFile.py", "load", None),
     ("    preview resize (Image.thumbnail)", "PIL/Image.py", "thumbnail", "decode_bytes"),
     ("  write_jpeg (preview + thumbnail)", "photoctl/imaging.py", "write_jpeg", None),
-    ("  make_thumbnail", "photoctl/imaging.py", "make_thumbnail", None),
+    ("  make_thumbnail", "photoctl/thumbnails.py", "make_thumbnail", None),
     ("  face step (face_step.EngineFaceStep.run)", "photoctl/face_step.py", "run", None),
     ("    LocalEngine.find", "photoctl/faces/local.py", "find", None),
     ("      scale to the detection size", "PIL/Image.py", "resize", "find"),
@@ -503,10 +511,13 @@ def part_local(args: argparse.Namespace, work: Path) -> dict:
         flush=True,
     )
 
-    print(f"photoctl work -n {args.workers} --until-empty (engine local) ...", flush=True)
+    bibs = " with bibs on (the event reads bib numbers)" if args.bibs else ""
+    print(f"photoctl work -n {args.workers} --until-empty (engine local){bibs} ...", flush=True)
     runs: list[LocalRun] = []
     for attempt in range(1, args.busy_retries + 2):
-        run = run_local_cli(photos, work / f"data-local-{attempt}", args.workers, args.quiet_wait)
+        run = run_local_cli(
+            photos, work / f"data-local-{attempt}", args.workers, args.quiet_wait, args.bibs
+        )
         runs.append(run)
         busy = run.load.others / max(run.load.wall, 1e-9)
         print(
@@ -717,6 +728,12 @@ def main() -> None:
         metavar="N",
         help=f"run a `photoctl work` measurement again, up to N times, when other processes "
         f"used over {BUSY_CORES} cores during it; the least disturbed run is reported (2)",
+    )
+    parser.add_argument(
+        "--bibs",
+        action="store_true",
+        help="the photos' event reads bib numbers: `work` runs the bib step in each job too "
+        "(the baseline stays that of faces alone)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()

@@ -44,6 +44,16 @@ class RacePhoto:
     bibs: list[BibTruth] = field(default_factory=list)
     distractors: list[str] = field(default_factory=list)  # texts with numbers that are not bibs
 
+    def text_lines(self) -> list[tuple[str, tuple[float, float, float, float], float]]:
+        """The bibs as a text detector would answer them: (text, (left, top, width, height) as
+        fractions of the photo, confidence 0-100), for testkit/fake_rekognition.register_text."""
+        width, height = self.image.size
+        return [
+            (bib.number, (x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height), 98.0)
+            for bib in self.bibs
+            for x0, y0, x1, y1 in [bib.box]
+        ]
+
     def jpeg(self, quality: int = 90) -> bytes:
         buffer = io.BytesIO()
         self.image.save(buffer, "JPEG", quality=quality)

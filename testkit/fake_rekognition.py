@@ -3,7 +3,7 @@
 ``FakeRekognition`` is an HTTP server on 127.0.0.1 that speaks the ``awsJson1_1``
 protocol (POST /, ``X-Amz-Target: RekognitionService.<Operation>``) well enough for a
 real ``boto3.client("rekognition", endpoint_url=...)``: collections, IndexFaces,
-SearchFaces, SearchFacesByImage, DeleteFaces and ListFaces, with AWS-shaped errors
+SearchFaces, SearchFacesByImage, DeleteFaces, ListFaces and DetectText, with AWS-shaped errors
 (HTTP 400, ``{"__type": ..., "message": ...}``, ``x-amzn-RequestId``).  Face
 "recognition" needs no ML: a *face* is a solid, roughly square patch of one colour on a
 mostly white image, and its identity is that colour after snapping every channel to the
@@ -22,8 +22,13 @@ assert on request rates and concurrency; times are ``time.monotonic()``, which i
 system-wide on Linux and so comparable with other local processes.  The module also
 runs as a process (``python testkit/fake_rekognition.py --port 0 --tps 5 --latency 0.15``
 prints the endpoint URL as its first stdout line) and then also answers
-``GET /_fake/stats`` (``?records=0``: the counters without the records), ``POST /_fake/config``
-and ``POST /_fake/reset`` for harnesses that cannot reach the object.
+DetectText reads nothing: it answers the text lines a test registered for an image
+(``register_text``, e.g. with testkit/bibs.py's ground truth of a generated race photo), found
+again by a 64-bit average hash of the image (8x8 grey, each cell above or below the mean), so
+the copy photoctl re-encodes and scales down to send is recognised (up to 6 bits may differ);
+any other image has no text.  ``GET /_fake/stats`` (``?records=0``: the counters without the
+records), ``POST /_fake/config`` and ``POST /_fake/reset`` for harnesses that cannot reach the
+object.
 """
 
 from __future__ import annotations
@@ -255,6 +260,13 @@ def _decode_image(data: bytes) -> Image.Image:
         new_size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))
         img = img.resize(new_size, Image.Resampling.NEAREST)
     return img
+
+
+def average_hash(image: Image.Image) -> int:
+    """64 bits: each cell of the image scaled to 8x8 grey, above its mean or not."""
+    cells = np.asarray(image.convert("L").resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
+    bits = (cells > cells.mean()).flatten()
+    return int("".join("1" if bit else "0" for bit in bits), 2)
 
 
 def _dense_span(counts: np.ndarray) -> tuple[int, int] | None:
@@ -499,6 +511,8 @@ class FakeRekognition:
         self._throttle_until = 0.0  # time.monotonic() before which every request is throttled
         # (operation or None for any, code, message, status)
         self._fail_next: deque[tuple[str | None, str, str, int | None]] = deque()
+        # average hash of an image -> its TextDetections (register_text)
+        self._texts: list[tuple[int, list[dict[str, Any]]]] = []
         self.reset_stats()
 
     # ----------------------------------------------------------------- lifecycle
@@ -909,6 +923,50 @@ class FakeRekognition:
                 {"Reasons": ["EXCEEDS_MAX_FACES"], "FaceDetail": _face_detail(face)}
                 for face in detected[len(keep) :]
             ],
+        }
+
+    def register_text(
+        self,
+        image: Image.Image,
+        lines: Sequence[tuple[str, tuple[float, float, float, float], float]],
+    ) -> None:
+        """What DetectText answers for ``image`` (or a scaled, re-encoded copy of it): LINE
+        detections of (text, (left, top, width, height) as fractions, confidence 0-100)."""
+        detections = []
+        for index, (text, (left, top, width, height), confidence) in enumerate(lines):
+            detections.append(
+                {
+                    "DetectedText": text,
+                    "Type": "LINE",
+                    "Id": index,
+                    "Confidence": confidence,
+                    "Geometry": {
+                        "BoundingBox": {
+                            "Width": width,
+                            "Height": height,
+                            "Left": left,
+                            "Top": top,
+                        },
+                        "Polygon": [
+                            {"X": left, "Y": top},
+                            {"X": left + width, "Y": top},
+                            {"X": left + width, "Y": top + height},
+                            {"X": left, "Y": top + height},
+                        ],
+                    },
+                }
+            )
+        with self._lock:
+            self._texts.append((average_hash(image), detections))
+
+    def _op_DetectText(self, params: dict[str, Any]) -> dict[str, Any]:
+        key = average_hash(_decode_image(self._image_bytes(params)))
+        with self._lock:
+            known = [(bin(key ^ other).count("1"), lines) for other, lines in self._texts]
+        near = min(known, key=lambda item: item[0], default=(64, []))
+        return {
+            "TextDetections": [dict(line) for line in near[1]] if near[0] <= 6 else [],
+            "TextModelVersion": "3.0",
         }
 
     def _op_SearchFaces(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -253,16 +253,13 @@ def reject_bib_photo(conn: Connection, user_id: int, photo_id: int, now: float) 
 # -- an event's purge -------------------------------------------------------------------------
 
 
-def forget_event_bibs(conn: Connection, event_id: int) -> dict[str, int]:
-    """Delete the event's start list (runners' names are personal data) and its participants'
-    bib links, at the event's purge; returns how many of each went. The bibs read in photos stay
-    with the photos (no name is attached to them)."""
+def forget_event_bib_links(conn: Connection, event_id: int) -> dict[str, int]:
+    """Delete the event's participants' bib links at its purge (their galleries are erased with
+    it); returns how many went. The start list's names go by store.forget_start_list_names; the
+    bibs read in photos stay with the photos (no name is attached to them)."""
     return {
         "participant_bibs": conn.execute(
             delete(participant_bibs).where(participant_bibs.c.event_id == event_id)
-        ).rowcount,
-        "start_list": conn.execute(
-            delete(start_list).where(start_list.c.event_id == event_id)
         ).rowcount,
     }
 

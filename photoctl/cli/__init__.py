@@ -28,6 +28,7 @@ from dotenv import load_dotenv
 from photoctl.cli import (
     accounts,
     audit,
+    bibs,
     database,
     events,
     installation,
@@ -84,6 +85,7 @@ cli.add_command(serving.cache)
 cli.add_command(serving.serve)
 cli.add_command(events.events)
 cli.add_command(audit.audit)
+cli.add_command(bibs.bibs)
 cli.add_command(database.db)
 
 

@@ -30,8 +30,80 @@ _PURGED = {
     "faces": ("face", "faces"),
     "participants_erased": ("participant erased", "participants erased"),
     "participant_bibs": ("bib link", "bib links"),
-    "start_list": ("start-list runner", "start-list runners"),
+    "start_list_names": ("start-list name", "start-list names"),
 }
+
+
+def _bib_options(creating: bool) -> Any:
+    """--bib-range, --bib-pattern, --bib-search (and --bibs on create, --bibs on|off on edit)."""
+
+    def decorate(command: Any) -> Any:
+        options = [
+            click.option(
+                "--bib-search",
+                type=click.Choice(["public", "code", "off"]),
+                help="Who may look photos up by bib number on the event page: anyone who knows "
+                "a bib (public), only with the access code (code), nobody (off)"
+                + (" [default: public]." if creating else "."),
+            ),
+            click.option(
+                "--bib-pattern",
+                metavar="REGEX",
+                help="Bibs with letters, e.g. '[A-Z][0-9]{1,4}' for A123 (without a start "
+                "list; plain numbers are always allowed)"
+                + ("." if creating else "; '' removes it."),
+            ),
+            click.option(
+                "--bib-range",
+                metavar="FIRST-LAST",
+                help="Without a start list, only numbers in this range are bibs [default: "
+                "1-9999]" + ("." if creating else "; '' removes it."),
+            ),
+        ]
+        if creating:
+            options.append(
+                click.option(
+                    "--bibs",
+                    is_flag=True,
+                    help="Read bib numbers in the event's photos (`photoctl bibs import` "
+                    "loads a start list).",
+                )
+            )
+        else:
+            options.append(
+                click.option(
+                    "--bibs",
+                    type=click.Choice(["on", "off"]),
+                    help="Read bib numbers in the event's photos from now on (`photoctl bibs "
+                    "scan SLUG` reads the photos processed already).",
+                )
+            )
+        for option in options:
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def bib_figures(app: App, event: Event) -> str:
+    from photoctl.bibs import service
+
+    return service.describe(service.event_counts(app.engine(), event.slug))
+
+
+def _bib_counts(app: App, event: Event) -> dict[str, Any]:
+    from photoctl.bibs import service
+
+    return service.event_counts(app.engine(), event.slug).as_json()
+
+
+def _bibs_line(event: Event) -> str:
+    if not event.bibs:
+        return "bibs: off"
+    bounds = event.bib_range or "1-9999"
+    if event.bib_pattern:
+        bounds += f" or {event.bib_pattern}"
+    return f"bibs: on (without a start list: {bounds}); search by bib: {event.bib_search}"
 
 
 def _day(value: float | None) -> str:
@@ -108,6 +180,7 @@ def events() -> None:
     help="Ask for a code to enroll (print it on badges or bibs). Alone, a random code is "
     "made and printed once on stdout; with CODE, that code is used. Only its hash is stored.",
 )
+@_bib_options(creating=True)
 @json_option("Print the event (and a generated access code) as JSON on stdout.")
 @pass_app
 def events_create(
@@ -118,6 +191,10 @@ def events_create(
     retention_days: int | None,
     consent_file: Path | None,
     access_code: str | None,
+    bibs: bool,
+    bib_range: str | None,
+    bib_pattern: str | None,
+    bib_search: str | None,
     as_json: bool,
 ) -> None:
     """Create an event; its page is <serve.public_url>/e/SLUG.
@@ -144,6 +221,10 @@ def events_create(
         retention_days=retention_days or app.settings.events.default_retention_days,
         consent_text=consent,
         access_code=code,
+        bibs=bibs,
+        bib_range=bib_range,
+        bib_pattern=bib_pattern,
+        bib_search=bib_search or "public",
     )
     _print_event(app, event, code if generated else None, as_json, " created")
 
@@ -211,6 +292,7 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
                     "page_url": url,
                     "takes_enrollments": event.takes_enrollments,
                     "rekognition": calls,
+                    "bib_figures": _bib_counts(app, event),
                     "consent_text": event.consent_text,
                 }
             )
@@ -220,6 +302,9 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
     click.echo(f"  {_retention(event)}")
     click.echo(f"  {_enrollment(event)}")
     click.echo(f"  access code: {'required' if event.requires_access_code else 'none'}")
+    click.echo(f"  {_bibs_line(event)}")
+    if event.bibs:
+        click.echo(f"  bibs read: {bib_figures(app, event)}")
     click.echo(f"  page: {url or '(set serve.public_url to know it)'}")
     if any(calls["total"][outcome] for outcome in ("accepted", "throttled", "failed")):
         click.echo(f"  rekognition: {render_event_calls(calls)}")
@@ -258,6 +343,7 @@ def events_show(app: App, slug: str, as_json: bool) -> None:
     "until turned on here: it would match anyone's selfie against every photo ingested "
     "without --event.",
 )
+@_bib_options(creating=False)
 @json_option("Print the event (and a generated access code) as JSON on stdout.")
 @pass_app
 def events_edit(
@@ -271,6 +357,10 @@ def events_edit(
     access_code: str | None,
     no_access_code: bool,
     self_enrollment: str | None,
+    bibs: str | None,
+    bib_range: str | None,
+    bib_pattern: str | None,
+    bib_search: str | None,
     as_json: bool,
 ) -> None:
     """Change an event's title, date, retention, consent text, access code or whether its
@@ -301,9 +391,18 @@ def events_edit(
         retention_days=retention_days,
         consent_text=consent_file.read_text(encoding="utf-8") if consent_file else None,
         self_enrollment=None if self_enrollment is None else self_enrollment == "on",
+        bibs=None if bibs is None else bibs == "on",
+        bib_range=bib_range,
+        bib_pattern=bib_pattern,
+        bib_search=bib_search,
         **changes,
     )
     _print_event(app, event, code if generated else None, as_json, "")
+    if bibs == "on":
+        app.say(
+            f"bibs are read in photos processed from now on; `photoctl bibs scan {slug}` "
+            "queues those processed before"
+        )
     if self_enrollment == "on" and events_module.is_default(event):
         app.warn(
             "the default event's page now enrolls anyone who reaches serve and matches them "

@@ -27,6 +27,7 @@ from typing import Any
 
 from PIL import Image
 
+from photoctl.bibs.rules import OcrRead
 from photoctl.config import Settings
 from photoctl.errors import ConfigError, FacesRefused, SeveralFaces, TransientError
 from photoctl.faces.base import (
@@ -330,6 +331,29 @@ class RekognitionEngine(FaceEngine):
                 )
             )
         return records
+
+    def read_text(self, image: Image.Image, size: tuple[int, int]) -> list[OcrRead]:
+        """The text lines DetectText finds in the photo (the bib step's reads), boxes in pixels
+        of ``size`` (the original's width and height), confidence 0-1. One billed call, through
+        the limiter like every other; FacesRefused for an image it cannot be sent."""
+        answer = self._call("detect_text", Image={"Bytes": image_to_send(image)})
+        width, height = size
+        reads = []
+        for detection in answer.get("TextDetections", []):
+            if detection.get("Type") != "LINE":
+                continue  # its words are in the line
+            box = detection.get("Geometry", {}).get("BoundingBox", {})
+            left, top = box.get("Left", 0.0) * width, box.get("Top", 0.0) * height
+            right = left + box.get("Width", 0.0) * width
+            bottom = top + box.get("Height", 0.0) * height
+            reads.append(
+                OcrRead(
+                    text=str(detection.get("DetectedText", "")),
+                    box=(left, top, right, bottom),
+                    confidence=float(detection.get("Confidence", 0.0)) / 100,
+                )
+            )
+        return reads
 
     def index_photo(self, photo_id: int, image: Image.Image) -> list[FaceRecord]:
         return self.index_photo_reporting(photo_id, image)[0]

@@ -91,3 +91,11 @@ def test_verbose_and_quiet_after_the_command_set_the_logging(tmp_path) -> None:
     assert loud.returncode == 0 and " DEBUG [PhotoQueue] Job " in loud.stderr
     quiet = run_photoctl(["cache", "clear", "-q"], env)
     assert (quiet.returncode, quiet.stderr) == (0, "")
+
+
+def test_init_with_quiet_prints_nothing_and_without_it_says_what_it_made(tmp_path: Path) -> None:
+    env = photoctl_env(tmp_path)
+    quiet = run_photoctl(["init", "-q"], env)
+    spoken = run_photoctl(["init"], env)
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+    assert spoken.returncode == 0 and "init: database already there" in spoken.stderr

@@ -53,11 +53,10 @@ def init(app: App, move_storage: bool) -> None:
     else:
         storage = storage_identity.ensure_same(settings, engine)
     state = "already there" if existed else "created"
-    click.echo(
+    app.say(
         f"init: database {state} at {db.database_location(settings)} "
         f"(schema {db.current_revision(engine)}); data dir {settings.data_dir}; "
-        f"storage {storage}",
-        err=True,
+        f"storage {storage}"
     )
 
 

@@ -5,6 +5,7 @@ the README's cron purge, `photoctl events purge --expired -q`, failed with "No s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import pytest

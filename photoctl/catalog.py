@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, exists, func, select, update
 
 from photoctl.db import dialect_insert, in_chunks, insert_ignoring_conflicts
+from photoctl.faces import vector_cache
 from photoctl.models import DEFAULT_EVENT_ID, IngestRoot, Job, JobKind, JobState, Photo, SourceFile
 from photoctl.models import display_path as display_path
 
@@ -376,5 +377,6 @@ def failed_uploads(conn: Connection, finished_before: float) -> list[StoredUploa
 
 def delete_photos(conn: Connection, photo_ids: Sequence[int]) -> None:
     """Delete photos; their faces, matches and source files go with them (ON DELETE CASCADE)."""
+    vector_cache.bump_photos_events(conn, photo_ids)
     for chunk in in_chunks(photo_ids):
         conn.execute(delete(photos).where(photos.c.id.in_(chunk)))

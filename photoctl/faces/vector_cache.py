@@ -1,0 +1,384 @@
+"""Each event's embeddings held in memory where they are searched, kept current by a version.
+
+Serve matches a new selfie against every face of its event, and each worker matches a new
+photo's faces against every enrolled selfie of its event. Reading those rows for every selfie
+or photo cost seconds at a million faces (issue 23), so each process keeps, per event, a float32
+matrix of the faces (serve) or of the selfies (workers), loaded once and then kept current:
+
+- **The version** is one ``photoctl_meta`` row per event (``faces_version:<event id>``,
+  "writes faces-generation selfies-generation"). Every transaction that writes the event's faces
+  or selfies bumps it (``bump``) *before* its inserts, in that transaction: the row lock it takes
+  serializes the event's writers on PostgreSQL (SQLite's write lock already does), so their ids
+  commit in increasing order and "rows with id > the last one loaded" never skips a row
+  committed late. A deletion (purge, erasure, a deleted user, a replaced selfie, a photo whose
+  content changed) bumps a generation as well.
+- **A reader** (``face_vectors``, ``selfie_vectors``) reads the version and, in the same
+  transaction, the rows it lacks: none when it is unchanged, only rows with a larger id when
+  only ``writes`` moved, everything again when a generation moved (a deleted vector is never
+  searched after the deletion's commit is seen). The search itself is exact: a matrix product
+  picks candidates with a margin, and their distances are computed as the engine always did
+  (``np.linalg.norm`` of the difference), so the matches are the same to the last bit.
+
+Memory: 512 bytes a vector plus 12 (id, norm) -- about 0.5 GB per million faces in each serve
+process, for the events whose selfies it enrolled since it started.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import Connection, Engine, bindparam, select, update
+
+from photoctl import db
+from photoctl.models import Face, Meta, Photo, SelfieFace, User
+
+DIMENSIONS = 128
+_ROW_BYTES = DIMENSIONS * 4
+BLOCK_ROWS = 65536  # rows per block: appending never copies what is loaded already
+_FETCH_ROWS = 20000
+# Candidates are picked on squared distances from a matrix product, whose float32 rounding is
+# ~1e-6 here; the exact distances of every candidate then decide, as the engine's old path did.
+_MARGIN = 1e-3
+
+meta_table = Meta.__table__
+faces_table = Face.__table__
+photos_table = Photo.__table__
+selfies_table = SelfieFace.__table__
+users_table = User.__table__
+
+
+@dataclass(frozen=True)
+class Version:
+    writes: int = 0
+    faces_generation: int = 0
+    selfies_generation: int = 0
+
+    def encode(self) -> str:
+        return f"{self.writes} {self.faces_generation} {self.selfies_generation}"
+
+    @classmethod
+    def decode(cls, value: str | None) -> Version:
+        if not value:
+            return cls()
+        writes, faces, selfies = (int(part) for part in value.split())
+        return cls(writes, faces, selfies)
+
+
+def version_key(event_id: int) -> str:
+    return f"faces_version:{event_id}"
+
+
+_READ_VERSION = select(meta_table.c.value).where(meta_table.c.key == bindparam("key"))
+
+
+def read_version(conn: Connection, event_id: int) -> Version:
+    return Version.decode(conn.execute(_READ_VERSION, {"key": version_key(event_id)}).scalar())
+
+
+def bump(
+    conn: Connection, event_id: int, *, faces_deleted: bool = False, selfies_deleted: bool = False
+) -> None:
+    """Record a write of the event's face data, in the writer's transaction, before its inserts
+    (the row lock held from here to the commit keeps the event's ids committing in order)."""
+    key = version_key(event_id)
+    conn.execute(
+        db.insert_ignoring_conflicts(conn, meta_table), [{"key": key, "value": Version().encode()}]
+    )
+    value = conn.execute(
+        select(meta_table.c.value).where(meta_table.c.key == key).with_for_update()
+    ).scalar()
+    old = Version.decode(value)
+    new = Version(
+        old.writes + 1,
+        old.faces_generation + int(faces_deleted),
+        old.selfies_generation + int(selfies_deleted),
+    )
+    conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=new.encode()))
+
+
+def bump_photos_events(conn: Connection, photo_ids: Sequence[int]) -> None:
+    """A deletion of these photos' faces: bump the faces generation of each of their events."""
+    events: set[int] = set()
+    for chunk in db.in_chunks(photo_ids, 500):
+        events.update(
+            conn.execute(
+                select(photos_table.c.event_id).where(photos_table.c.id.in_(list(chunk)))
+            ).scalars()
+        )
+    for event_id in sorted(events):
+        bump(conn, event_id, faces_deleted=True)
+
+
+def bump_user_event(conn: Connection, user_id: int, *, selfies_deleted: bool = False) -> None:
+    event_id = conn.execute(
+        select(users_table.c.event_id).where(users_table.c.id == user_id)
+    ).scalar()
+    if event_id is not None:
+        bump(conn, event_id, selfies_deleted=selfies_deleted)
+
+
+# -- the matrices ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Block:
+    ids: np.ndarray  # int64 row ids (faces.id or selfie_faces.id)
+    users: np.ndarray  # int64 user ids (selfies; zeros for faces)
+    rows: np.ndarray  # float32 (BLOCK_ROWS, 128)
+    norms: np.ndarray  # float32 squared norms
+    filled: int = 0
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """A consistent view of one event's vectors: blocks of (ids, users, rows, squared norms)."""
+
+    parts: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...] = ()
+    external: dict[str, int] = field(default_factory=dict)  # selfie FaceId -> user id
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids, _, _, _ in self.parts)
+
+    def within(self, query: np.ndarray, threshold: float) -> Iterator[tuple[int, int, float]]:
+        """(row id, user id, distance) of every vector within ``threshold`` of ``query``,
+        the distance computed exactly as ``np.linalg.norm(rows - query, axis=1)``."""
+        query = np.asarray(query, dtype=np.float32)
+        limit = (threshold + _MARGIN) ** 2
+        query_norm = float(query @ query)
+        for ids, users, rows, norms in self.parts:
+            approximate = norms - 2.0 * (rows @ query) + query_norm
+            candidates = np.flatnonzero(approximate <= limit)
+            if not len(candidates):
+                continue
+            distances = np.linalg.norm(rows[candidates] - query, axis=1)
+            for index, distance in zip(candidates, distances, strict=True):
+                if distance <= threshold:
+                    yield int(ids[index]), int(users[index]), float(distance)
+
+    def nearest(self, queries: np.ndarray, threshold: float) -> list[tuple[int, float] | None]:
+        """For each query row: (user id, distance) of its nearest vector if within
+        ``threshold``, else None; the nearest as ``np.argmin`` of the exact distances finds it
+        (the first of equal ones, in the order the vectors were loaded)."""
+        queries = np.asarray(queries, dtype=np.float32).reshape(-1, DIMENSIONS)
+        found: list[tuple[int, float] | None] = [None] * len(queries)
+        if not self.parts or not len(queries):
+            return found
+        query_norms = np.einsum("ij,ij->i", queries, queries)
+        approximate = [
+            norms[:, None] - 2.0 * (rows @ queries.T) + query_norms[None, :]
+            for _, _, rows, norms in self.parts
+        ]
+        for q, query in enumerate(queries):
+            best = min(float(block[:, q].min()) for block in approximate if len(block))
+            if best > (threshold + _MARGIN) ** 2:
+                continue
+            winner: tuple[float, int] | None = None
+            for (_, users, rows, _), block in zip(self.parts, approximate, strict=True):
+                candidates = np.flatnonzero(block[:, q] <= best + _MARGIN)
+                if not len(candidates):
+                    continue
+                distances = np.linalg.norm(rows[candidates] - query, axis=1)
+                at = int(np.argmin(distances))
+                if winner is None or distances[at] < winner[0]:
+                    winner = (float(distances[at]), int(users[candidates[at]]))
+            if winner is not None and winner[0] <= threshold:
+                found[q] = (winner[1], winner[0])
+        return found
+
+
+class _EventVectors:
+    """What one process holds of one event's faces or selfies (guarded by its lock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.version: Version | None = None
+        self.last_id = 0
+        self.blocks: list[_Block] = []
+        self.external: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self.last_id = 0
+        self.blocks = []  # a new list: views handed out before keep their old blocks
+        self.external = {}
+
+    def append(self, ids: np.ndarray, users: np.ndarray, rows: np.ndarray) -> None:
+        if len(ids):
+            self.last_id = max(self.last_id, int(ids.max()))
+        start = 0
+        while start < len(ids):
+            if not self.blocks or self.blocks[-1].filled == BLOCK_ROWS:
+                self.blocks.append(
+                    _Block(
+                        np.zeros(BLOCK_ROWS, np.int64),
+                        np.zeros(BLOCK_ROWS, np.int64),
+                        np.empty((BLOCK_ROWS, DIMENSIONS), np.float32),
+                        np.zeros(BLOCK_ROWS, np.float32),
+                    )
+                )
+            block = self.blocks[-1]
+            take = min(BLOCK_ROWS - block.filled, len(ids) - start)
+            at, end = block.filled, block.filled + take
+            block.ids[at:end] = ids[start : start + take]
+            block.users[at:end] = users[start : start + take]
+            block.rows[at:end] = rows[start : start + take]
+            chunk = block.rows[at:end]
+            block.norms[at:end] = np.einsum("ij,ij->i", chunk, chunk)
+            # Filled last: a view taken meanwhile by another thread never sees a partial row.
+            block.filled = end
+            start += take
+
+    def view(self) -> Vectors:
+        return Vectors(
+            tuple(
+                (b.ids[: b.filled], b.users[: b.filled], b.rows[: b.filled], b.norms[: b.filled])
+                for b in self.blocks
+                if b.filled
+            ),
+            self.external,
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            b.ids.nbytes + b.users.nbytes + b.rows.nbytes + b.norms.nbytes for b in self.blocks
+        )
+
+
+_held: weakref.WeakKeyDictionary[Engine, dict[tuple[str, int, str], _EventVectors]] = (
+    weakref.WeakKeyDictionary()
+)
+_held_lock = threading.Lock()
+
+
+def _entry(database: Engine, kind: str, event_id: int, engine_name: str) -> _EventVectors:
+    with _held_lock:
+        per_database = _held.setdefault(database, {})
+        return per_database.setdefault((kind, event_id, engine_name), _EventVectors())
+
+
+def held_bytes() -> int:
+    """Bytes of vectors this process holds, every database and event together."""
+    with _held_lock:
+        entries = [e for per in _held.values() for e in per.values()]
+    return sum(e.nbytes for e in entries)
+
+
+def forget_all() -> None:
+    """Drop every matrix this process holds (tests and benchmarks measure cold loads)."""
+    with _held_lock:
+        _held.clear()
+
+
+def face_vectors(database: Engine, event_id: int, engine_name: str) -> Vectors:
+    """The event's stored faces (one engine's embeddings), current as of this call."""
+    entry = _entry(database, "faces", event_id, engine_name)
+    with entry.lock, db.read(database) as conn:
+        version = read_version(conn, event_id)
+        if entry.version is None or _generation(entry.version, "faces") != _generation(
+            version, "faces"
+        ):
+            entry.reset()
+        if entry.version != version:
+            _load_faces(conn, entry, event_id, engine_name)
+        entry.version = version
+        return entry.view()
+
+
+def selfie_vectors(database: Engine, event_id: int, engine_name: str) -> Vectors:
+    """The enrolled selfie faces of the event's users not erased, current as of this call."""
+    entry = _entry(database, "selfies", event_id, engine_name)
+    with entry.lock, db.read(database) as conn:
+        version = read_version(conn, event_id)
+        if entry.version is None or _generation(entry.version, "selfies") != _generation(
+            version, "selfies"
+        ):
+            entry.reset()
+        if entry.version != version:
+            _load_selfies(conn, entry, event_id, engine_name)
+        entry.version = version
+        return entry.view()
+
+
+def _generation(version: Version, kind: str) -> int:
+    return version.faces_generation if kind == "faces" else version.selfies_generation
+
+
+_FACES_SQL = (
+    "SELECT f.id, f.embedding FROM faces f WHERE f.engine = {engine} AND f.id > {last} "
+    "AND f.embedding IS NOT NULL AND EXISTS (SELECT 1 FROM photos p WHERE p.id = f.photo_id "
+    "AND p.event_id = {event})"
+)
+
+
+def _load_faces(conn: Connection, entry: _EventVectors, event_id: int, engine_name: str) -> None:
+    # No ORDER BY: PostgreSQL would sort a million rows (an external merge sort on disk) for
+    # nothing; the ids travel with the rows. Read on the driver's own cursor (server-side on
+    # PostgreSQL, which would otherwise hold the whole answer in memory first): plain tuples in
+    # batches, no row objects.
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    if db.is_postgresql(conn):
+        cursor = raw.cursor(name="photoctl_face_vectors")
+        sql = _FACES_SQL.format(engine="%(engine)s", last="%(last)s", event="%(event)s")
+    else:
+        cursor = raw.cursor()
+        sql = _FACES_SQL.format(engine=":engine", last=":last", event=":event")
+    try:
+        cursor.execute(sql, {"engine": engine_name, "last": entry.last_id, "event": event_id})
+        while rows := cursor.fetchmany(_FETCH_ROWS):
+            ids, blobs = zip(*rows, strict=True)
+            ids_array = np.fromiter(ids, np.int64, len(ids))
+            _append_blobs(entry, ids_array, np.zeros(len(ids), np.int64), list(blobs))
+    finally:
+        cursor.close()
+
+
+def _load_selfies(conn: Connection, entry: _EventVectors, event_id: int, engine_name: str) -> None:
+    statement = (
+        select(
+            selfies_table.c.id,
+            selfies_table.c.user_id,
+            selfies_table.c.embedding,
+            selfies_table.c.external_id,
+        )
+        .select_from(selfies_table.join(users_table, users_table.c.id == selfies_table.c.user_id))
+        .where(
+            selfies_table.c.engine == engine_name,
+            selfies_table.c.id > entry.last_id,
+            users_table.c.event_id == event_id,
+            users_table.c.erased_at.is_(None),
+        )
+    )
+    result = conn.execute(statement)
+    external = dict(entry.external)  # a new dict: views handed out keep theirs
+    while rows := result.fetchmany(_FETCH_ROWS):
+        with_vectors = [r for r in rows if r[2] is not None]
+        for r in rows:
+            if r[3] is not None:
+                external[r[3]] = r[1]
+            entry.last_id = max(entry.last_id, r[0])
+        if with_vectors:
+            _append_blobs(
+                entry,
+                np.fromiter((r[0] for r in with_vectors), np.int64, len(with_vectors)),
+                np.fromiter((r[1] for r in with_vectors), np.int64, len(with_vectors)),
+                [r[2] for r in with_vectors],
+            )
+    entry.external = external
+
+
+def _append_blobs(
+    entry: _EventVectors, ids: np.ndarray, users: np.ndarray, blobs: list[bytes]
+) -> None:
+    joined = b"".join(blobs)
+    if len(joined) == len(blobs) * _ROW_BYTES:
+        entry.append(ids, users, np.frombuffer(joined, dtype="<f4").reshape(-1, DIMENSIONS))
+        return
+    # Some row is not a 128-number embedding (never written by photoctl): skip it alone.
+    keep = [i for i, blob in enumerate(blobs) if len(blob) == _ROW_BYTES]
+    rows = np.frombuffer(b"".join(blobs[i] for i in keep), dtype="<f4").reshape(-1, DIMENSIONS)
+    entry.append(ids[keep], users[keep], rows)

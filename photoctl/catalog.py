@@ -322,8 +322,11 @@ def record_processed(conn: Connection, result: ProcessedPhoto, now: float | None
 def photo_counts(conn: Connection) -> dict[str, int]:
     """Photos by the state of their processing job (pending = queued, retrying or running)."""
     total = conn.execute(select(func.count()).select_from(photos)).scalar_one()
+    # A photo has one process_photo job (ingest enqueues one for each new photo; retries and
+    # changed files reuse it), so its jobs are counted, on ix_jobs_kind_state: a COUNT(DISTINCT)
+    # sorted every job's photo id (0.4-0.6 s at a million jobs).
     rows = conn.execute(
-        select(jobs.c.state, func.count(func.distinct(jobs.c.photo_id)))
+        select(jobs.c.state, func.count())
         .where(jobs.c.kind == JobKind.PROCESS_PHOTO)
         .group_by(jobs.c.state)
     ).all()
@@ -339,7 +342,8 @@ def photo_counts(conn: Connection) -> dict[str, int]:
 
 
 def faces_failed_count(conn: Connection) -> int:
-    """Photos processed without faces because the face service refused them (faces_error)."""
+    """Photos processed without faces because the face service refused them (faces_error;
+    the partial index ix_photos_faces_error holds those photos only)."""
     return conn.execute(
         select(func.count()).select_from(photos).where(photos.c.faces_error.is_not(None))
     ).scalar_one()

@@ -210,17 +210,21 @@ class _EventVectors:
             self.last_id = max(self.last_id, int(ids.max()))
         start = 0
         while start < len(ids):
-            if not self.blocks or self.blocks[-1].filled == BLOCK_ROWS:
+            if not self.blocks or self.blocks[-1].filled == len(self.blocks[-1].ids):
+                # Small events get small blocks (a worker holds the selfies of every event it
+                # sees); from BLOCK_ROWS on they are all that size.
+                held = sum(b.filled for b in self.blocks)
+                rows_wanted = min(BLOCK_ROWS, max(1024, held, len(ids) - start))
                 self.blocks.append(
                     _Block(
-                        np.zeros(BLOCK_ROWS, np.int64),
-                        np.zeros(BLOCK_ROWS, np.int64),
-                        np.empty((BLOCK_ROWS, DIMENSIONS), np.float32),
-                        np.zeros(BLOCK_ROWS, np.float32),
+                        np.zeros(rows_wanted, np.int64),
+                        np.zeros(rows_wanted, np.int64),
+                        np.empty((rows_wanted, DIMENSIONS), np.float32),
+                        np.zeros(rows_wanted, np.float32),
                     )
                 )
             block = self.blocks[-1]
-            take = min(BLOCK_ROWS - block.filled, len(ids) - start)
+            take = min(len(block.ids) - block.filled, len(ids) - start)
             at, end = block.filled, block.filled + take
             block.ids[at:end] = ids[start : start + take]
             block.users[at:end] = users[start : start + take]

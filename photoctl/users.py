@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Select, bindparam, delete, func, select, update
 
-from photoctl import audit, db, event_store, face_store
+from photoctl import audit, db, decode_memory, event_store, face_store
 from photoctl.config import Settings
 from photoctl.errors import (
     ConfigError,
@@ -247,6 +247,10 @@ def enroll_selfie(
         record = engine.index_selfie(user_id, decoded.sharpest, allow_several=largest)
     except SeveralFaces as several:
         raise SeveralFaces(several.count, shown) from None
+    # The decoded images are no longer needed: serve's decode slot goes to the next selfie
+    # while this one is stored and matched.
+    del decoded
+    decode_memory.decoded()
     if record is None:
         raise NoFace(f"{shown}: no face found in the selfie")
     replaced: list[str] = []

@@ -319,18 +319,30 @@ def record_processed(conn: Connection, result: ProcessedPhoto, now: float | None
     )
 
 
-def photo_counts(conn: Connection) -> dict[str, int]:
-    """Photos by the state of their processing job (pending = queued, retrying or running)."""
+def photo_counts(
+    conn: Connection, job_counts: dict[tuple[str, str], int] | None = None
+) -> dict[str, int]:
+    """Photos by the state of their processing job (pending = queued, retrying or running).
+
+    ``job_counts`` is queue.count_by_kind_and_state when the caller has read it already.
+    """
     total = conn.execute(select(func.count()).select_from(photos)).scalar_one()
     # A photo has one process_photo job (ingest enqueues one for each new photo; retries and
     # changed files reuse it), so its jobs are counted, on ix_jobs_kind_state: a COUNT(DISTINCT)
     # sorted every job's photo id (0.4-0.6 s at a million jobs).
-    rows = conn.execute(
-        select(jobs.c.state, func.count())
-        .where(jobs.c.kind == JobKind.PROCESS_PHOTO)
-        .group_by(jobs.c.state)
-    ).all()
-    by_state: dict[str, int] = dict(rows)
+    if job_counts is None:
+        rows = conn.execute(
+            select(jobs.c.state, func.count())
+            .where(jobs.c.kind == JobKind.PROCESS_PHOTO)
+            .group_by(jobs.c.state)
+        ).all()
+        by_state: dict[str, int] = dict(rows)
+    else:
+        by_state = {
+            state: count
+            for (kind, state), count in job_counts.items()
+            if kind == JobKind.PROCESS_PHOTO
+        }
     done = by_state.get("done", 0)
     failed = by_state.get("failed", 0)
     return {

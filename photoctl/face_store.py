@@ -170,7 +170,7 @@ def store_faces(
         for index, r in enumerate(records)
     ]
     if rows:
-        vector_cache.bump(conn, event_id)
+        vector_cache.bump(conn, event_id, faces=True)
         conn.execute(db.insert_ignoring_conflicts(conn, faces_table), rows)
 
 

@@ -161,7 +161,7 @@ def add_photos(
         ]
         bulk_insert(engine, Face.__table__, rows)
     with db.write(engine) as conn:
-        vector_cache.bump(conn, event_id)  # as the workers' writes would have
+        vector_cache.bump(conn, event_id, faces=True)  # as the workers' writes would have
     return ids
 
 
@@ -206,7 +206,7 @@ def add_participants(engine: Engine, event_id: int, count: int) -> list[int]:
         ],
     )
     with db.write(engine) as conn:
-        vector_cache.bump(conn, event_id)
+        vector_cache.bump(conn, event_id, selfies=True)
     return ids
 
 

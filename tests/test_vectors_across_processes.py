@@ -11,12 +11,15 @@ the match from the participant whose selfie is next nearest). Real selfies, loca
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from PIL import Image
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 
-from photoctl import db
+from photoctl import db, events, face_store
+from photoctl.faces import vector_cache
+from photoctl.faces.base import FaceRecord
 from photoctl.models import Job, JobState, Photo
 from testkit.photos import settle
 from tests.support.cli import photoctl_env, run_photoctl, start_photoctl
@@ -115,3 +118,32 @@ def test_a_running_worker_never_matches_a_photo_to_a_selfie_erased_in_serve(
         stop_server(server)
         worker.terminate()
         worker.wait(30)
+
+
+def test_a_purge_in_another_process_drops_the_vectors_this_process_holds(
+    tmp_path: Path, db_url: str, engine: Engine, monkeypatch
+) -> None:
+    """Even for an event this process never searches again (a purged event takes no
+    enrollment), the deleted embeddings leave its memory within the sweep's interval."""
+    monkeypatch.setattr(vector_cache, "SWEEP_SECONDS", 0.2)
+    vector_cache.forget_all()
+    event = events.create_event(engine, "run", title="Run", date=None, retention_days=30)
+    with db.write(engine) as conn:
+        photo_id = conn.execute(
+            insert(Photo.__table__)
+            .values(
+                content_hash="a" * 64,
+                source_path=b"/x.jpg",
+                filename="x.jpg",
+                size_bytes=1,
+                ingested_at=time.time(),
+                event_id=event.id,
+            )
+            .returning(Photo.__table__.c.id)
+        ).scalar_one()
+        records = [FaceRecord((0.1, 0.1, 0.1, 0.1), 0.9, bytes(512)) for _ in range(3)]
+        face_store.store_faces(conn, photo_id, "local", records, event_id=event.id)
+    assert len(vector_cache.face_vectors(engine, event.id, "local")) == 3
+    assert vector_cache.held_bytes() > 0
+    _ok(["events", "purge", "run", "--yes"], photoctl_env(tmp_path, db_url))
+    wait_for(lambda: vector_cache.held_bytes() == 0, 10, "the purged vectors to be dropped")

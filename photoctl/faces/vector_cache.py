@@ -25,7 +25,9 @@ process, for the events whose selfies it enrolled since it started.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from photoctl import db
+from photoctl.errors import PhotoctlError
 from photoctl.models import Face, Meta, Photo, SelfieFace, User
 
 DIMENSIONS = 128
@@ -44,6 +47,7 @@ _FETCH_ROWS = 20000
 # ~1e-6 here; the exact distances of every candidate then decide, as the engine's old path did.
 _MARGIN = 1e-3
 
+log = logging.getLogger(__name__)
 meta_table = Meta.__table__
 faces_table = Face.__table__
 photos_table = Photo.__table__
@@ -280,10 +284,50 @@ _held: weakref.WeakKeyDictionary[Engine, dict[tuple[str, int, str], _EventVector
 _held_lock = threading.Lock()
 
 
+# How often a process holding vectors checks whether another process deleted some of them.
+SWEEP_SECONDS = 5.0
+
+
 def _entry(database: Engine, kind: str, event_id: int, engine_name: str) -> _EventVectors:
     with _held_lock:
-        per_database = _held.setdefault(database, {})
-        return per_database.setdefault((kind, event_id, engine_name), _EventVectors())
+        if database not in _held:
+            _held[database] = {}
+            threading.Thread(
+                target=_sweep, args=(weakref.ref(database),), daemon=True, name="vector-sweep"
+            ).start()
+        return _held[database].setdefault((kind, event_id, engine_name), _EventVectors())
+
+
+def _sweep(database_ref: weakref.ref[Engine]) -> None:
+    """Drop, within SWEEP_SECONDS, the vectors of an event whose faces or selfies another
+    process deleted (a purge, an erasure), even if this process never searches that event
+    again: a search would reload them anyway, but their bytes should not stay in memory."""
+    while True:
+        time.sleep(SWEEP_SECONDS)
+        database = database_ref()
+        if database is None:
+            return
+        with _held_lock:
+            entries = list(_held.get(database, {}).items())
+        if entries:
+            try:
+                drop_deleted(database, entries)
+            except PhotoctlError as error:  # the database away: checked again next time
+                log.debug("vector sweep: %s", error)
+        del database
+
+
+def drop_deleted(
+    database: Engine, entries: Sequence[tuple[tuple[str, int, str], _EventVectors]]
+) -> None:
+    events = sorted({event_id for (_, event_id, _), _ in entries})
+    with db.read(database) as conn:
+        versions = {event_id: read_version(conn, event_id) for event_id in events}
+    for (kind, event_id, _), entry in entries:
+        with entry.lock:
+            if entry.state is not None and entry.state[1] != versions[event_id].of(kind)[1]:
+                entry.reset()
+                entry.state = None
 
 
 def held_bytes() -> int:

@@ -123,6 +123,7 @@ def add_photos(
             )
         ]
     done = state == JobState.DONE
+    spread = 3 * 3600 / max(1, len(ids))
     jobs = [
         {
             "id": uuid.uuid4().hex,
@@ -134,9 +135,10 @@ def add_photos(
             "lease_expires_at": None,
             "worker_id": "bench-host:1:w0" if done else None,
             "last_error": None,
-            "created_at": now - 3600 + i * 1e-4,
-            "started_at": now - 120 if done else None,
-            "finished_at": now - 60 + i * 1e-6 if done else None,
+            # Spread over the last three hours, as a day of processing leaves them.
+            "created_at": now - 3 * 3600 + i * spread,
+            "started_at": now - 3 * 3600 + (i + 0.5) * spread if done else None,
+            "finished_at": now - 3 * 3600 + (i + 0.9) * spread if done else None,
         }
         for i, photo_id in enumerate(ids)
     ]

@@ -373,7 +373,7 @@ def _current(database: Engine, kind: str, event_id: int, engine_name: str) -> Ve
 
 
 _FACES_SQL = (
-    "SELECT f.id, f.embedding FROM faces f WHERE f.engine = {engine} AND f.id > {last} "
+    "SELECT f.id, f.embedding FROM faces f WHERE f.engine = {engine} {newer}"
     "AND f.embedding IS NOT NULL AND EXISTS (SELECT 1 FROM photos p WHERE p.id = f.photo_id "
     "AND p.event_id = {event})"
 )
@@ -390,7 +390,8 @@ def _load_faces(conn: Connection, entry: _EventVectors, event_id: int, engine_na
     assert raw is not None
     postgres = db.is_postgresql(conn)
     names = ("%(engine)s", "%(last)s", "%(event)s") if postgres else (":engine", ":last", ":event")
-    sql = _FACES_SQL.format(engine=names[0], last=names[1], event=names[2])
+    newer = f"AND f.id > {names[1]} " if entry.last_id else ""  # a full load: no id range
+    sql = _FACES_SQL.format(engine=names[0], newer=newer, event=names[2])
     if entry.last_id:
         while True:
             cursor = raw.cursor()
@@ -436,14 +437,19 @@ def _load_selfies(conn: Connection, entry: _EventVectors, event_id: int, engine_
             )
             .where(
                 selfies_table.c.engine == engine_name,
-                selfies_table.c.id > entry.last_id,
                 users_table.c.event_id == event_id,
                 users_table.c.erased_at.is_(None),
             )
         )
         incremental = entry.last_id > 0
         if incremental:
-            statement = statement.order_by(selfies_table.c.id).limit(_FETCH_ROWS)
+            statement = (
+                statement.where(selfies_table.c.id > entry.last_id)
+                .order_by(selfies_table.c.id)
+                .limit(_FETCH_ROWS)
+            )
+        # A full load has no id range: PostgreSQL combined "id > 0" with each user's selfies,
+        # a pass over the whole primary key per participant.
         result = conn.execute(statement)
         external = dict(entry.external)  # a new dict: views handed out keep theirs
         read = 0

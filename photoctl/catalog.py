@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, exists, func, select, update
 
 from photoctl.db import dialect_insert, in_chunks, insert_ignoring_conflicts
+from photoctl.faces import vector_cache
 from photoctl.models import DEFAULT_EVENT_ID, IngestRoot, Job, JobKind, JobState, Photo, SourceFile
 from photoctl.models import display_path as display_path
 
@@ -318,15 +319,30 @@ def record_processed(conn: Connection, result: ProcessedPhoto, now: float | None
     )
 
 
-def photo_counts(conn: Connection) -> dict[str, int]:
-    """Photos by the state of their processing job (pending = queued, retrying or running)."""
+def photo_counts(
+    conn: Connection, job_counts: dict[tuple[str, str], int] | None = None
+) -> dict[str, int]:
+    """Photos by the state of their processing job (pending = queued, retrying or running).
+
+    ``job_counts`` is queue.count_by_kind_and_state when the caller has read it already.
+    """
     total = conn.execute(select(func.count()).select_from(photos)).scalar_one()
-    rows = conn.execute(
-        select(jobs.c.state, func.count(func.distinct(jobs.c.photo_id)))
-        .where(jobs.c.kind == JobKind.PROCESS_PHOTO)
-        .group_by(jobs.c.state)
-    ).all()
-    by_state: dict[str, int] = dict(rows)
+    # A photo has one process_photo job (ingest enqueues one for each new photo; retries and
+    # changed files reuse it), so its jobs are counted, on ix_jobs_kind_state: a COUNT(DISTINCT)
+    # sorted every job's photo id (0.4-0.6 s at a million jobs).
+    if job_counts is None:
+        rows = conn.execute(
+            select(jobs.c.state, func.count())
+            .where(jobs.c.kind == JobKind.PROCESS_PHOTO)
+            .group_by(jobs.c.state)
+        ).all()
+        by_state: dict[str, int] = dict(rows)
+    else:
+        by_state = {
+            state: count
+            for (kind, state), count in job_counts.items()
+            if kind == JobKind.PROCESS_PHOTO
+        }
     done = by_state.get("done", 0)
     failed = by_state.get("failed", 0)
     return {
@@ -338,7 +354,8 @@ def photo_counts(conn: Connection) -> dict[str, int]:
 
 
 def faces_failed_count(conn: Connection) -> int:
-    """Photos processed without faces because the face service refused them (faces_error)."""
+    """Photos processed without faces because the face service refused them (faces_error;
+    the partial index ix_photos_faces_error holds those photos only)."""
     return conn.execute(
         select(func.count()).select_from(photos).where(photos.c.faces_error.is_not(None))
     ).scalar_one()
@@ -376,5 +393,6 @@ def failed_uploads(conn: Connection, finished_before: float) -> list[StoredUploa
 
 def delete_photos(conn: Connection, photo_ids: Sequence[int]) -> None:
     """Delete photos; their faces, matches and source files go with them (ON DELETE CASCADE)."""
+    vector_cache.bump_photos_events(conn, photo_ids)
     for chunk in in_chunks(photo_ids):
         conn.execute(delete(photos).where(photos.c.id.in_(chunk)))

@@ -8,11 +8,14 @@ memory fits one budget; the functions below make glibc return what they freed.
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import ctypes
 import ctypes.util
 import functools
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 # Bytes a decode holds per pixel it decodes to: 4 for Pillow's RGB (RGBX) decode, about 1 more
 # for the reduction made from it and the bands it is flattened in (imaging._rgb_at_size);
@@ -108,3 +111,29 @@ def _c_library() -> ctypes.CDLL | None:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
+
+
+# What ends the caller's decode slot once the selfie is decoded and its face found: serve's
+# selfie routes set it (api/selfies.py), enrollment calls it (users.enroll_selfie), so that
+# matching against a million faces does not keep other selfies waiting for a slot.
+_after_decode: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "photoctl_after_decode", default=None
+)
+
+
+@contextlib.contextmanager
+def slot_ends_after_decode(release: Callable[[], None]) -> Iterator[None]:
+    """Within this block, ``decoded()`` calls ``release`` (once)."""
+    token = _after_decode.set(release)
+    try:
+        yield
+    finally:
+        _after_decode.reset(token)
+
+
+def decoded() -> None:
+    """The selfie is decoded and its face found: end the decode slot, if a caller holds one."""
+    release = _after_decode.get()
+    if release is not None:
+        _after_decode.set(None)
+        release()

@@ -53,6 +53,7 @@ from photoctl import audit, db, event_store, face_store, faces
 from photoctl.catalog import PhotoRecord
 from photoctl.config import Settings
 from photoctl.errors import FacesRefused, PhotoctlError
+from photoctl.faces import vector_cache
 from photoctl.faces.base import FaceEngine, StoredFace
 from photoctl.imaging import DecodedPhoto
 from photoctl.models import AuditAction
@@ -119,9 +120,10 @@ class EngineFaceStep:
             boxes = tuple(face.box for face in found if face.box is not None)
             if not found:
                 return FaceSummary(note=note)
-            with db.read(self.database) as conn:
-                enrolled = face_store.enrolled_faces(conn, engine.name, event.id)
-            matches = engine.match_faces(found, enrolled)
+            # The event's selfies as this process holds them, brought up to date by their
+            # version (faces/vector_cache.py): no read of every participant per photo.
+            enrolled = vector_cache.selfie_vectors(self.database, event.id, engine.name)
+            matches = engine.match_enrolled(found, enrolled)
             if matches:
                 with db.write(self.database) as conn:
                     if not event_store.takes_face_data(conn, event.id):
@@ -191,7 +193,7 @@ class EngineFaceStep:
         with db.write(self.database) as conn:
             if not event_store.takes_face_data(conn, event_id):
                 raise EventPurged
-            face_store.store_faces(conn, photo.id, name, records)
+            face_store.store_faces(conn, photo.id, name, records, event_id=event_id)
             face_store.set_faces_checkpoint(conn, photo.id, name)
             return face_store.photo_faces(conn, photo.id, name), note
 
@@ -213,3 +215,6 @@ class StoredFaces:
     def faces_by_external_id(self, external_ids: Sequence[str]) -> list[StoredFace]:
         with db.read(self.database) as conn:
             return face_store.faces_by_external_id(conn, external_ids, self.event_id)
+
+    def face_vectors(self, engine: str) -> vector_cache.Vectors:
+        return vector_cache.face_vectors(self.database, self.event_id, engine)

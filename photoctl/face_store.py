@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, exists, func, select, tuple_, update
 
 from photoctl import db
+from photoctl.faces import vector_cache
 from photoctl.faces.base import EnrolledFace, FaceMatch, FaceRecord, StoredFace
 from photoctl.models import Face, Match, Photo, Rejection, SelfieFace, User
 
@@ -142,9 +143,17 @@ def photo_faces(conn: Connection, photo_id: int, engine_name: str) -> list[Store
 
 
 def store_faces(
-    conn: Connection, photo_id: int, engine_name: str, records: Sequence[FaceRecord]
+    conn: Connection,
+    photo_id: int,
+    engine_name: str,
+    records: Sequence[FaceRecord],
+    *,
+    event_id: int,
 ) -> None:
-    """Store what an engine found in a photo; faces stored already (a rerun) are kept."""
+    """Store what an engine found in a photo; faces stored already (a rerun) are kept.
+
+    The event's face version is bumped first (vector_cache.bump: its lock keeps ids in order).
+    """
     rows = [
         {
             "photo_id": photo_id,
@@ -161,6 +170,7 @@ def store_faces(
         for index, r in enumerate(records)
     ]
     if rows:
+        vector_cache.bump(conn, event_id, faces=True)
         conn.execute(db.insert_ignoring_conflicts(conn, faces_table), rows)
 
 
@@ -171,6 +181,7 @@ def forget_photo_faces(conn: Connection, photo_id: int) -> None:
     what an interrupted attempt indexed before indexing the new content.
     """
     checkpoint = faces_checkpoint(conn, photo_id)
+    vector_cache.bump_photos_events(conn, [photo_id])
     conn.execute(delete(matches_table).where(matches_table.c.photo_id == photo_id))
     conn.execute(delete(faces_table).where(faces_table.c.photo_id == photo_id))
     if checkpoint is not None and not checkpoint.endswith(_PENDING):
@@ -321,7 +332,13 @@ def replace_selfie(
 ) -> tuple[EnrolledFace, list[str]]:
     """Store a user's new selfie face; returns it and the engine ids of the faces it replaced."""
     old = selfie_external_ids(conn, user_id)
-    conn.execute(delete(selfies_table).where(selfies_table.c.user_id == user_id))
+    had = conn.execute(
+        select(selfies_table.c.id).where(selfies_table.c.user_id == user_id).limit(1)
+    ).first()
+    if had is not None:
+        # Every process drops this event's selfie vectors: the old one must match no more.
+        vector_cache.bump_user_event(conn, user_id, selfies_deleted=True)
+        conn.execute(delete(selfies_table).where(selfies_table.c.user_id == user_id))
     return add_selfie(conn, engine_name, user_id, record, now), old
 
 
@@ -334,6 +351,7 @@ def add_selfie(
 ) -> EnrolledFace:
     """Store one more selfie face of a user (each is matched on its own: better recall)."""
     now = time.time() if now is None else now
+    vector_cache.bump_user_event(conn, user_id)
     conn.execute(
         selfies_table.insert().values(
             user_id=user_id,
@@ -371,6 +389,7 @@ def photos_of_user(conn: Connection, user_id: int) -> list[tuple[int, float]]:
 
 def delete_user_face_data(conn: Connection, user_id: int) -> dict[str, int]:
     """Delete a user's selfie faces, matches and rejections; returns how many of each."""
+    vector_cache.bump_user_event(conn, user_id, selfies_deleted=True)
     return {
         "selfies": conn.execute(
             delete(selfies_table).where(selfies_table.c.user_id == user_id)
@@ -416,6 +435,8 @@ def delete_event_face_data(conn: Connection, event_id: int) -> dict[str, int]:
     Returns how many rows of each kind went.
     """
     users, photos = _event_users(event_id), _event_photos(event_id)
+    # Every process drops the event's vectors when it next reads this version.
+    vector_cache.bump(conn, event_id, faces_deleted=True, selfies_deleted=True)
     counts = {
         "matches": conn.execute(
             delete(matches_table).where(

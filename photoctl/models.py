@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -153,7 +154,16 @@ class Photo(Base):
     # AUTOINCREMENT on SQLite: an id is never handed out twice, even after the newest row is
     # deleted, so nothing keyed by an id (cache entries, a client's bookmark) can point at a
     # different row later. PostgreSQL sequences never go back anyway.
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = (
+        # Only the photos the face service refused: `stats` counts them (migration 0013).
+        Index(
+            "ix_photos_faces_error",
+            "faces_error",
+            postgresql_where=text("faces_error IS NOT NULL"),
+            sqlite_where=text("faces_error IS NOT NULL"),
+        ),
+        {"sqlite_autoincrement": True},
+    )
 
 
 class User(Base):
@@ -424,6 +434,11 @@ class Job(Base):
         # The claim statement scans waiting jobs in run_at order; stats count by state.
         Index("ix_jobs_state_run_at", "state", "run_at"),
         Index("ix_jobs_state_finished_at", "state", "finished_at"),
+        # jobs list (newest first, by state or not), stats' counts and oldest waiting job
+        # (migration 0013).
+        Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_state_created_at", "state", "created_at"),
+        Index("ix_jobs_kind_state", "kind", "state"),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, bindparam, delete, func, select, update
 
 from photoctl.event_store import EVENT_COLUMNS, Event, event_from, events_table
+from photoctl.faces import vector_cache
 from photoctl.models import Job, JobState, Photo, User
 
 users_table = User.__table__
@@ -77,6 +78,8 @@ def insert_participant(
 
 def delete_participant(conn: Connection, participant_id: int) -> None:
     """Remove a participant whose enrollment failed (nothing of them is kept)."""
+    # Its selfie, if one was stored, goes by the cascade: every process drops the selfies.
+    vector_cache.bump_user_event(conn, participant_id, selfies_deleted=True)
     conn.execute(
         delete(users_table).where(
             users_table.c.id == participant_id, users_table.c.gallery_token_hash.is_not(None)

@@ -390,10 +390,19 @@ def list_jobs(conn: Connection, state: str | None = None, limit: int = 50) -> li
 
 
 def count_by_state(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
     counts = {state.value: 0 for state in JobState}
-    counts.update({state: count for state, count in rows})
+    for (_, state), count in count_by_kind_and_state(conn).items():
+        counts[state] = counts.get(state, 0) + count
     return counts
+
+
+def count_by_kind_and_state(conn: Connection) -> dict[tuple[str, str], int]:
+    """Jobs by (kind, state): one pass over ix_jobs_kind_state, which `stats` reads once for
+    both its job and its photo counts."""
+    rows = conn.execute(
+        select(jobs.c.kind, jobs.c.state, func.count()).group_by(jobs.c.kind, jobs.c.state)
+    ).all()
+    return {(kind, state): count for kind, state, count in rows}
 
 
 def latest_job_for_photo(conn: Connection, photo_id: int) -> str | None:

@@ -33,10 +33,17 @@ def collect(
 ) -> dict:
     """The stats object of SPEC.md: queue, cache, photos, time to findable (last hour)."""
     now = time.time() if now is None else now
-    counts = queue.count_by_state(conn)
-    oldest_created = conn.execute(
-        select(func.min(jobs.c.created_at)).where(jobs.c.state.in_(queue.WAITING_STATES))
-    ).scalar_one()
+    by_kind = queue.count_by_kind_and_state(conn)  # one pass over an index, for both
+    counts = {state.value: 0 for state in JobState}
+    for (_, state), count in by_kind.items():
+        counts[state] = counts.get(state, 0) + count
+    # One MIN per state: each is one step down ix_jobs_state_created_at (an IN list made
+    # both databases read every waiting job).
+    oldest = [
+        conn.execute(select(func.min(jobs.c.created_at)).where(jobs.c.state == state)).scalar_one()
+        for state in queue.WAITING_STATES
+    ]
+    oldest_created = min((t for t in oldest if t is not None), default=None)
     findable = face_store.findable_seconds(conn, now - 3600)
     processed_last_minute = conn.execute(
         select(func.count())
@@ -61,7 +68,7 @@ def collect(
         "cache": {
             "user_photos_cache": cache_stats or {"size": 0, "hits": 0, "misses": 0, "hit_rate": 0.0}
         },
-        "photos": catalog.photo_counts(conn),
+        "photos": catalog.photo_counts(conn, by_kind),
         "faces": {"failed": catalog.faces_failed_count(conn)},
         "bibs": bib_store.counts(conn).as_json(),
         "rekognition": usage.summary(conn, settings.rekognition, now),

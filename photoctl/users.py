@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Select, bindparam, delete, func, select, update
 
-from photoctl import audit, db, event_store, face_store
+from photoctl import audit, db, decode_memory, event_store, face_store
 from photoctl.config import Settings
 from photoctl.errors import (
     ConfigError,
@@ -39,6 +39,7 @@ from photoctl.errors import (
 )
 from photoctl.event_store import Event
 from photoctl.face_step import StoredFaces, drop_purged_index
+from photoctl.faces import vector_cache
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import decode_photo
 from photoctl.models import AuditAction, LoginToken, Match, Photo, SelfieFace, User, display_path
@@ -246,6 +247,10 @@ def enroll_selfie(
         record = engine.index_selfie(user_id, decoded.sharpest, allow_several=largest)
     except SeveralFaces as several:
         raise SeveralFaces(several.count, shown) from None
+    # The decoded images are no longer needed: serve's decode slot goes to the next selfie
+    # while this one is stored and matched.
+    del decoded
+    decode_memory.decoded()
     if record is None:
         raise NoFace(f"{shown}: no face found in the selfie")
     replaced: list[str] = []
@@ -337,6 +342,8 @@ def delete_user(
         late = face_store.selfie_external_ids(conn, user_id, besides=external_ids)
         # The foreign key cascades too; said here so revocation does not hang on a pragma.
         conn.execute(delete(login_tokens).where(login_tokens.c.user_id == user_id))
+        # The selfies go by the cascade: every process drops the event's selfie vectors.
+        vector_cache.bump_user_event(conn, user_id, selfies_deleted=True)
         conn.execute(delete(users_table).where(users_table.c.id == user_id))
         if event is not None:
             # The user's face data goes with them: an erasure, done by the operator.

@@ -116,7 +116,7 @@ def face_data_of_event(engine) -> dict[str, int]:
         ("for_event", True),  # after the job read its event, before the pending checkpoint
         ("index_photo_reporting", False),  # after the checkpoint: IndexFaces re-creates it
         ("index_photo_reporting", True),  # after IndexFaces, before the faces are stored
-        ("match_faces", True),  # faces stored, matches not yet
+        ("match_enrolled", True),  # faces stored, matches not yet
     ],
     ids=["before-checkpoint", "before-index", "after-index", "before-matches"],
 )
@@ -210,7 +210,9 @@ def test_a_purge_waits_for_a_face_write_that_asked_before_its_mark(
             asked.set()
             time.sleep(0.5)  # the purge has started meanwhile, and waits
             assert not purge_done.is_set(), "the purge's mark did not wait for this write"
-            face_store.store_faces(conn, photo_id, "local", [FaceRecord((0, 0, 0.2, 0.2), 0.9)])
+            face_store.store_faces(
+                conn, photo_id, "local", [FaceRecord((0, 0, 0.2, 0.2), 0.9)], event_id=event.id
+            )
     finally:
         purging.join(30)
     assert purge_done.is_set()
@@ -257,7 +259,7 @@ def test_a_participant_erased_while_a_photo_is_matched_gets_no_match_from_it(
 ) -> None:
     """The erasure lands after the step read who is enrolled, before it stores the matches."""
     user_id = enrolled_red.participant.id
-    original = RekognitionEngine.match_faces
+    original = RekognitionEngine.match_enrolled
 
     def match_then_erase(self, *args, **kwargs):
         matches = original(self, *args, **kwargs)
@@ -265,7 +267,7 @@ def test_a_participant_erased_while_a_photo_is_matched_gets_no_match_from_it(
         participants.erase_participant(engine, purger, rekognition_settings, user_id)
         return matches
 
-    monkeypatch.setattr(RekognitionEngine, "match_faces", match_then_erase)
+    monkeypatch.setattr(RekognitionEngine, "match_enrolled", match_then_erase)
     face_photo(tmp_path / "photos" / "red.jpg", [RED], size=(700, 500))
     event = events.require_event(engine, SLUG)
     ingest_paths(engine, rekognition_settings, [str(tmp_path / "photos")], event_id=event.id)

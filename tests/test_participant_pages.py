@@ -30,7 +30,7 @@ from photoctl import config, db, events, participant_store, users
 from photoctl import gallery as gallery_module
 from photoctl.api import csrf, gallery_grid
 from photoctl.api.app import create_app
-from photoctl.api.routes import gallery_pages
+from photoctl.api.processing_figures import ProcessingFigures
 from photoctl.cache import ResponseCache
 from photoctl.ingest import ingest_paths
 from photoctl.models import Match, Photo
@@ -485,9 +485,9 @@ def test_purge_close_and_edits_of_the_event_show_at_once_beside_a_cached_grid(
 def test_the_processing_count_stays_live_beside_a_cached_grid(
     client, gallery, tmp_path, monkeypatch
 ) -> None:
-    # The count is cached for a few seconds for the whole event (gallery_pages.py); without that
-    # short cache, every request reads it, whatever the grid's cache holds.
-    monkeypatch.setattr(gallery_pages, "_PROCESSING_TTL_SECONDS", 0.0)
+    # The count is kept a few seconds for the whole event (api/processing_figures.py); without
+    # that, every request reads it, whatever the grid's cache holds.
+    monkeypatch.setattr(ProcessingFigures, "refresh_seconds", 0.0)
     token = gallery.tokens["ann"]
     assert client.get(f"/api/g/{token}").json()["processing"] == 0  # the grid is cached now
     late = tmp_path / "late"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from pathlib import Path
 from fastapi import HTTPException, UploadFile
 
 from photoctl.api.services import Services
-from photoctl.decode_memory import give_back_freed_memory
+from photoctl.decode_memory import give_back_freed_memory, slot_ends_after_decode
 from photoctl.errors import PermanentError, TransientError
 from photoctl.faces.base import FaceEngine
 from photoctl.imaging import check_decode_size
@@ -70,10 +71,18 @@ def received_selfie(svc: Services, upload: UploadFile) -> Iterator[tuple[FaceEng
             raise HTTPException(
                 503, "busy decoding other selfies, try again", headers={"Retry-After": "5"}
             )
+        released = threading.Lock()
+
+        def release_once() -> None:
+            # Called after the decode (decode_memory.decoded) and again on exit: once counts.
+            if released.acquire(blocking=False):
+                decodes.release(cost)
+
         try:
-            yield engine, Path(temporary)
+            with slot_ends_after_decode(release_once):
+                yield engine, Path(temporary)
         finally:
-            decodes.release(cost)
+            release_once()
     except PermanentError as error:
         message = str(error).replace(temporary, "selfie")
         # The frames of the refused decode (users.enroll's) hold its images; the answer would

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from photoctl import db, faces
+from photoctl import db, faces, participants
+from photoctl.api.processing_figures import ProcessingFigures
 from photoctl.cache import ResponseCache
 from photoctl.config import Settings
 from photoctl.decode_memory import DecodeBudget
@@ -43,6 +44,8 @@ class Services:
     face_engine: FaceEngine | None = None
     # Why face_engine could not be built (a missing region or boto3): selfies answer 503 with it.
     face_engine_error: ConfigError | None = None
+    # Photos of each event still processing, counted off the request path (galleries).
+    processing: ProcessingFigures | None = None
 
 
 def _build_face_engine(
@@ -92,6 +95,9 @@ def open_services(settings: Settings) -> Iterator[Services]:
                 ),
                 face_engine=face_engine,
                 face_engine_error=face_engine_error,
+                processing=ProcessingFigures(
+                    lambda event_id: participants.processing_count(database, event_id)
+                ),
             )
         finally:
             cache.close()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from photoctl.config import Settings
+    from photoctl.faces.vector_cache import Vectors
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class FaceLookup(Protocol):
     def all_faces(self, engine: str) -> Sequence[StoredFace]: ...
 
     def faces_by_external_id(self, external_ids: Sequence[str]) -> Sequence[StoredFace]: ...
+
+    def face_vectors(self, engine: str) -> Vectors:
+        """The event's stored embeddings as held in memory (faces.vector_cache)."""
+        ...
 
 
 class FaceEngine(ABC):
@@ -122,6 +127,18 @@ class FaceEngine(ABC):
         self, faces: Sequence[StoredFace], enrolled: Sequence[EnrolledFace]
     ) -> list[FaceMatch]:
         """For new faces of a photo: the enrolled users they belong to."""
+
+    def match_enrolled(self, faces: Sequence[StoredFace], enrolled: Vectors) -> list[FaceMatch]:
+        """match_faces against the event's selfies as this process holds them in memory
+        (faces.vector_cache.selfie_vectors): what the face step calls for each photo. This
+        default hands match_faces every selfie; the engines here search the held matrix."""
+        every = [
+            EnrolledFace(int(user), row.astype("<f4").tobytes(), None)
+            for _, users, rows, _ in enrolled.parts
+            for user, row in zip(users, rows, strict=True)
+        ]
+        every += [EnrolledFace(user, None, face) for face, user in enrolled.external.items()]
+        return self.match_faces(faces, every)
 
     @abstractmethod
     def match_selfie(self, selfie: EnrolledFace, lookup: FaceLookup) -> list[FaceMatch]:

@@ -39,6 +39,7 @@ from photoctl.faces.local_model import (
     find_model_dir,
     libface_detect,
 )
+from photoctl.faces.vector_cache import Vectors
 
 # libfacedetection finds faces from ~10 px and surely from ~18. On the 960 px copy this gives
 # for 2 %, bench_recall found every 2 % face (19 px); 1.5 % faces (14 px) often scored 20-40
@@ -216,20 +217,31 @@ class LocalEngine(FaceEngine):
                 )
         return matches
 
+    def match_enrolled(self, faces: Sequence[StoredFace], enrolled: Vectors) -> list[FaceMatch]:
+        # The same answer as match_faces (tests/test_vector_cache.py compares them), from the
+        # selfie matrix this worker holds instead of every selfie read for every photo.
+        usable = [face for face in faces if face.embedding]
+        if not usable or not len(enrolled):
+            return []
+        queries = np.stack([embedding_from_bytes(f.embedding) for f in usable if f.embedding])
+        return [
+            FaceMatch(face.id, hit[0], _similarity(hit[1]))
+            for face, hit in zip(
+                usable, enrolled.nearest(queries, self.match_threshold), strict=True
+            )
+            if hit is not None
+        ]
+
     def match_selfie(self, selfie: EnrolledFace, lookup: FaceLookup) -> list[FaceMatch]:
         if not selfie.embedding:
             return []
-        faces = [f for f in lookup.all_faces(self.name) if f.embedding]
-        if not faces:
-            return []
-        # One matrix operation over every stored face: ~100k faces is 50 MB and milliseconds.
-        matrix = np.frombuffer(
-            b"".join(f.embedding for f in faces if f.embedding), dtype="<f4"
-        ).reshape(-1, 128)
-        distances = np.linalg.norm(matrix - embedding_from_bytes(selfie.embedding), axis=1)
+        # The event's faces as this process holds them (faces/vector_cache.py): a matrix product
+        # over a million faces takes tens of milliseconds; reading them took seconds.
+        vectors = lookup.face_vectors(self.name)
+        query = embedding_from_bytes(selfie.embedding)
         return [
-            FaceMatch(faces[i].id, selfie.user_id, _similarity(float(distances[i])))
-            for i in np.flatnonzero(distances <= self.match_threshold)
+            FaceMatch(face_id, selfie.user_id, _similarity(distance))
+            for face_id, _, distance in vectors.within(query, self.match_threshold)
         ]
 
     def check(self) -> str:

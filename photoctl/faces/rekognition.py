@@ -41,7 +41,8 @@ from photoctl.faces.base import (
     clearly_largest,
 )
 from photoctl.faces.limiter import CallLimiter, CallOutcome, LimiterSettings
-from photoctl.faces.rekognition_matching import match_photo_faces
+from photoctl.faces.rekognition_matching import match_photo_faces, match_photo_faces_to
+from photoctl.faces.vector_cache import Vectors
 from photoctl.models import DEFAULT_EVENT_SLUG
 from photoctl.wording import plural
 
@@ -390,6 +391,13 @@ class RekognitionEngine(FaceEngine):
         # (rekognition_matching.py); nobody enrolled costs no call.
         return match_photo_faces(
             self._call, self.collection_id, self.match_threshold, faces, enrolled
+        )
+
+    def match_enrolled(self, faces: Sequence[StoredFace], enrolled: Vectors) -> list[FaceMatch]:
+        # The event's selfies by FaceId, as this worker holds them: no read of every
+        # participant for every photo.
+        return match_photo_faces_to(
+            self._call, self.collection_id, self.match_threshold, faces, enrolled.external
         )
 
     def match_selfie(self, selfie: EnrolledFace, lookup: FaceLookup) -> list[FaceMatch]:

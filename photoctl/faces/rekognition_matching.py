@@ -22,7 +22,7 @@ more than 4,096 faces of the event would be cut short by a sweep: then every fac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from photoctl.faces.base import EnrolledFace, FaceMatch, StoredFace
@@ -51,6 +51,19 @@ def match_photo_faces(
 ) -> list[FaceMatch]:
     """The matches of a photo's new faces with the event's enrolled selfies, in the fewest calls."""
     selfie_users = {e.external_id: e.user_id for e in enrolled if e.external_id}
+    return match_photo_faces_to(call, collection_id, threshold, faces, selfie_users)
+
+
+def match_photo_faces_to(
+    call: Search,
+    collection_id: str,
+    threshold: float,
+    faces: Sequence[StoredFace],
+    selfie_users: Mapping[str, int],
+) -> list[FaceMatch]:
+    """match_photo_faces with the event's selfies given as FaceId -> user id (a worker's
+    faces.vector_cache holds it): a sweep copies it only when it has fewer entries than the
+    photo has faces, so no per-photo work grows with the participants."""
     face_ids = {face.external_id: face.id for face in faces if face.external_id}
     way, _ = searches_for(len(face_ids), len(selfie_users))
     best: dict[tuple[int, int], float] = {}  # (face id, user id): best similarity
@@ -73,7 +86,7 @@ def match_photo_faces(
         return list(answer.get("FaceMatches", []))
 
     if way == "sweep":
-        for selfie_id, user_id in selfie_users.items():
+        for selfie_id, user_id in list(selfie_users.items()):
             found = search(selfie_id, SWEEP_MAX)
             if len(found) >= SWEEP_MAX:  # cut short: this sweep may miss faces of the photo
                 return match_photo_faces_by_face(search, faces, selfie_users)
@@ -89,7 +102,7 @@ def match_photo_faces(
 def match_photo_faces_by_face(
     search: Callable[[str, int], list[dict[str, Any]]],
     faces: Sequence[StoredFace],
-    selfie_users: dict[str, int],
+    selfie_users: Mapping[str, int],
 ) -> list[FaceMatch]:
     best: dict[tuple[int, int], float] = {}
     for face in faces:

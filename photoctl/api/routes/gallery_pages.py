@@ -43,7 +43,6 @@ router = APIRouter(tags=["participants"])
 log = logging.getLogger(__name__)
 
 PAGE_PHOTOS = 48
-_PROCESSING_TTL_SECONDS = 5.0
 # What new_token-style tokens look like; anything else is not looked up at all.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,100}")
 MAX_ID = 2**31 - 1
@@ -134,11 +133,10 @@ def _gallery(
 ) -> _Live:
     if participant.erased_at is not None:
         return _Live(deleted_on(participant, event), participant.erased_by, 0, None)
-    processing = svc.cache.get_or_compute(
-        ("processing", event.id),
-        _PROCESSING_TTL_SECONDS,
-        lambda: participants.processing_count(svc.database, event.id),
-    )
+    if svc.processing is not None:
+        processing = svc.processing.of(event.id)
+    else:
+        processing = participants.processing_count(svc.database, event.id)
     page = gallery_grid.grid(svc, participant.id, limit, cursor)
     return _Live(deleted_on(participant, event), participant.erased_by, processing, page)
 

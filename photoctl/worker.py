@@ -416,13 +416,15 @@ class WorkerLoop:
             self._fail(job, str(error), permanent=True)
             return
         except Exception as error:
-            log.debug("[%s] job %s raised:\n%s", self.name, job.id, traceback.format_exc())
             transient = isinstance(error, TransientError)
             if transient and self._database_down():
-                # The face step lost the database: wait for it, then run the job again with
-                # its attempt given back (the outage is not the photo's fault).
+                # A step (faces, bibs) lost the database: wait for it, then run the job again
+                # with its attempt given back (the outage is not the photo's fault). One line:
+                # the outage is logged once where it is waited out, not as a traceback a job.
+                log.debug("[%s] job %s given back: %s", self.name, job.id, error)
                 self._release([job.id])
                 return
+            log.debug("[%s] job %s raised:\n%s", self.name, job.id, traceback.format_exc())
             message = str(error) if transient else f"{type(error).__name__}: {error}"
             self._fail(job, message, permanent=False)
             return

@@ -32,6 +32,7 @@ from photoctl.cli import cli, main
 from photoctl.cli.common import Stopped, stop_request, watch_loop
 from photoctl.errors import ConfigError, NoDatabase, NotFound, PermanentError
 from photoctl.models import Job, JobKind, JobState
+from tests.support import MAX_MODULE_LINES
 
 PACKAGE_DIR = Path(cli_package.__file__).parent
 
@@ -91,10 +92,11 @@ def test_the_console_script_and_python_m_run_the_same_main() -> None:
     assert {name for name in cli.commands} <= set(listed)
 
 
-def test_no_module_of_the_cli_or_of_serving_is_over_500_lines() -> None:
+def test_no_module_of_the_cli_or_of_serving_is_over_the_house_bound() -> None:
+    # One bound for every module (tests/test_house_seams.py), not a tighter one of its own.
     paths = [*PACKAGE_DIR.glob("*.py"), PACKAGE_DIR.parent / "api" / "serve.py"]
     lengths = {path.name: len(path.read_text().splitlines()) for path in paths}
-    assert max(lengths.values()) < 500, lengths
+    assert max(lengths.values()) < MAX_MODULE_LINES, lengths
 
 
 def test_command_modules_import_from_common_never_from_the_package() -> None:

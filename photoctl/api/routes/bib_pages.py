@@ -30,7 +30,7 @@ from photoctl.api.pages import error_page, form_token_ok, render
 from photoctl.api.participant_messages import Refused
 from photoctl.api.photo_files import Variant
 from photoctl.api.routes.gallery_files import photo_response, zip_members, zip_response
-from photoctl.api.routes.gallery_pages import PAGE_PHOTOS, Cursor, Limit, PhotoId
+from photoctl.api.routes.gallery_pages import PAGE_PHOTOS, Cursor, Limit, PhotoId, PhotoLink
 from photoctl.api.services import Services
 from photoctl.bibs.lookup import normalize_bib
 
@@ -40,16 +40,9 @@ NO_SEARCH = messages.NO_BIB_SEARCH
 BAD_BIB = messages.BAD_BIB
 
 
-class BibPhoto(BaseModel):
-    id: int
-    filename: str
-    taken_at: str | None
-    width: int | None
-    height: int | None
-    page_url: str
-    thumb_url: str
-    preview_url: str
-    original_url: str
+class BibPhoto(PhotoLink):
+    """A gallery's photo link, found by a bib: the same fields, in nobody's gallery."""
+
     found_by: str | None = Field(default=None, description="Always null: nobody's gallery")
 
 

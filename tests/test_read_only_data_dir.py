@@ -32,7 +32,17 @@ OPERATOR = (
 
 def as_operator(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """`photoctl ARGS` as a user that file permissions apply to (nobody, when we are root)."""
-    drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if IS_ROOT else []
+    # It may read and search every directory (CAP_DAC_READ_SEARCH, no write): the checkout and
+    # its venv may sit in a private directory (mktemp -d, 0700), as CI's clone does.
+    drop = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+    ]
+    drop = drop if IS_ROOT else []
     return subprocess.run(
         [*drop, sys.executable, "-m", "photoctl", *args],
         env=env,
